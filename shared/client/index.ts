@@ -1,0 +1,193 @@
+// The TypeScript client of a Chorus coordinator — what `chorus submit/jobs/watch/...` use, and what
+// programs import (`import { ChorusClient } from 'chorus'`). Bearer token as per-call metadata, so
+// it works on both TLS and plaintext channels.
+import { createHash } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { ChorusError } from '../errors.ts';
+import { JobServiceClient, type BlobChunk, type BlobInfo, type Job, type JobEvent, type ListJobsResponse, type ListWorkersResponse, type SubmitJobResponse, type WorkerInfo } from '../gen/chorus/v1/jobs.ts';
+import { eventFromWire, isTerminal, type ChorusEvent } from '../nats/events.ts';
+
+export type { Job, Shard, WorkerInfo, Device, BlobInfo } from '../gen/chorus/v1/jobs.ts';
+export type { ChorusEvent, EventType, EventData, JobState } from '../nats/events.ts';
+export { isTerminal } from '../nats/events.ts';
+
+export const BLOB_CHUNK = 1 << 20;
+/** Largest single message either side accepts: blobs are chunked, so this only bounds specs and lists. */
+export const CLIENT_MAX_MESSAGE = 16 << 20;
+
+export interface ClientOptions {
+  /** host:port; default CHORUS_COORDINATOR or 127.0.0.1:7070. */
+  address?: string;
+  /** Bearer token; default CHORUS_TOKEN. */
+  token?: string;
+  /** TLS: true for system roots, or the PEM of the CA to trust. */
+  tls?: boolean | { ca?: Buffer; cert?: Buffer; key?: Buffer };
+}
+
+export function grpcCredentials(tls: ClientOptions['tls']): grpc.ChannelCredentials {
+  if (!tls) return grpc.credentials.createInsecure();
+  if (tls === true) return grpc.credentials.createSsl();
+  return grpc.credentials.createSsl(tls.ca ?? null, tls.key ?? null, tls.cert ?? null);
+}
+
+/** gRPC status → ChorusError that keeps the code (err.code) for callers that branch on it. */
+export class ChorusRpcError extends ChorusError {
+  constructor(
+    readonly code: grpc.status,
+    details: string,
+  ) {
+    super(`${grpc.status[code] ?? code}: ${details}`);
+  }
+}
+
+function wrap(err: unknown): Error {
+  const e = err as grpc.ServiceError;
+  if (e && typeof e.code === 'number') return new ChorusRpcError(e.code, e.details || e.message);
+  return err as Error;
+}
+
+export class ChorusClient {
+  readonly address: string;
+  private readonly rpc: JobServiceClient;
+  private readonly token: string | undefined;
+
+  constructor(options: ClientOptions = {}) {
+    this.address = options.address ?? process.env.CHORUS_COORDINATOR ?? '127.0.0.1:7070';
+    this.token = options.token ?? process.env.CHORUS_TOKEN ?? undefined;
+    this.rpc = new JobServiceClient(this.address, grpcCredentials(options.tls), {
+      'grpc.max_receive_message_length': CLIENT_MAX_MESSAGE,
+      'grpc.max_send_message_length': CLIENT_MAX_MESSAGE,
+      'grpc.keepalive_time_ms': 30_000,
+    });
+  }
+
+  close(): void {
+    this.rpc.close();
+  }
+
+  private md(): grpc.Metadata {
+    const md = new grpc.Metadata();
+    if (this.token) md.set('authorization', `Bearer ${this.token}`);
+    return md;
+  }
+
+  private unary<Res>(fn: (md: grpc.Metadata, cb: (e: grpc.ServiceError | null, r: Res) => void) => unknown): Promise<Res> {
+    return new Promise((resolve, reject) => {
+      fn(this.md(), (e, r) => (e ? reject(wrap(e)) : resolve(r)));
+    });
+  }
+
+  /** Submits a YAML/JSON job spec (text); resolves to the new job id. */
+  async submit(spec: string, name = ''): Promise<string> {
+    const res = await this.unary<SubmitJobResponse>((md, cb) => this.rpc.submitJob({ spec, name }, md, cb));
+    return res.jobId;
+  }
+
+  /** Submits the spec file at `path`. */
+  submitFile(path: string): Promise<string> {
+    return this.submit(readFileSync(path, 'utf8'));
+  }
+
+  get(jobId: string): Promise<Job> {
+    return this.unary<Job>((md, cb) => this.rpc.getJob({ jobId }, md, cb));
+  }
+
+  async list(): Promise<Job[]> {
+    return (await this.unary<ListJobsResponse>((md, cb) => this.rpc.listJobs({}, md, cb))).jobs;
+  }
+
+  cancel(jobId: string, reason = 'cancelled by user'): Promise<Job> {
+    return this.unary<Job>((md, cb) => this.rpc.cancelJob({ jobId, reason }, md, cb));
+  }
+
+  async workers(): Promise<WorkerInfo[]> {
+    return (await this.unary<ListWorkersResponse>((md, cb) => this.rpc.listWorkers({}, md, cb))).workers;
+  }
+
+  /** The job's events from its first one, then live until the job ends (the iterator then returns). */
+  async *watch(jobId: string, signal?: AbortSignal): AsyncGenerator<ChorusEvent> {
+    const call = this.rpc.watchJob({ jobId }, this.md());
+    const onAbort = () => call.cancel();
+    signal?.addEventListener('abort', onAbort);
+    try {
+      for await (const ev of call as AsyncIterable<JobEvent>) {
+        yield eventFromWire(ev);
+      }
+    } catch (err) {
+      if ((err as grpc.ServiceError).code === grpc.status.CANCELLED && signal?.aborted) return;
+      throw wrap(err);
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  /** Follows the job until it ends; resolves to its final record. */
+  async wait(jobId: string, onEvent?: (e: ChorusEvent) => void): Promise<Job> {
+    for await (const ev of this.watch(jobId)) {
+      onEvent?.(ev);
+      if (ev.type === 'job.state' && isTerminal(ev.data.state)) break;
+    }
+    return this.get(jobId);
+  }
+
+  /** Stores bytes in the coordinator's object store under `name`. */
+  uploadBlob(name: string, data: Uint8Array): Promise<BlobInfo> {
+    return new Promise((resolve, reject) => {
+      const call = this.rpc.uploadBlob(this.md(), (e, r) => (e ? reject(wrap(e)) : resolve(r)));
+      let off = 0;
+      const first = true;
+      const writeNext = (isFirst: boolean): void => {
+        while (off < data.length || isFirst) {
+          const chunk: BlobChunk = { name: isFirst ? name : '', size: isFirst ? data.length : 0, data: Buffer.from(data.buffer, data.byteOffset + off, Math.min(BLOB_CHUNK, data.length - off)) };
+          off += chunk.data.length;
+          isFirst = false;
+          if (!call.write(chunk)) {
+            call.once('drain', () => writeNext(false));
+            return;
+          }
+        }
+        call.end();
+      };
+      writeNext(first);
+    });
+  }
+
+  async downloadBlob(name: string): Promise<Buffer> {
+    const call = this.rpc.downloadBlob({ name }, this.md());
+    const parts: Buffer[] = [];
+    try {
+      for await (const chunk of call as AsyncIterable<BlobChunk>) parts.push(Buffer.from(chunk.data));
+    } catch (err) {
+      throw wrap(err);
+    }
+    return Buffer.concat(parts);
+  }
+
+  /**
+   * Downloads a finished job's artifacts into `outDir`: one PEFT directory per task
+   * (`<task>/adapter_model.safetensors` + `adapter_config.json`), `merged/` when the job merges,
+   * and `report.json`. Returns the files written.
+   */
+  async downloadResult(jobId: string, outDir: string): Promise<string[]> {
+    const job = await this.get(jobId);
+    if (job.state !== 'succeeded') throw new ChorusError(`job ${jobId} is ${job.state}${job.reason ? ` (${job.reason})` : ''}: no result to download`);
+    const prefix = `jobs/${jobId}/result/`;
+    const written: string[] = [];
+    for (const name of job.artifacts) {
+      if (!name.startsWith(prefix)) continue;
+      const rel = name.slice(prefix.length);
+      if (rel.split('/').some((p) => p === '..' || p === '')) throw new ChorusError(`refusing artifact name ${name}`);
+      const dest = join(outDir, rel);
+      mkdirSync(dirname(dest), { recursive: true });
+      writeFileSync(dest, await this.downloadBlob(name));
+      written.push(dest);
+    }
+    return written;
+  }
+}
+
+export function sha256Hex(data: Uint8Array): string {
+  return createHash('sha256').update(data).digest('hex');
+}
