@@ -1,0 +1,368 @@
+// safetensors reader and writer, with the validity rules of the reference implementation
+// (huggingface/safetensors `Metadata::validate`). Every size a header claims is checked against
+// the bytes actually present before anything is allocated, so a hostile header cannot make us
+// allocate gigabytes. Files are read either whole (parseSafetensors) or lazily tensor by tensor
+// (SafetensorsFile), which is what multi-GB base models need.
+
+import { open, type FileHandle } from 'node:fs/promises';
+import { ChorusError } from '../errors.ts';
+import { DTYPE_SIZE, decodeToFloat32, encodeFromNumbers, isDtype, type Dtype, type NumericData } from './dtypes.ts';
+import { findDuplicateKey } from './json-keys.ts';
+
+export type { Dtype } from './dtypes.ts';
+
+/** The reference implementation's cap on the JSON header. */
+export const MAX_HEADER_BYTES = 100_000_000;
+
+export interface TensorInfo {
+  dtype: Dtype;
+  shape: number[];
+  /** Offsets into the data buffer (which starts right after the header). */
+  begin: number;
+  end: number;
+}
+
+export interface TensorView {
+  dtype: Dtype;
+  shape: number[];
+  bytes: Uint8Array;
+}
+
+export interface SafetensorsHeader {
+  /** In header order. */
+  tensors: Map<string, TensorInfo>;
+  metadata: Record<string, string>;
+  /** File offset of the data buffer: 8 + header length. */
+  dataStart: number;
+}
+
+/**
+ * Reads the 8-byte little-endian header length and checks it against the file size.
+ * Returns the header length N (so the JSON lies at [8, 8+N)).
+ */
+export function readHeaderLength(first8: Uint8Array, fileLength: number, source: string): number {
+  if (fileLength < 8 || first8.byteLength < 8) {
+    throw new ChorusError(`${source}: not a safetensors file (${fileLength} bytes, shorter than the 8-byte header length)`);
+  }
+  const n = new DataView(first8.buffer, first8.byteOffset, 8).getBigUint64(0, true);
+  if (n > BigInt(MAX_HEADER_BYTES)) {
+    throw new ChorusError(`${source}: header length ${n} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
+  }
+  const headerLen = Number(n);
+  if (8 + headerLen > fileLength) {
+    throw new ChorusError(`${source}: header length ${headerLen} runs past the end of the file (${fileLength} bytes)`);
+  }
+  return headerLen;
+}
+
+function isCount(x: unknown): x is number {
+  return typeof x === 'number' && Number.isInteger(x) && x >= 0; // huge values fail the range checks later
+}
+
+/** Parses and validates the JSON header against the total file length. */
+export function parseHeader(json: Uint8Array, fileLength: number, source: string): SafetensorsHeader {
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(json);
+  } catch {
+    throw new ChorusError(`${source}: header is not valid UTF-8`);
+  }
+  if (!text.startsWith('{')) {
+    throw new ChorusError(`${source}: header must start with '{' (found ${JSON.stringify(text.slice(0, 12))})`);
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (err) {
+    throw new ChorusError(`${source}: header is not valid JSON (${(err as Error).message})`);
+  }
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
+    throw new ChorusError(`${source}: header must be a JSON object`);
+  }
+  const dup = findDuplicateKey(text);
+  if (dup) {
+    const where = dup.path ? ` in "${dup.path}"` : '';
+    throw new ChorusError(`${source}: duplicate key "${dup.key}"${where} in the header`);
+  }
+
+  const dataStart = 8 + json.byteLength;
+  const dataLength = fileLength - dataStart;
+  const metadata: Record<string, string> = {};
+  const tensors = new Map<string, TensorInfo>();
+  for (const [name, value] of Object.entries(raw as Record<string, unknown>)) {
+    if (name === '__metadata__') {
+      if (value === null) continue;
+      if (typeof value !== 'object' || Array.isArray(value)) {
+        throw new ChorusError(`${source}: "__metadata__" must be an object of strings`);
+      }
+      for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
+        if (typeof v !== 'string') {
+          throw new ChorusError(`${source}: "__metadata__"."${k}" must be a string (got ${JSON.stringify(v)})`);
+        }
+        metadata[k] = v;
+      }
+      continue;
+    }
+    tensors.set(name, parseTensorInfo(name, value, dataLength, source));
+  }
+
+  // Sorted by offset, the tensors must tile the data buffer exactly: no holes, no overlap.
+  const ordered = [...tensors.entries()].sort((x, y) => x[1].begin - y[1].begin || x[1].end - y[1].end);
+  let cursor = 0;
+  for (const [name, t] of ordered) {
+    if (t.begin !== cursor) {
+      const what = t.begin < cursor ? 'overlaps the previous tensor' : `leaves a hole (previous data ends at ${cursor})`;
+      throw new ChorusError(`${source}: tensor "${name}" data_offsets [${t.begin}, ${t.end}] ${what}`);
+    }
+    cursor = t.end;
+  }
+  if (cursor !== dataLength) {
+    throw new ChorusError(
+      `${source}: tensors cover ${cursor} bytes of data but the file holds ${dataLength} after the header ` +
+        `(8 + ${json.byteLength} + ${cursor} != ${fileLength})`,
+    );
+  }
+  return { tensors, metadata, dataStart };
+}
+
+function parseTensorInfo(name: string, value: unknown, dataLength: number, source: string): TensorInfo {
+  const where = `${source}: tensor "${name}"`;
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw new ChorusError(`${where} must be an object {dtype, shape, data_offsets}`);
+  }
+  const v = value as Record<string, unknown>;
+  if (typeof v.dtype !== 'string') throw new ChorusError(`${where}: "dtype" is missing or not a string`);
+  if (!isDtype(v.dtype)) throw new ChorusError(`${where}: unknown or unsupported dtype "${v.dtype}"`);
+  if (!Array.isArray(v.shape) || !v.shape.every(isCount)) {
+    throw new ChorusError(`${where}: "shape" must be an array of non-negative integers (got ${JSON.stringify(v.shape)})`);
+  }
+  const offs = v.data_offsets;
+  if (!Array.isArray(offs) || offs.length !== 2 || !offs.every(isCount)) {
+    throw new ChorusError(`${where}: "data_offsets" must be [begin, end] non-negative integers (got ${JSON.stringify(offs)})`);
+  }
+  const [begin, end] = offs as [number, number];
+  if (end < begin) throw new ChorusError(`${where}: data_offsets [${begin}, ${end}] end before begin`);
+  if (end > dataLength) {
+    throw new ChorusError(`${where}: data_offsets [${begin}, ${end}] out of range (data buffer holds ${dataLength} bytes)`);
+  }
+  // Products past 2^53 are inexact in floating point: treat them as unbounded so an absurd shape
+  // can never round its way into equality with the offsets.
+  const shape = v.shape as number[];
+  let bytes = shape.includes(0) ? 0 : DTYPE_SIZE[v.dtype];
+  for (const d of shape) {
+    bytes *= d;
+    if (bytes > Number.MAX_SAFE_INTEGER) bytes = Infinity;
+  }
+  if (bytes !== end - begin) {
+    const claimed = Number.isFinite(bytes) ? `${bytes} bytes` : 'more bytes than the file holds';
+    throw new ChorusError(
+      `${where}: shape [${(v.shape as number[]).join(', ')}] × ${v.dtype} needs ${claimed} but data_offsets span ${end - begin}`,
+    );
+  }
+  return { dtype: v.dtype, shape: [...(v.shape as number[])], begin, end };
+}
+
+/** Parses a whole safetensors file held in memory; tensor bytes are views into `bytes`. */
+export function parseSafetensors(
+  bytes: Uint8Array,
+  source: string,
+): { tensors: Map<string, TensorView>; metadata: Record<string, string> } {
+  const headerLen = readHeaderLength(bytes.subarray(0, 8), bytes.byteLength, source);
+  const header = parseHeader(bytes.subarray(8, 8 + headerLen), bytes.byteLength, source);
+  const tensors = new Map<string, TensorView>();
+  for (const [name, t] of header.tensors) {
+    tensors.set(name, {
+      dtype: t.dtype,
+      shape: t.shape,
+      bytes: bytes.subarray(header.dataStart + t.begin, header.dataStart + t.end),
+    });
+  }
+  return { tensors, metadata: header.metadata };
+}
+
+/** Any dtype → Float32 (F64/I64 lose precision as float32 must). A fresh array, safe to keep. */
+export function tensorToFloat32(view: TensorView): Float32Array {
+  return decodeToFloat32(view.dtype, view.bytes);
+}
+
+export function numelOf(shape: readonly number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+/** A safetensors file opened for lazy, per-tensor reads (the header is validated on open). */
+export class SafetensorsFile {
+  private constructor(
+    private readonly fh: FileHandle,
+    readonly path: string,
+    readonly header: SafetensorsHeader,
+  ) {}
+
+  static async open(path: string): Promise<SafetensorsFile> {
+    let fh: FileHandle;
+    try {
+      fh = await open(path, 'r');
+    } catch (err) {
+      throw new ChorusError(`${path}: cannot open (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    }
+    try {
+      const size = (await fh.stat()).size;
+      const first8 = new Uint8Array(8);
+      await fh.read(first8, 0, Math.min(8, size), 0);
+      const headerLen = readHeaderLength(first8, size, path);
+      const json = new Uint8Array(headerLen);
+      await fh.read(json, 0, headerLen, 8);
+      return new SafetensorsFile(fh, path, parseHeader(json, size, path));
+    } catch (err) {
+      await fh.close();
+      throw err;
+    }
+  }
+
+  get names(): string[] {
+    return [...this.header.tensors.keys()];
+  }
+
+  info(name: string): TensorInfo {
+    const t = this.header.tensors.get(name);
+    if (!t) throw new ChorusError(`${this.path}: no tensor named "${name}"`);
+    return t;
+  }
+
+  async view(name: string): Promise<TensorView> {
+    const t = this.info(name);
+    const bytes = new Uint8Array(t.end - t.begin);
+    let done = 0;
+    // One read call may return fewer bytes than asked (and is capped near 2 GB): loop.
+    while (done < bytes.byteLength) {
+      const { bytesRead } = await this.fh.read(bytes, done, Math.min(bytes.byteLength - done, 1 << 30), this.header.dataStart + t.begin + done);
+      if (bytesRead === 0) throw new ChorusError(`${this.path}: file shrank while reading tensor "${name}"`);
+      done += bytesRead;
+    }
+    return { dtype: t.dtype, shape: t.shape, bytes };
+  }
+
+  async readFloat32(name: string): Promise<Float32Array> {
+    return tensorToFloat32(await this.view(name));
+  }
+
+  async close(): Promise<void> {
+    await this.fh.close();
+  }
+}
+
+/** Reads a whole file and parses it (small files: adapters, checkpoints). */
+export async function readSafetensorsFile(path: string) {
+  const f = await SafetensorsFile.open(path);
+  try {
+    const tensors = new Map<string, TensorView>();
+    for (const name of f.names) tensors.set(name, await f.view(name));
+    return { tensors, metadata: f.header.metadata };
+  } finally {
+    await f.close();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing
+
+/** `data` as Uint8Array = bytes already in `dtype`'s encoding; anything else = numbers to encode. */
+export interface TensorInput {
+  dtype: Dtype;
+  shape: number[];
+  data: Uint8Array | NumericData;
+}
+
+export type TensorInputs = Map<string, TensorInput> | Array<TensorInput & { name: string }>;
+
+function entriesOf(tensors: TensorInputs): Array<[string, TensorInput]> {
+  const list: Array<[string, TensorInput]> = tensors instanceof Map ? [...tensors.entries()] : tensors.map((t) => [t.name, t]);
+  const seen = new Set<string>();
+  for (const [name] of list) {
+    if (name === '__metadata__') throw new ChorusError('safetensors: "__metadata__" cannot be a tensor name');
+    if (seen.has(name)) throw new ChorusError(`safetensors: duplicate tensor name "${name}"`);
+    seen.add(name);
+  }
+  return list;
+}
+
+function encodeTensor(name: string, t: TensorInput): Uint8Array {
+  if (!isDtype(t.dtype)) throw new ChorusError(`safetensors: tensor "${name}" has unknown dtype "${String(t.dtype)}"`);
+  if (!t.shape.every((d) => isCount(d))) throw new ChorusError(`safetensors: tensor "${name}" has an invalid shape [${t.shape.join(', ')}]`);
+  const numel = numelOf(t.shape);
+  const bytes = t.data instanceof Uint8Array ? t.data : encodeFromNumbers(t.dtype, t.data, `tensor "${name}"`);
+  if (bytes.byteLength !== numel * DTYPE_SIZE[t.dtype]) {
+    const got = t.data instanceof Uint8Array ? `${bytes.byteLength} bytes` : `${t.data.length} elements`;
+    throw new ChorusError(`safetensors: tensor "${name}" has shape [${t.shape.join(', ')}] (${numel} elements) but ${got} of data`);
+  }
+  return bytes;
+}
+
+function buildHeader(entries: Array<[string, Uint8Array, TensorInput]>, metadata?: Record<string, string>): Uint8Array {
+  const header: Record<string, unknown> = {};
+  if (metadata && Object.keys(metadata).length > 0) {
+    for (const [k, v] of Object.entries(metadata)) {
+      if (typeof v !== 'string') throw new ChorusError(`safetensors: metadata "${k}" must be a string`);
+    }
+    header.__metadata__ = metadata;
+  }
+  let offset = 0;
+  for (const [name, bytes, t] of entries) {
+    header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + bytes.byteLength] };
+    offset += bytes.byteLength;
+  }
+  const json = new TextEncoder().encode(JSON.stringify(header));
+  // Pad with spaces so the data buffer starts 8-byte aligned (typed-array views need alignment).
+  const padded = new Uint8Array(Math.ceil(json.byteLength / 8) * 8).fill(0x20);
+  padded.set(json);
+  const out = new Uint8Array(8 + padded.byteLength);
+  new DataView(out.buffer).setBigUint64(0, BigInt(padded.byteLength), true);
+  out.set(padded, 8);
+  return out;
+}
+
+export function serializeSafetensors(tensors: TensorInputs, metadata?: Record<string, string>): Uint8Array {
+  const entries = entriesOf(tensors).map(([name, t]) => [name, encodeTensor(name, t), t] as [string, Uint8Array, TensorInput]);
+  const head = buildHeader(entries, metadata);
+  const total = head.byteLength + entries.reduce((s, e) => s + e[1].byteLength, 0);
+  const out = new Uint8Array(total);
+  out.set(head);
+  let at = head.byteLength;
+  for (const [, bytes] of entries) {
+    out.set(bytes, at);
+    at += bytes.byteLength;
+  }
+  return out;
+}
+
+/** Writes tensor by tensor (no whole-file buffer), to `path` via a temporary file and rename. */
+export async function writeSafetensorsFile(path: string, tensors: TensorInputs, metadata?: Record<string, string>): Promise<void> {
+  const { rename, rm } = await import('node:fs/promises');
+  const list = entriesOf(tensors);
+  // Encode lazily per tensor but compute sizes first: the header needs every offset.
+  const sizes = list.map(([name, t]) => {
+    if (!isDtype(t.dtype)) throw new ChorusError(`safetensors: tensor "${name}" has unknown dtype "${String(t.dtype)}"`);
+    return numelOf(t.shape) * DTYPE_SIZE[t.dtype];
+  });
+  const placeholder = list.map(([name, t], i) => [name, { byteLength: sizes[i] } as Uint8Array, t] as [string, Uint8Array, TensorInput]);
+  const head = buildHeader(placeholder, metadata);
+  const tmp = `${path}.tmp-${process.pid}-${Date.now()}`;
+  const fh = await open(tmp, 'w');
+  try {
+    await writeAll(fh, head);
+    for (const [name, t] of list) await writeAll(fh, encodeTensor(name, t));
+    await fh.close();
+    await rename(tmp, path);
+  } catch (err) {
+    await fh.close().catch(() => {});
+    await rm(tmp, { force: true });
+    throw err;
+  }
+}
+
+async function writeAll(fh: FileHandle, bytes: Uint8Array): Promise<void> {
+  let done = 0;
+  while (done < bytes.byteLength) {
+    const { bytesWritten } = await fh.write(bytes, done, Math.min(bytes.byteLength - done, 1 << 30));
+    done += bytesWritten;
+  }
+}
