@@ -55,16 +55,15 @@ async function loadWasm(): Promise<void> {
   }
   // The emscripten loader installs process-wide handlers that rethrow every uncaught error and
   // rejection (printing its whole minified source); drop them so errors surface normally.
-  const before = {
-    uncaughtException: new Set(process.listeners('uncaughtException')),
-    unhandledRejection: new Set(process.listeners('unhandledRejection')),
-  };
+  type Listener = (...args: unknown[]) => void;
+  const events = ['uncaughtException', 'unhandledRejection'] as const;
+  const before = events.map((e) => new Set(process.listeners(e) as Listener[]));
   try {
     if (!(await tf.setBackend('wasm'))) throw new Error("backend 'wasm' did not initialise");
   } finally {
-    for (const event of ['uncaughtException', 'unhandledRejection'] as const) {
-      for (const l of process.listeners(event)) if (!before[event].has(l)) process.removeListener(event, l as never);
-    }
+    events.forEach((e, i) => {
+      for (const l of process.listeners(e) as Listener[]) if (!before[i].has(l)) process.removeListener(e, l);
+    });
   }
 }
 
