@@ -56,13 +56,14 @@ async function loadWasm(): Promise<void> {
   // The emscripten loader installs process-wide handlers that rethrow every uncaught error and
   // rejection (printing its whole minified source); drop them so errors surface normally.
   type Listener = (...args: unknown[]) => void;
-  const events = ['uncaughtException', 'unhandledRejection'] as const;
-  const before = events.map((e) => new Set(process.listeners(e) as Listener[]));
+  const events = ['uncaughtException', 'unhandledRejection'];
+  const listeners = (e: string) => process.listeners(e as 'uncaughtException') as Listener[];
+  const before = events.map((e) => new Set(listeners(e)));
   try {
     if (!(await tf.setBackend('wasm'))) throw new Error("backend 'wasm' did not initialise");
   } finally {
     events.forEach((e, i) => {
-      for (const l of process.listeners(e) as Listener[]) if (!before[i].has(l)) process.removeListener(e, l);
+      for (const l of listeners(e)) if (!before[i].has(l)) process.removeListener(e, l);
     });
   }
 }
