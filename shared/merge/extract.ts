@@ -1,0 +1,168 @@
+// PHLoRA-style extraction: a LoRA adapter from a fully fine-tuned model. Per target module,
+// ΔW = W_tuned − W_base and a truncated SVD to a fixed rank, or to the smallest rank that keeps the
+// asked fraction of the energy Σσ² (= ‖ΔW‖²_F). Small matrices get an exact SVD; large ones a
+// randomized SVD with power iterations (the rank search doubles the sketch until it has enough).
+// Output: lora_alpha = r (scaling 1), √σ on each factor; ranks that differ per module go to
+// rank_pattern/alpha_pattern.
+import { ChorusError } from '../errors.ts';
+import type { LoraAdapter, LoraModule } from '../lora/types.ts';
+import { energyFraction, moduleFromSvd } from './factorize.ts';
+import { frobenius2, mat, randomizedSvd, svdDense, truncateSvd, type Svd, type TruncatedSvdOptions } from './linalg.ts';
+import { unitScalingConfig } from './merge.ts';
+import { nameHash } from './options.ts';
+import { deriveSeed } from '../tensor/random.ts';
+
+export interface NamedTensor {
+  shape: number[];
+  data: Float32Array;
+}
+
+export interface ExtractOptions {
+  /** Fixed rank per module (exclusive with energy). */
+  rank?: number;
+  /** Fraction of Σσ² to keep, in (0, 1] (exclusive with rank). */
+  energy?: number;
+  /** Module names to extract (last path component, e.g. q_proj, or a dotted suffix). Default: every
+   *  2-D weight except embeddings and lm_head. */
+  targets?: string[];
+  svd?: TruncatedSvdOptions;
+  seed?: number;
+  baseModelNameOrPath?: string;
+  onModule?: (report: ExtractReport, index: number, total: number) => void;
+}
+
+export interface ExtractReport {
+  name: string;
+  shape: [number, number];
+  rank: number;
+  energyKept: number;
+  /** ‖ΔW‖_F; 0 means the module did not change and was skipped. */
+  deltaNorm: number;
+  skipped: boolean;
+}
+
+export interface ExtractResult {
+  adapter: LoraAdapter;
+  modules: ExtractReport[];
+}
+
+const DEFAULT_EXCLUDED = new Set(['embed_tokens', 'lm_head', 'wte', 'wpe', 'embed_in', 'embed_out']);
+
+/** Module paths (tensor name without ".weight") selected for extraction. */
+export function selectModules(tensors: Map<string, NamedTensor>, targets?: string[]): string[] {
+  const out: string[] = [];
+  for (const [name, t] of tensors) {
+    if (!name.endsWith('.weight') || t.shape.length !== 2) continue;
+    const path = name.slice(0, -'.weight'.length);
+    const last = path.slice(path.lastIndexOf('.') + 1);
+    const hit = targets
+      ? targets.some((x) => (x.includes('.') ? path === x || path.endsWith(`.${x}`) : last === x))
+      : !DEFAULT_EXCLUDED.has(last);
+    if (hit) out.push(path);
+  }
+  return out.sort(naturalCompare);
+}
+
+function naturalCompare(a: string, b: string): number {
+  return a.localeCompare(b, 'en', { numeric: true });
+}
+
+export function extractAdapter(
+  base: Map<string, NamedTensor>,
+  tuned: Map<string, NamedTensor>,
+  options: ExtractOptions,
+): ExtractResult {
+  const { rank, energy } = options;
+  if ((rank === undefined) === (energy === undefined)) throw new ChorusError('extract needs exactly one of rank or energy');
+  if (rank !== undefined && !(Number.isInteger(rank) && rank >= 1)) {
+    throw new ChorusError(`rank must be a positive integer, got ${rank}`);
+  }
+  if (energy !== undefined && !(energy > 0 && energy <= 1)) throw new ChorusError(`energy must be in (0, 1], got ${energy}`);
+  const paths = selectModules(base, options.targets);
+  if (paths.length === 0) {
+    throw new ChorusError(
+      options.targets
+        ? `no 2-D weight of the base model matches target ${options.targets.join(',')}`
+        : 'the base model has no 2-D weights to extract',
+    );
+  }
+  for (const t of options.targets ?? []) {
+    if (!paths.some((p) => p === t || p.endsWith(`.${t}`))) throw new ChorusError(`target ${t} matches no 2-D weight of the base model`);
+  }
+  const modules = new Map<string, LoraModule>();
+  const reports: ExtractReport[] = [];
+  paths.forEach((path, index) => {
+    const name = `${path}.weight`;
+    const b = base.get(name)!;
+    const t = tuned.get(name);
+    if (!t) throw new ChorusError(`tensor ${name} is in the base model but not in the tuned model`);
+    if (t.shape.length !== 2 || t.shape[0] !== b.shape[0] || t.shape[1] !== b.shape[1]) {
+      throw new ChorusError(`tensor ${name} has shape [${b.shape.join(', ')}] in the base model but [${t.shape.join(', ')}] in the tuned model`);
+    }
+    const [m, n] = b.shape;
+    const delta = new Float64Array(m * n);
+    for (let i = 0; i < delta.length; i++) delta[i] = t.data[i] - b.data[i];
+    const total = frobenius2(delta);
+    let report: ExtractReport;
+    if (total === 0) {
+      report = { name: path, shape: [m, n], rank: 0, energyKept: 1, deltaNorm: 0, skipped: true };
+    } else {
+      const seed = deriveSeed(options.seed ?? 0, nameHash(path));
+      const { svd, r } = energy !== undefined
+        ? rankForEnergy(mat(m, n, delta), total, energy, { seed, ...options.svd })
+        : { svd: topSvd(mat(m, n, delta), rank!, { seed, ...options.svd }), r: Math.min(rank!, m, n) };
+      let kept = 0;
+      for (let j = 0; j < Math.min(r, svd.k); j++) kept += svd.s[j] * svd.s[j];
+      modules.set(path, moduleFromSvd(svd, r));
+      report = { name: path, shape: [m, n], rank: r, energyKept: energyFraction(kept, total), deltaNorm: Math.sqrt(total), skipped: false };
+    }
+    reports.push(report);
+    options.onModule?.(report, index, paths.length);
+  });
+  if (modules.size === 0) throw new ChorusError('the tuned model equals the base model in every selected module: nothing to extract');
+  const targets: string[] = [];
+  for (const p of modules.keys()) {
+    const last = p.slice(p.lastIndexOf('.') + 1);
+    if (!targets.includes(last)) targets.push(last);
+  }
+  const config = unitScalingConfig(modules, {
+    targetModules: targets,
+    loraDropout: 0,
+    baseModelNameOrPath: options.baseModelNameOrPath,
+  });
+  return { adapter: { config, modules }, modules: reports };
+}
+
+function isSmall(a: { rows: number; cols: number }, opts: TruncatedSvdOptions) {
+  return Math.min(a.rows, a.cols) <= (opts.exactBelow ?? 256);
+}
+
+function topSvd(a: ReturnType<typeof mat>, rank: number, opts: TruncatedSvdOptions): Svd {
+  const limit = Math.min(a.rows, a.cols);
+  if (isSmall(a, opts) || rank + (opts.oversample ?? 10) >= limit) return truncateSvd(svdDense(a), rank);
+  return randomizedSvd(a, rank, opts);
+}
+
+/** Smallest r with Σ_{j<r} σ_j² ≥ energy · total, growing a randomized sketch when the matrix is large. */
+function rankForEnergy(a: ReturnType<typeof mat>, total: number, energy: number, opts: TruncatedSvdOptions) {
+  const limit = Math.min(a.rows, a.cols);
+  const goal = energy * total * (1 - 1e-12);
+  const pick = (svd: Svd) => {
+    let acc = 0;
+    for (let j = 0; j < svd.k; j++) {
+      acc += svd.s[j] * svd.s[j];
+      if (acc >= goal) return j + 1;
+    }
+    return -1;
+  };
+  if (!isSmall(a, opts)) {
+    for (let k = 16; k + (opts.oversample ?? 10) < limit; k *= 2) {
+      const svd = randomizedSvd(a, k, opts);
+      const r = pick(svd);
+      if (r > 0) return { svd, r };
+    }
+  }
+  const svd = svdDense(a);
+  const r = pick(svd);
+  return { svd, r: r > 0 ? r : limit };
+}
