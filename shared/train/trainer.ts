@@ -1,0 +1,389 @@
+// The adapter trainer: a step-level API that the local `chorus train` loop and the cluster's
+// data-parallel runners both drive.
+//
+//   const t = AdapterTrainer.create({ model, task, examples, evalExamples, replica, replicas });
+//   const g = t.computeGradients(step);       // this replica's micro-batches for optimiser step `step`
+//   // … cluster: add gradSums / tokens / lossSum over replicas …
+//   t.applyGradients(sumOfGradSums, sumOfTokens, step);   // clip + AdamW + LR schedule
+//   t.trainStep();                            // both, locally
+//
+// Gradients are SUMS over loss-bearing tokens (not means), so micro-batches and replicas combine
+// exactly: the gradient of the mean loss of the global batch is Σ gradSums / Σ tokens. The flat
+// layout (shared/train/layout.ts) is: modules by layer, then q,k,v,o,gate,up,down; A then B.
+//
+// CoTo: step `s` uses cotoMask(seed, s, layers, cotoProbability(s, steps, …)) for all its
+// micro-batches; an inactive layer gets no gradient (it is not even differentiated), and no update:
+// no weight decay, no moment update, no advance of its Adam step counter. Every process computes
+// the same mask from (seed, step), so replicas agree without talking.
+//
+// Determinism: dropout seeds derive from (seed, step, replica, micro-batch); data order comes from
+// the batch stream's seeded shuffle and cursor. There is no other random state, so state()/restore()
+// resumes bit-exactly.
+import { tf } from '../tensor/engine.ts';
+import { ChorusError } from '../errors.ts';
+import { deriveSeed } from '../tensor/random.ts';
+import type { LlamaModel } from '../model/llama.ts';
+import { evaluate, nextTokenLoss, type TokenBatch } from '../model/loss.ts';
+import { LoraRuntime } from '../lora/runtime.ts';
+import type { LoraAdapter, LoraConfig } from '../lora/types.ts';
+import { ActivationCounter, cotoMask, cotoProbability } from '../coto/schedule.ts';
+import type { ResolvedTask } from '../spec/job-spec.ts';
+import { adamwUpdate } from './adamw.ts';
+import { clipCoefficient, globalNorm } from './clip.ts';
+import { FlatLayout } from './layout.ts';
+import { learningRate } from './lr-schedule.ts';
+import { BatchStream, type TrainExample, type BatchCursor, evalBatches } from './batches.ts';
+
+export interface TrainerOptions {
+  model: LlamaModel;
+  task: ResolvedTask;
+  /** Tokenised training examples (the whole set: the trainer takes its replica's shard). */
+  examples: TrainExample[];
+  evalExamples?: TrainExample[];
+  /** This replica's index and the number of data-parallel replicas (default 0 of 1). */
+  replica?: number;
+  replicas?: number;
+  /** Overrides task.seed (CoTo masks, LoRA init, shuffling, dropout). */
+  seed?: number;
+  /** Start from this adapter instead of a fresh PEFT initialisation. */
+  adapter?: LoraAdapter;
+  /** Written into adapter_config.json's base_model_name_or_path. */
+  baseModelName?: string;
+}
+
+export interface GradientResult {
+  step: number;
+  /** Flat gradients of the SUM of token losses (layout: see FlatLayout); zeros for inactive layers. */
+  gradSums: Float32Array;
+  /** Loss-bearing tokens these sums cover. */
+  tokens: number;
+  /** Sum of the token losses. */
+  lossSum: number;
+  activeLayers: boolean[];
+  /** Tokens processed (loss-bearing or not), for throughput figures. */
+  inputTokens: number;
+}
+
+export interface ApplyResult {
+  step: number;
+  lr: number;
+  /** Global norm of the mean gradient before clipping. */
+  gradNorm: number;
+  clipCoef: number;
+}
+
+export interface StepResult extends ApplyResult {
+  loss: number;
+  tokens: number;
+  inputTokens: number;
+  p: number;
+  activeLayers: boolean[];
+  seconds: number;
+}
+
+export interface EvalSummary {
+  loss: number;
+  perplexity: number;
+  tokens: number;
+  accuracy: number;
+}
+
+/** Everything needed to continue training exactly (plain data: serialisable). */
+export interface TrainerState {
+  /** Optimiser steps completed (the next step to run). */
+  step: number;
+  params: Float32Array;
+  expAvg: Float32Array;
+  expAvgSq: Float32Array;
+  /** Adam step count of each module (layout.slots order). */
+  moduleSteps: number[];
+  cursor: BatchCursor;
+  activation: { numLayers: number; steps: number; counts: number[] };
+  /** The seed everything random derives from (counter-based: no other RNG state exists). */
+  seed: number;
+}
+
+export class AdapterTrainer {
+  readonly model: LlamaModel;
+  readonly task: ResolvedTask;
+  readonly runtime: LoraRuntime;
+  readonly layout: FlatLayout;
+  readonly seed: number;
+  readonly replica: number;
+  readonly replicas: number;
+  readonly activation: ActivationCounter;
+  /** Optimiser steps completed. */
+  step = 0;
+
+  private readonly params: Float32Array;
+  private readonly expAvg: Float32Array;
+  private readonly expAvgSq: Float32Array;
+  private readonly moduleSteps: Int32Array;
+  private readonly data: BatchStream;
+  private readonly evalExamples: TrainExample[];
+  /** Variable of each A/B block with its flat offset, for gradient download and updates. */
+  private readonly blocks: Array<{ variable: tf.Variable; offset: number; length: number; slot: number }>;
+  private readonly numLayers: number;
+
+  private constructor(opts: TrainerOptions, runtime: LoraRuntime) {
+    this.model = opts.model;
+    this.task = opts.task;
+    this.runtime = runtime;
+    this.seed = opts.seed ?? opts.task.seed;
+    this.replica = opts.replica ?? 0;
+    this.replicas = opts.replicas ?? 1;
+    this.numLayers = opts.model.config.numHiddenLayers;
+    const adapter = runtime.toAdapter();
+    this.layout = FlatLayout.fromAdapter(adapter, this.numLayers);
+    this.params = this.layout.flatten(adapter);
+    this.expAvg = new Float32Array(this.layout.size);
+    this.expAvgSq = new Float32Array(this.layout.size);
+    this.moduleSteps = new Int32Array(this.layout.slots.length);
+    this.activation = new ActivationCounter(this.numLayers);
+    const named = runtime.namedVariables();
+    this.blocks = this.layout.slots.flatMap((s, slot) => [
+      { variable: named.get(`${s.path}.lora_A`)!, offset: s.offset, length: s.aLength, slot },
+      { variable: named.get(`${s.path}.lora_B`)!, offset: s.offset + s.aLength, length: s.bLength, slot },
+    ]);
+    const tr = opts.task.training;
+    this.data = new BatchStream(opts.examples, {
+      batchSize: tr.batch_size,
+      seqLen: tr.seq_len,
+      seed: this.seed,
+      replica: this.replica,
+      replicas: this.replicas,
+      source: opts.task.data.train,
+    });
+    this.evalExamples = opts.evalExamples ?? [];
+  }
+
+  static create(opts: TrainerOptions): AdapterTrainer {
+    const { replica = 0, replicas = 1 } = opts;
+    if (!Number.isInteger(replicas) || replicas < 1 || !Number.isInteger(replica) || replica < 0 || replica >= replicas) {
+      throw new ChorusError(`trainer: replica ${replica} of ${replicas} is not valid`);
+    }
+    const l = opts.task.lora;
+    const config: LoraConfig = {
+      r: l.r,
+      loraAlpha: l.alpha,
+      targetModules: [...l.target_modules],
+      loraDropout: l.dropout,
+      useRslora: l.use_rslora,
+      ...(opts.baseModelName ? { baseModelNameOrPath: opts.baseModelName } : {}),
+    };
+    const seed = opts.seed ?? opts.task.seed;
+    // Every replica initialises A from the job seed, so all replicas start from the same adapter.
+    const runtime = opts.adapter
+      ? LoraRuntime.fromAdapter(opts.model, opts.adapter)
+      : LoraRuntime.create(opts.model, config, { seed: deriveSeed(seed, 0x10ad) });
+    try {
+      return new AdapterTrainer(opts, runtime);
+    } catch (err) {
+      runtime.dispose();
+      throw err;
+    }
+  }
+
+  /** CoTo's activation probability at optimiser step `step` (1 when CoTo is off). */
+  probabilityAt(step: number): number {
+    const c = this.task.coto;
+    if (!c.enabled) return 1;
+    return cotoProbability(step, this.task.training.steps, {
+      pStart: c.p_start, pEnd: c.p_end, rampFraction: c.ramp_fraction,
+    });
+  }
+
+  /** The layers whose adapters train at optimiser step `step` (every layer when CoTo is off). */
+  activeLayersAt(step: number): boolean[] {
+    if (!this.task.coto.enabled) return new Array<boolean>(this.numLayers).fill(true);
+    return cotoMask(this.seed, step, this.numLayers, this.probabilityAt(step));
+  }
+
+  learningRateAt(step: number): number {
+    return learningRate(step, this.task.training);
+  }
+
+  /**
+   * Runs this replica's grad_accum micro-batches for optimiser step `step` (default: the next one)
+   * and returns summed gradients. Consumes batches from the data stream.
+   */
+  computeGradients(step = this.step): GradientResult {
+    const activeLayers = this.activeLayersAt(step);
+    const gradSums = new Float32Array(this.layout.size);
+    const active = this.blocks.filter((b) => activeLayers[this.layout.slots[b.slot].layer]);
+    const varList = active.map((b) => b.variable);
+    let tokens = 0;
+    let lossSum = 0;
+    let inputTokens = 0;
+    const accum = this.task.training.grad_accum;
+    for (let micro = 0; micro < accum; micro++) {
+      const batch = this.data.next();
+      inputTokens += batch.batchSize * batch.seqLen;
+      const count = countTargets(batch);
+      if (count === 0) continue;
+      const dropoutSeed = deriveSeed(this.seed, step, this.replica, micro);
+      const { value, grads } = tf.variableGrads(() => tf.tidy(() => tf.mul(nextTokenLoss(this.model, batch, {
+        lora: this.runtime, activeLayers, training: true, dropoutSeed,
+      }), count) as tf.Scalar), varList);
+      lossSum += value.dataSync()[0];
+      value.dispose();
+      for (const b of active) {
+        const g = grads[b.variable.name];
+        const data = g.dataSync() as Float32Array;
+        for (let i = 0; i < b.length; i++) gradSums[b.offset + i] += data[i];
+      }
+      tf.dispose(grads);
+      tokens += count;
+    }
+    return { step, gradSums, tokens, lossSum, activeLayers, inputTokens };
+  }
+
+  /**
+   * Applies summed gradients (Σ over micro-batches and replicas) for optimiser step `step`:
+   * mean = gradSums / tokens, global-norm clipping, AdamW with this step's learning rate, only on
+   * the layers CoTo activated at `step`. Advances `this.step` to step + 1.
+   */
+  applyGradients(gradSums: Float32Array, tokens: number, step = this.step): ApplyResult {
+    if (gradSums.length !== this.layout.size) {
+      throw new ChorusError(`trainer: gradient has ${gradSums.length} values, the adapter has ${this.layout.size}`);
+    }
+    const tr = this.task.training;
+    const activeLayers = this.activeLayersAt(step);
+    const lr = this.learningRateAt(step);
+    const ranges = this.layout.rangesOf(activeLayers);
+    const scale = tokens > 0 ? 1 / tokens : 0;
+    const gradNorm = globalNorm(gradSums, ranges, scale);
+    const clipCoef = clipCoefficient(gradNorm, tr.max_grad_norm);
+    if (tokens > 0) {
+      const h = { lr, beta1: tr.betas[0], beta2: tr.betas[1], eps: tr.eps, weightDecay: tr.weight_decay };
+      this.layout.slots.forEach((s, i) => {
+        if (!activeLayers[s.layer]) return;
+        this.moduleSteps[i] += 1;
+        adamwUpdate(this.params, gradSums, this.expAvg, this.expAvgSq, s.offset, s.aLength + s.bLength,
+          this.moduleSteps[i], scale * clipCoef, h);
+      });
+      this.pushParams(activeLayers);
+    }
+    this.activation.record(activeLayers);
+    this.step = step + 1;
+    return { step, lr, gradNorm, clipCoef };
+  }
+
+  /** One optimiser step on this replica's data alone. */
+  trainStep(): StepResult {
+    const start = performance.now();
+    const step = this.step;
+    const g = this.computeGradients(step);
+    const applied = this.applyGradients(g.gradSums, g.tokens, step);
+    return {
+      ...applied,
+      loss: g.tokens > 0 ? g.lossSum / g.tokens : NaN,
+      tokens: g.tokens,
+      inputTokens: g.inputTokens,
+      p: this.probabilityAt(step),
+      activeLayers: g.activeLayers,
+      seconds: (performance.now() - start) / 1000,
+    };
+  }
+
+  /** The current adapter (a copy: plain typed arrays). */
+  getAdapter(): LoraAdapter {
+    return this.layout.unflattenInto(this.params, this.runtime.toAdapter());
+  }
+
+  /**
+   * Replaces the adapter's values (e.g. a round's reconciled adapter). With resetMoments the Adam
+   * moments and step counts start over; otherwise they carry on.
+   */
+  setAdapter(adapter: LoraAdapter, opts: { resetMoments?: boolean } = {}): void {
+    this.runtime.load(adapter);
+    this.layout.flatten(adapter, this.params);
+    if (opts.resetMoments) {
+      this.expAvg.fill(0);
+      this.expAvgSq.fill(0);
+      this.moduleSteps.fill(0);
+    }
+  }
+
+  state(): TrainerState {
+    return {
+      step: this.step,
+      params: this.params.slice(),
+      expAvg: this.expAvg.slice(),
+      expAvgSq: this.expAvgSq.slice(),
+      moduleSteps: Array.from(this.moduleSteps),
+      cursor: this.data.cursor(),
+      activation: this.activation.toJSON(),
+      seed: this.seed,
+    };
+  }
+
+  restore(s: TrainerState, source = 'trainer state'): void {
+    const n = this.layout.size;
+    for (const [name, arr] of [['params', s.params], ['expAvg', s.expAvg], ['expAvgSq', s.expAvgSq]] as const) {
+      if (arr.length !== n) throw new ChorusError(`${source}: ${name} holds ${arr.length} values, the adapter has ${n}`);
+    }
+    if (s.moduleSteps.length !== this.layout.slots.length) {
+      throw new ChorusError(`${source}: moduleSteps lists ${s.moduleSteps.length} modules, the adapter has ${this.layout.slots.length}`);
+    }
+    if (s.seed !== this.seed) throw new ChorusError(`${source}: was trained with seed ${s.seed}, this run uses ${this.seed}`);
+    const counts = ActivationCounter.fromJSON(s.activation, `${source}: activation`);
+    if (counts.numLayers !== this.numLayers) {
+      throw new ChorusError(`${source}: activation counts are for ${counts.numLayers} layers, the model has ${this.numLayers}`);
+    }
+    this.data.seek(s.cursor);
+    this.params.set(s.params);
+    this.expAvg.set(s.expAvg);
+    this.expAvgSq.set(s.expAvgSq);
+    this.moduleSteps.set(s.moduleSteps);
+    this.activation.counts.splice(0, this.numLayers, ...counts.counts);
+    this.activation.steps = counts.steps;
+    this.step = s.step;
+    this.pushParams(new Array<boolean>(this.numLayers).fill(true));
+  }
+
+  /**
+   * Mean next-token loss and argmax accuracy over the evaluation examples with every layer's
+   * adapter on. maxBatches limits the number of batch_size batches (default: all).
+   */
+  evaluate(opts: { maxBatches?: number; examples?: TrainExample[] } = {}): EvalSummary {
+    const examples = opts.examples ?? this.evalExamples;
+    const tr = this.task.training;
+    let lossSum = 0;
+    let tokens = 0;
+    let correct = 0;
+    for (const batch of evalBatches(examples, tr.batch_size, tr.seq_len, opts.maxBatches)) {
+      const r = evaluate(this.model, batch, { lora: this.runtime });
+      lossSum += r.lossSum;
+      tokens += r.tokens;
+      correct += r.correct;
+    }
+    const loss = tokens > 0 ? lossSum / tokens : NaN;
+    return { loss, perplexity: Math.exp(loss), tokens, accuracy: tokens > 0 ? correct / tokens : NaN };
+  }
+
+  dispose(): void {
+    this.runtime.dispose();
+  }
+
+  /** Copies the master parameters of the given layers into the runtime's variables. */
+  private pushParams(layers: boolean[]): void {
+    tf.tidy(() => {
+      for (const b of this.blocks) {
+        if (!layers[this.layout.slots[b.slot].layer]) continue;
+        // A copy: some backends keep a reference to the array a tensor was made from.
+        const values = this.params.slice(b.offset, b.offset + b.length);
+        b.variable.assign(tf.tensor(values, b.variable.shape, 'float32'));
+      }
+    });
+  }
+}
+
+/** Loss-bearing targets of a batch: positions t ≥ 1 with a non-zero mask (see TokenBatch). */
+export function countTargets(batch: TokenBatch): number {
+  let count = 0;
+  for (let b = 0; b < batch.batchSize; b++) {
+    for (let t = 1; t < batch.seqLen; t++) if (batch.targetMask[b * batch.seqLen + t] !== 0) count++;
+  }
+  return count;
+}
