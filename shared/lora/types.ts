@@ -10,6 +10,11 @@ export interface LoraConfig {
   loraAlpha: number;
   /** Module names, e.g. ["q_proj", "v_proj"]. */
   targetModules: string[];
+  /**
+   * Set when PEFT's target_modules was a regex string (matched against the full module path);
+   * targetModules then lists the module names it matched. The PEFT writer writes it back verbatim.
+   */
+  targetModulesRegex?: string;
   loraDropout: number;
   useRslora: boolean;
   baseModelNameOrPath?: string;

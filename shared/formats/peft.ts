@@ -1,0 +1,282 @@
+// PEFT LoRA directories: adapter_model.safetensors + adapter_config.json, read and written with
+// PEFT's own conventions so that `PeftModel.from_pretrained` loads what we write and we load what
+// PEFT saves:
+// - keys are `base_model.model.<module path>.lora_A.weight` [r, in] / `.lora_B.weight` [out, r];
+//   PEFT strips the adapter name ("default") on save and re-inserts it on load, so a key that
+//   still carries it would not load in PEFT either and is rejected here;
+// - per-module rank/alpha come from rank_pattern/alpha_pattern via PEFT's get_pattern_key;
+// - scaling = alpha / r, or alpha / √r with use_rslora;
+// - F16/BF16/F32 tensors are accepted (upcast); adapter_model.bin (pickle) is not.
+
+import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ChorusError } from '../errors.ts';
+import { loraScaling, type LoraAdapter, type LoraConfig, type LoraModule } from '../lora/types.ts';
+import { isTargetModule, lookupPattern, type TargetSpec } from './peft-patterns.ts';
+import { readSafetensorsFile, tensorToFloat32, writeSafetensorsFile, type TensorInput, type TensorView } from './safetensors.ts';
+
+export const ADAPTER_WEIGHTS = 'adapter_model.safetensors';
+export const ADAPTER_CONFIG = 'adapter_config.json';
+export const PEFT_KEY_PREFIX = 'base_model.model.';
+
+export function peftKey(modulePath: string, which: 'A' | 'B'): string {
+  return `${PEFT_KEY_PREFIX}${modulePath}.lora_${which}.weight`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Config
+
+/** The parts of adapter_config.json that decide how the weights are interpreted. */
+export interface ParsedPeftConfig {
+  config: LoraConfig;
+  targets: TargetSpec;
+}
+
+function field<T>(raw: Record<string, unknown>, name: string, check: (v: unknown) => v is T, want: string, fallback: T, src: string): T {
+  const v = raw[name];
+  if (v === undefined) return fallback;
+  if (!check(v)) throw new ChorusError(`${src}: "${name}" must be ${want} (got ${JSON.stringify(v)})`);
+  return v;
+}
+
+const isNum = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
+const isPosInt = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v > 0;
+const isBool = (v: unknown): v is boolean => typeof v === 'boolean';
+const isStrOrNull = (v: unknown): v is string | null => v === null || typeof v === 'string';
+const isNameSpec = (v: unknown): v is string[] | string | null =>
+  v === null || typeof v === 'string' || (Array.isArray(v) && v.every((x) => typeof x === 'string'));
+const isLayers = (v: unknown): v is number[] | number | null =>
+  v === null || (typeof v === 'number' && Number.isInteger(v)) || (Array.isArray(v) && v.every((x) => Number.isInteger(x)));
+
+function isPatternMap(check: (v: unknown) => boolean) {
+  return (v: unknown): v is Record<string, number> =>
+    v !== null && typeof v === 'object' && !Array.isArray(v) && Object.values(v as object).every(check);
+}
+
+export function parsePeftConfig(raw: unknown, src: string): ParsedPeftConfig {
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new ChorusError(`${src}: must be a JSON object`);
+  const o = raw as Record<string, unknown>;
+  if (o.peft_type !== 'LORA') throw new ChorusError(`${src}: "peft_type" must be "LORA" (got ${JSON.stringify(o.peft_type)})`);
+  // Features whose weights we cannot represent: refuse rather than load a different model.
+  if (o.use_dora === true) throw new ChorusError(`${src}: "use_dora": true (DoRA) is not supported`);
+  if (o.lora_bias === true) throw new ChorusError(`${src}: "lora_bias": true is not supported`);
+  if (o.bias !== undefined && o.bias !== 'none') throw new ChorusError(`${src}: "bias": ${JSON.stringify(o.bias)} is not supported (only "none")`);
+  if (o.modules_to_save != null && !(Array.isArray(o.modules_to_save) && o.modules_to_save.length === 0)) {
+    throw new ChorusError(`${src}: "modules_to_save" is not supported (fully trained extra modules); got ${JSON.stringify(o.modules_to_save)}`);
+  }
+  if (o.layer_replication != null) throw new ChorusError(`${src}: "layer_replication" is not supported`);
+
+  // PEFT's LoraConfig defaults: r 8, lora_alpha 8, lora_dropout 0.
+  const r = field(o, 'r', isPosInt, 'a positive integer', 8, src);
+  const loraAlpha = field(o, 'lora_alpha', isNum, 'a number', 8, src);
+  const loraDropout = field(o, 'lora_dropout', isNum, 'a number', 0, src);
+  const useRslora = field(o, 'use_rslora', isBool, 'true or false', false, src);
+  const base = field(o, 'base_model_name_or_path', isStrOrNull, 'a string or null', null, src);
+  const rankPattern = field(o, 'rank_pattern', isPatternMap(isPosInt), 'an object of positive integers', {}, src);
+  const alphaPattern = field(o, 'alpha_pattern', isPatternMap(isNum), 'an object of numbers', {}, src);
+  const targetModules = field(o, 'target_modules', isNameSpec, 'a list of names or a regex string', null, src);
+  const targets: TargetSpec = {
+    targetModules,
+    excludeModules: field(o, 'exclude_modules', isNameSpec, 'a list of names or a regex string', null, src),
+    layersToTransform: field(o, 'layers_to_transform', isLayers, 'an integer or a list of integers', null, src),
+    layersPattern: field(o, 'layers_pattern', isNameSpec, 'a string or a list of strings', null, src),
+  };
+  const config: LoraConfig = {
+    r,
+    loraAlpha,
+    targetModules: Array.isArray(targetModules) ? [...targetModules] : [],
+    loraDropout,
+    useRslora,
+    ...(base !== null ? { baseModelNameOrPath: base } : {}),
+    ...(typeof targetModules === 'string' ? { targetModulesRegex: targetModules } : {}),
+    rankPattern,
+    alphaPattern,
+  };
+  return { config, targets };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading
+
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(() => true, () => false);
+}
+
+/** Groups PEFT keys into modules; every other key is an error that names it. */
+function groupKeys(tensors: Map<string, TensorView>, src: string): Map<string, { a?: TensorView; b?: TensorView }> {
+  const modules = new Map<string, { a?: TensorView; b?: TensorView }>();
+  for (const [key, view] of tensors) {
+    const m = /^(.*)\.lora_([AB])\.weight$/.exec(key);
+    if (!m) {
+      const named = /^(.*)\.lora_([AB])\.([^.]+)\.weight$/.exec(key);
+      if (named) {
+        throw new ChorusError(
+          `${src}: key "${key}" carries the adapter name "${named[3]}"; PEFT saves keys without it ` +
+            `("${named[1]}.lora_${named[2]}.weight") and would not load this file`,
+        );
+      }
+      const kind = /lora_magnitude_vector/.test(key) ? ' (DoRA)' : /lora_embedding_/.test(key) ? ' (LoRA on embeddings)' : '';
+      throw new ChorusError(`${src}: unsupported tensor "${key}"${kind}: only lora_A/lora_B weights of linear layers are supported`);
+    }
+    if (!m[1].startsWith(PEFT_KEY_PREFIX)) {
+      throw new ChorusError(`${src}: key "${key}" lacks the "${PEFT_KEY_PREFIX}" prefix PEFT writes (PEFT would not load it)`);
+    }
+    const path = m[1].slice(PEFT_KEY_PREFIX.length);
+    const entry = modules.get(path) ?? {};
+    if (m[2] === 'A') entry.a = view;
+    else entry.b = view;
+    modules.set(path, entry);
+  }
+  return modules;
+}
+
+/** Builds an adapter from a parsed config and the adapter_model.safetensors tensors. */
+export function adapterFromPeft(parsed: ParsedPeftConfig, tensors: Map<string, TensorView>, src: string): LoraAdapter {
+  const { config, targets } = parsed;
+  const modules = new Map<string, LoraModule>();
+  const grouped = groupKeys(tensors, src);
+  if (grouped.size === 0) throw new ChorusError(`${src}: no LoRA weights (no "…lora_A.weight" keys)`);
+  const leafNames = new Set<string>();
+  for (const [path, { a, b }] of [...grouped].sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0))) {
+    if (!a || !b) throw new ChorusError(`${src}: module "${path}" has lora_${a ? 'A' : 'B'} but no lora_${a ? 'B' : 'A'}`);
+    if (a.shape.length !== 2 || b.shape.length !== 2) {
+      throw new ChorusError(`${src}: module "${path}": lora_A ${JSON.stringify(a.shape)} and lora_B ${JSON.stringify(b.shape)} must both be 2-D`);
+    }
+    const [rank, inFeatures] = a.shape;
+    const [outFeatures, rankB] = b.shape;
+    if (rank !== rankB) {
+      throw new ChorusError(`${src}: module "${path}": mismatched ranks, lora_A is [${a.shape}] (rank ${rank}) but lora_B is [${b.shape}] (rank ${rankB})`);
+    }
+    if (!isTargetModule(targets, path, src)) {
+      throw new ChorusError(`${src}: module "${path}" is not matched by target_modules ${JSON.stringify(targets.targetModules)} (PEFT would not load it)`);
+    }
+    const r = lookupPattern(config.rankPattern, path, config.r, `${src}: "rank_pattern"`);
+    if (rank !== r) {
+      throw new ChorusError(`${src}: module "${path}" has rank ${rank} but the config gives it r = ${r} (check "r" and "rank_pattern")`);
+    }
+    const alpha = lookupPattern(config.alphaPattern, path, config.loraAlpha, `${src}: "alpha_pattern"`);
+    modules.set(path, {
+      a: tensorToFloat32(a),
+      b: tensorToFloat32(b),
+      rank,
+      inFeatures,
+      outFeatures,
+      scaling: loraScaling(alpha, rank, config.useRslora),
+    });
+    leafNames.add(path.slice(path.lastIndexOf('.') + 1));
+  }
+  // A regex target_modules says nothing listable: report the module names it actually matched.
+  if (config.targetModulesRegex !== undefined || config.targetModules.length === 0) config.targetModules = [...leafNames].sort();
+  return { config, modules };
+}
+
+export async function readPeftAdapter(dir: string): Promise<LoraAdapter> {
+  const cfgPath = join(dir, ADAPTER_CONFIG);
+  const weightsPath = join(dir, ADAPTER_WEIGHTS);
+  let text: string;
+  try {
+    text = await readFile(cfgPath, 'utf8');
+  } catch {
+    throw new ChorusError(`${cfgPath}: adapter config not found`);
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (err) {
+    throw new ChorusError(`${cfgPath}: not valid JSON (${(err as Error).message})`);
+  }
+  const parsed = parsePeftConfig(raw, cfgPath);
+  if (!(await exists(weightsPath))) {
+    if (await exists(join(dir, 'adapter_model.bin'))) {
+      throw new ChorusError(`${dir}: adapter_model.bin (pickle) is not supported; save the adapter with safetensors (PEFT's default, safe_serialization=True)`);
+    }
+    throw new ChorusError(`${weightsPath}: adapter weights not found`);
+  }
+  const { tensors } = await readSafetensorsFile(weightsPath);
+  return adapterFromPeft(parsed, tensors, weightsPath);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing
+
+/** Rounds away float noise (e.g. 16/√8·√8) so written alphas stay the integers users chose. */
+function tidy(x: number): number {
+  const r = Math.round(x);
+  return Math.abs(x - r) <= 1e-9 * Math.max(1, Math.abs(x)) ? r : x;
+}
+
+const close = (x: number, y: number) => Math.abs(x - y) <= 1e-6 * Math.max(1, Math.abs(x), Math.abs(y));
+
+/**
+ * The adapter_config.json object for an adapter. Modules whose rank or scaling differ from what
+ * r / lora_alpha and the adapter's own patterns give get exact-path entries, placed first because
+ * PEFT takes the first matching key.
+ */
+export function peftConfigJson(adapter: LoraAdapter): Record<string, unknown> {
+  const c = adapter.config;
+  const rankPattern: Record<string, number> = {};
+  const alphaPattern: Record<string, number> = {};
+  const leaves: string[] = [...c.targetModules];
+  for (const [path, m] of adapter.modules) {
+    const r = lookupPattern(c.rankPattern, path, c.r, 'rank_pattern');
+    if (m.rank !== r) rankPattern[path] = m.rank;
+    const alphaNeeded = tidy(c.useRslora ? m.scaling * Math.sqrt(m.rank) : m.scaling * m.rank);
+    const alpha = lookupPattern(c.alphaPattern, path, c.loraAlpha, 'alpha_pattern');
+    if (!close(alpha, alphaNeeded)) alphaPattern[path] = alphaNeeded;
+    const leaf = path.slice(path.lastIndexOf('.') + 1);
+    if (!leaves.includes(leaf)) leaves.push(leaf);
+  }
+  return {
+    alpha_pattern: withFallback(alphaPattern, c.alphaPattern),
+    auto_mapping: null,
+    base_model_name_or_path: c.baseModelNameOrPath ?? null,
+    bias: 'none',
+    fan_in_fan_out: false,
+    inference_mode: true,
+    init_lora_weights: true,
+    layers_pattern: null,
+    layers_to_transform: null,
+    lora_alpha: c.loraAlpha,
+    lora_dropout: c.loraDropout,
+    modules_to_save: null,
+    peft_type: 'LORA',
+    r: c.r,
+    rank_pattern: withFallback(rankPattern, c.rankPattern),
+    revision: null,
+    target_modules: c.targetModulesRegex ?? leaves,
+    task_type: 'CAUSAL_LM',
+    use_rslora: c.useRslora,
+  };
+}
+
+/** `first`'s keys first (they must win PEFT's first-match lookup), then `rest`'s other keys. */
+function withFallback(first: Record<string, number>, rest: Record<string, number> | undefined): Record<string, number> {
+  const out = { ...first };
+  for (const [k, v] of Object.entries(rest ?? {})) if (!(k in out)) out[k] = v;
+  return out;
+}
+
+export interface WritePeftOptions {
+  /** On-disk dtype (default F32). */
+  dtype?: 'F32' | 'F16' | 'BF16';
+}
+
+export async function writePeftAdapter(dir: string, adapter: LoraAdapter, opts: WritePeftOptions = {}): Promise<void> {
+  const dtype = opts.dtype ?? 'F32';
+  const tensors = new Map<string, TensorInput>();
+  const paths = [...adapter.modules.keys()].sort();
+  for (const path of paths) {
+    const m = adapter.modules.get(path)!;
+    if (m.a.length !== m.rank * m.inFeatures || m.b.length !== m.outFeatures * m.rank) {
+      throw new ChorusError(
+        `writePeftAdapter: module "${path}" says rank ${m.rank}, in ${m.inFeatures}, out ${m.outFeatures} ` +
+          `but A has ${m.a.length} values and B ${m.b.length}`,
+      );
+    }
+    tensors.set(peftKey(path, 'A'), { dtype, shape: [m.rank, m.inFeatures], data: m.a });
+    tensors.set(peftKey(path, 'B'), { dtype, shape: [m.outFeatures, m.rank], data: m.b });
+  }
+  await mkdir(dir, { recursive: true });
+  await writeSafetensorsFile(join(dir, ADAPTER_WEIGHTS), tensors, { format: 'pt' });
+  await writeFile(join(dir, ADAPTER_CONFIG), JSON.stringify(peftConfigJson(adapter), null, 2) + '\n');
+}
