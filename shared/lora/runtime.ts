@@ -15,6 +15,7 @@
 import { tf } from '../tensor/engine.ts';
 import { ChorusError } from '../errors.ts';
 import { deriveSeed, fillUniform } from '../tensor/random.ts';
+import { lookupPattern } from '../formats/peft-patterns.ts';
 import { layerOfModule, loraScaling, type LoraAdapter, type LoraConfig, type LoraModule } from './types.ts';
 import {
   MODULE_NAMES, isModuleName, modulePath, moduleShape,
@@ -30,21 +31,6 @@ export function resolveTargetModules(names: readonly string[], source = 'target_
     else throw new ChorusError(`${source}: unknown module '${n}' (expected ${MODULE_NAMES.join(', ')} or all-linear)`);
   }
   return MODULE_NAMES.filter((m) => out.has(m));
-}
-
-/** PEFT's rank_pattern / alpha_pattern lookup: a key matches a module path ending in it (regex). */
-function patternValue(pattern: Record<string, number> | undefined, path: string, fallback: number, field: string): number {
-  if (!pattern) return fallback;
-  for (const [key, value] of Object.entries(pattern)) {
-    let re: RegExp;
-    try {
-      re = new RegExp(`^(.*\\.)?(${key})$`);
-    } catch {
-      throw new ChorusError(`${field}: key '${key}' is not a valid pattern`);
-    }
-    if (re.test(path)) return value;
-  }
-  return fallback;
 }
 
 interface Slot {
@@ -76,8 +62,8 @@ export class LoraRuntime implements LoraProvider {
       targets.forEach((name) => {
         const path = modulePath(l, name);
         const { inFeatures, outFeatures } = moduleShape(model.config, name);
-        const rank = patternValue(config.rankPattern, path, config.r, 'rank_pattern');
-        const alpha = patternValue(config.alphaPattern, path, config.loraAlpha, 'alpha_pattern');
+        const rank = lookupPattern(config.rankPattern, path, config.r, 'rank_pattern');
+        const alpha = lookupPattern(config.alphaPattern, path, config.loraAlpha, 'alpha_pattern');
         const bound = 1 / Math.sqrt(inFeatures);
         const a = fillUniform(new Float32Array(rank * inFeatures), deriveSeed(opts.seed, l, MODULE_NAMES.indexOf(name)), -bound, bound);
         const b = new Float32Array(outFeatures * rank);

@@ -1,0 +1,60 @@
+// Engine selection: explicit choice, CHORUS_BACKEND, default order, clear errors. Each case runs
+// in a fresh process because a tfjs engine picks its backend once per process.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+const child = fileURLToPath(new URL('./engine-child.ts', import.meta.url));
+
+function run(arg: string, env: Record<string, string | undefined> = {}) {
+  const fullEnv = { ...process.env, ...env };
+  for (const [k, v] of Object.entries(env)) if (v === undefined) delete fullEnv[k];
+  const res = spawnSync(process.execPath, ['--import', 'tsx', child, arg], { encoding: 'utf8', env: fullEnv });
+  assert.equal(res.status, 0, res.stderr);
+  return { out: JSON.parse(res.stdout) as { backend?: string; active?: string; sum?: number; error?: string; name?: string }, stderr: res.stderr };
+}
+
+function nativeInstalled(): boolean {
+  for (const pkg of ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node']) {
+    try {
+      import.meta.resolve(pkg);
+      return true;
+    } catch {
+      // not installed
+    }
+  }
+  return false;
+}
+
+test('explicit wasm and cpu load, compute, and are announced once on stderr', () => {
+  for (const b of ['wasm', 'cpu']) {
+    const { out, stderr } = run(b, { CHORUS_BACKEND: undefined, CHORUS_QUIET_BACKEND: undefined });
+    assert.deepEqual(out, { backend: b, active: b, sum: 6 });
+    assert.equal(stderr.trim(), `chorus: backend ${b}`);
+  }
+});
+
+test('CHORUS_BACKEND chooses when no argument is given; the argument wins over it', () => {
+  assert.equal(run('', { CHORUS_BACKEND: 'cpu' }).out.backend, 'cpu');
+  assert.equal(run('wasm', { CHORUS_BACKEND: 'cpu' }).out.backend, 'wasm');
+  assert.equal(run('', { CHORUS_BACKEND: 'cpu', CHORUS_QUIET_BACKEND: '1' }).stderr, '');
+});
+
+test('default order: tensorflow when its package loads, else wasm', () => {
+  const { out } = run('', { CHORUS_BACKEND: undefined });
+  if (nativeInstalled()) assert.ok(out.backend === 'tensorflow' || out.backend === 'wasm', JSON.stringify(out));
+  else assert.equal(out.backend, 'wasm');
+});
+
+test('unknown or unavailable backends are ChorusErrors that say why', () => {
+  const bad = run('tpu', { CHORUS_BACKEND: undefined }).out;
+  assert.equal(bad.name, 'ChorusError');
+  assert.match(bad.error!, /--backend: unknown backend 'tpu' \(expected one of tensorflow, wasm, cpu\)/);
+  assert.match(run('', { CHORUS_BACKEND: 'gpu' }).out.error!, /CHORUS_BACKEND: unknown backend 'gpu'/);
+  if (!nativeInstalled()) {
+    const tfErr = run('tensorflow').out;
+    assert.equal(tfErr.name, 'ChorusError');
+    assert.match(tfErr.error!, /backend 'tensorflow' is not available: @tensorflow\/tfjs-node-gpu: .*; @tensorflow\/tfjs-node: /);
+  }
+});
