@@ -9,6 +9,9 @@ const program = new Command('chorus')
 
 // One import per command module. Keep alphabetical.
 const commandModules: Array<Promise<{ register(program: Command): void }>> = [
+  import('./commands/init-model.ts'),
+  import('./commands/extract.ts'),
+  import('./commands/merge.ts'),
 ];
 
 for (const mod of await Promise.all(commandModules)) mod.register(program);

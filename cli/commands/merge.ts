@@ -1,0 +1,80 @@
+// `chorus merge A/ B/ … --method ties --weights 1,0.5,1 --density 0.5 --rank 16 --out merged/`:
+// merges PEFT LoRA directories (see shared/merge/index.ts for the methods) into a new one.
+import type { Command } from 'commander';
+import { ChorusError } from '../../shared/errors.ts';
+import { readPeftAdapter, writePeftAdapter } from '../../shared/formats/peft.ts';
+import { MERGE_METHODS, mergeAdapters, type MergeMethod } from '../../shared/merge/index.ts';
+
+export function parseNumberList(text: string, flag: string): number[] {
+  return text.split(',').map((part, i) => {
+    const t = part.trim();
+    const v = Number(t);
+    if (t === '' || !Number.isFinite(v)) throw new ChorusError(`${flag}: entry ${i + 1} ("${part}") is not a number`);
+    return v;
+  });
+}
+
+export function parseRank(text: string | undefined, flag = '--rank'): number | 'full' | undefined {
+  if (text === undefined) return undefined;
+  if (text === 'full') return 'full';
+  const v = Number(text);
+  if (!Number.isInteger(v) || v < 1) throw new ChorusError(`${flag} must be a positive integer or "full", got "${text}"`);
+  return v;
+}
+
+export function parseNumber(text: string | undefined, flag: string): number | undefined {
+  if (text === undefined) return undefined;
+  const v = Number(text);
+  if (text.trim() === '' || !Number.isFinite(v)) throw new ChorusError(`${flag} must be a number, got "${text}"`);
+  return v;
+}
+
+export function parseDtype(text: string): 'F32' | 'F16' | 'BF16' {
+  const t = text.toUpperCase();
+  if (t !== 'F32' && t !== 'F16' && t !== 'BF16') throw new ChorusError(`--dtype must be F32, F16 or BF16, got "${text}"`);
+  return t;
+}
+
+export function register(program: Command): void {
+  program
+    .command('merge')
+    .description('merge LoRA adapters (PEFT directories) into one')
+    .argument('<adapters...>', 'PEFT adapter directories')
+    .requiredOption('--method <method>', `one of ${MERGE_METHODS.join(', ')}`)
+    .requiredOption('--out <dir>', 'output PEFT directory')
+    .option('--weights <list>', 'comma-separated weight per adapter (default all 1)')
+    .option('--density <fraction>', 'fraction of entries kept (ties, dare_*, magnitude_prune)')
+    .option('--majority-sign <how>', 'sign election for ties: total or frequency', 'total')
+    .option('--seed <n>', 'seed of the DARE masks', '0')
+    .option('--rank <n|full>', 'output rank (default: Σ ranks for cat/linear/task_arithmetic, max rank otherwise)')
+    .option('--space <space>', 'delta (act on s·B·A) or factors (PEFT add_weighted_adapter)', 'delta')
+    .option('--dtype <dtype>', 'dtype written: F32, F16 or BF16', 'F32')
+    .action(async (dirs: string[], o) => {
+      if (!(MERGE_METHODS as readonly string[]).includes(o.method)) {
+        throw new ChorusError(`--method: unknown method "${o.method}" (expected one of ${MERGE_METHODS.join(', ')})`);
+      }
+      const seed = parseNumber(o.seed, '--seed')!;
+      if (!Number.isSafeInteger(seed)) throw new ChorusError(`--seed must be an integer, got "${o.seed}"`);
+      const dtype = parseDtype(o.dtype);
+      const adapters = [];
+      for (const dir of dirs) adapters.push(await readPeftAdapter(dir));
+      const started = Date.now();
+      const result = mergeAdapters(adapters, {
+        method: o.method as MergeMethod,
+        weights: o.weights === undefined ? undefined : parseNumberList(o.weights, '--weights'),
+        density: parseNumber(o.density, '--density'),
+        majoritySign: o.majoritySign,
+        seed,
+        rank: parseRank(o.rank),
+        space: o.space,
+        labels: dirs,
+        onModule: (r, i, total) => {
+          const energy = r.energyKept < 1 ? `  energy kept ${(100 * r.energyKept).toFixed(2)}%` : '';
+          console.log(`[${i + 1}/${total}] ${r.name}  rank ${r.rank}${energy}`);
+        },
+      });
+      await writePeftAdapter(o.out, result.adapter, { dtype });
+      const secs = ((Date.now() - started) / 1000).toFixed(1);
+      console.log(`merged ${dirs.length} adapters (${o.method}, ${o.space} space) into ${o.out}: ${result.modules.length} modules, r=${result.adapter.config.r}, ${secs}s`);
+    });
+}
