@@ -1,24 +1,12 @@
-// How the trainer walks its data: this replica's shard, reshuffled every epoch from
-// (seed, epoch, replica), cut into fixed [batch, seq_len] batches, with a cursor that checkpoints
-// save and --resume restores.
-// PROVISIONAL: the data module (shared/data/dataset.ts: makeBatches, shardExamples, seeded
-// shuffling) is being written concurrently; once it lands this file delegates to it and keeps only
-// the trainer-facing wrapper.
+// How the trainer walks its data, on top of shared/data/batches.ts: this replica's shard
+// (shardExamples), an endless seeded-shuffle batch stream whose cursor checkpoints save and
+// --resume restores, and in-order evaluation batches.
 import { ChorusError } from '../errors.ts';
-import { SplitMix32, deriveSeed } from '../tensor/random.ts';
+import { BatchStream as DataStream, makeBatches, shardExamples, type Cursor, type TokenExample } from '../data/batches.ts';
 import type { TokenBatch } from '../model/loss.ts';
 
-/** One tokenised example: ids and which of them carry loss (1) or not (0). */
-export interface TrainExample {
-  inputIds: ArrayLike<number>;
-  lossMask: ArrayLike<number>;
-}
-
-export interface BatchCursor {
-  epoch: number;
-  /** Position inside this epoch's permutation. */
-  index: number;
-}
+export type TrainExample = TokenExample;
+export type BatchCursor = Cursor;
 
 export interface BatchStreamOptions {
   batchSize: number;
@@ -26,80 +14,43 @@ export interface BatchStreamOptions {
   seed: number;
   replica: number;
   replicas: number;
+  padId: number;
   /** Names the data in errors. */
   source: string;
 }
 
-function toBatch(examples: TrainExample[], seqLen: number): TokenBatch {
-  const inputIds = new Int32Array(examples.length * seqLen);
-  const targetMask = new Float32Array(examples.length * seqLen);
-  examples.forEach((ex, row) => {
-    // Longer examples are cut at seq_len; shorter ones padded with id 0 that carries no loss.
-    const n = Math.min(ex.inputIds.length, seqLen);
-    for (let t = 0; t < n; t++) {
-      inputIds[row * seqLen + t] = ex.inputIds[t];
-      targetMask[row * seqLen + t] = ex.lossMask[t] ? 1 : 0;
-    }
-  });
-  return { inputIds, targetMask, batchSize: examples.length, seqLen };
-}
-
 export class BatchStream {
   private readonly shard: TrainExample[];
-  private order: number[] = [];
-  private epoch = 0;
-  private index = 0;
+  private stream: DataStream;
 
-  constructor(examples: TrainExample[], private readonly opts: BatchStreamOptions) {
-    this.shard = examples.filter((_, i) => i % opts.replicas === opts.replica);
-    if (this.shard.length === 0) {
-      throw new ChorusError(
-        `${opts.source}: no training examples for replica ${opts.replica} of ${opts.replicas} (${examples.length} examples in all)`,
-      );
+  constructor(examples: readonly TrainExample[], private readonly opts: BatchStreamOptions) {
+    if (examples.length < opts.replicas) {
+      throw new ChorusError(`${opts.source}: ${examples.length} examples cannot feed ${opts.replicas} replicas`);
     }
-    this.order = this.permutation(0);
+    this.shard = shardExamples(examples, opts.replica, opts.replicas);
+    this.stream = this.open({ epoch: 0, index: 0 });
   }
 
-  private permutation(epoch: number): number[] {
-    const order = Array.from(this.shard, (_, i) => i);
-    const rng = new SplitMix32(deriveSeed(this.opts.seed, 0xda7a, epoch, this.opts.replica));
-    for (let i = order.length - 1; i > 0; i--) {
-      const j = Math.floor(rng.uniform() * (i + 1));
-      [order[i], order[j]] = [order[j], order[i]];
-    }
-    return order;
+  private open(cursor: Cursor): DataStream {
+    const o = this.opts;
+    return new DataStream(this.shard, { batchSize: o.batchSize, seqLen: o.seqLen, padId: o.padId, seed: o.seed }, cursor);
   }
 
   next(): TokenBatch {
-    const picked: TrainExample[] = [];
-    while (picked.length < this.opts.batchSize) {
-      if (this.index >= this.order.length) {
-        this.epoch += 1;
-        this.index = 0;
-        this.order = this.permutation(this.epoch);
-      }
-      picked.push(this.shard[this.order[this.index++]]);
-    }
-    return toBatch(picked, this.opts.seqLen);
+    return this.stream.next();
   }
 
   cursor(): BatchCursor {
-    return { epoch: this.epoch, index: this.index };
+    return this.stream.cursor;
   }
 
   seek(c: BatchCursor): void {
-    if (!Number.isInteger(c.epoch) || c.epoch < 0 || !Number.isInteger(c.index) || c.index < 0 || c.index > this.shard.length) {
-      throw new ChorusError(`${this.opts.source}: data cursor ${JSON.stringify(c)} does not fit ${this.shard.length} examples`);
-    }
-    this.epoch = c.epoch;
-    this.index = c.index;
-    this.order = this.permutation(c.epoch);
+    this.stream = this.open(c);
   }
 }
 
-/** Evaluation batches, in order, the last one possibly smaller. */
-export function* evalBatches(examples: TrainExample[], batchSize: number, seqLen: number, maxBatches = Infinity): Generator<TokenBatch> {
-  for (let start = 0, n = 0; start < examples.length && n < maxBatches; start += batchSize, n++) {
-    yield toBatch(examples.slice(start, start + batchSize), seqLen);
-  }
+/** Evaluation batches in file order, the last one possibly smaller; at most maxBatches. */
+export function evalBatches(examples: readonly TrainExample[], batchSize: number, seqLen: number, maxBatches = Infinity, padId = 0): TokenBatch[] {
+  if (examples.length === 0) return [];
+  return makeBatches(examples, { batchSize, seqLen, padId, seed: 0, shuffle: false }).slice(0, maxBatches);
 }

@@ -49,6 +49,8 @@ export interface TrainerOptions {
   adapter?: LoraAdapter;
   /** Written into adapter_config.json's base_model_name_or_path. */
   baseModelName?: string;
+  /** Token id that pads short examples (always masked out of the loss). Default 0. */
+  padId?: number;
 }
 
 export interface GradientResult {
@@ -124,6 +126,7 @@ export class AdapterTrainer {
   /** Variable of each A/B block with its flat offset, for gradient download and updates. */
   private readonly blocks: Array<{ variable: tf.Variable; offset: number; length: number; slot: number }>;
   private readonly numLayers: number;
+  private readonly padId: number;
 
   private constructor(opts: TrainerOptions, runtime: LoraRuntime) {
     this.model = opts.model;
@@ -152,9 +155,11 @@ export class AdapterTrainer {
       seed: this.seed,
       replica: this.replica,
       replicas: this.replicas,
+      padId: opts.padId ?? 0,
       source: opts.task.data.train,
     });
     this.evalExamples = opts.evalExamples ?? [];
+    this.padId = opts.padId ?? 0;
   }
 
   static create(opts: TrainerOptions): AdapterTrainer {
@@ -352,7 +357,7 @@ export class AdapterTrainer {
     let lossSum = 0;
     let tokens = 0;
     let correct = 0;
-    for (const batch of evalBatches(examples, tr.batch_size, tr.seq_len, opts.maxBatches)) {
+    for (const batch of evalBatches(examples, tr.batch_size, tr.seq_len, opts.maxBatches, this.padId)) {
       const r = evaluate(this.model, batch, { lora: this.runtime });
       lossSum += r.lossSum;
       tokens += r.tokens;
