@@ -47,7 +47,9 @@ function matchesNames(spec: string[] | string, modulePath: string, field: string
 export function isTargetModule(spec: TargetSpec, modulePath: string, source: string): boolean {
   if (spec.excludeModules && matchesNames(spec.excludeModules, modulePath, `${source}: "exclude_modules"`)) return false;
   const tm = spec.targetModules;
-  if (tm === null) return false;
+  // PEFT resolves a null target_modules from the model type before saving, so a saved null says
+  // nothing: accept whatever modules the weights hold.
+  if (tm === null) return true;
   let found =
     tm === 'all-linear'
       ? !/(^|\.)lm_head$/.test(modulePath)

@@ -13,7 +13,15 @@ import { join } from 'node:path';
 import { ChorusError } from '../errors.ts';
 import { loraScaling, type LoraAdapter, type LoraConfig, type LoraModule } from '../lora/types.ts';
 import { isTargetModule, lookupPattern, type TargetSpec } from './peft-patterns.ts';
-import { readSafetensorsFile, tensorToFloat32, writeSafetensorsFile, type TensorInput, type TensorView } from './safetensors.ts';
+import {
+  parseSafetensors,
+  readSafetensorsFile,
+  serializeSafetensors,
+  tensorToFloat32,
+  writeSafetensorsFile,
+  type TensorInput,
+  type TensorView,
+} from './safetensors.ts';
 
 export const ADAPTER_WEIGHTS = 'adapter_model.safetensors';
 export const ADAPTER_CONFIG = 'adapter_config.json';
@@ -170,6 +178,19 @@ export function adapterFromPeft(parsed: ParsedPeftConfig, tensors: Map<string, T
   return { config, modules };
 }
 
+/** In-memory form (e.g. for the object store): the two files' contents. */
+export function peftAdapterFromBytes(weights: Uint8Array, configJson: string, source = 'adapter'): LoraAdapter {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(configJson);
+  } catch (err) {
+    throw new ChorusError(`${source}/${ADAPTER_CONFIG}: not valid JSON (${(err as Error).message})`);
+  }
+  const parsed = parsePeftConfig(raw, `${source}/${ADAPTER_CONFIG}`);
+  const src = `${source}/${ADAPTER_WEIGHTS}`;
+  return adapterFromPeft(parsed, parseSafetensors(weights, src).tensors, src);
+}
+
 export async function readPeftAdapter(dir: string): Promise<LoraAdapter> {
   const cfgPath = join(dir, ADAPTER_CONFIG);
   const weightsPath = join(dir, ADAPTER_WEIGHTS);
@@ -261,7 +282,7 @@ export interface WritePeftOptions {
   dtype?: 'F32' | 'F16' | 'BF16';
 }
 
-export async function writePeftAdapter(dir: string, adapter: LoraAdapter, opts: WritePeftOptions = {}): Promise<void> {
+function peftTensors(adapter: LoraAdapter, opts: WritePeftOptions): Map<string, TensorInput> {
   const dtype = opts.dtype ?? 'F32';
   const tensors = new Map<string, TensorInput>();
   const paths = [...adapter.modules.keys()].sort();
@@ -276,6 +297,19 @@ export async function writePeftAdapter(dir: string, adapter: LoraAdapter, opts: 
     tensors.set(peftKey(path, 'A'), { dtype, shape: [m.rank, m.inFeatures], data: m.a });
     tensors.set(peftKey(path, 'B'), { dtype, shape: [m.outFeatures, m.rank], data: m.b });
   }
+  return tensors;
+}
+
+/** The two files' contents, as writePeftAdapter would write them. */
+export function peftAdapterToBytes(adapter: LoraAdapter, opts: WritePeftOptions = {}): { weights: Uint8Array; configJson: string } {
+  return {
+    weights: serializeSafetensors(peftTensors(adapter, opts), { format: 'pt' }),
+    configJson: JSON.stringify(peftConfigJson(adapter), null, 2) + '\n',
+  };
+}
+
+export async function writePeftAdapter(dir: string, adapter: LoraAdapter, opts: WritePeftOptions = {}): Promise<void> {
+  const tensors = peftTensors(adapter, opts);
   await mkdir(dir, { recursive: true });
   await writeSafetensorsFile(join(dir, ADAPTER_WEIGHTS), tensors, { format: 'pt' });
   await writeFile(join(dir, ADAPTER_CONFIG), JSON.stringify(peftConfigJson(adapter), null, 2) + '\n');

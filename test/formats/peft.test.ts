@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { readPeftAdapter, writePeftAdapter } from '../../shared/formats/peft.ts';
+import { peftAdapterFromBytes, peftAdapterToBytes, readPeftAdapter, writePeftAdapter } from '../../shared/formats/peft.ts';
 import { findPatternKey, isTargetModule } from '../../shared/formats/peft-patterns.ts';
 import { parseSafetensors, serializeSafetensors } from '../../shared/formats/safetensors.ts';
 import type { LoraAdapter, LoraModule } from '../../shared/lora/types.ts';
@@ -238,3 +238,23 @@ test('errors name the module, key or file', () =>
     await writeFile(join(dir, 'adapter_model.bin'), 'pickle');
     await expectError(/adapter_model.bin \(pickle\) is not supported/);
   }));
+
+test('in-memory bytes round trip (object store form), BF16 on disk, null target_modules', async () => {
+  const adapter: LoraAdapter = {
+    config: { r: 2, loraAlpha: 2, targetModules: ['down_proj'], loraDropout: 0, useRslora: false },
+    modules: new Map([['model.layers.0.mlp.down_proj', mod(2, 4, 3, 1, 5)]]),
+  };
+  const { weights, configJson } = peftAdapterToBytes(adapter, { dtype: 'BF16' });
+  const st = parseSafetensors(weights, 'mem');
+  assert.equal(st.tensors.get('base_model.model.model.layers.0.mlp.down_proj.lora_A.weight')!.dtype, 'BF16');
+  const back = peftAdapterFromBytes(weights, configJson, 'mem');
+  const m = adapter.modules.get('model.layers.0.mlp.down_proj')!;
+  const g = back.modules.get('model.layers.0.mlp.down_proj')!;
+  // BF16 keeps 8 significant bits: relative error ≤ 2^-8 (round to nearest).
+  for (let i = 0; i < m.a.length; i++) assert.ok(Math.abs(g.a[i] - m.a[i]) <= 2 ** -8 * Math.abs(m.a[i]));
+  for (let i = 0; i < m.b.length; i++) assert.ok(Math.abs(g.b[i] - m.b[i]) <= 2 ** -8 * Math.abs(m.b[i]));
+  const cfg = JSON.parse(configJson);
+  cfg.target_modules = null;
+  assert.equal(peftAdapterFromBytes(weights, JSON.stringify(cfg), 'mem').modules.size, 1);
+  assert.throws(() => peftAdapterFromBytes(weights, '{', 'mem'), /mem\/adapter_config.json: not valid JSON/);
+});
