@@ -9,7 +9,7 @@
 // The tensors are produced on demand (`produce(k, out)`) so that only one of them is in memory at a
 // time: a 4096×4096 ΔW is 128 MiB in float64, and K of them would not fit comfortably. Sign election
 // needs a second pass, which produces each tensor again (DARE masks are seeded, so they repeat).
-import { magnitudePruneInPlace, randomPruneInPlace, type MajoritySign } from './sparsify.ts';
+import { applyCut, magnitudePruneInPlace, randomPruneInPlace, type MajoritySign, type PruneCut } from './sparsify.ts';
 
 export type EntrywiseKind = 'linear' | 'ties' | 'dare_linear' | 'dare_ties' | 'magnitude_prune';
 
@@ -33,10 +33,14 @@ export function combineEntrywise(
   const random = kind === 'dare_linear' || kind === 'dare_ties';
   const x = new Float64Array(size);
   const scratch = magnitude && density < 1 ? new Float64Array(size) : undefined;
+  // The second pass replays each tensor's magnitude cut instead of selecting again.
+  const cuts = new Map<number, PruneCut | undefined>();
   const sparsified = (k: number) => {
     produce(k, x);
-    if (magnitude) magnitudePruneInPlace(x, density, scratch);
-    else if (random) randomPruneInPlace(x, density, spec.seeds[k]);
+    if (magnitude) {
+      if (cuts.has(k)) applyCut(x, cuts.get(k));
+      else cuts.set(k, magnitudePruneInPlace(x, density, scratch));
+    } else if (random) randomPruneInPlace(x, density, spec.seeds[k]);
     return x;
   };
 

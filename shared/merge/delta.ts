@@ -40,15 +40,27 @@ export function stackFactors(mods: LoraModule[], coef: number[]): { uCols: Float
   return { uCols, vRows, total };
 }
 
-/** out (m×n) = factor · B A, row by row. */
+/** out (m×n) = factor · B A, row by row; four rank terms per sweep of a row to cut loads/stores. */
 export function denseDelta(mod: LoraModule, factor: number, out: Float64Array): void {
-  const { rank: r, inFeatures: n, outFeatures: m, a, b } = mod;
+  const { rank: r, inFeatures: n, outFeatures: m, b } = mod;
+  const a = Float64Array.from(mod.a);
   out.fill(0);
   for (let i = 0; i < m; i++) {
     const row = i * n;
-    for (let j = 0; j < r; j++) {
+    let j = 0;
+    for (; j + 4 <= r; j += 4) {
+      const f0 = factor * b[i * r + j];
+      const f1 = factor * b[i * r + j + 1];
+      const f2 = factor * b[i * r + j + 2];
+      const f3 = factor * b[i * r + j + 3];
+      const a0 = j * n;
+      const a1 = a0 + n;
+      const a2 = a1 + n;
+      const a3 = a2 + n;
+      for (let c = 0; c < n; c++) out[row + c] += f0 * a[a0 + c] + f1 * a[a1 + c] + f2 * a[a2 + c] + f3 * a[a3 + c];
+    }
+    for (; j < r; j++) {
       const f = factor * b[i * r + j];
-      if (f === 0) continue;
       const arow = j * n;
       for (let c = 0; c < n; c++) out[row + c] += f * a[arow + c];
     }

@@ -58,33 +58,72 @@ export function matmul(a: Mat, b: Mat): Mat {
   return mat(a.rows, n, out);
 }
 
-/** Y = A·X where X (n×l) is given transposed as Xt (l×n); returns Yt (l×m). Inner loop: dot products. */
+/** Y = A·X where X (n×l) is given transposed as Xt (l×n); returns Yt (l×m). Four dot products per
+ *  sweep of a row of A, so each A entry is loaded once for four columns. */
 export function mulByThinT(a: Mat, xt: Float64Array, l: number): Float64Array {
   const { rows: m, cols: n, data } = a;
   const yt = new Float64Array(l * m);
   for (let i = 0; i < m; i++) {
-    const arow = i * n;
-    for (let c = 0; c < l; c++) {
-      const xrow = c * n;
+    const ar = i * n;
+    let c = 0;
+    for (; c + 4 <= l; c += 4) {
+      const x0 = c * n;
+      const x1 = x0 + n;
+      const x2 = x1 + n;
+      const x3 = x2 + n;
+      let s0 = 0;
+      let s1 = 0;
+      let s2 = 0;
+      let s3 = 0;
+      for (let j = 0; j < n; j++) {
+        const v = data[ar + j];
+        s0 += v * xt[x0 + j];
+        s1 += v * xt[x1 + j];
+        s2 += v * xt[x2 + j];
+        s3 += v * xt[x3 + j];
+      }
+      yt[c * m + i] = s0;
+      yt[(c + 1) * m + i] = s1;
+      yt[(c + 2) * m + i] = s2;
+      yt[(c + 3) * m + i] = s3;
+    }
+    for (; c < l; c++) {
+      const xr = c * n;
       let acc = 0;
-      for (let j = 0; j < n; j++) acc += data[arow + j] * xt[xrow + j];
+      for (let j = 0; j < n; j++) acc += data[ar + j] * xt[xr + j];
       yt[c * m + i] = acc;
     }
   }
   return yt;
 }
 
-/** Z = Qᵀ·A where Q (m×l) is given transposed as Qt (l×m); returns Z (l×n) row-major. */
+/** Z = Qᵀ·A where Q (m×l) is given transposed as Qt (l×m); returns Z (l×n) row-major. Four rows of
+ *  A per sweep of a row of Z. */
 export function mulTransposedThin(qt: Float64Array, l: number, a: Mat): Float64Array {
   const { rows: m, cols: n, data } = a;
   const z = new Float64Array(l * n);
-  for (let i = 0; i < m; i++) {
-    const arow = i * n;
+  let i = 0;
+  for (; i + 4 <= m; i += 4) {
+    const a0 = i * n;
+    const a1 = a0 + n;
+    const a2 = a1 + n;
+    const a3 = a2 + n;
+    for (let c = 0; c < l; c++) {
+      const q0 = qt[c * m + i];
+      const q1 = qt[c * m + i + 1];
+      const q2 = qt[c * m + i + 2];
+      const q3 = qt[c * m + i + 3];
+      const zr = c * n;
+      for (let j = 0; j < n; j++) z[zr + j] += q0 * data[a0 + j] + q1 * data[a1 + j] + q2 * data[a2 + j] + q3 * data[a3 + j];
+    }
+  }
+  for (; i < m; i++) {
+    const ar = i * n;
     for (let c = 0; c < l; c++) {
       const q = qt[c * m + i];
       if (q === 0) continue;
-      const zrow = c * n;
-      for (let j = 0; j < n; j++) z[zrow + j] += q * data[arow + j];
+      const zr = c * n;
+      for (let j = 0; j < n; j++) z[zr + j] += q * data[ar + j];
     }
   }
   return z;

@@ -43,26 +43,41 @@ export function kthLargestInPlace(values: Float64Array, k: number): number {
   return values[target];
 }
 
+/** What magnitude pruning kept: entries with |x| > threshold, plus the first `ties` with |x| = threshold. */
+export interface PruneCut {
+  threshold: number;
+  ties: number;
+}
+
 /**
  * Zeroes all but the floor(density·n) entries of largest magnitude, in place. Entries tied at the
  * threshold are kept in index order until the count is reached, so the result is deterministic.
- * `scratch` (length ≥ n) avoids an allocation per call.
+ * `scratch` (length ≥ n) avoids an allocation per call. Returns the cut, which `applyCut` replays on
+ * the same tensor without another selection.
  */
-export function magnitudePruneInPlace(x: Float64Array, density: number, scratch?: Float64Array): void {
-  if (density >= 1) return;
+export function magnitudePruneInPlace(x: Float64Array, density: number, scratch?: Float64Array): PruneCut | undefined {
+  if (density >= 1) return undefined;
   const n = x.length;
   const k = Math.floor(density * n);
   if (k <= 0) {
     x.fill(0);
-    return;
+    return { threshold: Infinity, ties: 0 };
   }
   const abs = scratch && scratch.length >= n ? scratch.subarray(0, n) : new Float64Array(n);
   for (let i = 0; i < n; i++) abs[i] = Math.abs(x[i]);
   const t = kthLargestInPlace(abs, k);
   let above = 0;
   for (let i = 0; i < n; i++) if (Math.abs(x[i]) > t) above++;
-  let tiesLeft = k - above;
-  for (let i = 0; i < n; i++) {
+  const cut = { threshold: t, ties: k - above };
+  applyCut(x, cut);
+  return cut;
+}
+
+export function applyCut(x: Float64Array, cut: PruneCut | undefined): void {
+  if (!cut) return;
+  const t = cut.threshold;
+  let tiesLeft = cut.ties;
+  for (let i = 0; i < x.length; i++) {
     const a = Math.abs(x[i]);
     if (a > t) continue;
     if (a === t && tiesLeft > 0) {
