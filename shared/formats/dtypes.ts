@@ -92,6 +92,15 @@ export function f8e5m2BitsToNumber(b: number): number {
   return f16BitsToNumber((b & 0xff) << 8);
 }
 
+let F16_TABLE: Float32Array | null = null;
+function f16Table(): Float32Array {
+  if (!F16_TABLE) {
+    F16_TABLE = new Float32Array(65536);
+    for (let h = 0; h < 65536; h++) F16_TABLE[h] = f16BitsToNumber(h);
+  }
+  return F16_TABLE;
+}
+
 /** Decodes little-endian `bytes` of `dtype` into float32 (always a fresh, aligned array). */
 export function decodeToFloat32(dtype: Dtype, bytes: Uint8Array): Float32Array {
   const n = bytes.byteLength / DTYPE_SIZE[dtype];
@@ -101,6 +110,19 @@ export function decodeToFloat32(dtype: Dtype, bytes: Uint8Array): Float32Array {
     return out;
   }
   const out = new Float32Array(n);
+  if ((dtype === 'F16' || dtype === 'BF16') && LITTLE_ENDIAN_HOST) {
+    // Half-precision base models are the common case: decode through a 16-bit view (a table
+    // lookup for F16, a shift for BF16), ~10× faster than per-element DataView math.
+    const u16 = bytes.byteOffset % 2 === 0 ? new Uint16Array(bytes.buffer, bytes.byteOffset, n) : new Uint16Array(bytes.slice().buffer);
+    if (dtype === 'F16') {
+      const table = f16Table();
+      for (let i = 0; i < n; i++) out[i] = table[u16[i]];
+    } else {
+      const u32 = new Uint32Array(out.buffer);
+      for (let i = 0; i < n; i++) u32[i] = u16[i] << 16;
+    }
+    return out;
+  }
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   switch (dtype) {
     case 'F64': for (let i = 0; i < n; i++) out[i] = dv.getFloat64(8 * i, true); break;
