@@ -16,6 +16,7 @@ import { tf } from '../tensor/engine.ts';
 import { ChorusError } from '../errors.ts';
 import { deriveSeed, fillUniform } from '../tensor/random.ts';
 import { lookupPattern } from '../formats/peft-patterns.ts';
+import { loraDelta } from '../tensor/ops.ts';
 import { layerOfModule, loraScaling, type LoraAdapter, type LoraConfig, type LoraModule } from './types.ts';
 import {
   MODULE_NAMES, isModuleName, modulePath, moduleShape,
@@ -112,9 +113,7 @@ export class LoraRuntime implements LoraProvider {
       const seed = deriveSeed(ctx.dropoutSeed ?? 0, layer, MODULE_NAMES.indexOf(name));
       input = tf.dropout(x, rate, undefined, seed) as tf.Tensor2D;
     }
-    const low = tf.matMul(input, s.a, false, true); // [N, r]
-    const out = tf.matMul(low, s.b, false, true); // [N, out]
-    return (s.scaling === 1 ? out : tf.mul(out, s.scaling)) as tf.Tensor2D;
+    return loraDelta(input, s.a as tf.Tensor2D, s.b as tf.Tensor2D, s.scaling);
   }
 
   /** Replaces the values with an adapter's (e.g. a round's merged result); shapes must match. */

@@ -19,6 +19,7 @@
 import { tf } from '../tensor/engine.ts';
 import { ChorusError } from '../errors.ts';
 import { fillNormal, deriveSeed } from '../tensor/random.ts';
+import { bmm, linearT } from '../tensor/ops.ts';
 import type { LlamaConfig } from './config.ts';
 
 export const MODULE_NAMES = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
@@ -77,7 +78,8 @@ export interface ForwardOptions {
 interface LayerWeights {
   inputNorm: tf.Tensor1D;
   postNorm: tf.Tensor1D;
-  proj: Record<ModuleName, tf.Tensor2D>;
+  /** Transposed HF weights, [in, out]: the layout of wasm's fast matmul path (see tensor/ops.ts). */
+  projT: Record<ModuleName, tf.Tensor2D>;
 }
 
 function expectedShapes(c: LlamaConfig): Map<string, number[]> {
@@ -101,16 +103,17 @@ export class LlamaModel {
   private readonly embed: tf.Tensor2D;
   private readonly layers: LayerWeights[];
   private readonly finalNorm: tf.Tensor1D;
-  private readonly lmHead: tf.Tensor2D;
+  /** lm_head transposed, [hidden, vocab] (a transposed copy of the embedding when tied). */
+  private readonly lmHeadT: tf.Tensor2D;
   private readonly ropeCache = new Map<number, { cos: tf.Tensor2D; sin: tf.Tensor2D; mask: tf.Tensor2D }>();
   private disposed = false;
 
-  private constructor(config: LlamaConfig, embed: tf.Tensor2D, layers: LayerWeights[], finalNorm: tf.Tensor1D, lmHead: tf.Tensor2D) {
+  private constructor(config: LlamaConfig, embed: tf.Tensor2D, layers: LayerWeights[], finalNorm: tf.Tensor1D, lmHeadT: tf.Tensor2D) {
     this.config = config;
     this.embed = embed;
     this.layers = layers;
     this.finalNorm = finalNorm;
-    this.lmHead = lmHead;
+    this.lmHeadT = lmHeadT;
   }
 
   /**
@@ -135,41 +138,49 @@ export class LlamaModel {
       const t = weights.get(name)!;
       return tf.tensor2d(t.data, t.shape as [number, number], 'float32');
     };
+    const get2T = (name: string) => {
+      const t = weights.get(name)!;
+      return tf.tensor2d(transpose2d(t.data, t.shape[0], t.shape[1]), [t.shape[1], t.shape[0]], 'float32');
+    };
     const get1 = (name: string) => tf.tensor1d(weights.get(name)!.data, 'float32');
     const embed = get2('model.embed_tokens.weight');
     const layers: LayerWeights[] = [];
     for (let l = 0; l < config.numHiddenLayers; l++) {
-      const proj = {} as Record<ModuleName, tf.Tensor2D>;
-      for (const name of MODULE_NAMES) proj[name] = get2(`${modulePath(l, name)}.weight`);
+      const projT = {} as Record<ModuleName, tf.Tensor2D>;
+      for (const name of MODULE_NAMES) projT[name] = get2T(`${modulePath(l, name)}.weight`);
       layers.push({
         inputNorm: get1(`model.layers.${l}.input_layernorm.weight`),
         postNorm: get1(`model.layers.${l}.post_attention_layernorm.weight`),
-        proj,
+        projT,
       });
     }
     const finalNorm = get1('model.norm.weight');
-    const lmHead = config.tieWordEmbeddings ? embed : get2('lm_head.weight');
-    return new LlamaModel(config, embed, layers, finalNorm, lmHead);
+    const lmHeadT = get2T(config.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight');
+    return new LlamaModel(config, embed, layers, finalNorm, lmHeadT);
   }
 
   /** The weights as an HF state dict (lm_head omitted when tied, as HF's save_pretrained does). */
   toTensorMap(): Map<string, TensorData> {
     const out = new Map<string, TensorData>();
-    const put = (name: string, t: tf.Tensor) => out.set(name, { shape: t.shape.slice(), data: t.dataSync() as Float32Array });
+    const put = (name: string, t: tf.Tensor) => out.set(name, { shape: t.shape.slice(), data: new Float32Array(t.dataSync() as Float32Array) });
+    const putT = (name: string, t: tf.Tensor2D) => {
+      const [r, c] = t.shape;
+      out.set(name, { shape: [c, r], data: transpose2d(t.dataSync() as Float32Array, r, c) });
+    };
     put('model.embed_tokens.weight', this.embed);
     this.layers.forEach((w, l) => {
       put(`model.layers.${l}.input_layernorm.weight`, w.inputNorm);
       put(`model.layers.${l}.post_attention_layernorm.weight`, w.postNorm);
-      for (const name of MODULE_NAMES) put(`${modulePath(l, name)}.weight`, w.proj[name]);
+      for (const name of MODULE_NAMES) putT(`${modulePath(l, name)}.weight`, w.projT[name]);
     });
     put('model.norm.weight', this.finalNorm);
-    if (!this.config.tieWordEmbeddings) put('lm_head.weight', this.lmHead);
+    if (!this.config.tieWordEmbeddings) putT('lm_head.weight', this.lmHeadT);
     return out;
   }
 
-  /** The frozen base weight of one module ([out, in]); used by merge/export code. */
+  /** A copy of one module's frozen base weight in HF layout [out, in]; the caller disposes it. */
   baseWeight(layer: number, name: ModuleName): tf.Tensor2D {
-    return this.layers[layer].proj[name];
+    return tf.transpose(this.layers[layer].projT[name]);
   }
 
   /** cos/sin tables [T, headDim] and the additive causal mask [T, T], cached per length. */
@@ -207,7 +218,7 @@ export class LlamaModel {
   }
 
   private linear(x: tf.Tensor2D, layer: number, name: ModuleName, lora: LoraProvider | undefined, ctx: LoraContext): tf.Tensor2D {
-    const base = tf.matMul(x, this.layers[layer].proj[name], false, true) as tf.Tensor2D;
+    const base = linearT(x, this.layers[layer].projT[name]);
     if (!lora) return base;
     const delta = lora.delta(layer, name, x, ctx);
     return delta ? (tf.add(base, delta) as tf.Tensor2D) : base;
@@ -249,9 +260,9 @@ export class LlamaModel {
       // GQA as HF's repeat_kv (query head h reads KV head floor(h / group)) without copying K/V:
       // the `group` query heads of one KV head are stacked along the sequence axis.
       const qGrouped = tf.reshape(q, [B, nkv, group * T, hd]);
-      const scores = tf.reshape(tf.matMul(qGrouped, k, false, true), [B, nh, T, T]);
+      const scores = tf.reshape(bmm(qGrouped, tf.transpose(k, [0, 1, 3, 2])), [B, nh, T, T]);
       const probs = tf.softmax(tf.add(tf.mul(scores, 1 / Math.sqrt(hd)), mask), -1);
-      const attn = tf.reshape(tf.matMul(tf.reshape(probs, [B, nkv, group * T, T]), v), [B, nh, T, hd]);
+      const attn = tf.reshape(bmm(tf.reshape(probs, [B, nkv, group * T, T]), v), [B, nh, T, hd]);
       const merged = tf.reshape(tf.transpose(attn, [0, 2, 1, 3]), [B * T, nh * hd]) as tf.Tensor2D;
       h = tf.add(h, this.linear(merged, l, 'o_proj', lora, ctx)) as tf.Tensor2D;
 
@@ -262,7 +273,7 @@ export class LlamaModel {
       h = tf.add(h, this.linear(act, l, 'down_proj', lora, ctx)) as tf.Tensor2D;
     }
     const normed = this.rmsNorm(h, this.finalNorm) as tf.Tensor2D;
-    const logits = tf.matMul(normed, this.lmHead, false, true);
+    const logits = linearT(normed, this.lmHeadT);
     return tf.reshape(logits, [B, T, c.vocabSize]) as tf.Tensor3D;
   }
 
@@ -270,12 +281,12 @@ export class LlamaModel {
     if (this.disposed) return;
     this.disposed = true;
     this.embed.dispose();
-    if (this.lmHead !== this.embed) this.lmHead.dispose();
+    this.lmHeadT.dispose();
     this.finalNorm.dispose();
     for (const w of this.layers) {
       w.inputNorm.dispose();
       w.postNorm.dispose();
-      for (const name of MODULE_NAMES) w.proj[name].dispose();
+      for (const name of MODULE_NAMES) w.projT[name].dispose();
     }
     for (const t of this.ropeCache.values()) {
       t.cos.dispose();
@@ -284,6 +295,15 @@ export class LlamaModel {
     }
     this.ropeCache.clear();
   }
+}
+
+function transpose2d(data: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(rows * cols);
+  for (let r = 0; r < rows; r++) {
+    const base = r * cols;
+    for (let c = 0; c < cols; c++) out[c * rows + r] = data[base + c];
+  }
+  return out;
 }
 
 /**

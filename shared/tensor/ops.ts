@@ -1,0 +1,71 @@
+// Matrix products shaped for speed on every backend, with hand-written gradients. Public API:
+//   linearT(x [N,in], wT [in,out]) → x·wT            frozen weight: gradient for x only
+//   bmm(a [...,M,K], b [...,K,N]) → a·b              batched, gradients for both
+//   loraDelta(x [N,in], a [r,in], b [out,r], scale) → scale·(x·aᵀ)·bᵀ   gradients for x, a, b
+// Why: the wasm backend's BatchMatMul is fast (XNNPACK, ~10–25 GFLOP/s here) only for one
+// untransposed 2-D product; any transpose flag or batch dimension falls back to a loop nest
+// ~10–40× slower. tfjs's stock MatMul gradient uses transpose flags, so every backward product
+// would hit the slow path. These ops transpose small or cheap operands explicitly instead and keep
+// each big product in the fast form. They compute exactly the same mathematics as tf.matMul.
+import { tf } from './engine.ts';
+
+// tfjs types custom-gradient functions as variadic; ours take fixed tensor arguments.
+type CustomGradFn = Parameters<typeof tf.customGrad>[0];
+
+function swapLast2(t: tf.Tensor): tf.Tensor {
+  const perm = t.shape.map((_, i) => i);
+  const r = perm.length;
+  [perm[r - 2], perm[r - 1]] = [perm[r - 1], perm[r - 2]];
+  return tf.transpose(t, perm);
+}
+
+/** x·wT with wT a constant [in, out] (the transpose of an HF Linear weight). */
+export function linearT(x: tf.Tensor2D, wT: tf.Tensor2D): tf.Tensor2D {
+  const f = tf.customGrad(((xx: tf.Tensor, save: tf.GradSaveFunc) => {
+    save([]);
+    return {
+      value: tf.matMul(xx as tf.Tensor2D, wT),
+      // dx = dy·w, with w = wTᵀ materialised once per backward (cheap next to the product).
+      gradFunc: (dy: tf.Tensor) => tf.tidy(() => tf.matMul(dy as tf.Tensor2D, tf.transpose(wT))),
+    };
+  }) as unknown as CustomGradFn);
+  return f(x) as tf.Tensor2D;
+}
+
+/** Batched a·b (rank ≥ 3, equal batch dims). */
+export function bmm(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
+  const f = tf.customGrad(((aa: tf.Tensor, bb: tf.Tensor, save: tf.GradSaveFunc) => {
+    save([aa, bb]);
+    return {
+      value: tf.matMul(aa, bb),
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [sa, sb] = saved;
+        return [tf.matMul(dy, swapLast2(sb)), tf.matMul(swapLast2(sa), dy)];
+      },
+    };
+  }) as unknown as CustomGradFn);
+  return f(a, b);
+}
+
+/** scale·(x·aᵀ)·bᵀ, PEFT's LoRA path with A [r,in] and B [out,r] as stored. */
+export function loraDelta(x: tf.Tensor2D, a: tf.Tensor2D, b: tf.Tensor2D, scale: number): tf.Tensor2D {
+  const f = tf.customGrad(((xx: tf.Tensor, aa: tf.Tensor, bb: tf.Tensor, save: tf.GradSaveFunc) => {
+    const low = tf.matMul(xx as tf.Tensor2D, tf.transpose(aa as tf.Tensor2D)); // [N, r]
+    save([xx, aa, bb, low]);
+    const out = tf.matMul(low, tf.transpose(bb as tf.Tensor2D)); // [N, out]
+    return {
+      value: scale === 1 ? out : tf.mul(out, scale),
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [sx, sa, sb, sLow] = saved as tf.Tensor2D[];
+        const dys = (scale === 1 ? dy : tf.mul(dy, scale)) as tf.Tensor2D; // [N, out]
+        const dLow = tf.matMul(dys, sb); // [N, r]
+        const dLowT = tf.transpose(dLow); // [r, N] (small)
+        const dA = tf.matMul(dLowT, sx); // [r, in]
+        const dB = tf.transpose(tf.matMul(tf.transpose(sLow), dys)); // ([r,N]·[N,out])ᵀ = [out, r]
+        const dx = tf.matMul(dLow, sa); // [N, in]
+        return [dx, dA, dB];
+      },
+    };
+  }) as unknown as CustomGradFn);
+  return f(x, a, b) as tf.Tensor2D;
+}
