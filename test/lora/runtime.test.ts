@@ -210,3 +210,22 @@ test('bad adapters and configs are ChorusErrors that name the problem', () => {
   rt.dispose();
   model.dispose();
 });
+
+test('memory stays flat: repeated gradient steps and evaluations leak no tensors', async () => {
+  const { evaluate } = await import('../../shared/model/loss.ts');
+  const fx = makeFixture(small, 4);
+  const model = LlamaModel.fromTensors(fx.config, fx.tensors);
+  const rt = LoraRuntime.create(model, { r: 2, loraAlpha: 4, targetModules: ['q_proj', 'v_proj', 'down_proj'], loraDropout: 0.1, useRslora: false }, { seed: 0 });
+  const batch = toBatch(randomIds(fx.config.vocabSize, 2, 6, 1), [[0, 1, 1, 1, 1, 1], [0, 1, 1, 1, 1, 1]]);
+  const step = (i: number) => {
+    const { value, grads } = tf.variableGrads(() => nextTokenLoss(model, batch, { lora: rt, training: true, dropoutSeed: i, activeLayers: [i % 2 === 0, true] }), rt.variables());
+    tf.dispose([value, ...Object.values(grads)]);
+    evaluate(model, batch, { lora: rt, rowsPerChunk: 1 });
+  };
+  step(0); // first call builds the cached RoPE tables
+  const before = tf.memory().numTensors;
+  for (let i = 1; i <= 20; i++) step(i);
+  assert.equal(tf.memory().numTensors, before);
+  rt.dispose();
+  model.dispose();
+});
