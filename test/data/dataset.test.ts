@@ -190,3 +190,30 @@ test('shardExamples: disjoint, covering, balanced', () => {
   assert.throws(() => shardExamples(items, 5, 5), /replica must be an integer in \[0, 5\)/);
   assert.throws(() => shardExamples([1, 2], 0, 3), /2 examples cannot feed 3 replicas/);
 });
+
+test('prompt/completion through a real BPE tokenizer.json with a merge (HF library path)', async () => {
+  const { writeByteTokenizer, loadTokenizer } = await import('../../shared/data/tokenizer.ts');
+  const { readFile } = await import('node:fs/promises');
+  const dir = await mkdtemp(join(tmpdir(), 'ds-bpe-'));
+  try {
+    await writeByteTokenizer(dir, 258);
+    const json = JSON.parse(await readFile(join(dir, 'tokenizer.json'), 'utf8'));
+    json.model.vocab.ab = 258;
+    json.model.merges = ['a b'];
+    await writeFile(join(dir, 'tokenizer.json'), JSON.stringify(json));
+    const cfg = JSON.parse(await readFile(join(dir, 'tokenizer_config.json'), 'utf8'));
+    delete cfg.chorus_tokenizer;
+    await writeFile(join(dir, 'tokenizer_config.json'), JSON.stringify(cfg));
+    const tok = await loadTokenizer(dir, 300);
+    assert.deepEqual(tok.encode('xab'), [120, 258]);
+    const [joint, split] = parseJsonl('{"prompt": "x", "completion": "ab"}\n{"prompt": "xa", "completion": "b"}', 'd', { tokenizer: tok, vocabSize: 300 });
+    assert.deepEqual([...joint.inputIds], [256, 120, 258, 257]);
+    assert.deepEqual([...joint.lossMask], [0, 0, 1, 1]);
+    // "xab" would merge across the boundary, so the prompt's tokens [x, a] stay and "b" follows.
+    assert.deepEqual([...split.inputIds], [256, 120, 97, 98, 257]);
+    assert.deepEqual([...split.lossMask], [0, 0, 0, 1, 1]);
+    assert.equal(split.completionStart, 3);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

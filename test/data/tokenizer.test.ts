@@ -85,6 +85,14 @@ test('loadTokenizer: byte marker, HF tokenizer.json, vocab checks, missing token
     assert.equal(hf.decode([256, ...hf.encode('héllo'), 257]), 'héllo');
     await assert.rejects(loadTokenizer(dir, 100), /tokenizer has ids up to 257 but the model's vocab_size is 100/);
 
+    // tokenizer.json alone (no tokenizer_config.json): loads, without BOS/EOS, padding 0.
+    await rm(join(dir, 'tokenizer_config.json'));
+    const bare = await loadTokenizer(dir);
+    assert.equal(bare.kind, 'hf');
+    assert.equal(bare.bosId, undefined);
+    assert.equal(bare.padId, 0);
+    assert.deepEqual(bare.encode('ok'), [111, 107]);
+
     await writeFile(join(dir, 'tokenizer_config.json'), JSON.stringify({ chorus_tokenizer: 'words' }));
     await assert.rejects(loadTokenizer(dir), /"chorus_tokenizer" must be "bytes"/);
     await rm(join(dir, 'tokenizer_config.json'));
