@@ -23,7 +23,8 @@ import { tf } from '../tensor/engine.ts';
 import { ChorusError } from '../errors.ts';
 import { deriveSeed } from '../tensor/random.ts';
 import type { LlamaModel } from '../model/llama.ts';
-import { evaluate, nextTokenLoss, type TokenBatch } from '../model/loss.ts';
+import { nextTokenLoss, type TokenBatch } from '../model/loss.ts';
+import { evaluateExamples, type EvalSummary } from './evaluate.ts';
 import { LoraRuntime } from '../lora/runtime.ts';
 import type { LoraAdapter, LoraConfig } from '../lora/types.ts';
 import { ActivationCounter, cotoMask, cotoProbability } from '../coto/schedule.ts';
@@ -32,7 +33,9 @@ import { adamwUpdate } from './adamw.ts';
 import { clipCoefficient, globalNorm } from './clip.ts';
 import { FlatLayout } from './layout.ts';
 import { learningRate } from './lr-schedule.ts';
-import { BatchStream, type TrainExample, type BatchCursor, evalBatches } from './batches.ts';
+import { BatchStream, type TrainExample, type BatchCursor } from './batches.ts';
+
+export type { EvalSummary } from './evaluate.ts';
 
 export interface TrainerOptions {
   model: LlamaModel;
@@ -83,12 +86,6 @@ export interface StepResult extends ApplyResult {
   seconds: number;
 }
 
-export interface EvalSummary {
-  loss: number;
-  perplexity: number;
-  tokens: number;
-  accuracy: number;
-}
 
 /** Everything needed to continue training exactly (plain data: serialisable). */
 export interface TrainerState {
@@ -352,19 +349,10 @@ export class AdapterTrainer {
    * adapter on. maxBatches limits the number of batch_size batches (default: all).
    */
   evaluate(opts: { maxBatches?: number; examples?: TrainExample[] } = {}): EvalSummary {
-    const examples = opts.examples ?? this.evalExamples;
     const tr = this.task.training;
-    let lossSum = 0;
-    let tokens = 0;
-    let correct = 0;
-    for (const batch of evalBatches(examples, tr.batch_size, tr.seq_len, opts.maxBatches, this.padId)) {
-      const r = evaluate(this.model, batch, { lora: this.runtime });
-      lossSum += r.lossSum;
-      tokens += r.tokens;
-      correct += r.correct;
-    }
-    const loss = tokens > 0 ? lossSum / tokens : NaN;
-    return { loss, perplexity: Math.exp(loss), tokens, accuracy: tokens > 0 ? correct / tokens : NaN };
+    return evaluateExamples(this.model, this.runtime, opts.examples ?? this.evalExamples, {
+      batchSize: tr.batch_size, seqLen: tr.seq_len, padId: this.padId, maxBatches: opts.maxBatches,
+    });
   }
 
   dispose(): void {

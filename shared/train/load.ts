@@ -1,0 +1,43 @@
+// Loading what local training, evaluation and export need: the base model from a Hugging Face
+// directory, and JSONL data tokenised with the model's tokenizer (only when a line needs one, so
+// a model directory without a tokenizer still trains on {"input_ids": …} data).
+import { readFile } from 'node:fs/promises';
+import { ChorusError } from '../errors.ts';
+import { readHfModelDir } from '../formats/hf-model.ts';
+import { parseLlamaConfig } from '../model/config.ts';
+import { LlamaModel } from '../model/llama.ts';
+import { loadTokenizer, type Tokenizer } from '../data/tokenizer.ts';
+import { needsTokenizer, parseJsonl, type Example } from '../data/dataset.ts';
+
+export async function loadBaseModel(dir: string): Promise<LlamaModel> {
+  const { config, tensors } = await readHfModelDir(dir);
+  return LlamaModel.fromTensors(parseLlamaConfig(config, `${dir}/config.json`), tensors, dir);
+}
+
+/** Loads JSONL examples; the tokenizer is loaded from modelDir once, only if some line needs it. */
+export class DataLoader {
+  private tokenizer: Promise<Tokenizer> | null = null;
+
+  constructor(private readonly modelDir: string, private readonly vocabSize: number) {}
+
+  /** The pad id to use: the tokenizer's when one was loaded, else 0 (padding is masked anyway). */
+  async padId(): Promise<number> {
+    return this.tokenizer ? (await this.tokenizer).padId : 0;
+  }
+
+  async load(path: string): Promise<Example[]> {
+    let text: string;
+    try {
+      text = await readFile(path, 'utf8');
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      throw new ChorusError(code === 'ENOENT' ? `${path}: data file not found` : `${path}: cannot read (${code})`);
+    }
+    let tokenizer: Tokenizer | undefined;
+    if (needsTokenizer(text)) {
+      this.tokenizer ??= loadTokenizer(this.modelDir, this.vocabSize);
+      tokenizer = await this.tokenizer;
+    }
+    return parseJsonl(text, path, { tokenizer, vocabSize: this.vocabSize });
+  }
+}
