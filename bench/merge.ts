@@ -105,7 +105,8 @@ if (phase) {
       p === 'extract'
         ? `extract: one ${dim}×${dim} delta at rank ${rank}: ${x.secs.toFixed(2)} s (process CPU ${x.cpuSecs.toFixed(1)} s incl. building the matrices), energy kept ${(100 * x.energy).toFixed(2)}%, peak RSS ${x.maxRssMiB.toFixed(0)} MiB`
         : `${p}: ${x.modules} modules in ${x.secs.toFixed(2)} s wall, ${x.cpuSecs.toFixed(2)} s process CPU ` +
-            `(${x.perModule.toFixed(2)} s/module; ×64 modules ≈ ${full} s), ` +
+            `(${x.perModule.toFixed(2)} s/module wall, ${(x.cpuSecs / x.modules).toFixed(2)} s/module CPU; ` +
+            `×64 modules ≈ ${full} s wall, ${((x.cpuSecs / x.modules) * 64).toFixed(0)} s CPU), ` +
             `mean energy kept ${(100 * x.energy).toFixed(2)}%, peak RSS ${x.maxRssMiB.toFixed(0)} MiB (inputs built in ${x.setup.toFixed(1)} s)`,
     );
   }

@@ -2,10 +2,39 @@
 // --out lora/`: a LoRA adapter from the difference of two Hugging Face model directories (PHLoRA).
 import type { Command } from 'commander';
 import { ChorusError } from '../../shared/errors.ts';
-import { readHfModelDir } from '../../shared/formats/hf-model.ts';
+import { locateWeights, readHfConfig } from '../../shared/formats/hf-model.ts';
 import { writePeftAdapter } from '../../shared/formats/peft.ts';
-import { extractAdapter, selectModules } from '../../shared/merge/index.ts';
+import { SafetensorsFile } from '../../shared/formats/safetensors.ts';
+import { extractAdapterFrom, type TensorSource } from '../../shared/merge/index.ts';
 import { parseDtype, parseNumber } from './merge.ts';
+
+/** A model directory read lazily: headers now, one tensor at a time later (models need not fit twice). */
+async function openModel(dir: string): Promise<TensorSource & { close(): Promise<void> }> {
+  const where = await locateWeights(dir);
+  const files = new Map<string, SafetensorsFile>();
+  const shapes = new Map<string, { shape: number[] }>();
+  try {
+    for (const [name, path] of where) {
+      let f = files.get(path);
+      if (!f) {
+        f = await SafetensorsFile.open(path);
+        files.set(path, f);
+      }
+      if (!f.header.tensors.has(name)) throw new ChorusError(`${path}: missing tensor "${name}" (the weights index says it is in this shard)`);
+      shapes.set(name, { shape: f.info(name).shape });
+    }
+  } catch (err) {
+    for (const f of files.values()) await f.close();
+    throw err;
+  }
+  return {
+    shapes,
+    load: (name) => files.get(where.get(name)!)!.readFloat32(name),
+    close: async () => {
+      for (const f of files.values()) await f.close();
+    },
+  };
+}
 
 export function register(program: Command): void {
   program
@@ -28,22 +57,30 @@ export function register(program: Command): void {
       const dtype = parseDtype(o.dtype);
       const targets = o.target === undefined ? undefined : String(o.target).split(',').map((s) => s.trim()).filter(Boolean);
       if (targets && targets.length === 0) throw new ChorusError('--target is empty');
-      const base = await readHfModelDir(o.base);
-      // Only read the tuned tensors that will be used: a full model twice is a lot of memory.
-      const wanted = new Set(selectModules(base.tensors, targets).map((p) => `${p}.weight`));
-      const tuned = await readHfModelDir(o.tuned, { filter: (name) => wanted.has(name) });
-      const name = typeof base.config._name_or_path === 'string' ? base.config._name_or_path : o.base;
-      const result = extractAdapter(base.tensors, tuned.tensors, {
-        rank,
-        energy,
-        targets,
-        seed,
-        baseModelNameOrPath: name,
-        onModule: (r, i, total) => {
-          const what = r.skipped ? 'unchanged, skipped' : `rank ${r.rank}  energy kept ${(100 * r.energyKept).toFixed(2)}%`;
-          console.log(`[${i + 1}/${total}] ${r.name} [${r.shape.join('×')}]  ${what}`);
-        },
+      const config = await readHfConfig(o.base);
+      const base = await openModel(o.base);
+      const tuned = await openModel(o.tuned).catch(async (err) => {
+        await base.close();
+        throw err;
       });
+      const name = typeof config._name_or_path === 'string' ? config._name_or_path : o.base;
+      let result;
+      try {
+        result = await extractAdapterFrom(base, tuned, {
+          rank,
+          energy,
+          targets,
+          seed,
+          baseModelNameOrPath: name,
+          onModule: (r, i, total) => {
+            const what = r.skipped ? 'unchanged, skipped' : `rank ${r.rank}  energy kept ${(100 * r.energyKept).toFixed(2)}%`;
+            console.log(`[${i + 1}/${total}] ${r.name} [${r.shape.join('×')}]  ${what}`);
+          },
+        });
+      } finally {
+        await base.close();
+        await tuned.close();
+      }
       await writePeftAdapter(o.out, result.adapter, { dtype });
       const kept = result.modules.filter((r) => !r.skipped);
       const mean = kept.reduce((s, r) => s + r.energyKept, 0) / kept.length;

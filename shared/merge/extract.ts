@@ -49,7 +49,7 @@ export interface ExtractResult {
 const DEFAULT_EXCLUDED = new Set(['embed_tokens', 'lm_head', 'wte', 'wpe', 'embed_in', 'embed_out']);
 
 /** Module paths (tensor name without ".weight") selected for extraction. */
-export function selectModules(tensors: Map<string, NamedTensor>, targets?: string[]): string[] {
+export function selectModules(tensors: Map<string, { shape: number[] }>, targets?: string[]): string[] {
   const out: string[] = [];
   for (const [name, t] of tensors) {
     if (!name.endsWith('.weight') || t.shape.length !== 2) continue;
@@ -67,11 +67,14 @@ function naturalCompare(a: string, b: string): number {
   return a.localeCompare(b, 'en', { numeric: true });
 }
 
-export function extractAdapter(
-  base: Map<string, NamedTensor>,
-  tuned: Map<string, NamedTensor>,
-  options: ExtractOptions,
-): ExtractResult {
+/** Tensors read on demand (one module at a time), e.g. from safetensors files. */
+export interface TensorSource {
+  shapes: Map<string, { shape: number[] }>;
+  load(name: string): Promise<Float32Array>;
+}
+
+/** Checks the options and returns the selected module paths. */
+export function planExtraction(base: Map<string, { shape: number[] }>, options: ExtractOptions): string[] {
   const { rank, energy } = options;
   if ((rank === undefined) === (energy === undefined)) throw new ChorusError('extract needs exactly one of rank or energy');
   if (rank !== undefined && !(Number.isInteger(rank) && rank >= 1)) {
@@ -89,36 +92,43 @@ export function extractAdapter(
   for (const t of options.targets ?? []) {
     if (!paths.some((p) => p === t || p.endsWith(`.${t}`))) throw new ChorusError(`target ${t} matches no 2-D weight of the base model`);
   }
-  const modules = new Map<string, LoraModule>();
-  const reports: ExtractReport[] = [];
-  paths.forEach((path, index) => {
-    const name = `${path}.weight`;
-    const b = base.get(name)!;
-    const t = tuned.get(name);
-    if (!t) throw new ChorusError(`tensor ${name} is in the base model but not in the tuned model`);
-    if (t.shape.length !== 2 || t.shape[0] !== b.shape[0] || t.shape[1] !== b.shape[1]) {
-      throw new ChorusError(`tensor ${name} has shape [${b.shape.join(', ')}] in the base model but [${t.shape.join(', ')}] in the tuned model`);
-    }
-    const [m, n] = b.shape;
-    const delta = new Float64Array(m * n);
-    for (let i = 0; i < delta.length; i++) delta[i] = t.data[i] - b.data[i];
-    const total = frobenius2(delta);
-    let report: ExtractReport;
-    if (total === 0) {
-      report = { name: path, shape: [m, n], rank: 0, energyKept: 1, deltaNorm: 0, skipped: true };
-    } else {
-      const seed = deriveSeed(options.seed ?? 0, nameHash(path));
-      const { svd, r } = energy !== undefined
-        ? rankForEnergy(mat(m, n, delta), total, energy, { seed, ...options.svd })
-        : { svd: topSvd(mat(m, n, delta), rank!, { seed, ...options.svd }), r: Math.min(rank!, m, n) };
-      let kept = 0;
-      for (let j = 0; j < Math.min(r, svd.k); j++) kept += svd.s[j] * svd.s[j];
-      modules.set(path, moduleFromSvd(svd, r));
-      report = { name: path, shape: [m, n], rank: r, energyKept: energyFraction(kept, total), deltaNorm: Math.sqrt(total), skipped: false };
-    }
-    reports.push(report);
-    options.onModule?.(report, index, paths.length);
-  });
+  return paths;
+}
+
+function checkPair(name: string, b: { shape: number[] }, t: { shape: number[] } | undefined): void {
+  if (!t) throw new ChorusError(`tensor ${name} is in the base model but not in the tuned model`);
+  if (t.shape.length !== 2 || t.shape[0] !== b.shape[0] || t.shape[1] !== b.shape[1]) {
+    throw new ChorusError(`tensor ${name} has shape [${b.shape.join(', ')}] in the base model but [${t.shape.join(', ')}] in the tuned model`);
+  }
+}
+
+/** One module: ΔW = tuned − base, truncated SVD; `module` is absent when ΔW = 0. */
+export function extractModule(
+  path: string,
+  shape: number[],
+  base: Float32Array,
+  tuned: Float32Array,
+  options: ExtractOptions,
+): { module?: LoraModule; report: ExtractReport } {
+  const [m, n] = shape;
+  const delta = new Float64Array(m * n);
+  for (let i = 0; i < delta.length; i++) delta[i] = tuned[i] - base[i];
+  const total = frobenius2(delta);
+  if (total === 0) return { report: { name: path, shape: [m, n], rank: 0, energyKept: 1, deltaNorm: 0, skipped: true } };
+  const seed = deriveSeed(options.seed ?? 0, nameHash(path));
+  const { svd, r } =
+    options.energy !== undefined
+      ? rankForEnergy(mat(m, n, delta), total, options.energy, { seed, ...options.svd })
+      : { svd: topSvd(mat(m, n, delta), options.rank!, { seed, ...options.svd }), r: Math.min(options.rank!, m, n) };
+  let kept = 0;
+  for (let j = 0; j < Math.min(r, svd.k); j++) kept += svd.s[j] * svd.s[j];
+  return {
+    module: moduleFromSvd(svd, r),
+    report: { name: path, shape: [m, n], rank: r, energyKept: energyFraction(kept, total), deltaNorm: Math.sqrt(total), skipped: false },
+  };
+}
+
+function finish(modules: Map<string, LoraModule>, reports: ExtractReport[], options: ExtractOptions): ExtractResult {
   if (modules.size === 0) throw new ChorusError('the tuned model equals the base model in every selected module: nothing to extract');
   const targets: string[] = [];
   for (const p of modules.keys()) {
@@ -131,6 +141,44 @@ export function extractAdapter(
     baseModelNameOrPath: options.baseModelNameOrPath,
   });
   return { adapter: { config, modules }, modules: reports };
+}
+
+/** Extraction from tensors already in memory. */
+export function extractAdapter(
+  base: Map<string, NamedTensor>,
+  tuned: Map<string, NamedTensor>,
+  options: ExtractOptions,
+): ExtractResult {
+  const paths = planExtraction(base, options);
+  for (const p of paths) checkPair(`${p}.weight`, base.get(`${p}.weight`)!, tuned.get(`${p}.weight`));
+  const modules = new Map<string, LoraModule>();
+  const reports: ExtractReport[] = [];
+  paths.forEach((path, index) => {
+    const b = base.get(`${path}.weight`)!;
+    const out = extractModule(path, b.shape, b.data, tuned.get(`${path}.weight`)!.data, options);
+    if (out.module) modules.set(path, out.module);
+    reports.push(out.report);
+    options.onModule?.(out.report, index, paths.length);
+  });
+  return finish(modules, reports, options);
+}
+
+/** Extraction that holds one module of each model in memory at a time (whole models need not fit). */
+export async function extractAdapterFrom(base: TensorSource, tuned: TensorSource, options: ExtractOptions): Promise<ExtractResult> {
+  const paths = planExtraction(base.shapes, options);
+  // Every shape is checked before the slow part starts.
+  for (const p of paths) checkPair(`${p}.weight`, base.shapes.get(`${p}.weight`)!, tuned.shapes.get(`${p}.weight`));
+  const modules = new Map<string, LoraModule>();
+  const reports: ExtractReport[] = [];
+  for (let index = 0; index < paths.length; index++) {
+    const path = paths[index];
+    const name = `${path}.weight`;
+    const out = extractModule(path, base.shapes.get(name)!.shape, await base.load(name), await tuned.load(name), options);
+    if (out.module) modules.set(path, out.module);
+    reports.push(out.report);
+    options.onModule?.(out.report, index, paths.length);
+  }
+  return finish(modules, reports, options);
 }
 
 function isSmall(a: { rows: number; cols: number }, opts: TruncatedSvdOptions) {

@@ -37,6 +37,8 @@
 //   extractAdapter(base: Map<name,{shape,data}>, tuned: same, { rank | energy, targets?, svd?, seed?,
 //                  baseModelNameOrPath?, onModule? }): { adapter, modules: ExtractReport[] }
 //     PHLoRA: ΔW = W_tuned − W_base per 2-D weight, truncated SVD; reports energy kept per module.
+//   extractAdapterFrom(base: TensorSource, tuned: TensorSource, same options): Promise<same>
+//     The same, loading one module of each model at a time (what `chorus extract` uses).
 //
 //   Linear algebra (linalg.ts): svdDense, svdLowRank, randomizedSvd, truncatedSvd, qrColumns, matmul.
 //   Sparsification (sparsify.ts): kthLargestInPlace, magnitudePruneInPlace, randomPruneInPlace.
@@ -50,7 +52,18 @@ export {
   type ModuleReport,
 } from './options.ts';
 export { reconcileReplicas, type ReconcileMethod, type ReconcileOptions, type ReconcileResult } from './reconcile.ts';
-export { extractAdapter, selectModules, type ExtractOptions, type ExtractReport, type ExtractResult, type NamedTensor } from './extract.ts';
+export {
+  extractAdapter,
+  extractAdapterFrom,
+  extractModule,
+  planExtraction,
+  selectModules,
+  type ExtractOptions,
+  type ExtractReport,
+  type ExtractResult,
+  type NamedTensor,
+  type TensorSource,
+} from './extract.ts';
 export { moduleFromSvd, moduleFromDenseExact, type FactorSplit, type FactorOptions } from './factorize.ts';
 export type { MajoritySign } from './sparsify.ts';
 export * as linalg from './linalg.ts';

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { extractAdapter, type NamedTensor } from '../../shared/merge/index.ts';
+import { extractAdapter, extractAdapterFrom, type NamedTensor } from '../../shared/merge/index.ts';
 import { deltaOf, flat, maxAbs, maxAbsDiff, rng } from './helpers.ts';
 
 /** Orthonormal columns by Gram–Schmidt on random vectors (test-side construction). */
@@ -58,7 +58,7 @@ function tunedWith(base: Map<string, NamedTensor>, deltas: Record<string, number
   return out;
 }
 
-test('extraction recovers a planted low-rank delta and reports the energy kept', () => {
+test('extraction recovers a planted low-rank delta and reports the energy kept', async () => {
   const base = model(shapes, 1);
   const q = planted(16, 16, [3, 2, 1], 10);
   const v = planted(8, 16, [1.5, 0.5, 0.25], 20);
@@ -70,6 +70,19 @@ test('extraction recovers a planted low-rank delta and reports the energy kept',
   for (const r of res.modules) assert.ok(Math.abs(r.energyKept - 1) < 1e-6);
   assert.deepEqual(res.adapter.config.targetModules, ['q_proj', 'v_proj']);
   assert.equal(res.adapter.config.loraAlpha, 3);
+
+  // The streaming form (one module loaded at a time) gives the same adapter.
+  const loads: string[] = [];
+  const source = (m: Map<string, NamedTensor>) => ({
+    shapes: m,
+    load: async (name: string) => {
+      loads.push(name);
+      return m.get(name)!.data;
+    },
+  });
+  const streamed = await extractAdapterFrom(source(base), source(tuned), { rank: 3, targets: ['q_proj', 'v_proj'] });
+  assert.equal(loads.length, 4);
+  for (const [name, mod] of res.adapter.modules) assert.deepEqual(streamed.adapter.modules.get(name)!.a, mod.a);
 
   // Rank 1 keeps σ₁² / Σσ².
   const one = extractAdapter(base, tuned, { rank: 1, targets: ['q_proj'] });
