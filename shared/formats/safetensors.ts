@@ -4,7 +4,7 @@
 // allocate gigabytes. Files are read either whole (parseSafetensors) or lazily tensor by tensor
 // (SafetensorsFile), which is what multi-GB base models need.
 
-import { open, type FileHandle } from 'node:fs/promises';
+import { open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { ChorusError } from '../errors.ts';
 import { DTYPE_SIZE, decodeToFloat32, encodeFromNumbers, isDtype, type Dtype, type NumericData } from './dtypes.ts';
 import { findDuplicateKey } from './json-keys.ts';
@@ -297,7 +297,8 @@ function encodeTensor(name: string, t: TensorInput): Uint8Array {
   return bytes;
 }
 
-function buildHeader(entries: Array<[string, Uint8Array, TensorInput]>, metadata?: Record<string, string>): Uint8Array {
+/** entries: [name, byte length, tensor] in data order. */
+function buildHeader(entries: Array<[string, number, TensorInput]>, metadata?: Record<string, string>): Uint8Array {
   const header: Record<string, unknown> = {};
   if (metadata && Object.keys(metadata).length > 0) {
     for (const [k, v] of Object.entries(metadata)) {
@@ -306,9 +307,9 @@ function buildHeader(entries: Array<[string, Uint8Array, TensorInput]>, metadata
     header.__metadata__ = metadata;
   }
   let offset = 0;
-  for (const [name, bytes, t] of entries) {
-    header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + bytes.byteLength] };
-    offset += bytes.byteLength;
+  for (const [name, size, t] of entries) {
+    header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + size] };
+    offset += size;
   }
   const json = new TextEncoder().encode(JSON.stringify(header));
   // Pad with spaces so the data buffer starts 8-byte aligned (typed-array views need alignment).
@@ -321,8 +322,8 @@ function buildHeader(entries: Array<[string, Uint8Array, TensorInput]>, metadata
 }
 
 export function serializeSafetensors(tensors: TensorInputs, metadata?: Record<string, string>): Uint8Array {
-  const entries = entriesOf(tensors).map(([name, t]) => [name, encodeTensor(name, t), t] as [string, Uint8Array, TensorInput]);
-  const head = buildHeader(entries, metadata);
+  const entries = entriesOf(tensors).map(([name, t]) => [name, encodeTensor(name, t), t] as const);
+  const head = buildHeader(entries.map(([name, bytes, t]) => [name, bytes.byteLength, t]), metadata);
   const total = head.byteLength + entries.reduce((s, e) => s + e[1].byteLength, 0);
   const out = new Uint8Array(total);
   out.set(head);
@@ -336,15 +337,13 @@ export function serializeSafetensors(tensors: TensorInputs, metadata?: Record<st
 
 /** Writes tensor by tensor (no whole-file buffer), to `path` via a temporary file and rename. */
 export async function writeSafetensorsFile(path: string, tensors: TensorInputs, metadata?: Record<string, string>): Promise<void> {
-  const { rename, rm } = await import('node:fs/promises');
   const list = entriesOf(tensors);
   // Encode lazily per tensor but compute sizes first: the header needs every offset.
   const sizes = list.map(([name, t]) => {
     if (!isDtype(t.dtype)) throw new ChorusError(`safetensors: tensor "${name}" has unknown dtype "${String(t.dtype)}"`);
     return numelOf(t.shape) * DTYPE_SIZE[t.dtype];
   });
-  const placeholder = list.map(([name, t], i) => [name, { byteLength: sizes[i] } as Uint8Array, t] as [string, Uint8Array, TensorInput]);
-  const head = buildHeader(placeholder, metadata);
+  const head = buildHeader(list.map(([name, t], i) => [name, sizes[i], t]), metadata);
   const tmp = `${path}.tmp-${process.pid}-${Date.now()}`;
   const fh = await open(tmp, 'w');
   try {
