@@ -183,7 +183,7 @@ export class LlamaModel {
     return tf.transpose(this.layers[layer].projT[name]);
   }
 
-  /** cos/sin tables [T, headDim] and the additive causal mask [T, T], cached per length. */
+  /** cos and signed sin tables [T, headDim], the additive causal mask [T, T]; cached per length. */
   private tables(seqLen: number) {
     let t = this.ropeCache.get(seqLen);
     if (t) return t;
@@ -197,7 +197,9 @@ export class LlamaModel {
       for (let p = 0; p < seqLen; p++) {
         const angle = Math.fround(p * invFreq);
         cos[p * d + i] = cos[p * d + i + half] = Math.cos(angle);
-        sin[p * d + i] = sin[p * d + i + half] = Math.sin(angle);
+        // The sign of rotate_half's first half (−x2) is folded into the table; see rope().
+        sin[p * d + i] = -Math.sin(angle);
+        sin[p * d + i + half] = Math.sin(angle);
       }
     }
     const mask = new Float32Array(seqLen * seqLen);
@@ -224,11 +226,15 @@ export class LlamaModel {
     return delta ? (tf.add(base, delta) as tf.Tensor2D) : base;
   }
 
-  private rope(x: tf.Tensor4D, cos: tf.Tensor2D, sin: tf.Tensor2D): tf.Tensor4D {
-    const half = this.config.headDim / 2;
-    const [x1, x2] = tf.split(x, [half, half], 3);
-    const rotated = tf.concat([tf.neg(x2), x1], 3);
-    return tf.add(tf.mul(x, cos), tf.mul(rotated, sin)) as tf.Tensor4D;
+  /**
+   * HF's q·cos + rotate_half(q)·sin with rotate_half(x) = [−x2, x1]: the halves are swapped by
+   * one reverse over a size-2 axis (cheaper than split + concat) and the sign lives in `sin`.
+   */
+  private rope(x: tf.Tensor4D, cos: tf.Tensor2D, signedSin: tf.Tensor2D): tf.Tensor4D {
+    const d = this.config.headDim;
+    const halves = tf.reshape(x, [-1, 2, d / 2]);
+    const swapped = tf.reshape(tf.reverse(halves, 1), x.shape);
+    return tf.add(tf.mul(x, cos), tf.mul(swapped, signedSin)) as tf.Tensor4D;
   }
 
   /** Logits [B, T, V] for int32 token ids [B, T]. Call inside tf.tidy / variableGrads. */
