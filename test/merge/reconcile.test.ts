@@ -81,3 +81,15 @@ test('replicas that disagree on rank are refused with the module named', () => {
   const other = randomAdapter({ ...spec, rank: 2 }, 50);
   assert.throws(() => reconcileReplicas([replicas[0], other], { labels: ['r0', 'r1'] }), /replicas disagree on module model\.layers\.0\.self_attn\.q_proj: rank 3/);
 });
+
+test('a smaller output rank keeps the replicas scaling (alpha follows r, rsLoRA included)', () => {
+  const res = reconcileReplicas(replicas, { rank: 2 });
+  const s = replicas[0].modules.get(names[0])!.scaling;
+  assert.equal(res.adapter.config.r, 2);
+  assert.ok(Math.abs(res.adapter.config.loraAlpha / Math.sqrt(2) - s) < 1e-12);
+  for (const name of names) {
+    const mod = res.adapter.modules.get(name)!;
+    assert.equal(mod.rank, 2);
+    assert.equal(mod.scaling, s);
+  }
+});
