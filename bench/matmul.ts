@@ -2,6 +2,7 @@
 //   npm run bench -- matmul [--sizes 512,1024] [--seconds 1]
 // Exported for bench/train.ts:
 //   measureMatmulGflops(backend, { sizes?, seconds? }) → Promise<Array<{ n, gflops }>>
+// The transposeB and batched variants show why shared/tensor/ops.ts avoids them on wasm.
 // Each figure is 2n³ flops per n×n·n×n product divided by the wall time of a timed loop that runs
 // for at least `seconds`, after one warm-up product (wasm compiles and allocates on first use).
 import { availableBackends, initEngine, tf, type BackendChoice } from '../shared/tensor/engine.ts';
@@ -11,19 +12,26 @@ export interface MatmulFigure {
   gflops: number;
 }
 
+/** plain: a·b; transposeB: a·bᵀ via the flag; batched: 8 stacked (n/√8)-sized products. */
+export type MatmulVariant = 'plain' | 'transposeB' | 'batched';
+
 export async function measureMatmulGflops(
   backend: BackendChoice,
-  opts: { sizes?: number[]; seconds?: number } = {},
+  opts: { sizes?: number[]; seconds?: number; variant?: MatmulVariant } = {},
 ): Promise<MatmulFigure[]> {
   await initEngine(backend, { quiet: true });
   const sizes = opts.sizes ?? [512, 1024];
   const seconds = opts.seconds ?? 1;
   const out: MatmulFigure[] = [];
-  for (const n of sizes) {
-    const a = tf.randomUniform([n, n], -1, 1, 'float32', 1);
-    const b = tf.randomUniform([n, n], -1, 1, 'float32', 2);
+  const variant = opts.variant ?? 'plain';
+  for (const size of sizes) {
+    // The batched variant keeps the total flops of one n×n product: 8 products of m = n/2.
+    const n = variant === 'batched' ? Math.round(size / 2) : size;
+    const shape = variant === 'batched' ? [8, n, n] : [n, n];
+    const a = tf.randomUniform(shape, -1, 1, 'float32', 1);
+    const b = tf.randomUniform(shape, -1, 1, 'float32', 2);
     const once = () => {
-      const c = tf.matMul(a, b);
+      const c = tf.matMul(a, b, false, variant === 'transposeB');
       c.dataSync(); // forces execution (and the device→host copy a trainer also pays)
       c.dispose();
     };
@@ -36,7 +44,8 @@ export async function measureMatmulGflops(
       reps++;
       elapsed = performance.now() - start;
     }
-    out.push({ n, gflops: (2 * n ** 3 * reps) / (elapsed / 1000) / 1e9 });
+    const products = variant === 'batched' ? 8 : 1;
+    out.push({ n: size, gflops: (2 * n ** 3 * products * reps) / (elapsed / 1000) / 1e9 });
     a.dispose();
     b.dispose();
   }
@@ -55,8 +64,10 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   // The cpu backend is ~30× slower: keep it to the smaller sizes so the bench ends in seconds.
   for (const backend of backends) {
     const use = backend === 'cpu' ? sizes.filter((n) => n <= 512) : sizes;
-    for (const { n, gflops } of await measureMatmulGflops(backend, { sizes: use.length ? use : [256], seconds })) {
-      console.log(`matmul ${backend.padEnd(10)} n=${String(n).padStart(4)}  ${gflops.toFixed(2)} GFLOP/s`);
+    for (const variant of ['plain', 'transposeB', 'batched'] as const) {
+      for (const { n, gflops } of await measureMatmulGflops(backend, { sizes: use.length ? use : [256], seconds, variant })) {
+        console.log(`matmul ${backend.padEnd(10)} ${variant.padEnd(10)} n=${String(n).padStart(4)}  ${gflops.toFixed(2)} GFLOP/s`);
+      }
     }
   }
 }
