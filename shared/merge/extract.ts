@@ -118,7 +118,7 @@ export function extractModule(
   const seed = deriveSeed(options.seed ?? 0, nameHash(path));
   const { svd, r } =
     options.energy !== undefined
-      ? rankForEnergy(mat(m, n, delta), total, options.energy, { seed, ...options.svd })
+      ? rankForEnergy(path, mat(m, n, delta), total, options.energy, { seed, ...options.svd })
       : { svd: topSvd(mat(m, n, delta), options.rank!, { seed, ...options.svd }), r: Math.min(options.rank!, m, n) };
   let kept = 0;
   for (let j = 0; j < Math.min(r, svd.k); j++) kept += svd.s[j] * svd.s[j];
@@ -192,7 +192,7 @@ function topSvd(a: ReturnType<typeof mat>, rank: number, opts: TruncatedSvdOptio
 }
 
 /** Smallest r with Σ_{j<r} σ_j² ≥ energy · total, growing a randomized sketch when the matrix is large. */
-function rankForEnergy(a: ReturnType<typeof mat>, total: number, energy: number, opts: TruncatedSvdOptions) {
+function rankForEnergy(path: string, a: ReturnType<typeof mat>, total: number, energy: number, opts: TruncatedSvdOptions) {
   const limit = Math.min(a.rows, a.cols);
   const goal = energy * total * (1 - 1e-12);
   const pick = (svd: Svd) => {
@@ -204,11 +204,18 @@ function rankForEnergy(a: ReturnType<typeof mat>, total: number, energy: number,
     return -1;
   };
   if (!isSmall(a, opts)) {
-    for (let k = 16; k + (opts.oversample ?? 10) < limit; k *= 2) {
+    let k = 16;
+    for (; k + (opts.oversample ?? 10) < limit && k <= limit / 2; k *= 2) {
       const svd = randomizedSvd(a, k, opts);
       const r = pick(svd);
       if (r > 0) return { svd, r };
     }
+    // A full SVD of a large matrix is out of reach in JS, and a LoRA of more than half the
+    // dimension saves nothing: say so instead of grinding.
+    if (k > 16) throw new ChorusError(
+      `module ${path} [${a.rows}×${a.cols}] needs rank > ${k / 2} to keep ${energy} of its energy: ` +
+        'the delta is not low-rank; use a fixed --rank or a lower --energy',
+    );
   }
   const svd = svdDense(a);
   const r = pick(svd);

@@ -139,4 +139,13 @@ test('extract errors name the tensor, the shapes, or the target', () => {
   missing.delete('model.layers.0.mlp.up_proj.weight');
   assert.throws(() => extractAdapter(base, missing, { rank: 2 }), /model\.layers\.0\.mlp\.up_proj\.weight is in the base model but not in the tuned model/);
   assert.throws(() => extractAdapter(base, tuned, { rank: 2 }), /equals the base model in every selected module/);
+  // Noise has a flat spectrum: on the large-matrix path, 99% energy would need most of the rank.
+  const wide = { 'model.layers.0.mlp.up_proj.weight': [60, 50] };
+  const wideBase = model(wide, 5);
+  const g = rng(77);
+  const noisy = tunedWith(wideBase, { 'model.layers.0.mlp.up_proj.weight': Array.from({ length: 3000 }, () => g.normal() * 0.3) });
+  assert.throws(
+    () => extractAdapter(wideBase, noisy, { energy: 0.99, svd: { exactBelow: 0 } }),
+    /module model\.layers\.0\.mlp\.up_proj \[60×50\] needs rank > 16 to keep 0\.99 of its energy/,
+  );
 });
