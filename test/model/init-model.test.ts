@@ -11,6 +11,8 @@ import { initEngine, tf } from '../../shared/tensor/engine.ts';
 import { readHfModelDir } from '../../shared/formats/hf-model.ts';
 import { parseLlamaConfig } from '../../shared/model/config.ts';
 import { LlamaModel, initRandomWeights } from '../../shared/model/llama.ts';
+import { initModel, type InitModelOptions } from '../../cli/commands/init-model.ts';
+import { ChorusError } from '../../shared/errors.ts';
 
 const cli = fileURLToPath(new URL('../../cli/main.ts', import.meta.url));
 const tmp = mkdtempSync(join(tmpdir(), 'chorus-init-'));
@@ -57,16 +59,23 @@ test('init-model: --tie omits lm_head; vocab < 256 skips the tokenizer', async (
   assert.ok(!tensors.has('lm_head.weight') || tensors.get('lm_head.weight')!.data === tensors.get('model.embed_tokens.weight')!.data);
 });
 
-test('init-model: bad flags and a non-empty --out are clear errors', () => {
-  const cases: Array<[string[], RegExp]> = [
-    [['--hidden', '64', '--layers', '0', '--heads', '4', '--out', join(tmp, 'x')], /--layers must be a positive integer, got '0'/],
-    [['--hidden', '64', '--layers', '1', '--heads', '4', '--kv-heads', '3', '--out', join(tmp, 'x')], /num_attention_heads \(4\) must be a multiple of num_key_value_heads \(3\)/],
-    [['--arch', 'gpt2', '--hidden', '64', '--layers', '1', '--heads', '4', '--out', join(tmp, 'x')], /--arch 'gpt2' is not supported/],
-    [['--hidden', '64', '--layers', '1', '--heads', '4', '--out', join(tmp, 'base')], /directory is not empty/],
+test('init-model: bad flags and a non-empty --out are clear errors', async () => {
+  const opts = (o: Partial<InitModelOptions>): InitModelOptions => ({
+    arch: 'llama', hidden: '64', layers: '1', heads: '4', vocab: '258', seed: '0', tokenizer: true, out: join(tmp, 'x'), ...o,
+  });
+  const cases: Array<[Partial<InitModelOptions>, RegExp]> = [
+    [{ layers: '0' }, /--layers must be a positive integer, got '0'/],
+    [{ hidden: '6.5' }, /--hidden must be a positive integer, got '6.5'/],
+    [{ kvHeads: '3' }, /num_attention_heads \(4\) must be a multiple of num_key_value_heads \(3\)/],
+    [{ arch: 'gpt2' }, /--arch 'gpt2' is not supported/],
+    [{ seed: 'abc' }, /--seed must be an integer/],
+    [{ out: join(tmp, 'base') }, /directory is not empty/],
   ];
-  for (const [args, re] of cases) {
-    const res = chorus(...args);
-    assert.equal(res.status, 1, `${args.join(' ')}: ${res.stderr}`);
-    assert.match(res.stderr, re);
+  for (const [o, re] of cases) {
+    await assert.rejects(initModel(opts(o)), (e: unknown) => e instanceof ChorusError && re.test(e.message), String(re));
   }
+  // Through the CLI: exit status 1 and one clear line.
+  const res = chorus('--hidden', '64', '--layers', '-1', '--heads', '4', '--out', join(tmp, 'y'));
+  assert.equal(res.status, 1);
+  assert.equal(res.stderr.trim(), "chorus: --layers must be a positive integer, got '-1'");
 });
