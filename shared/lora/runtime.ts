@@ -49,6 +49,7 @@ interface Slot {
 export class LoraRuntime implements LoraProvider {
   readonly config: LoraConfig;
   private readonly slots = new Map<string, Slot>(); // key `${layer}:${name}`
+  private readonly byPath = new Map<string, Slot>();
   private disposed = false;
 
   private constructor(config: LoraConfig) {
@@ -93,7 +94,7 @@ export class LoraRuntime implements LoraProvider {
   }
 
   private addSlot(mod: LoraModule, path: string, layer: number, name: ModuleName): void {
-    this.slots.set(`${layer}:${name}`, {
+    const slot: Slot = {
       path, layer, name,
       a: tf.variable(tf.tensor2d(mod.a, [mod.rank, mod.inFeatures]), true),
       b: tf.variable(tf.tensor2d(mod.b, [mod.outFeatures, mod.rank]), true),
@@ -101,7 +102,9 @@ export class LoraRuntime implements LoraProvider {
       inFeatures: mod.inFeatures,
       outFeatures: mod.outFeatures,
       scaling: mod.scaling,
-    });
+    };
+    this.slots.set(`${layer}:${name}`, slot);
+    this.byPath.set(path, slot);
   }
 
   delta(layer: number, name: ModuleName, x: tf.Tensor2D, ctx: LoraContext): tf.Tensor2D | null {
@@ -120,7 +123,7 @@ export class LoraRuntime implements LoraProvider {
   load(adapter: LoraAdapter, source = 'adapter'): void {
     const seen = new Set<string>();
     for (const [path, mod] of adapter.modules) {
-      const slot = [...this.slots.values()].find((s) => s.path === path);
+      const slot = this.byPath.get(path);
       if (!slot) throw new ChorusError(`${source}: module ${path} is not part of this adapter`);
       if (mod.rank !== slot.rank || mod.inFeatures !== slot.inFeatures || mod.outFeatures !== slot.outFeatures) {
         throw new ChorusError(
@@ -188,6 +191,7 @@ export class LoraRuntime implements LoraProvider {
       s.b.dispose();
     }
     this.slots.clear();
+    this.byPath.clear();
   }
 }
 
