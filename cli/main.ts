@@ -9,6 +9,15 @@ const program = new Command('chorus')
 
 // One import per command module. Keep alphabetical.
 const commandModules: Array<Promise<{ register(program: Command): void }>> = [
+  import('./commands/cancel.ts'),
+  import('./commands/coordinator.ts'),
+  import('./commands/job.ts'),
+  import('./commands/jobs.ts'),
+  import('./commands/result.ts'),
+  import('./commands/submit.ts'),
+  import('./commands/watch.ts'),
+  import('./commands/worker.ts'),
+  import('./commands/workers.ts'),
   import('./commands/init-model.ts'),
   import('./commands/extract.ts'),
   import('./commands/merge.ts'),

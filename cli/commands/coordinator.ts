@@ -1,0 +1,45 @@
+// `chorus coordinator`: runs the cluster's coordinator until SIGINT/SIGTERM.
+import type { Command } from 'commander';
+import { ChorusError } from '../../shared/errors.ts';
+import { DEFAULT_TOKEN_FILE, parseDuration, startCoordinator } from '../../coordinator/main.ts';
+
+export function register(program: Command): void {
+  program
+    .command('coordinator')
+    .description('run the coordinator (gRPC API, scheduler, merges; state in NATS JetStream)')
+    .option('--listen <addr>', 'host:port to serve gRPC on', '127.0.0.1:7070')
+    .option('--nats <url>', 'NATS server with JetStream (default NATS_URL or nats://127.0.0.1:4222)')
+    .option('--nats-creds <file>', 'NATS credentials file (.creds)')
+    .option('--nats-token <token>', 'NATS auth token (or NATS_TOKEN)')
+    .option('--nats-user <user>', 'NATS user (password from NATS_PASSWORD)')
+    .option('--prefix <name>', 'prefix of NATS streams, buckets and subjects', 'chorus')
+    .option('--client-token <token>', 'bearer token of the client role (or CHORUS_CLIENT_TOKEN)')
+    .option('--worker-token <token>', 'bearer token of the worker role (or CHORUS_WORKER_TOKEN)')
+    .option('--token-file <file>', 'where generated tokens are kept (mode 0600)', DEFAULT_TOKEN_FILE)
+    .option('--insecure-no-auth', 'accept every call without a token (local play only)')
+    .option('--tls-cert <file>', 'serve TLS with this certificate (PEM)')
+    .option('--tls-key <file>', 'private key of --tls-cert')
+    .option('--tls-ca <file>', 'require client certificates signed by this CA (mTLS)')
+    .option('--heartbeat-timeout <duration>', 'declare a silent worker dead after this long', '5s')
+    .action(async (o) => {
+      if (!!o.tlsCert !== !!o.tlsKey) throw new ChorusError('--tls-cert and --tls-key go together');
+      const running = await startCoordinator({
+        listen: o.listen,
+        nats: { url: o.nats, prefix: o.prefix, creds: o.natsCreds, token: o.natsToken ?? process.env.NATS_TOKEN, user: o.natsUser, pass: o.natsUser ? process.env.NATS_PASSWORD : undefined },
+        auth: o.insecureNoAuth ? null : { clientToken: o.clientToken, workerToken: o.workerToken, tokenFile: o.tokenFile },
+        tls: o.tlsCert ? { cert: o.tlsCert, key: o.tlsKey, ca: o.tlsCa } : null,
+        heartbeatTimeoutMs: parseDuration(o.heartbeatTimeout, '--heartbeat-timeout'),
+      });
+      console.error(`chorus coordinator listening on ${running.address} (${o.tlsCert ? (o.tlsCa ? 'mTLS' : 'TLS') : 'plaintext'})`);
+      console.error(running.tokens ? `auth: bearer tokens from ${running.tokenSource} (clients set CHORUS_TOKEN to the client token)` : 'auth: OFF (--insecure-no-auth)');
+      // Tests and scripts wait for this line to learn the port.
+      console.log(`ready ${running.address}`);
+      await new Promise<void>((resolve) => {
+        const done = () => resolve();
+        process.once('SIGTERM', done);
+        process.once('SIGINT', done);
+      });
+      console.error('coordinator: shutting down');
+      await running.stop();
+    });
+}

@@ -1,0 +1,34 @@
+// `chorus submit job.yaml [--wait]`
+import { resolve } from 'node:path';
+import type { Command } from 'commander';
+import { ChorusError } from '../../shared/errors.ts';
+import { clientFrom, clientOptions } from '../../shared/client/cli.ts';
+import { loadJobSpec } from '../../shared/spec/job-spec.ts';
+import { formatEvent } from './watch.ts';
+
+export function register(program: Command): void {
+  clientOptions(program.command('submit'))
+    .description('submit a job spec (YAML/JSON); prints the job id')
+    .argument('<spec>', 'job spec file')
+    .option('--name <name>', 'job name shown in listings')
+    .option('--wait', 'follow the job to its end; exit 0 only if it succeeds')
+    .action(async (file: string, o) => {
+      // Validated here first (errors name the field without a round trip), then sent with every
+      // path made absolute: the coordinator and workers do not share our working directory.
+      const spec = loadJobSpec(file);
+      const { sourcePath: _drop, ...portable } = spec;
+      void _drop;
+      const client = clientFrom(o);
+      try {
+        const id = await client.submit(JSON.stringify(portable, null, 2), o.name ?? '');
+        console.log(id);
+        if (o.wait) {
+          const job = await client.wait(id, (ev) => console.error(formatEvent(ev)));
+          if (job.state !== 'succeeded') throw new ChorusError(`job ${id} ${job.state}: ${job.reason}`);
+          console.error(`job ${id} succeeded; download with: chorus result ${id} --out ${resolve('runs', id)}`);
+        }
+      } finally {
+        client.close();
+      }
+    });
+}

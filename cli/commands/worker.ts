@@ -1,0 +1,41 @@
+// `chorus worker`: the node agent of one machine.
+import { hostname } from 'node:os';
+import { readFileSync } from 'node:fs';
+import type { Command } from 'commander';
+import { ChorusError } from '../../shared/errors.ts';
+import { WorkerAgent } from '../../worker/agent.ts';
+import { parseDevices } from '../../worker/devices.ts';
+
+export function register(program: Command): void {
+  program
+    .command('worker')
+    .description('run a worker node: registers its devices with the coordinator and trains the shards it is given')
+    .option('--coordinator <addr>', 'coordinator host:port (default CHORUS_COORDINATOR or 127.0.0.1:7070)')
+    .option('--devices <spec>', 'auto (GPUs via nvidia-smi, else one CPU slot) | cpu:N | gpu:0,1', 'auto')
+    .option('--name <name>', 'name shown in listings', hostname())
+    .option('--token <token>', 'worker bearer token (default CHORUS_WORKER_TOKEN, then CHORUS_TOKEN)')
+    .option('--backend <name>', 'tensor backend of the runners: tensorflow | wasm | cpu (default: best available)')
+    .option('--tls-ca <file>', 'TLS: trust this CA for the coordinator certificate')
+    .option('--tls-cert <file>', 'mTLS: this worker\'s client certificate')
+    .option('--tls-key <file>', 'mTLS: key of --tls-cert')
+    .action(async (o) => {
+      if (!!o.tlsCert !== !!o.tlsKey) throw new ChorusError('--tls-cert and --tls-key go together');
+      const devices = parseDevices(o.devices);
+      const agent = new WorkerAgent({
+        coordinator: o.coordinator ?? process.env.CHORUS_COORDINATOR ?? '127.0.0.1:7070',
+        token: o.token ?? process.env.CHORUS_WORKER_TOKEN ?? process.env.CHORUS_TOKEN,
+        tls: o.tlsCa || o.tlsCert ? { ca: o.tlsCa ? readFileSync(o.tlsCa) : undefined, cert: o.tlsCert ? readFileSync(o.tlsCert) : undefined, key: o.tlsKey ? readFileSync(o.tlsKey) : undefined } : false,
+        name: o.name,
+        devices,
+        backend: o.backend,
+      });
+      agent.start();
+      await new Promise<void>((resolve) => {
+        process.once('SIGTERM', resolve);
+        process.once('SIGINT', resolve);
+      });
+      console.error('worker: finishing the current step, checkpointing, leaving');
+      await agent.stop();
+      process.exit(0);
+    });
+}

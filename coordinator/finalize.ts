@@ -1,0 +1,148 @@
+// The end of rounds and of jobs: reconciling replicas (merge library, ΔW space), the per-task
+// PEFT results, the final merge of the task adapters, Shapley estimates and the report. Object
+// names are deterministic, so doing any of this twice (a restart mid-merge) yields one result.
+import { mergeAdapters } from '../shared/merge/merge.ts';
+import { reconcileReplicas } from '../shared/merge/reconcile.ts';
+import type { LoraAdapter } from '../shared/lora/types.ts';
+import { objectNames } from '../shared/nats/subjects.ts';
+import { resolveTask } from '../shared/spec/job-spec.ts';
+import { adapterFromBytes, adapterToBytes, peftConfigJson } from '../worker/adapter-bytes.ts';
+import type { EvalPlan } from '../worker/protocol.ts';
+import type { Coordinator } from './coordinator.ts';
+import type { NatsStore } from './nats-store.ts';
+import { sha256Hex } from './nats-store.ts';
+import { shapleyPlan, shapleyValues } from './shapley.ts';
+import type { JobRecord } from './types.ts';
+
+async function loadAdapter(store: NatsStore, name: string): Promise<LoraAdapter> {
+  const bytes = await store.getObject(name);
+  if (!bytes) throw new Error(`object ${name} is missing from the object store`);
+  return adapterFromBytes(bytes, name);
+}
+
+export async function reconcileRound(
+  store: NatsStore,
+  job: JobRecord,
+  task: string,
+  round: number,
+  objects: string[],
+  method: 'mean' | 'cat_svd',
+): Promise<{ name: string; size: number; sha256: string }> {
+  const name = objectNames.roundMerged(job.id, task, round);
+  const existing = await store.getObject(name);
+  if (existing) return { name, size: existing.length, sha256: sha256Hex(existing) };
+  const replicas = await Promise.all(objects.map((o) => loadAdapter(store, o)));
+  const { adapter } = reconcileReplicas(replicas, { method, labels: objects });
+  return store.putObject(name, adapterToBytes(adapter));
+}
+
+export async function finalizeJob(coord: Coordinator, job: JobRecord): Promise<void> {
+  const store = coord.store;
+  const artifacts: string[] = [];
+  const taskAdapters: LoraAdapter[] = [];
+  for (const t of job.spec.tasks) {
+    // Replicas end identical (gradients: same updates; weights: the last round's merge), so
+    // replica 0's final adapter is the task's adapter.
+    const shard = job.shards.find((s) => s.task === t.name && s.replica === 0)!;
+    if (!shard.final) throw new Error(`task ${t.name} has no final adapter`);
+    const adapter = await loadAdapter(store, shard.final.object);
+    taskAdapters.push(adapter);
+    const bytes = adapterToBytes(adapter);
+    await store.putObject(objectNames.taskAdapter(job.id, t.name), bytes);
+    await store.putObject(objectNames.taskConfig(job.id, t.name), new TextEncoder().encode(peftConfigJson(adapter.config, job.spec.base_model)));
+    artifacts.push(objectNames.taskAdapter(job.id, t.name), objectNames.taskConfig(job.id, t.name));
+    const replicas = job.shards.filter((s) => s.task === t.name);
+    job.metrics[t.name] = {
+      steps: shard.totalSteps,
+      tokens: replicas.reduce((s, r) => s + r.tokens, 0),
+      finalLoss: replicas.every((r) => Number.isFinite(r.loss)) ? replicas.reduce((s, r) => s + r.loss, 0) / replicas.length : null,
+    };
+  }
+
+  let merged: { object: string; sha256: string; method: string } | null = null;
+  if (job.spec.merge !== 'none') {
+    const m = job.spec.merge;
+    const { adapter } = mergeAdapters(taskAdapters, {
+      method: m.method,
+      ...(m.weights ? { weights: m.weights } : {}),
+      ...(m.density !== undefined ? { density: m.density } : {}),
+      ...(m.majority_sign ? { majoritySign: m.majority_sign } : {}),
+      ...(m.seed !== undefined ? { seed: m.seed } : {}),
+      ...(m.rank !== undefined ? { rank: m.rank } : {}),
+      ...(m.space ? { space: m.space } : {}),
+      labels: job.spec.tasks.map((t) => t.name),
+    });
+    const info = await store.putObject(objectNames.mergedAdapter(job.id), adapterToBytes(adapter));
+    await store.putObject(objectNames.mergedConfig(job.id), new TextEncoder().encode(peftConfigJson(adapter.config, job.spec.base_model)));
+    artifacts.push(objectNames.mergedAdapter(job.id), objectNames.mergedConfig(job.id));
+    merged = { object: info.name, sha256: info.sha256, method: m.method };
+    await coord.publish('merge.done', job.id, { method: m.method, object: info.name, sha256: info.sha256 }, `${job.id}.merge.done`);
+  } else {
+    await coord.publish('merge.done', job.id, { method: 'none', object: null, sha256: null }, `${job.id}.merge.done`);
+  }
+
+  // Shapley estimates: coalitions of layer adapters evaluated on the workers.
+  for (const t of job.spec.tasks) {
+    const stats = job.layers[t.name];
+    const layers = stats?.activationCounts.length ?? 0;
+    let shapley: number[] | null = job.shapley[t.name] ?? null;
+    let shapleyNote = '';
+    if (!shapley && layers > 0) {
+      try {
+        const plan = shapleyPlan(layers, 8, `${job.id}/${t.name}`);
+        const evalPlan: EvalPlan = {
+          task: resolveTask(job.spec, t.name),
+          adapterObject: objectNames.taskAdapter(job.id, t.name),
+          coalitions: plan.coalitions,
+          maxBatches: 4,
+        };
+        const losses = await coord.evalOnWorker(job.id, JSON.stringify(evalPlan));
+        shapley = shapleyValues(plan, losses);
+        job.shapley[t.name] = shapley;
+      } catch (err) {
+        shapleyNote = `not estimated: ${(err as Error).message}`;
+      }
+    }
+    await coord.publish('coto.layers', job.id, {
+      task: t.name,
+      activationCounts: stats?.activationCounts ?? [],
+      meanLossActive: (stats?.lossActiveSum ?? []).map((s, l) => (stats!.lossActiveN[l] ? s / stats!.lossActiveN[l] : null)),
+      meanLossInactive: (stats?.lossInactiveSum ?? []).map((s, l) => (stats!.lossInactiveN[l] ? s / stats!.lossInactiveN[l] : null)),
+      shapley,
+    }, `${job.id}.${t.name}.coto.layers`);
+    if (shapleyNote) (job.metrics[t.name] as Record<string, unknown>).shapleyNote = shapleyNote;
+  }
+
+  const report = {
+    jobId: job.id,
+    name: job.name,
+    baseModel: job.spec.base_model,
+    sync: job.spec.sync,
+    merge: merged,
+    createdMs: job.createdMs,
+    finishedMs: Date.now(),
+    tasks: job.spec.tasks.map((t) => {
+      const stats = job.layers[t.name];
+      const shap = job.shapley[t.name] ?? null;
+      return {
+        name: t.name,
+        replicas: t.replicas,
+        ...job.metrics[t.name],
+        adapter: objectNames.taskAdapter(job.id, t.name),
+        layers: (stats?.activationCounts ?? []).map((count, l) => ({
+          layer: l,
+          activations: count,
+          meanLossActive: stats.lossActiveN[l] ? stats.lossActiveSum[l] / stats.lossActiveN[l] : null,
+          meanLossInactive: stats.lossInactiveN[l] ? stats.lossInactiveSum[l] / stats.lossInactiveN[l] : null,
+          shapley: shap ? shap[l] : null,
+        })),
+      };
+    }),
+  };
+  const reportBytes = new TextEncoder().encode(JSON.stringify(report, null, 2) + '\n');
+  const info = await store.putObject(objectNames.report(job.id), reportBytes);
+  artifacts.push(info.name);
+  job.artifacts = artifacts;
+  await coord.saveJob(job);
+  await coord.publish('report.ready', job.id, { object: info.name, artifacts }, `${job.id}.report.ready`);
+}

@@ -1,0 +1,86 @@
+// Starting and stopping a coordinator: NATS store, state reload, gRPC server. Used by
+// `chorus coordinator`, the tests and the demo.
+import { join } from 'node:path';
+import { homedir } from 'node:os';
+import type * as grpc from '@grpc/grpc-js';
+import { Authenticator, loadTokens, type Tokens } from './auth.ts';
+import { Coordinator } from './coordinator.ts';
+import { NatsStore, type NatsOptions } from './nats-store.ts';
+import { bind, createServer, serverCredentials, type TlsOptions } from './server.ts';
+
+export interface StartOptions {
+  listen: string;
+  nats: NatsOptions;
+  /** null = --insecure-no-auth. */
+  auth: { clientToken?: string; workerToken?: string; tokenFile?: string } | null;
+  tls: TlsOptions | null;
+  heartbeatTimeoutMs: number;
+  log?: (line: string) => void;
+}
+
+export interface RunningCoordinator {
+  port: number;
+  address: string;
+  coordinator: Coordinator;
+  tokens: Tokens | null;
+  tokenSource: string;
+  stop(): Promise<void>;
+}
+
+export const DEFAULT_TOKEN_FILE = join(homedir(), '.chorus', 'tokens.json');
+
+export async function startCoordinator(opts: StartOptions): Promise<RunningCoordinator> {
+  const log = opts.log ?? ((l: string) => console.error(l));
+  let tokens: Tokens | null = null;
+  let tokenSource = 'none (--insecure-no-auth)';
+  if (opts.auth) {
+    const loaded = loadTokens({ ...opts.auth, tokenFile: opts.auth.tokenFile ?? DEFAULT_TOKEN_FILE });
+    tokens = loaded.tokens;
+    tokenSource = loaded.source;
+  }
+  const store = await NatsStore.open(opts.nats);
+  const coordinator = new Coordinator(store, {
+    heartbeatTimeoutMs: opts.heartbeatTimeoutMs,
+    heartbeatIntervalMs: Math.max(200, Math.floor(opts.heartbeatTimeoutMs / 4)),
+    maxAttempts: 4,
+    log,
+  });
+  await coordinator.start();
+  const server: grpc.Server = createServer(coordinator, new Authenticator(tokens));
+  let port: number;
+  try {
+    port = await bind(server, opts.listen, serverCredentials(opts.tls));
+  } catch (err) {
+    await coordinator.stop();
+    await store.close();
+    throw err;
+  }
+  const host = opts.listen.slice(0, opts.listen.lastIndexOf(':'));
+  let stopping: Promise<void> | null = null;
+  return {
+    port,
+    address: `${host}:${port}`,
+    coordinator,
+    tokens,
+    tokenSource,
+    stop() {
+      stopping ??= (async () => {
+        await coordinator.stop();
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(() => { server.forceShutdown(); resolve(); }, 2000);
+          server.tryShutdown(() => { clearTimeout(t); resolve(); });
+        });
+        await store.close();
+      })();
+      return stopping;
+    },
+  };
+}
+
+/** "5s", "500ms", "2m" or plain milliseconds. */
+export function parseDuration(text: string, flag: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(text.trim());
+  if (!m) throw new Error(`${flag}: "${text}" is not a duration (e.g. 5s, 500ms, 2m)`);
+  const n = Number(m[1]);
+  return m[2] === 'm' ? n * 60_000 : m[2] === 's' ? n * 1000 : n;
+}

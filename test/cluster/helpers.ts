@@ -1,0 +1,151 @@
+// Fixtures for cluster tests: a tiny model directory and data on disk, and real processes — the
+// coordinator and workers run as `node bin/chorus.mjs …` on loopback against the NATS server at
+// NATS_URL (default 127.0.0.1:4222), each test under its own NATS prefix.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { makeLlamaConfig, llamaConfigToJson } from '../../shared/model/config.ts';
+import { initRandomWeights } from '../../shared/model/llama.ts';
+import { writeHfModelDir } from '../../shared/formats/hf-model.ts';
+import { SplitMix32 } from '../../shared/tensor/random.ts';
+import { ChorusClient } from '../../shared/client/index.ts';
+import { connect } from 'nats';
+
+export const ROOT = new URL('../..', import.meta.url).pathname;
+export const NATS_URL = process.env.NATS_URL ?? 'nats://127.0.0.1:4222';
+export const TOKENS = { client: 'test-client-token-1', worker: 'test-worker-token-2' };
+
+export function tmp(prefix = 'chorus-cluster-'): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+export const TINY = { hidden: 16, layers: 2, heads: 2, kvHeads: 1, vocab: 32, intermediate: 32 };
+
+export async function writeTinyModel(dir: string, seed = 7): Promise<string> {
+  const config = makeLlamaConfig({ hiddenSize: TINY.hidden, numHiddenLayers: TINY.layers, numAttentionHeads: TINY.heads, numKeyValueHeads: TINY.kvHeads, vocabSize: TINY.vocab, intermediateSize: TINY.intermediate });
+  await writeHfModelDir(dir, llamaConfigToJson(config), initRandomWeights(config, seed));
+  return dir;
+}
+
+/** A learnable task: sequences that count up by `stride` mod vocab. */
+export function writeTaskData(file: string, n: number, len: number, stride: number, seed = 1): string {
+  const rng = new SplitMix32(seed);
+  const lines: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const start = rng.next() % TINY.vocab;
+    lines.push(JSON.stringify({ input_ids: Array.from({ length: len }, (_, t) => (start + t * stride) % TINY.vocab) }));
+  }
+  writeFileSync(file, lines.join('\n') + '\n');
+  return file;
+}
+
+export function uniquePrefix(): string {
+  return `t${randomBytes(4).toString('hex')}`;
+}
+
+export interface Proc {
+  child: ChildProcess;
+  output: () => string;
+  exited: Promise<number | null>;
+}
+
+export function chorus(args: string[], env: Record<string, string> = {}): Proc {
+  const child = spawn(process.execPath, [join(ROOT, 'bin/chorus.mjs'), ...args], {
+    cwd: ROOT,
+    env: { ...process.env, CHORUS_BACKEND: process.env.CHORUS_TEST_BACKEND ?? 'wasm', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout!.on('data', (d) => (out += d));
+  child.stderr!.on('data', (d) => (out += d));
+  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  return { child, output: () => out, exited };
+}
+
+export async function startCoordinator(prefix: string, extra: string[] = []): Promise<Proc & { address: string }> {
+  const p = chorus(['coordinator', '--listen', '127.0.0.1:0', '--nats', NATS_URL, '--prefix', prefix, '--client-token', TOKENS.client, '--worker-token', TOKENS.worker, '--heartbeat-timeout', '2s', ...extra]);
+  const address = await waitFor(p, /ready (\S+)/, 30_000);
+  return { ...p, address };
+}
+
+export async function startCoordinatorAt(prefix: string, address: string): Promise<Proc & { address: string }> {
+  // Reuse the port: workers reconnect to the address they know.
+  for (let i = 0; i < 20; i++) {
+    const p = chorus(['coordinator', '--listen', address, '--nats', NATS_URL, '--prefix', prefix, '--client-token', TOKENS.client, '--worker-token', TOKENS.worker, '--heartbeat-timeout', '2s']);
+    try {
+      await waitFor(p, /ready (\S+)/, 30_000);
+      return { ...p, address };
+    } catch (err) {
+      if (!/cannot listen/.test(p.output())) throw err;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
+  throw new Error(`could not bind ${address} again`);
+}
+
+export function startWorker(address: string, name: string, devices = 'cpu:1'): Proc {
+  return chorus(['worker', '--coordinator', address, '--devices', devices, '--name', name, '--token', TOKENS.worker]);
+}
+
+export function waitFor(p: Proc, re: RegExp, timeoutMs: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const started = Date.now();
+    const check = () => {
+      const m = re.exec(p.output());
+      if (m) return resolve(m[1] ?? m[0]);
+      if (p.child.exitCode !== null) return reject(new Error(`process exited (${p.child.exitCode}) before ${re}:\n${p.output()}`));
+      if (Date.now() - started > timeoutMs) return reject(new Error(`timed out waiting for ${re}:\n${p.output()}`));
+      setTimeout(check, 50);
+    };
+    check();
+  });
+}
+
+export function client(address: string, token = TOKENS.client): ChorusClient {
+  return new ChorusClient({ address, token });
+}
+
+export async function waitWorkers(c: ChorusClient, n: number, timeoutMs = 30_000): Promise<void> {
+  const start = Date.now();
+  while ((await c.workers()).filter((w) => w.state === 'online').length < n) {
+    if (Date.now() - start > timeoutMs) throw new Error(`fewer than ${n} workers registered`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+export async function stopAll(procs: Proc[]): Promise<void> {
+  await Promise.all(procs.map(async (p) => {
+    if (p.child.exitCode !== null || p.child.signalCode) return;
+    p.child.kill('SIGTERM');
+    const t = setTimeout(() => p.child.kill('SIGKILL'), 8000);
+    await p.exited;
+    clearTimeout(t);
+  }));
+}
+
+/** Deletes the test's streams, buckets and object store. */
+export async function cleanNats(prefix: string): Promise<void> {
+  const nc = await connect({ servers: NATS_URL });
+  try {
+    const jsm = await nc.jetstreamManager();
+    const up = prefix.toUpperCase();
+    for (const name of [`${up}_EVENTS`, `KV_${prefix}_jobs`, `KV_${prefix}_workers`, `OBJ_${prefix}_artifacts`]) {
+      await jsm.streams.delete(name).catch(() => undefined);
+    }
+  } finally {
+    await nc.close();
+  }
+}
+
+export function jobSpec(dir: string, over: Record<string, unknown> = {}): string {
+  return JSON.stringify({
+    name: 'cluster-test',
+    base_model: join(dir, 'model'),
+    seed: 5,
+    lora: { r: 4, alpha: 8, target_modules: ['q_proj', 'v_proj'] },
+    training: { steps: 6, batch_size: 4, seq_len: 8, lr: 0.01, warmup_steps: 0, eval_every: 0, checkpoint_every: 2, log_every: 1 },
+    ...over,
+  });
+}
