@@ -1,0 +1,108 @@
+// Training throughput of each tensor engine that loads here. Usage:
+//   npm run bench -- train [--steps 6] [--cpu-steps 2] [--coto]
+// Reference configuration: Llama, hidden 256, 4 layers, 8 heads, 4 KV heads, intermediate 688,
+// vocab 256, seq_len 128, batch 8, LoRA r 16 (alpha 32) on q,k,v,o, AdamW. CoTo is off by default
+// (every layer trains: the slowest case; --coto measures the start of a CoTo run, p = 0.1).
+// Each engine runs in its own child process so its peak RSS is its own. One warm-up step, then
+// `steps` timed optimiser steps; tokens/s = batch × seq_len × steps / seconds. The engine's raw
+// matmul GFLOP/s (bench/matmul.ts) is printed next to it.
+import { spawnSync } from 'node:child_process';
+import { availableBackends, initEngine, type BackendChoice } from '../shared/tensor/engine.ts';
+import { makeLlamaConfig } from '../shared/model/config.ts';
+import { LlamaModel, initRandomWeights } from '../shared/model/llama.ts';
+import { AdapterTrainer } from '../shared/train/trainer.ts';
+import { DEFAULT_COTO, DEFAULT_TRAINING } from '../shared/spec/job-spec.ts';
+import { SplitMix32 } from '../shared/tensor/random.ts';
+import { measureMatmulGflops } from './matmul.ts';
+
+const REF = { hidden: 256, layers: 4, heads: 8, kvHeads: 4, intermediate: 688, vocab: 256, seqLen: 128, batch: 8, r: 16 };
+
+function arg(name: string): string | undefined {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1] : undefined;
+}
+
+interface ChildResult {
+  backend: string;
+  steps: number;
+  seconds: number;
+  tokensPerSecond: number;
+  warmupSeconds: number;
+  peakRssMiB: number;
+  gflops: Array<{ n: number; gflops: number }>;
+}
+
+async function child(backend: BackendChoice, steps: number, coto: boolean): Promise<ChildResult> {
+  await initEngine(backend, { quiet: true });
+  const config = makeLlamaConfig({
+    hiddenSize: REF.hidden, numHiddenLayers: REF.layers, numAttentionHeads: REF.heads,
+    numKeyValueHeads: REF.kvHeads, intermediateSize: REF.intermediate, vocabSize: REF.vocab,
+  });
+  const model = LlamaModel.fromTensors(config, initRandomWeights(config, 1));
+  const rng = new SplitMix32(2);
+  const examples = Array.from({ length: 64 }, () => ({
+    inputIds: Int32Array.from({ length: REF.seqLen }, () => rng.next() % REF.vocab),
+    lossMask: Uint8Array.from({ length: REF.seqLen }, (_, t) => (t === 0 ? 0 : 1)),
+  }));
+  const trainer = AdapterTrainer.create({
+    model,
+    task: {
+      name: 'bench', baseModel: 'random', data: { train: 'random' }, replicas: 1, seed: 1,
+      lora: { r: REF.r, alpha: 2 * REF.r, dropout: 0, target_modules: ['q_proj', 'k_proj', 'v_proj', 'o_proj'], use_rslora: false },
+      coto: { ...DEFAULT_COTO, enabled: coto },
+      training: { ...DEFAULT_TRAINING, steps: 1000, batch_size: REF.batch, seq_len: REF.seqLen, lr: 1e-3 },
+    },
+    examples,
+  });
+  const w0 = performance.now();
+  trainer.trainStep();
+  const warmupSeconds = (performance.now() - w0) / 1000;
+  const start = performance.now();
+  for (let i = 0; i < steps; i++) trainer.trainStep();
+  const seconds = (performance.now() - start) / 1000;
+  trainer.dispose();
+  model.dispose();
+  const gflops = await measureMatmulGflops(backend, { sizes: backend === 'cpu' ? [256] : [512, 1024], seconds: 1 });
+  return {
+    backend,
+    steps,
+    seconds,
+    tokensPerSecond: (REF.batch * REF.seqLen * steps) / seconds,
+    warmupSeconds,
+    peakRssMiB: process.resourceUsage().maxRSS / 1024,
+    gflops,
+  };
+}
+
+const childBackend = arg('child');
+if (childBackend) {
+  const r = await child(childBackend as BackendChoice, Number(arg('steps')), process.argv.includes('--coto'));
+  process.stdout.write(`BENCH_RESULT ${JSON.stringify(r)}\n`);
+} else {
+  const steps = Number(arg('steps') ?? 6);
+  const cpuSteps = Number(arg('cpu-steps') ?? 2);
+  const coto = process.argv.includes('--coto');
+  console.log(`train bench: hidden ${REF.hidden}, ${REF.layers} layers, ${REF.heads} heads / ${REF.kvHeads} kv, ` +
+    `intermediate ${REF.intermediate}, vocab ${REF.vocab}, seq ${REF.seqLen}, batch ${REF.batch}, ` +
+    `LoRA r ${REF.r} on q,k,v,o, CoTo ${coto ? 'on (p = 0.1)' : 'off (all layers)'}`);
+  const backends = await availableBackends();
+  const rows: string[] = [];
+  for (const backend of backends) {
+    const n = backend === 'cpu' ? cpuSteps : steps;
+    const run = spawnSync(process.execPath, ['--import', 'tsx', new URL(import.meta.url).pathname, '--child', backend, '--steps', String(n), ...(coto ? ['--coto'] : [])], {
+      encoding: 'utf8', env: { ...process.env, CHORUS_QUIET_BACKEND: '1' },
+    });
+    const line = run.stdout.split('\n').find((l) => l.startsWith('BENCH_RESULT '));
+    if (!line) {
+      rows.push(`${backend.padEnd(11)} failed: ${(run.stderr || run.stdout).trim().split('\n').slice(-3).join(' | ')}`);
+      continue;
+    }
+    const r = JSON.parse(line.slice('BENCH_RESULT '.length)) as ChildResult;
+    const g = r.gflops.map((x) => `${x.gflops.toFixed(1)} @${x.n}`).join(', ');
+    rows.push(`${backend.padEnd(11)} ${r.tokensPerSecond.toFixed(0).padStart(8)} ${(r.seconds / r.steps).toFixed(2).padStart(8)} ` +
+      `${String(r.steps).padStart(6)} ${r.peakRssMiB.toFixed(0).padStart(9)}   ${g}`);
+  }
+  console.log(`${'engine'.padEnd(11)} ${'tokens/s'.padStart(8)} ${'s/step'.padStart(8)} ${'steps'.padStart(6)} ${'peak RSS'.padStart(9)}   matmul GFLOP/s @n`);
+  for (const r of rows) console.log(r);
+  console.log('(peak RSS in MiB, per engine process; tokens/s = batch × seq_len per optimiser step)');
+}
