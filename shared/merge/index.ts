@@ -23,8 +23,9 @@
 //         with power iterations above) to rank (default max r_k); rank 'full' keeps ΔW exactly as
 //         B = ΔW, A = I (rank min(m, n)).
 //     space 'factors' reproduces PEFT's add_weighted_adapter (fixed upstream semantics): see factors.ts.
-//     Output convention: every module has scaling 1 — config lora_alpha = r, use_rslora false — and
-//     √σ folded into both B and A (PEFT's own svd path puts σ on B; we do that only in factors space).
+//     Output convention: every module has scaling 1 — config lora_alpha = r, use_rslora false. SVD
+//     outputs fold √σ into both B and A (PEFT's own svd path puts σ on B; we do that only in factors
+//     space); cat keeps PEFT's layout (w_k·s_k on the stacked A_k).
 //     Ranks that differ per module go to rank_pattern / alpha_pattern keyed by the module path.
 //     Inputs must have the same modules and shapes (the error names the module and both shapes);
 //     ranks, alphas and rsLoRA may differ.
@@ -32,7 +33,10 @@
 //   reconcileReplicas(replicas: LoraAdapter[], { method?: 'mean'|'cat_svd'|'cat'|'factor_mean', rank?,
 //                     weights?, labels?, seed? }): { adapter, modules }
 //     Data-parallel round: the weighted mean in ΔW space re-factorised to the replicas' rank, keeping
-//     their config (r, alpha, rsLoRA) so training resumes with the same scaling. See reconcile.ts.
+//     their config (r, alpha, rsLoRA) so training resumes with the same scaling. Modules whose A is
+//     identical in every replica are averaged exactly (mean B, same A); otherwise A's rows keep the
+//     replicas' RMS row norm and σ = 0 directions get fresh orthogonal A rows (B = 0), so no direction
+//     is left with both factors zero. See reconcile.ts.
 //
 //   extractAdapter(base: Map<name,{shape,data}>, tuned: same, { rank | energy, targets?, svd?, seed?,
 //                  baseModelNameOrPath?, onModule? }): { adapter, modules: ExtractReport[] }
