@@ -6,7 +6,7 @@ import { reconcileReplicas } from '../shared/merge/reconcile.ts';
 import type { LoraAdapter } from '../shared/lora/types.ts';
 import { objectNames } from '../shared/nats/subjects.ts';
 import { resolveTask } from '../shared/spec/job-spec.ts';
-import { adapterFromBytes, adapterToBytes, peftConfigJson } from '../worker/adapter-bytes.ts';
+import { adapterFromBytes, adapterToBytes, peftConfigText } from '../worker/adapter-bytes.ts';
 import type { EvalPlan } from '../worker/protocol.ts';
 import type { Coordinator } from './coordinator.ts';
 import type { NatsStore } from './nats-store.ts';
@@ -49,7 +49,7 @@ export async function finalizeJob(coord: Coordinator, job: JobRecord): Promise<v
     taskAdapters.push(adapter);
     const bytes = adapterToBytes(adapter);
     await store.putObject(objectNames.taskAdapter(job.id, t.name), bytes);
-    await store.putObject(objectNames.taskConfig(job.id, t.name), new TextEncoder().encode(peftConfigJson(adapter.config, job.spec.base_model)));
+    await store.putObject(objectNames.taskConfig(job.id, t.name), new TextEncoder().encode(peftConfigText(adapter)));
     artifacts.push(objectNames.taskAdapter(job.id, t.name), objectNames.taskConfig(job.id, t.name));
     const replicas = job.shards.filter((s) => s.task === t.name);
     job.metrics[t.name] = {
@@ -73,7 +73,7 @@ export async function finalizeJob(coord: Coordinator, job: JobRecord): Promise<v
       labels: job.spec.tasks.map((t) => t.name),
     });
     const info = await store.putObject(objectNames.mergedAdapter(job.id), adapterToBytes(adapter));
-    await store.putObject(objectNames.mergedConfig(job.id), new TextEncoder().encode(peftConfigJson(adapter.config, job.spec.base_model)));
+    await store.putObject(objectNames.mergedConfig(job.id), new TextEncoder().encode(peftConfigText(adapter)));
     artifacts.push(objectNames.mergedAdapter(job.id), objectNames.mergedConfig(job.id));
     merged = { object: info.name, sha256: info.sha256, method: m.method };
     await coord.publish('merge.done', job.id, { method: m.method, object: info.name, sha256: info.sha256 }, `${job.id}.merge.done`);

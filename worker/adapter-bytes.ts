@@ -1,10 +1,11 @@
 // An adapter as bytes for the object store: safetensors with PEFT's key names (so the bytes are a
 // valid `adapter_model.safetensors`) plus the LoraConfig and per-module scalings in the metadata,
 // so a round trip restores the exact in-memory adapter. The PEFT adapter_config.json for a result
-// directory comes from `peftConfigJson`.
+// directory comes from the formats library (`peftConfigText`).
 import { ChorusError } from '../shared/errors.ts';
 import { parseSafetensors, serializeSafetensors, tensorToFloat32, type TensorInput } from '../shared/formats/safetensors.ts';
 import type { LoraAdapter, LoraConfig, LoraModule } from '../shared/lora/types.ts';
+import { peftConfigJson } from '../shared/formats/peft.ts';
 
 const PREFIX = 'base_model.model.';
 
@@ -41,29 +42,9 @@ export function adapterFromBytes(bytes: Uint8Array, source: string): LoraAdapter
   return { config, modules };
 }
 
-/** PEFT's adapter_config.json for an adapter (rank/alpha patterns where modules differ). */
-export function peftConfigJson(config: LoraConfig, baseModel?: string): string {
-  return JSON.stringify(
-    {
-      peft_type: 'LORA',
-      task_type: 'CAUSAL_LM',
-      base_model_name_or_path: baseModel ?? config.baseModelNameOrPath ?? null,
-      r: config.r,
-      lora_alpha: config.loraAlpha,
-      lora_dropout: config.loraDropout,
-      target_modules: config.targetModules,
-      bias: 'none',
-      use_rslora: config.useRslora,
-      fan_in_fan_out: false,
-      inference_mode: true,
-      init_lora_weights: true,
-      modules_to_save: null,
-      rank_pattern: config.rankPattern ?? {},
-      alpha_pattern: config.alphaPattern ?? {},
-    },
-    null,
-    2,
-  );
+/** PEFT's adapter_config.json text for an adapter (the formats library's conventions). */
+export function peftConfigText(adapter: LoraAdapter): string {
+  return JSON.stringify(peftConfigJson(adapter), null, 2) + '\n';
 }
 
 function bytesOf(a: Float32Array): Uint8Array {

@@ -70,8 +70,8 @@ export async function runShard(port: RunnerPort, plan: ShardPlan, resume: Resume
   await initEngine(backend, { quiet: true });
   const t = plan.resolved;
   const model = await loadModel(t.baseModel);
-  const examples = await loadExamples(t.data.train, model.config.vocabSize);
-  const evalExamples = t.data.eval ? await loadExamples(t.data.eval, model.config.vocabSize) : undefined;
+  const examples = await loadExamples(t.data.train, model.config.vocabSize, t.baseModel);
+  const evalExamples = t.data.eval ? await loadExamples(t.data.eval, model.config.vocabSize, t.baseModel) : undefined;
   const trainer = AdapterTrainer.create({ model, task: t, examples, evalExamples, replica: plan.replica, replicas: plan.replicas, baseModelName: t.baseModel });
   try {
     if (resume.checkpoint) trainer.restore(decodeCheckpoint(resume.checkpoint, `checkpoint of ${plan.shardId}`), `checkpoint of ${plan.shardId}`);
@@ -156,7 +156,7 @@ export async function runEval(plan: EvalPlan, adapterBytes: Uint8Array, backend:
   const t = plan.task;
   const model = await loadModel(t.baseModel);
   const file = t.data.eval ?? t.data.train;
-  const examples = await loadExamples(file, model.config.vocabSize);
+  const examples = await loadExamples(file, model.config.vocabSize, t.baseModel);
   const trainer = AdapterTrainer.create({ model, task: t, examples, evalExamples: examples, adapter: adapterFromBytes(adapterBytes, plan.adapterObject) });
   try {
     const full = trainer.getAdapter();

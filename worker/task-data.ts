@@ -7,6 +7,7 @@ import { readHfModelDir } from '../shared/formats/hf-model.ts';
 import { parseLlamaConfig } from '../shared/model/config.ts';
 import { LlamaModel } from '../shared/model/llama.ts';
 import type { TrainExample } from '../shared/train/batches.ts';
+import { DataLoader } from '../shared/train/load.ts';
 
 const models = new Map<string, Promise<LlamaModel>>();
 
@@ -27,7 +28,9 @@ export function loadModel(dir: string): Promise<LlamaModel> {
  * JSONL examples of the `{"input_ids": [...]}` shape (loss on every predicted token), with an
  * optional `loss_mask`. Bad lines name the file and line.
  */
-export async function loadExamples(file: string, vocabSize: number): Promise<TrainExample[]> {
+export async function loadExamples(file: string, vocabSize: number, modelDir?: string): Promise<TrainExample[]> {
+  // Text and prompt/completion lines need the model's tokenizer: the shared data loader does those.
+  if (modelDir) return new DataLoader(modelDir, vocabSize).load(file);
   let text: string;
   try {
     text = await readFile(file, 'utf8');
