@@ -85,6 +85,22 @@ function pickTask(specPath: string, name: string | undefined): ResolvedTask {
   return resolveTask(spec, name);
 }
 
+/** Says how many examples training.seq_len cuts, and how many lose every loss-bearing token. */
+function warnTruncation(file: string, examples: readonly { inputIds: Int32Array; lossMask: Uint8Array }[], seqLen: number, log: (s: string) => void): void {
+  let cut = 0;
+  let empty = 0;
+  let longest = 0;
+  for (const e of examples) {
+    longest = Math.max(longest, e.inputIds.length);
+    if (e.inputIds.length <= seqLen) continue;
+    cut++;
+    if (!e.lossMask.subarray(1, seqLen).some((m) => m !== 0)) empty++;
+  }
+  if (cut === 0) return;
+  log(`${file}: ${cut} of ${examples.length} examples are longer than training.seq_len (${seqLen}; longest ${longest} tokens) and are cut` +
+    (empty > 0 ? `; ${empty} of them keep no loss-bearing token and teach nothing` : ''));
+}
+
 /** Compares the task of this invocation with the one the run was started with. */
 async function checkRunFile(outDir: string, task: ResolvedTask, resuming: boolean): Promise<void> {
   const file = join(outDir, RUN_FILE);
@@ -137,6 +153,8 @@ export async function runLocalTraining(o: LocalTrainOptions): Promise<LocalTrain
     const loader = new DataLoader(task.baseModel, model.config.vocabSize);
     const examples = await loader.load(task.data.train);
     const evalExamples = task.data.eval ? await loader.load(task.data.eval) : undefined;
+    warnTruncation(task.data.train, examples, task.training.seq_len, log);
+    if (task.data.eval && evalExamples) warnTruncation(task.data.eval, evalExamples, task.training.seq_len, log);
     return AdapterTrainer.create({
       model, task, examples, evalExamples, baseModelName: task.baseModel, padId: await loader.padId(),
     });

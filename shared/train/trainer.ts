@@ -224,9 +224,18 @@ export class AdapterTrainer {
       const count = countTargets(batch);
       if (count === 0) continue;
       const dropoutSeed = deriveSeed(this.seed, step, this.replica, micro);
-      const { value, grads } = tf.variableGrads(() => tf.tidy(() => tf.mul(nextTokenLoss(this.model, batch, {
+      const lossOf = () => tf.tidy(() => tf.mul(nextTokenLoss(this.model, batch, {
         lora: this.runtime, activeLayers, training: true, dropoutSeed,
-      }), count) as tf.Scalar), varList);
+      }), count) as tf.Scalar);
+      tokens += count;
+      if (varList.length === 0) {
+        // The active layers carry no LoRA module (an adapter limited to some layers): loss only.
+        const value = lossOf();
+        lossSum += value.dataSync()[0];
+        value.dispose();
+        continue;
+      }
+      const { value, grads } = tf.variableGrads(lossOf, varList);
       lossSum += value.dataSync()[0];
       value.dispose();
       for (const b of active) {
@@ -235,7 +244,6 @@ export class AdapterTrainer {
         for (let i = 0; i < b.length; i++) gradSums[b.offset + i] += data[i];
       }
       tf.dispose(grads);
-      tokens += count;
     }
     return { step, gradSums, tokens, lossSum, activeLayers, inputTokens };
   }
