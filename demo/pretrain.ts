@@ -33,7 +33,8 @@ export function saveBase(dir: string, c: TinyLlamaConfig, params: Params, info: 
   writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(byteTokenizerJson()) + '\n');
   writeFileSync(
     join(dir, 'tokenizer_config.json'),
-    JSON.stringify({ tokenizer_class: 'PreTrainedTokenizerFast', add_bos_token: false, add_eos_token: false, model_max_length: MAX_POSITIONS }, null, 2) + '\n',
+    // chorus_tokenizer: the engine's built-in byte tokenizer gives the same ids without loading tokenizer.json.
+    JSON.stringify({ tokenizer_class: 'PreTrainedTokenizerFast', add_bos_token: false, add_eos_token: false, model_max_length: MAX_POSITIONS, chorus_tokenizer: 'bytes' }, null, 2) + '\n',
   );
 }
 

@@ -22,21 +22,26 @@ export interface Op {
   apply(input: string): string;
 }
 
-const shiftChar = (c: string, by: number) =>
-  ALPHABET[(ALPHABET.indexOf(c) + by + ALPHABET.length) % ALPHABET.length];
+const upper = (s: string) => s.toUpperCase();
+const reverse = (s: string) => [...s].reverse().join('');
+const rotl = (s: string) => s.slice(1) + s[0];
 
-/** Ops the base model is pretrained on: one per-letter map, one identity, one re-ordering. */
+/** Ops the base model is pretrained on: identity, a per-letter map, and two re-orderings. */
 export const BASE_OPS: Op[] = [
   { name: 'copy', description: 'copy the string', apply: (s) => s },
-  { name: 'up', description: 'upper-case every letter', apply: (s) => s.toUpperCase() },
-  { name: 'rotl', description: 'move the first letter to the end', apply: (s) => s.slice(1) + s[0] },
+  { name: 'up', description: 'upper-case every letter', apply: upper },
+  { name: 'rev', description: 'reverse the string', apply: reverse },
+  { name: 'rotl', description: 'move the first letter to the end', apply: rotl },
 ];
 
-/** Held-out ops the demo trains adapters for: a per-letter map, a re-ordering, and a sort. */
+/**
+ * Held-out ops the demo trains adapters for: each composes two rules the base knows, over the same
+ * inputs and in the same format, so the base has every skill but not the combination.
+ */
 export const TASK_OPS: Op[] = [
-  { name: 'shift', description: 'each letter to the next one (z→a)', apply: (s) => [...s].map((c) => shiftChar(c, 1)).join('') },
-  { name: 'rev', description: 'reverse the string', apply: (s) => [...s].reverse().join('') },
-  { name: 'sort', description: 'sort the letters', apply: (s) => [...s].sort().join('') },
+  { name: 'revup', description: 'reverse, then upper-case', apply: (s) => upper(reverse(s)) },
+  { name: 'rotup', description: 'move the first letter to the end, then upper-case', apply: (s) => upper(rotl(s)) },
+  { name: 'rotrev', description: 'move the first letter to the end, then reverse', apply: (s) => reverse(rotl(s)) },
 ];
 
 export const ALL_OPS: Op[] = [...BASE_OPS, ...TASK_OPS];
