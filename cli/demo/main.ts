@@ -16,24 +16,32 @@ const { values } = parseArgs({
   },
 });
 
-let stopping = false;
-async function stop(code: number, message?: string): Promise<never> {
-  if (stopping) {
-    killAllSync();
+let stopping: Promise<never> | null = null;
+let interrupted = false;
+/** Stops once: a failure that the shutdown itself causes (the watch stream closing) changes nothing. */
+function stop(code: number, message?: string): Promise<never> {
+  stopping ??= (async () => {
+    if (message) process.stderr.write(`\n${message}\n`);
+    try {
+      await cleanup();
+    } catch {
+      killAllSync();
+    }
     process.exit(code);
-  }
-  stopping = true;
-  if (message) process.stderr.write(`\n${message}\n`);
-  try {
-    await cleanup();
-  } catch {
-    killAllSync();
-  }
-  process.exit(code);
+  })();
+  return stopping;
 }
 
 for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-  process.on(sig, () => void stop(130, `chorus demo: ${sig}, stopping the cluster…`));
+  process.on(sig, () => {
+    if (interrupted) {
+      // A second Ctrl-C: no more waiting.
+      killAllSync();
+      process.exit(130);
+    }
+    interrupted = true;
+    void stop(130, `chorus demo: ${sig}, stopping the cluster…`);
+  });
 }
 process.on('exit', killAllSync);
 
@@ -50,6 +58,7 @@ try {
   });
   await stop(0);
 } catch (err) {
+  if (stopping) await stopping;
   if (process.env.CHORUS_DEBUG) console.error(err);
   await stop(1, `chorus demo: ${errorMessage(err)}`);
 }
