@@ -3,8 +3,9 @@
 //   parseLlamaConfig(json, source?) → LlamaConfig validates; errors name `${source}: field`
 //   llamaConfigToJson(cfg) → object               HF config.json (snake_case), extra keys kept
 //   makeLlamaConfig(partial) → LlamaConfig        for init-model and tests (fills HF defaults)
-// rope_scaling is not implemented: anything but null/absent is rejected, since silently ignoring
-// it would give a model that loads but computes something else than HF does.
+// rope_scaling: null, "linear" and "llama3" (Llama 3.1/3.2) are implemented as HF computes them;
+// other types ("dynamic", "yarn", …) are rejected, since silently ignoring them would give a model
+// that loads but computes something else than HF does.
 import { ChorusError } from '../errors.ts';
 
 export interface LlamaConfig {
@@ -19,6 +20,7 @@ export interface LlamaConfig {
   vocabSize: number;
   rmsNormEps: number;
   ropeTheta: number;
+  ropeScaling: RopeScaling | null;
   tieWordEmbeddings: boolean;
   maxPositionEmbeddings: number;
   /** HF's initializer_range: std of the normal init of linear and embedding weights. */
@@ -27,6 +29,72 @@ export interface LlamaConfig {
   modelType: string;
   /** Keys of config.json that Chorus does not interpret, written back unchanged. */
   extra: Record<string, unknown>;
+}
+
+export type RopeScaling =
+  | { type: 'linear'; factor: number }
+  | { type: 'llama3'; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositionEmbeddings: number };
+
+function parseRopeScaling(v: unknown, source: string): RopeScaling | null {
+  if (v === undefined || v === null) return null;
+  const field = `${source}: rope_scaling`;
+  if (typeof v !== 'object' || Array.isArray(v)) throw new ChorusError(`${field} must be an object or null`);
+  const o = v as Record<string, unknown>;
+  // HF reads "rope_type", falling back to the older "type" key.
+  const type = o.rope_type ?? o.type;
+  const num = (key: string, fallback?: number) => {
+    const x = o[key] ?? fallback;
+    if (typeof x !== 'number' || !Number.isFinite(x) || x <= 0) {
+      throw new ChorusError(`${field}.${key} must be a positive number, got ${JSON.stringify(x)}`);
+    }
+    return x;
+  };
+  if (type === 'default') return null;
+  if (type === 'linear') return { type, factor: num('factor') };
+  if (type === 'llama3') {
+    const r: RopeScaling = {
+      type,
+      factor: num('factor'),
+      lowFreqFactor: num('low_freq_factor'),
+      highFreqFactor: num('high_freq_factor'),
+      originalMaxPositionEmbeddings: num('original_max_position_embeddings'),
+    };
+    if (r.highFreqFactor <= r.lowFreqFactor) throw new ChorusError(`${field}.high_freq_factor must exceed low_freq_factor`);
+    return r;
+  }
+  throw new ChorusError(`${field}: type ${JSON.stringify(type)} is not supported (null, "linear" or "llama3")`);
+}
+
+function ropeScalingJson(r: RopeScaling | null): Record<string, unknown> | null {
+  if (!r) return null;
+  if (r.type === 'linear') return { rope_type: 'linear', factor: r.factor };
+  return {
+    rope_type: 'llama3', factor: r.factor, low_freq_factor: r.lowFreqFactor,
+    high_freq_factor: r.highFreqFactor, original_max_position_embeddings: r.originalMaxPositionEmbeddings,
+  };
+}
+
+/**
+ * RoPE inverse frequencies [headDim/2] as HF's rope-init functions compute them (float64 here;
+ * the caller rounds): default 1/θ^(2i/d); "linear" divides by factor; "llama3" divides the
+ * low-frequency band by factor and interpolates smoothly between the two wavelength bounds.
+ */
+export function ropeInverseFrequencies(c: Pick<LlamaConfig, 'headDim' | 'ropeTheta' | 'ropeScaling'>): Float64Array {
+  const half = c.headDim / 2;
+  const inv = new Float64Array(half);
+  for (let i = 0; i < half; i++) inv[i] = 1 / Math.pow(c.ropeTheta, (2 * i) / c.headDim);
+  const r = c.ropeScaling;
+  if (!r) return inv;
+  if (r.type === 'linear') return inv.map((f) => f / r.factor);
+  const lowWavelen = r.originalMaxPositionEmbeddings / r.lowFreqFactor;
+  const highWavelen = r.originalMaxPositionEmbeddings / r.highFreqFactor;
+  return inv.map((f) => {
+    const wavelen = (2 * Math.PI) / f;
+    if (wavelen < highWavelen) return f;
+    if (wavelen > lowWavelen) return f / r.factor;
+    const smooth = (r.originalMaxPositionEmbeddings / wavelen - r.lowFreqFactor) / (r.highFreqFactor - r.lowFreqFactor);
+    return (1 - smooth) * (f / r.factor) + smooth * f;
+  });
 }
 
 const KNOWN_KEYS = new Set([
@@ -70,9 +138,7 @@ export function parseLlamaConfig(json: unknown, source = 'config.json'): LlamaCo
   if (!Array.isArray(architectures) || !architectures.every((a) => typeof a === 'string')) {
     throw new ChorusError(`${source}: architectures must be a list of strings`);
   }
-  if (o.rope_scaling !== undefined && o.rope_scaling !== null) {
-    throw new ChorusError(`${source}: rope_scaling ${JSON.stringify(o.rope_scaling)} is not supported (only null)`);
-  }
+  const ropeScaling = parseRopeScaling(o.rope_scaling, source);
   for (const key of ['attention_bias', 'mlp_bias'] as const) {
     if (o[key] === true) throw new ChorusError(`${source}: ${key}=true is not supported (Llama linear layers have no bias)`);
   }
@@ -109,6 +175,7 @@ export function parseLlamaConfig(json: unknown, source = 'config.json'): LlamaCo
     vocabSize: positiveInt(o, 'vocab_size', source),
     rmsNormEps: positiveNumber(o, 'rms_norm_eps', source, 1e-6),
     ropeTheta: positiveNumber(o, 'rope_theta', source, 10000),
+    ropeScaling,
     tieWordEmbeddings: tie,
     maxPositionEmbeddings: positiveInt(o, 'max_position_embeddings', source, 2048),
     initializerRange: positiveNumber(o, 'initializer_range', source, 0.02),
@@ -132,7 +199,7 @@ export function llamaConfigToJson(cfg: LlamaConfig): Record<string, unknown> {
     vocab_size: cfg.vocabSize,
     rms_norm_eps: cfg.rmsNormEps,
     rope_theta: cfg.ropeTheta,
-    rope_scaling: null,
+    rope_scaling: ropeScalingJson(cfg.ropeScaling),
     tie_word_embeddings: cfg.tieWordEmbeddings,
     max_position_embeddings: cfg.maxPositionEmbeddings,
     initializer_range: cfg.initializerRange,

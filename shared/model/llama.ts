@@ -20,7 +20,7 @@ import { tf } from '../tensor/engine.ts';
 import { ChorusError } from '../errors.ts';
 import { fillNormal, deriveSeed } from '../tensor/random.ts';
 import { bmm, linearT } from '../tensor/ops.ts';
-import type { LlamaConfig } from './config.ts';
+import { ropeInverseFrequencies, type LlamaConfig } from './config.ts';
 
 export const MODULE_NAMES = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
 export type ModuleName = (typeof MODULE_NAMES)[number];
@@ -191,9 +191,10 @@ export class LlamaModel {
     const half = d / 2;
     const cos = new Float32Array(seqLen * d);
     const sin = new Float32Array(seqLen * d);
+    const inv = ropeInverseFrequencies(this.config);
     for (let i = 0; i < half; i++) {
-      // HF computes inv_freq in float32: 1 / theta^(2i/d).
-      const invFreq = Math.fround(1 / Math.pow(this.config.ropeTheta, (2 * i) / d));
+      // HF keeps inv_freq and position·inv_freq in float32.
+      const invFreq = Math.fround(inv[i]);
       for (let p = 0; p < seqLen; p++) {
         const angle = Math.fround(p * invFreq);
         cos[p * d + i] = cos[p * d + i + half] = Math.cos(angle);

@@ -1,6 +1,6 @@
 // Test fixtures: random tiny Llama weights (float32, shared by the engine and, upcast, by the
 // float64 reference) and random LoRA adapters with non-zero B so LoRA changes the output.
-import { makeLlamaConfig, type LlamaConfig } from '../../shared/model/config.ts';
+import { llamaConfigToJson, makeLlamaConfig, parseLlamaConfig, type LlamaConfig } from '../../shared/model/config.ts';
 import { MODULE_NAMES, modulePath, moduleShape, type ModuleName, type TensorData } from '../../shared/model/llama.ts';
 import type { LoraAdapter, LoraModule } from '../../shared/lora/types.ts';
 import { gaussian, lcg, type RefConfig, type RefLora, type RefWeights } from './reference.ts';
@@ -12,8 +12,10 @@ export interface Fixture {
   refWeights: RefWeights;
 }
 
-export function makeFixture(p: Parameters<typeof makeLlamaConfig>[0], seed: number): Fixture {
-  const config = makeLlamaConfig(p);
+export function makeFixture(p: Parameters<typeof makeLlamaConfig>[0], seed: number, ropeScaling?: Record<string, number | string>): Fixture {
+  const config = ropeScaling
+    ? parseLlamaConfig({ ...llamaConfigToJson(makeLlamaConfig(p)), rope_scaling: ropeScaling }, 'fixture')
+    : makeLlamaConfig(p);
   const normal = gaussian(lcg(seed));
   const tensors = new Map<string, TensorData>();
   const add = (name: string, shape: number[], gen: () => number) => {
@@ -44,6 +46,7 @@ export function makeFixture(p: Parameters<typeof makeLlamaConfig>[0], seed: numb
     eps: config.rmsNormEps,
     theta: config.ropeTheta,
     tie: config.tieWordEmbeddings,
+    ropeScaling: ropeScaling ?? null,
   };
   return { config, tensors, ref, refWeights };
 }

@@ -56,6 +56,26 @@ for (const [name, p] of Object.entries(configs)) {
   });
 }
 
+test('llama3 and linear rope_scaling: forward equals the reference, and the scaling matters', () => {
+  // head_dim 8, theta 1e4 → wavelengths 6.3, 63, 628, 6283; with original context 64 and
+  // low/high factors 1/4 the bounds are 64 and 16, so the four frequencies fall in all three
+  // llama3 bands (kept, interpolated, divided by the factor).
+  const p = { hiddenSize: 32, numHiddenLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 2, vocabSize: 30, intermediateSize: 40 };
+  const llama3 = { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 64 };
+  const ids = randomIds(30, 2, 8, 3);
+  const outputs: Float32Array[] = [];
+  for (const scaling of [llama3, { type: 'linear', factor: 4 }, undefined]) {
+    const fx = makeFixture(p, 13, scaling);
+    const model = LlamaModel.fromTensors(fx.config, fx.tensors);
+    const got = engineLogits(model, ids);
+    assertClose(fx, got, ids, (row) => refForward(fx.ref, fx.refWeights, row));
+    outputs.push(got);
+    model.dispose();
+  }
+  const diff = (x: Float32Array, y: Float32Array) => x.reduce((m, v, i) => Math.max(m, Math.abs(v - y[i])), 0);
+  assert.ok(diff(outputs[0], outputs[2]) > 1e-2 && diff(outputs[1], outputs[2]) > 1e-2, 'rope scaling must change the logits');
+});
+
 test('forward with LoRA on five modules and a partial activeLayers mask equals the reference', () => {
   const fx = makeFixture(configs.gqaUntied, 21);
   const model = LlamaModel.fromTensors(fx.config, fx.tensors);

@@ -13,6 +13,32 @@ export interface RefConfig {
   eps: number;
   theta: number;
   tie: boolean;
+  /** HF rope_scaling as in config.json (snake_case), or null. */
+  ropeScaling?: Record<string, number | string> | null;
+}
+
+/** HF's rope init functions (default, linear, llama3), transcribed with torch.where kept as-is. */
+export function refInvFreq(cfg: RefConfig): number[] {
+  const d = cfg.headDim;
+  const inv: number[] = [];
+  for (let j = 0; j < d; j += 2) inv.push(1 / cfg.theta ** (j / d));
+  const rs = cfg.ropeScaling;
+  if (!rs) return inv;
+  const type = rs.rope_type ?? rs.type;
+  const factor = rs.factor as number;
+  if (type === 'linear') return inv.map((f) => f / factor);
+  const oldLen = rs.original_max_position_embeddings as number;
+  const lowF = rs.low_freq_factor as number;
+  const highF = rs.high_freq_factor as number;
+  return inv.map((f) => {
+    const wavelen = (2 * Math.PI) / f;
+    let llama = wavelen > oldLen / lowF ? f / factor : f;
+    const smooth = (oldLen / wavelen - lowF) / (highF - lowF);
+    const smoothed = ((1 - smooth) * llama) / factor + smooth * llama;
+    const medium = !(wavelen < oldLen / highF) && !(wavelen > oldLen / lowF);
+    if (medium) llama = smoothed;
+    return llama;
+  });
 }
 
 /** HF-named weights as float64 arrays (row-major, Linear weights [out, in]). */
@@ -52,12 +78,12 @@ function rmsNorm(x: Float64Array, w: Float64Array, eps: number): Float64Array {
   return x.map((v, i) => w[i] * v * inv);
 }
 
-/** q·cos + rotate_half(q)·sin with rotate_half(x) = [-x2, x1], angles pos / theta^(2i/d). */
-function rope(x: Float64Array, pos: number, d: number, theta: number): Float64Array {
+/** q·cos + rotate_half(q)·sin with rotate_half(x) = [-x2, x1], angles pos · inv_freq[i]. */
+function rope(x: Float64Array, pos: number, d: number, invFreq: number[]): Float64Array {
   const half = d / 2;
   const y = new Float64Array(d);
   for (let i = 0; i < half; i++) {
-    const ang = pos / Math.pow(theta, (2 * i) / d);
+    const ang = pos * invFreq[i];
     const c = Math.cos(ang);
     const s = Math.sin(ang);
     y[i] = x[i] * c - x[i + half] * s;
@@ -78,13 +104,14 @@ export function refForward(
   const H = cfg.hidden;
   const hd = cfg.headDim;
   const emb = w.get('model.embed_tokens.weight')!;
+  const invFreq = refInvFreq(cfg);
   let h: Float64Array[] = ids.map((id) => emb.slice(id * H, (id + 1) * H));
   for (let l = 0; l < cfg.layers; l++) {
     const p = `model.layers.${l}`;
     const lr = lora && (!activeLayers || activeLayers[l]) ? lora : undefined;
     const xs = h.map((v) => rmsNorm(v, w.get(`${p}.input_layernorm.weight`)!, cfg.eps));
-    const q = xs.map((x, t) => splitRope(proj(w, lr, `${p}.self_attn.q_proj`, x, cfg.heads * hd), cfg.heads, hd, t, cfg.theta));
-    const k = xs.map((x, t) => splitRope(proj(w, lr, `${p}.self_attn.k_proj`, x, cfg.kvHeads * hd), cfg.kvHeads, hd, t, cfg.theta));
+    const q = xs.map((x, t) => splitRope(proj(w, lr, `${p}.self_attn.q_proj`, x, cfg.heads * hd), cfg.heads, hd, t, invFreq));
+    const k = xs.map((x, t) => splitRope(proj(w, lr, `${p}.self_attn.k_proj`, x, cfg.kvHeads * hd), cfg.kvHeads, hd, t, invFreq));
     const v = xs.map((x) => proj(w, lr, `${p}.self_attn.v_proj`, x, cfg.kvHeads * hd));
     const group = cfg.heads / cfg.kvHeads;
     const attnOut = xs.map(() => new Float64Array(cfg.heads * hd));
@@ -122,9 +149,9 @@ export function refForward(
   return h.map((x) => linear(head, rmsNorm(x, w.get('model.norm.weight')!, cfg.eps), cfg.vocab));
 }
 
-function splitRope(x: Float64Array, heads: number, hd: number, pos: number, theta: number): Float64Array {
+function splitRope(x: Float64Array, heads: number, hd: number, pos: number, invFreq: number[]): Float64Array {
   const out = new Float64Array(heads * hd);
-  for (let h = 0; h < heads; h++) out.set(rope(x.subarray(h * hd, (h + 1) * hd), pos, hd, theta), h * hd);
+  for (let h = 0; h < heads; h++) out.set(rope(x.subarray(h * hd, (h + 1) * hd), pos, hd, invFreq), h * hd);
   return out;
 }
 
