@@ -266,9 +266,10 @@ export class LlamaModel {
       const v = heads(this.linear(x, l, 'v_proj', lora, ctx), nkv);
       // GQA as HF's repeat_kv (query head h reads KV head floor(h / group)) without copying K/V:
       // the `group` query heads of one KV head are stacked along the sequence axis.
-      const qGrouped = tf.reshape(q, [B, nkv, group * T, hd]);
+      // 1/√d is applied to q ([T, d] per head) rather than to the scores ([T, T]): same product.
+      const qGrouped = tf.reshape(tf.mul(q, 1 / Math.sqrt(hd)), [B, nkv, group * T, hd]);
       const scores = tf.reshape(bmm(qGrouped, tf.transpose(k, [0, 1, 3, 2])), [B, nh, T, T]);
-      const probs = tf.softmax(tf.add(tf.mul(scores, 1 / Math.sqrt(hd)), mask), -1);
+      const probs = tf.softmax(tf.add(scores, mask), -1);
       const attn = tf.reshape(bmm(tf.reshape(probs, [B, nkv, group * T, T]), v), [B, nh, T, hd]);
       const merged = tf.reshape(tf.transpose(attn, [0, 2, 1, 3]), [B * T, nh * hd]) as tf.Tensor2D;
       h = tf.add(h, this.linear(merged, l, 'o_proj', lora, ctx)) as tf.Tensor2D;
