@@ -84,6 +84,22 @@ test('--resume refuses a changed job and names what changed', async () => {
   );
 });
 
+test('a multi-task spec needs --task; --task picks one and applies its overrides', async () => {
+  writeFileSync(join(dir, 'multi.yaml'), `
+base_model: ./base
+training: { steps: 2, batch_size: 2, seq_len: 10, log_every: 1, eval_every: 0, checkpoint_every: 0 }
+tasks:
+  - { name: one, data: { train: train.jsonl } }
+  - { name: two, data: { train: train.jsonl }, training: { steps: 3 }, lora: { r: 2 } }
+`);
+  await assert.rejects(runLocalTraining({ specPath: join(dir, 'multi.yaml'), outDir: join(dir, 'runs/multi') }), /2 tasks \(one, two\).*--task NAME/);
+  const r = await runLocalTraining({ specPath: join(dir, 'multi.yaml'), outDir: join(dir, 'runs/multi'), task: 'two' });
+  assert.equal(r.steps, 3);
+  const adapter = await readPeftAdapter(join(dir, 'runs/multi'));
+  assert.equal(adapter.config.r, 2);
+  assert.ok(existsSync(join(dir, 'runs/multi/checkpoints/step-3')));
+});
+
 test('foldAdapter adds s·B·A exactly (float64 reference)', () => {
   const r = new SplitMix32(8);
   const w = Float32Array.from({ length: 5 * 7 }, () => r.uniform() - 0.5);
