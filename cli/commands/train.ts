@@ -74,6 +74,7 @@ export function register(program: Command): void {
           total_steps: result.task.training.steps,
           stopped: result.stopped,
           tokens_per_s: Math.round(result.tokensPerSecond),
+          layer_active_steps: result.activationCounts,
           ...(result.lastEval ? { eval_loss: result.lastEval.eval_loss, eval_accuracy: result.lastEval.eval_accuracy } : {}),
         }) + '\n');
         if (result.stopped && stopRequested) process.exitCode = 130;

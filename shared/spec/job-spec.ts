@@ -64,6 +64,8 @@ const trainingFields = z.strictObject({
   eval_batches: int(1),
   /** 0 turns periodic checkpoints off (a final one is still written). */
   checkpoint_every: int(0),
+  /** How many of the newest checkpoints a local run keeps; 0 keeps all. */
+  keep_checkpoints: int(0),
   log_every: int(1),
 });
 
@@ -79,7 +81,7 @@ export const DEFAULT_COTO: CotoSpec = { enabled: true, p_start: 0.1, p_end: 1.0,
 export const DEFAULT_TRAINING: Omit<TrainingSpec, 'steps'> = {
   batch_size: 8, seq_len: 128, grad_accum: 1, lr: 1e-3, warmup_steps: 0, schedule: 'cosine',
   min_lr_ratio: 0, weight_decay: 0, betas: [0.9, 0.999], eps: 1e-8, max_grad_norm: 1.0,
-  eval_every: 50, eval_batches: 4, checkpoint_every: 100, log_every: 10,
+  eval_every: 50, eval_batches: 4, checkpoint_every: 100, keep_checkpoints: 3, log_every: 10,
 };
 
 const dataFields = z.strictObject({ train: path(), eval: path().optional() });

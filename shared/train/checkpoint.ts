@@ -71,20 +71,33 @@ export async function saveCheckpoint(runDir: string, trainer: AdapterTrainer): P
   return final;
 }
 
-/** The newest complete checkpoint directory of a run, or null when there is none. */
-export async function latestCheckpoint(runDir: string): Promise<string | null> {
+/** Steps of the complete checkpoints of a run, newest first. */
+async function checkpointSteps(runDir: string): Promise<number[]> {
   let names: string[];
   try {
     names = await readdir(join(runDir, CHECKPOINTS_DIR));
   } catch {
-    return null;
+    return [];
   }
-  const steps = names
+  return names
     .map((n) => /^step-(\d+)$/.exec(n))
     .filter((m): m is RegExpExecArray => m !== null)
     .map((m) => Number(m[1]))
     .sort((a, b) => b - a);
+}
+
+/** The newest complete checkpoint directory of a run, or null when there is none. */
+export async function latestCheckpoint(runDir: string): Promise<string | null> {
+  const steps = await checkpointSteps(runDir);
   return steps.length > 0 ? checkpointDir(runDir, steps[0]) : null;
+}
+
+/** Deletes all but the `keep` newest checkpoints (keep 0: delete none). */
+export async function pruneCheckpoints(runDir: string, keep: number): Promise<void> {
+  if (keep <= 0) return;
+  for (const step of (await checkpointSteps(runDir)).slice(keep)) {
+    await rm(checkpointDir(runDir, step), { recursive: true, force: true });
+  }
 }
 
 /** Loads a checkpoint into a trainer built for the same task (adapter shapes must match). */

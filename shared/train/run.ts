@@ -16,7 +16,7 @@ import { writePeftAdapter } from '../formats/peft.ts';
 import { loadJobSpec, resolveTask, type ResolvedTask } from '../spec/job-spec.ts';
 import { AdapterTrainer } from './trainer.ts';
 import { DataLoader, loadBaseModel } from './load.ts';
-import { latestCheckpoint, loadCheckpoint, saveCheckpoint } from './checkpoint.ts';
+import { latestCheckpoint, loadCheckpoint, pruneCheckpoints, saveCheckpoint } from './checkpoint.ts';
 
 export const METRICS_FILE = 'metrics.jsonl';
 export const RUN_FILE = 'run.json';
@@ -72,6 +72,8 @@ export interface LocalTrainResult {
   stopped: boolean;
   lastEval?: EvalMetrics;
   tokensPerSecond: number;
+  /** Optimiser steps each layer's adapter was active in (CoTo), over the whole run. */
+  activationCounts: number[];
 }
 
 function pickTask(specPath: string, name: string | undefined): ResolvedTask {
@@ -238,6 +240,7 @@ async function loop(
     }
     if (tr.checkpoint_every > 0 && done % tr.checkpoint_every === 0) {
       await saveCheckpoint(o.outDir, trainer);
+      await pruneCheckpoints(o.outDir, tr.keep_checkpoints);
       savedAt = done;
     }
     if ((o.stopAtStep !== undefined && done >= o.stopAtStep && done < tr.steps) || (o.shouldStop?.() && done < tr.steps)) {
@@ -245,7 +248,10 @@ async function loop(
       break;
     }
   }
-  if (savedAt !== trainer.step) await saveCheckpoint(o.outDir, trainer);
+  if (savedAt !== trainer.step) {
+    await saveCheckpoint(o.outDir, trainer);
+    await pruneCheckpoints(o.outDir, tr.keep_checkpoints);
+  }
   await writePeftAdapter(o.outDir, trainer.getAdapter());
   if (stopped) log(`stopped at step ${trainer.step} of ${tr.steps}; checkpoint saved: continue with --resume`);
   return {
@@ -256,5 +262,6 @@ async function loop(
     stopped,
     lastEval,
     tokensPerSecond: total.seconds > 0 ? total.inputTokens / total.seconds : 0,
+    activationCounts: [...trainer.activation.counts],
   };
 }

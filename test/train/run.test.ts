@@ -41,7 +41,7 @@ seed: 4
 lora: { r: 4, alpha: 8, dropout: 0.1, target_modules: [q_proj, v_proj, down_proj] }
 coto: { enabled: true, p_start: 0.2 }
 training: { steps: ${steps}, batch_size: 4, grad_accum: 2, seq_len: 10, lr: 1e-2, warmup_steps: 2,
-            weight_decay: 0.01, eval_every: 4, eval_batches: 1, checkpoint_every: 5, log_every: 1${extra} }
+            weight_decay: 0.01, eval_every: 4, eval_batches: 1, checkpoint_every: 5, keep_checkpoints: 2, log_every: 1${extra} }
 data: { train: train.jsonl, eval: eval.jsonl }
 `;
 writeFileSync(join(dir, 'job.yaml'), spec(12));
@@ -55,6 +55,7 @@ test('resume ≡ uninterrupted: 12 steps == 7 steps + --resume to 12 (bitwise ad
   const r1 = await runLocalTraining({ specPath: join(dir, 'job.yaml'), outDir: full });
   assert.equal(r1.steps, 12);
   assert.equal(r1.stopped, false);
+  assert.deepEqual(readdirSync(join(full, 'checkpoints')).sort(), ['step-10', 'step-12'], 'keeps the 2 newest');
   const r2 = await runLocalTraining({ specPath: join(dir, 'job.yaml'), outDir: split, stopAtStep: 7 });
   assert.equal(r2.steps, 7);
   assert.equal(r2.stopped, true);
