@@ -1,5 +1,5 @@
 // Training throughput of each tensor engine that loads here. Usage:
-//   npm run bench -- train [--steps 6] [--cpu-steps 2] [--coto]
+//   npm run bench -- train [--steps 6] [--cpu-steps 2] [--coto] [--engines wasm,cpu]
 // Reference configuration: Llama, hidden 256, 4 layers, 8 heads, 4 KV heads, intermediate 688,
 // vocab 256, seq_len 128, batch 8, LoRA r 16 (alpha 32) on q,k,v,o, AdamW. CoTo is off by default
 // (every layer trains: the slowest case; --coto measures the start of a CoTo run, p = 0.1).
@@ -85,7 +85,8 @@ if (childBackend) {
   console.log(`train bench: hidden ${REF.hidden}, ${REF.layers} layers, ${REF.heads} heads / ${REF.kvHeads} kv, ` +
     `intermediate ${REF.intermediate}, vocab ${REF.vocab}, seq ${REF.seqLen}, batch ${REF.batch}, ` +
     `LoRA r ${REF.r} on q,k,v,o, CoTo ${coto ? 'on (p = 0.1)' : 'off (all layers)'}`);
-  const backends = await availableBackends();
+  const only = arg('engines')?.split(',');
+  const backends = (await availableBackends()).filter((b) => !only || only.includes(b));
   const rows: string[] = [];
   for (const backend of backends) {
     const n = backend === 'cpu' ? cpuSteps : steps;
