@@ -60,8 +60,8 @@ export class Coordinator {
     const now = Date.now();
     for (const w of await this.store.allJson<WorkerRecord>(this.store.workers)) {
       if (w.state !== 'online') continue;
-      // Workers get one heartbeat timeout to reconnect before their shards move.
-      this.workers.set(w.id, { record: { ...w, lastHeartbeatMs: now }, link: null, busy: new Map() });
+      // Workers get a few heartbeat timeouts to reconnect (their backoff) before their shards move.
+      this.workers.set(w.id, { record: { ...w, lastHeartbeatMs: now + 2 * this.opts.heartbeatTimeoutMs }, link: null, busy: new Map() });
     }
     for (const job of this.jobs.values()) {
       if (isTerminal(job.state)) continue;
@@ -423,7 +423,8 @@ export class Coordinator {
     const agg = this.grads.get(`${job.id}/${shard.task}`);
     if (agg) {
       const replicas = job.shards.filter((s) => s.task === shard.task);
-      agg.forgetThrough(Math.min(...replicas.map((s) => s.checkpoint?.step ?? 0)));
+      // A checkpoint at step c resumes by recomputing step c: keep totals from c on.
+      agg.forgetThrough(Math.min(...replicas.map((s) => s.checkpoint?.step ?? 0)) - 1);
     }
     await this.saveJob(job);
   }

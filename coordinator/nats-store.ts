@@ -119,8 +119,10 @@ export class NatsStore {
 
   async allJson<T>(kv: KV): Promise<T[]> {
     const out: T[] = [];
-    const keys = await kv.keys();
-    for await (const k of keys) {
+    // Keys first, values after: reading values while the key lister runs loses keys.
+    const keys: string[] = [];
+    for await (const k of await kv.keys()) keys.push(k);
+    for (const k of keys) {
       const v = await this.getJson<T>(kv, k);
       if (v) out.push(v);
     }

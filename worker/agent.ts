@@ -33,6 +33,8 @@ interface RunningShard {
 }
 
 const STREAM_MAX = 256 << 20;
+/** How long blob transfers keep retrying while the coordinator is away (e.g. restarting). */
+const RETRY_FOR_MS = 120_000;
 
 export class WorkerAgent {
   private readonly rpc: WorkerServiceClient;
@@ -108,7 +110,7 @@ export class WorkerAgent {
     this.heartbeat = null;
     if (this.stopping) return;
     const delay = this.backoffMs;
-    this.backoffMs = Math.min(this.backoffMs * 2, 5000);
+    this.backoffMs = Math.min(this.backoffMs * 2, 2000);
     setTimeout(() => this.connect(), delay + Math.random() * delay * 0.2);
   }
 
@@ -157,8 +159,7 @@ export class WorkerAgent {
         if (!s) return;
         const { round, object } = k.value;
         if (s.pending?.kind?.$case === 'adapterReady' && s.pending.kind.value.round === round) s.pending = null;
-        this.blobs
-          .downloadBlob(object)
+        this.download(object)
           .then((bytes) => s.handle.send({ type: 'roundMerged', round, adapter: new Uint8Array(bytes) }))
           .catch((err) => this.fail(k.value.taskKey, `downloading round ${round}: ${errorMessage(err)}`));
         return;
@@ -176,9 +177,15 @@ export class WorkerAgent {
       return;
     }
     const plan = JSON.parse(planJson) as ShardPlan;
+    const previous = this.shards.get(shardId);
+    if (previous) {
+      // Placed here again (the coordinator restarted and lost track): the new placement wins.
+      this.shards.delete(shardId);
+      previous.handle.kill();
+    }
     let checkpoint: Uint8Array | null = null;
     try {
-      if (resumeObject) checkpoint = new Uint8Array(await this.blobs.downloadBlob(resumeObject));
+      if (resumeObject) checkpoint = new Uint8Array(await this.download(resumeObject));
     } catch (err) {
       this.send({ kind: { $case: 'shardFailed', value: { shardId, error: `cannot fetch checkpoint ${resumeObject}: ${errorMessage(err)}` } } }, true);
       return;
@@ -201,8 +208,28 @@ export class WorkerAgent {
   }
 
   private async upload(name: string, data: Uint8Array): Promise<{ sha256: string; size: number }> {
-    const info = await this.blobs.uploadBlob(name, data);
+    const info = await this.retrying(`upload ${name}`, () => this.blobs.uploadBlob(name, data));
     return { sha256: info.sha256 || sha256Hex(data), size: data.length };
+  }
+
+  private download(name: string): Promise<Buffer> {
+    return this.retrying(`download ${name}`, () => this.blobs.downloadBlob(name));
+  }
+
+  /** Blob calls outlive a coordinator restart: retried while the coordinator is unreachable. */
+  private async retrying<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    const deadline = Date.now() + RETRY_FOR_MS;
+    for (let delay = 200; ; delay = Math.min(delay * 2, 2000)) {
+      try {
+        return await fn();
+      } catch (err) {
+        const code = (err as { code?: number }).code;
+        const transient = code === grpc.status.UNAVAILABLE || code === grpc.status.DEADLINE_EXCEEDED || code === grpc.status.CANCELLED;
+        if (!transient || this.stopping || Date.now() > deadline) throw err;
+        this.log(`worker: ${what}: ${errorMessage(err)}; retrying`);
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
   }
 
   private async fromRunner(shardId: string, s: RunningShard, m: RunnerToHost): Promise<void> {
@@ -265,7 +292,7 @@ export class WorkerAgent {
     this.log(`worker: evaluating ${plan.coalitions.length} layer coalition(s) of ${plan.task.name} on ${device.id}`);
     const reply = (losses: number[], error = '') => this.send({ kind: { $case: 'evalResult', value: { requestId, losses: JSON.stringify(losses), error } } }, true);
     try {
-      const adapter = new Uint8Array(await this.blobs.downloadBlob(plan.adapterObject));
+      const adapter = new Uint8Array(await this.download(plan.adapterObject));
       await new Promise<void>((resolve) => {
         const handle = this.host.start(device, (m) => {
           if (m.type === 'evalDone') reply(m.losses);

@@ -28,7 +28,8 @@ export const DASHBOARD_HTML = /* html */ `<!doctype html>
   table { border-collapse:collapse; width:100%; font-variant-numeric: tabular-nums; }
   th, td { text-align:left; padding:4px 8px; border-bottom:1px solid var(--line); font-size:13px; }
   th { color:var(--muted); font-weight:500; }
-  .charts { display:grid; grid-template-columns: repeat(auto-fill, minmax(340px, 1fr)); gap:12px; }
+  .charts { display:grid; grid-template-columns: repeat(3, minmax(0, 1fr)); gap:12px; }
+  .charts .card { margin-bottom:0; }
   .chart h3 { font-size:13px; margin:0 0 4px; }
   svg text { font-size:10px; fill:var(--muted); }
   .empty { color:var(--muted); }
@@ -126,11 +127,12 @@ function renderDetail() {
     const mine = shards.filter((s) => s.task === t);
     html += '<div class="card chart"><h3>' + esc(t) + ' — loss</h3>' + lineChart(mine.map((s) => ({ label: 'r' + s.replica, points: s.curve.map((c) => [c[0], c[1]]) })), { digits: 2 }) + '</div>';
     html += '<div class="card chart"><h3>' + esc(t) + ' — CoTo p(t)</h3>' + lineChart(mine.slice(0, 1).map((s) => ({ label: 'p(t)', points: s.curve.map((c) => [c[0], c[2]]) })), { ymin: 0, ymax: 1 }) + '</div>';
+    // One row per task: loss, p(t), layers (the layer figures arrive when the task's shards finish).
     const layers = job.layers[t];
-    if (layers) {
-      html += '<div class="card chart"><h3>' + esc(t) + ' — layers</h3>' + barChart(layers.activationCounts, 'activation count per layer') +
-        (layers.shapley ? barChart(layers.shapley, 'estimated marginal contribution (Shapley) per layer') : '') + '</div>';
-    }
+    html += '<div class="card chart"><h3>' + esc(t) + ' — layers</h3>' + (layers
+      ? barChart(layers.activationCounts, 'activation count per layer') +
+        (layers.shapley ? barChart(layers.shapley, 'estimated marginal contribution (Shapley) per layer') : '')
+      : '<div class="empty">per-layer CoTo figures come when the task finishes</div>') + '</div>';
   }
   el.innerHTML = html + '</div>';
 }
@@ -140,7 +142,7 @@ function connect() {
   const live = document.getElementById('live');
   es.onopen = () => { live.textContent = 'live'; };
   es.onerror = () => { live.textContent = 'reconnecting…'; };
-  es.addEventListener('jobs', (e) => { summaries = JSON.parse(e.data); renderJobs(); });
+  es.addEventListener('jobs', (e) => { live.textContent = 'live'; summaries = JSON.parse(e.data); renderJobs(); });
   es.addEventListener('job', (e) => { const j = JSON.parse(e.data); jobs.set(j.jobId, j); if (!selected) selected = j.jobId; if (j.jobId === selected) renderDetail(); });
   es.addEventListener('workers', (e) => { workers = JSON.parse(e.data); renderWorkers(); });
 }
