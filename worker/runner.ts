@@ -9,7 +9,7 @@ import { errorMessage } from '../shared/errors.ts';
 import { adapterFromBytes, adapterToBytes } from './adapter-bytes.ts';
 import { decodeCheckpoint, encodeCheckpoint } from './checkpoint.ts';
 import type { EvalPlan, HostToRunner, RunnerToHost, ShardPlan, ResumeState } from './protocol.ts';
-import { loadExamples, loadModel } from './task-data.ts';
+import { loadModel, loadTaskData } from './task-data.ts';
 
 export interface RunnerPort {
   post(msg: RunnerToHost): void;
@@ -70,9 +70,8 @@ export async function runShard(port: RunnerPort, plan: ShardPlan, resume: Resume
   await initEngine(backend, { quiet: true });
   const t = plan.resolved;
   const model = await loadModel(t.baseModel);
-  const examples = await loadExamples(t.data.train, model.config.vocabSize, t.baseModel);
-  const evalExamples = t.data.eval ? await loadExamples(t.data.eval, model.config.vocabSize, t.baseModel) : undefined;
-  const trainer = AdapterTrainer.create({ model, task: t, examples, evalExamples, replica: plan.replica, replicas: plan.replicas, baseModelName: t.baseModel });
+  const data = await loadTaskData(t.baseModel, model.config.vocabSize, t.data.train, t.data.eval);
+  const trainer = AdapterTrainer.create({ model, task: t, examples: data.train, evalExamples: data.eval, replica: plan.replica, replicas: plan.replicas, baseModelName: t.baseModel, padId: data.padId });
   try {
     if (resume.checkpoint) trainer.restore(decodeCheckpoint(resume.checkpoint, `checkpoint of ${plan.shardId}`), `checkpoint of ${plan.shardId}`);
     const total = t.training.steps;
@@ -155,9 +154,9 @@ export async function runEval(plan: EvalPlan, adapterBytes: Uint8Array, backend:
   await initEngine(backend, { quiet: true });
   const t = plan.task;
   const model = await loadModel(t.baseModel);
-  const file = t.data.eval ?? t.data.train;
-  const examples = await loadExamples(file, model.config.vocabSize, t.baseModel);
-  const trainer = AdapterTrainer.create({ model, task: t, examples, evalExamples: examples, adapter: adapterFromBytes(adapterBytes, plan.adapterObject) });
+  // Coalitions are scored on the eval set, or on the training data when the task has none.
+  const data = await loadTaskData(t.baseModel, model.config.vocabSize, t.data.eval ?? t.data.train);
+  const trainer = AdapterTrainer.create({ model, task: t, examples: data.train, evalExamples: data.train, adapter: adapterFromBytes(adapterBytes, plan.adapterObject), padId: data.padId });
   try {
     const full = trainer.getAdapter();
     return plan.coalitions.map((coalition) => {

@@ -57,7 +57,7 @@ test('2 gradient-synced replicas ≡ one process with the global batch', async (
   const ref = parseJobSpec(h.jobSpec(dir, { training: { ...training, batch_size: 8 }, data: { train: join(dir, 'a.jsonl') } }));
   const task = resolveTask(ref);
   const model = await loadModel(task.baseModel);
-  const trainer = AdapterTrainer.create({ model, task, examples: await loadExamples(task.data.train, model.config.vocabSize) });
+  const trainer = AdapterTrainer.create({ model, task, examples: await loadExamples(task.data.train, task.baseModel, model.config.vocabSize) });
   for (let s = 0; s < training.steps; s++) trainer.trainStep();
   const single = trainer.getAdapter();
   trainer.dispose();
