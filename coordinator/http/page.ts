@@ -121,7 +121,7 @@ function renderDetail() {
     shards.map((s) => '<tr><td>' + esc(s.task) + '/r' + s.replica + '</td><td>' + esc(s.worker || '—') + ' <span class="muted">' + esc(s.device || '') + '</span></td><td>' +
       s.step + '/' + s.totalSteps + '</td><td>' + num(s.loss, 4) + '</td><td>' + num(s.p, 2) + '</td><td>' + num(s.tokensPerSec, 0) + '</td><td>' + esc(s.status) +
       (Object.prototype.hasOwnProperty.call(job.rounds, s.task) ? ' <span class="muted">round ' + job.rounds[s.task] + '</span>' : '') + '</td></tr>').join('') + '</table></div>';
-  const tasks = [...new Set(shards.map((s) => s.task))];
+  const tasks = job.tasks.length ? job.tasks.map((t) => t.name) : [...new Set(shards.map((s) => s.task))];
   html += '<div class="charts">';
   for (const t of tasks) {
     const mine = shards.filter((s) => s.task === t);

@@ -106,7 +106,8 @@ export function jobJson(job: JobView): Record<string, unknown> {
     state: job.state,
     reason: job.reason,
     tasks: job.tasks,
-    shards: [...job.shards.values()].sort((a, b) => a.task.localeCompare(b.task) || a.replica - b.replica),
+    // In the spec's task order, then by replica.
+    shards: [...job.shards.values()].sort((a, b) => taskIndex(job, a.task) - taskIndex(job, b.task) || a.task.localeCompare(b.task) || a.replica - b.replica),
     rounds: Object.fromEntries(job.rounds),
     layers: Object.fromEntries(job.layers),
     merge: job.merge,
@@ -114,4 +115,9 @@ export function jobJson(job: JobView): Record<string, unknown> {
     startedMs: job.startedMs,
     updatedMs: job.updatedMs,
   };
+}
+
+function taskIndex(job: JobView, task: string): number {
+  const i = job.tasks.findIndex((t) => t.name === task);
+  return i < 0 ? job.tasks.length : i;
 }
