@@ -1,5 +1,5 @@
 // Pretrains the demo's base model and writes it as a Hugging Face Llama directory (demo/base/):
-//   node --import tsx demo/pretrain.ts [--steps 3000] [--out demo/base] [--seed 7]
+//   node --import tsx demo/pretrain.ts [--steps 1600] [--out demo/base] [--seed 7] [--batch 32] [--lr 3e-3] [--warmup 200]
 // The base learns the `<op>:<input>=<output>` format on the BASE_OPS only; the demo's tasks are
 // held-out ops over the same inputs, so the base knows the format but not the task rules.
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -72,11 +72,12 @@ export function lastLogitsOf(c: TinyLlamaConfig, params: Params) {
 async function main() {
   const { values } = parseArgs({
     options: {
-      steps: { type: 'string', default: '3000' },
+      steps: { type: 'string', default: '1600' },
       out: { type: 'string', default: new URL('./base', import.meta.url).pathname },
       seed: { type: 'string', default: '7' },
       batch: { type: 'string', default: '32' },
       lr: { type: 'string', default: '3e-3' },
+      warmup: { type: 'string', default: '200' },
     },
   });
   const steps = Number(values.steps);
@@ -91,7 +92,7 @@ async function main() {
   const probes = new Map<string, Example[]>();
   for (const op of [...BASE_OPS, ...TASK_OPS]) probes.set(op.name, generate(op, 64, 1000 + seed));
   const heldOut = new Set([...probes.values()].flat().map(inputOf));
-  const warmup = Math.min(200, steps / 10);
+  const warmup = Math.min(Number(values.warmup), steps / 2);
   const t0 = Date.now();
   for (let step = 1; step <= steps; step++) {
     const lr = step < warmup ? (peakLr * step) / warmup : peakLr * 0.5 * (1 + Math.cos((Math.PI * (step - warmup)) / (steps - warmup)));

@@ -86,7 +86,7 @@ function rmsNorm(x: tf.Tensor, w: tf.Tensor, eps: number): tf.Tensor {
 // x · Wᵀ with explicit transposes, forward and backward: the wasm backend's matMul with
 // transposeA/transposeB set runs about 10x slower than a transpose followed by a plain matMul.
 const xwT = tf.customGrad((x, w, save) => {
-  save([x as tf.Tensor2D, w as tf.Tensor2D]);
+  (save as tf.GradSaveFunc)([x as tf.Tensor2D, w as tf.Tensor2D]);
   return {
     value: tf.matMul(x as tf.Tensor2D, tf.transpose(w as tf.Tensor2D)),
     gradFunc: (dy, saved) => {

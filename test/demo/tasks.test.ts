@@ -11,12 +11,14 @@ import { completionBatch } from '../../demo/score.ts';
 import { ChorusError } from '../../shared/errors.ts';
 
 test('task rules', () => {
-  assert.equal(findOp('shift').apply('abz'), 'bca');
-  assert.equal(findOp('rev').apply('abc'), 'cba');
-  assert.equal(findOp('sort').apply('cab'), 'abc');
   assert.equal(findOp('copy').apply('cab'), 'cab');
   assert.equal(findOp('up').apply('cab'), 'CAB');
-  assert.equal(findOp('rotl').apply('cab'), 'abc');
+  assert.equal(findOp('rev').apply('abcd'), 'dcba');
+  assert.equal(findOp('rotl').apply('abcd'), 'bcda');
+  // The tasks compose two base rules each.
+  assert.equal(findOp('revup').apply('abcd'), 'DCBA');
+  assert.equal(findOp('rotup').apply('abcd'), 'BCDA');
+  assert.equal(findOp('rotrev').apply('abcd'), 'adcb');
   assert.throws(() => findOp('nope'), ChorusError);
   // Held-out tasks are not base ops, and every op has a distinct name.
   assert.equal(new Set(ALL_OPS.map((o) => o.name)).size, BASE_OPS.length + TASK_OPS.length);
