@@ -9,6 +9,9 @@ import { WorkerServiceClient, type CoordinatorMessage, type WorkerMessage } from
 import { roundObject, type EvalPlan, type RunnerToHost, type ShardPlan } from './protocol.ts';
 import { RunnerHost, type RunnerHandle } from './runner-host.ts';
 import type { DeviceSpec } from './devices.ts';
+import { materialiseTask } from './inputs.ts';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
 
 export interface AgentOptions {
   coordinator: string;
@@ -17,6 +20,8 @@ export interface AgentOptions {
   name: string;
   devices: DeviceSpec[];
   backend?: string;
+  /** Where uploaded job inputs (chorus-object:// URIs) are cached; default ~/.cache/chorus. */
+  cacheDir?: string;
   log?: (line: string) => void;
 }
 
@@ -52,6 +57,8 @@ export class WorkerAgent {
   private readonly outbox: WorkerMessage[] = [];
   private connectedOnce: (() => void) | null = null;
   readonly ready: Promise<void>;
+  private readonly cacheDir: string;
+  private readonly fetchObject = async (name: string) => new Uint8Array(await this.download(name));
 
   constructor(readonly opts: AgentOptions) {
     this.log = opts.log ?? ((l) => console.error(l));
@@ -66,6 +73,7 @@ export class WorkerAgent {
     this.blobs = new ChorusClient({ address: opts.coordinator, token: opts.token, tls: opts.tls });
     this.host = new RunnerHost(opts.devices.filter((d) => d.kind === 'cpu').length);
     this.ready = new Promise((r) => (this.connectedOnce = r));
+    this.cacheDir = opts.cacheDir ?? join(homedir(), '.cache', 'chorus');
   }
 
   start(): void {
@@ -186,8 +194,9 @@ export class WorkerAgent {
     let checkpoint: Uint8Array | null = null;
     try {
       if (resumeObject) checkpoint = new Uint8Array(await this.download(resumeObject));
+      plan.resolved = await materialiseTask(plan.resolved, this.cacheDir, this.fetchObject);
     } catch (err) {
-      this.send({ kind: { $case: 'shardFailed', value: { shardId, error: `cannot fetch checkpoint ${resumeObject}: ${errorMessage(err)}` } } }, true);
+      this.send({ kind: { $case: 'shardFailed', value: { shardId, error: `cannot fetch inputs of ${shardId}: ${errorMessage(err)}` } } }, true);
       return;
     }
     this.log(`worker: shard ${shardId} (${plan.task} replica ${plan.replica + 1}/${plan.replicas}) on ${device}${resumeObject ? `, resuming at step ${resumeStep}` : ''}`);
@@ -293,6 +302,7 @@ export class WorkerAgent {
     const reply = (losses: number[], error = '') => this.send({ kind: { $case: 'evalResult', value: { requestId, losses: JSON.stringify(losses), error } } }, true);
     try {
       const adapter = new Uint8Array(await this.download(plan.adapterObject));
+      plan.task = await materialiseTask(plan.task, this.cacheDir, this.fetchObject);
       await new Promise<void>((resolve) => {
         const handle = this.host.start(device, (m) => {
           if (m.type === 'evalDone') reply(m.losses);

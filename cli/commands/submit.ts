@@ -5,6 +5,7 @@ import { ChorusError } from '../../shared/errors.ts';
 import { clientFrom, clientOptions } from '../../shared/client/cli.ts';
 import { loadJobSpec } from '../../shared/spec/job-spec.ts';
 import { formatEvent } from './watch.ts';
+import { uploadSpecInputs } from '../../shared/client/uploads.ts';
 
 export function register(program: Command): void {
   clientOptions(program.command('submit'))
@@ -12,14 +13,16 @@ export function register(program: Command): void {
     .argument('<spec>', 'job spec file')
     .option('--name <name>', 'job name shown in listings')
     .option('--wait', 'follow the job to its end; exit 0 only if it succeeds')
+    .option('--upload', 'send the base model and data files with the job (workers need no shared filesystem)')
     .action(async (file: string, o) => {
       // Validated here first (errors name the field without a round trip), then sent with every
       // path made absolute: the coordinator and workers do not share our working directory.
       const spec = loadJobSpec(file);
-      const { sourcePath: _drop, ...portable } = spec;
-      void _drop;
       const client = clientFrom(o);
       try {
+        const sent = o.upload ? await uploadSpecInputs(client, spec, (l) => console.error(l)) : spec;
+        const { sourcePath: _drop, ...portable } = sent;
+        void _drop;
         const id = await client.submit(JSON.stringify(portable, null, 2), o.name ?? '');
         console.log(id);
         if (o.wait) {

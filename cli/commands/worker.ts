@@ -15,6 +15,7 @@ export function register(program: Command): void {
     .option('--name <name>', 'name shown in listings', hostname())
     .option('--token <token>', 'worker bearer token (default CHORUS_WORKER_TOKEN, then CHORUS_TOKEN)')
     .option('--backend <name>', 'tensor backend of the runners: tensorflow | wasm | cpu (default: best available)')
+    .option('--cache-dir <dir>', 'cache of inputs uploaded with `submit --upload` (default ~/.cache/chorus)')
     .option('--tls-ca <file>', 'TLS: trust this CA for the coordinator certificate')
     .option('--tls-cert <file>', 'mTLS: this worker\'s client certificate')
     .option('--tls-key <file>', 'mTLS: key of --tls-cert')
@@ -28,6 +29,7 @@ export function register(program: Command): void {
         name: o.name,
         devices,
         backend: o.backend,
+        cacheDir: o.cacheDir,
       });
       agent.start();
       await new Promise<void>((resolve) => {

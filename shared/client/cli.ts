@@ -8,13 +8,17 @@ export function clientOptions(cmd: Command): Command {
     .option('--coordinator <addr>', 'coordinator host:port (default CHORUS_COORDINATOR or 127.0.0.1:7070)')
     .option('--token <token>', 'bearer token (default CHORUS_TOKEN)')
     .option('--tls', 'connect with TLS (system roots)')
-    .option('--tls-ca <file>', 'connect with TLS trusting this CA (PEM)');
+    .option('--tls-ca <file>', 'connect with TLS trusting this CA (PEM)')
+    .option('--tls-cert <file>', 'client certificate, for a coordinator that requires them (--tls-ca there)')
+    .option('--tls-key <file>', 'key of --tls-cert');
 }
 
-export function clientFrom(o: { coordinator?: string; token?: string; tls?: boolean; tlsCa?: string }): ChorusClient {
+export function clientFrom(o: { coordinator?: string; token?: string; tls?: boolean; tlsCa?: string; tlsCert?: string; tlsKey?: string }): ChorusClient {
   return new ChorusClient({
     address: o.coordinator,
     token: o.token,
-    tls: o.tlsCa ? { ca: readFileSync(o.tlsCa) } : o.tls ? true : false,
+    tls: o.tlsCa || o.tlsCert
+      ? { ca: o.tlsCa ? readFileSync(o.tlsCa) : undefined, cert: o.tlsCert ? readFileSync(o.tlsCert) : undefined, key: o.tlsKey ? readFileSync(o.tlsKey) : undefined }
+      : o.tls ? true : false,
   });
 }

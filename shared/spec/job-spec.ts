@@ -219,6 +219,8 @@ function fail(source: string, problems: string[]): never {
 }
 
 function absolutise(p: string, baseDir: string): string {
+  // URIs (e.g. chorus-object://… for files uploaded to a cluster's object store) are not paths.
+  if (/^[a-z][a-z0-9+.-]*:\/\//.test(p)) return p;
   return isAbsolute(p) ? p : resolve(baseDir, p);
 }
 

@@ -1,0 +1,57 @@
+// `chorus submit --upload`: the base model directory and the data travel with the job through the
+// object store; the worker fetches them into its cache (digest-checked), so it needs no shared
+// filesystem — here the originals are deleted before any worker exists.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import * as h from './helpers.ts';
+
+const prefix = h.uniquePrefix();
+const dir = h.tmp('chorus-upload-');
+const cache = h.tmp('chorus-cache-');
+let coord: Awaited<ReturnType<typeof h.startCoordinator>>;
+const procs: h.Proc[] = [];
+
+before(async () => {
+  await h.writeTinyModel(join(dir, 'model'));
+  h.writeTaskData(join(dir, 'train.jsonl'), 8, 8, 1);
+  writeFileSync(join(dir, 'job.yaml'), [
+    'name: uploaded',
+    'base_model: ./model',
+    'lora: {r: 2, alpha: 4, target_modules: [q_proj]}',
+    'training: {steps: 3, batch_size: 4, seq_len: 8, eval_every: 0}',
+    'data: {train: ./train.jsonl}',
+    '',
+  ].join('\n'));
+  coord = await h.startCoordinator(prefix);
+  procs.push(coord);
+});
+
+after(async () => {
+  await h.stopAll(procs);
+  await h.cleanNats(prefix);
+});
+
+test('a job submitted with --upload runs on a worker that never saw its files', async () => {
+  const env = { CHORUS_COORDINATOR: coord.address, CHORUS_TOKEN: h.TOKENS.client };
+  const submit = h.chorus(['submit', join(dir, 'job.yaml'), '--upload'], env);
+  assert.equal(await submit.exited, 0, submit.output());
+  const id = /^(j[0-9a-z]+)$/m.exec(submit.output())?.[1];
+  assert.ok(id, submit.output());
+  assert.match(submit.output(), /uploaded .*model\.safetensors/);
+  rmSync(join(dir, 'model'), { recursive: true });
+  rmSync(join(dir, 'train.jsonl'));
+
+  procs.push(h.chorus(['worker', '--coordinator', coord.address, '--devices', 'cpu:1', '--name', 'u1', '--token', h.TOKENS.worker, '--cache-dir', cache]));
+  const c = h.client(coord.address);
+  try {
+    const job = await c.wait(id);
+    assert.equal(job.state, 'succeeded', job.reason);
+    assert.match(job.spec, /chorus-object:\/\/dir\/[0-9a-f]{64}/);
+    assert.ok(existsSync(join(cache, 'dirs')) && readdirSync(join(cache, 'dirs')).length === 1);
+    assert.ok(readdirSync(join(cache, 'files')).length === 1);
+  } finally {
+    c.close();
+  }
+});
