@@ -79,7 +79,10 @@ export async function runDemo(o: DemoOptions): Promise<void> {
 
   // The spec is validated here (errors name the field) and sent with absolute paths.
   const spec = loadJobSpec(o.spec);
-  if (o.steps) spec.training = { ...spec.training, steps: o.steps, checkpoint_every: 0 };
+  if (o.steps) {
+    const warmup = Math.min(spec.training.warmup_steps ?? 0, Math.floor(o.steps / 10));
+    spec.training = { ...spec.training, steps: o.steps, warmup_steps: warmup, checkpoint_every: 0 };
+  }
   const { sourcePath: _drop, ...portable } = spec;
   void _drop;
   const shards = spec.tasks.reduce((n, t) => n + t.replicas, 0);

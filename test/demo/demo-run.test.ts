@@ -1,0 +1,45 @@
+// `npm start` end to end, shortened (--steps 6): real NATS, coordinator and worker processes, the
+// demo job through the gRPC client; it must exit 0, print the table and leave the PEFT artifacts.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { TASK_OPS } from '../../demo/tasks.ts';
+
+const root = new URL('../..', import.meta.url).pathname;
+
+test('the demo runs a short job to the end and prints the score table', { timeout: 300_000 }, async () => {
+  const runs = mkdtempSync(join(tmpdir(), 'chorus-demo-run-'));
+  try {
+    const demo = spawn(process.execPath, ['--import', 'tsx', 'cli/demo/main.ts', '--steps', '6', '--dashboard-port', '0', '--runs', runs], {
+      cwd: root,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    demo.stdout!.on('data', (b) => (out += b));
+    demo.stderr!.on('data', (b) => (out += b));
+    const code = await new Promise<number | null>((resolve) => demo.once('exit', (c) => resolve(c)));
+    assert.equal(code, 0, out);
+    assert.match(out, /coordinator pid \d+, gRPC on 127\.0\.0\.1:\d+/);
+    assert.match(out, /dashboard {2}http:\/\/127\.0\.0\.1:\d+/);
+    // Not a TTY here: progress comes as plain lines with loss and p(t).
+    assert.match(out, /revup\/r0 step \d+\/6 loss \d+\.\d{4} p\(t\) \d\.\d\d/);
+    assert.match(out, /task\s+rule\s+base\s+task adapter\s+merged \(linear\)/);
+    for (const op of TASK_OPS) assert.match(out, new RegExp(`\\n${op.name}\\s+${op.description.replace(/[()]/g, '.')}\\s+\\d+\\.\\d%\\s+\\d+\\.\\d%\\s+\\d+\\.\\d%`));
+    const [jobId] = readdirSync(runs);
+    const dir = join(runs, jobId);
+    for (const name of [...TASK_OPS.map((o) => o.name), 'merged']) {
+      assert.ok(existsSync(join(dir, name, 'adapter_model.safetensors')), `${name} adapter`);
+      const cfg = JSON.parse(readFileSync(join(dir, name, 'adapter_config.json'), 'utf8'));
+      assert.equal(cfg.peft_type, 'LORA');
+    }
+    const scores = JSON.parse(readFileSync(join(dir, 'scores.json'), 'utf8'));
+    assert.deepEqual(scores.map((r: { task: string }) => r.task), TASK_OPS.map((o) => o.name));
+    assert.ok(existsSync(join(dir, 'report.json')));
+    assert.ok(existsSync(join(dir, 'logs', 'coordinator.log')));
+  } finally {
+    rmSync(runs, { recursive: true, force: true });
+  }
+});
