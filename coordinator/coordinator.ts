@@ -225,9 +225,16 @@ export class Coordinator {
     await this.workerGone(workerId, 'left', reason);
   }
 
+  private lastTick = Date.now();
+
   private async tick(): Promise<void> {
     if (this.stopped) return;
     const now = Date.now();
+    const late = now - this.lastTick;
+    this.lastTick = now;
+    // If our own loop stalled (GC, a long synchronous task), heartbeats may still sit unread in
+    // the sockets: judge nobody this round.
+    if (late > this.opts.heartbeatTimeoutMs / 2) return;
     for (const w of [...this.workers.values()]) {
       if (now - w.record.lastHeartbeatMs > this.opts.heartbeatTimeoutMs) {
         await this.workerGone(w.record.id, 'dead', `no heartbeat for ${this.opts.heartbeatTimeoutMs} ms`);

@@ -1,8 +1,7 @@
 // The end of rounds and of jobs: reconciling replicas (merge library, ΔW space), the per-task
 // PEFT results, the final merge of the task adapters, Shapley estimates and the report. Object
 // names are deterministic, so doing any of this twice (a restart mid-merge) yields one result.
-import { mergeAdapters } from '../shared/merge/merge.ts';
-import { reconcileReplicas } from '../shared/merge/reconcile.ts';
+import { runMerge } from './merge-pool.ts';
 import type { LoraAdapter } from '../shared/lora/types.ts';
 import { objectNames } from '../shared/nats/subjects.ts';
 import { resolveTask } from '../shared/spec/job-spec.ts';
@@ -31,9 +30,12 @@ export async function reconcileRound(
   const name = objectNames.roundMerged(job.id, task, round);
   const existing = await store.getObject(name);
   if (existing) return { name, size: existing.length, sha256: sha256Hex(existing) };
-  const replicas = await Promise.all(objects.map((o) => loadAdapter(store, o)));
-  const { adapter } = reconcileReplicas(replicas, { method, labels: objects });
-  return store.putObject(name, adapterToBytes(adapter));
+  const replicas = await Promise.all(objects.map(async (o) => {
+    const bytes = await store.getObject(o);
+    if (!bytes) throw new Error(`object ${o} is missing from the object store`);
+    return bytes;
+  }));
+  return store.putObject(name, await runMerge({ kind: 'reconcile', adapters: replicas, labels: objects, options: { method } }));
 }
 
 export async function finalizeJob(coord: Coordinator, job: JobRecord): Promise<void> {
@@ -62,7 +64,7 @@ export async function finalizeJob(coord: Coordinator, job: JobRecord): Promise<v
   let merged: { object: string; sha256: string; method: string } | null = null;
   if (job.spec.merge !== 'none') {
     const m = job.spec.merge;
-    const { adapter } = mergeAdapters(taskAdapters, {
+    const mergedBytes = await runMerge({ kind: 'merge', adapters: taskAdapters.map(adapterToBytes), labels: job.spec.tasks.map((t) => t.name), options: {
       method: m.method,
       ...(m.weights ? { weights: m.weights } : {}),
       ...(m.density !== undefined ? { density: m.density } : {}),
@@ -70,9 +72,9 @@ export async function finalizeJob(coord: Coordinator, job: JobRecord): Promise<v
       ...(m.seed !== undefined ? { seed: m.seed } : {}),
       ...(m.rank !== undefined ? { rank: m.rank } : {}),
       ...(m.space ? { space: m.space } : {}),
-      labels: job.spec.tasks.map((t) => t.name),
-    });
-    const info = await store.putObject(objectNames.mergedAdapter(job.id), adapterToBytes(adapter));
+    } });
+    const adapter = adapterFromBytes(mergedBytes, 'merged adapter');
+    const info = await store.putObject(objectNames.mergedAdapter(job.id), mergedBytes);
     await store.putObject(objectNames.mergedConfig(job.id), new TextEncoder().encode(peftConfigText(adapter)));
     artifacts.push(objectNames.mergedAdapter(job.id), objectNames.mergedConfig(job.id));
     merged = { object: info.name, sha256: info.sha256, method: m.method };

@@ -6,6 +6,7 @@ import type * as grpc from '@grpc/grpc-js';
 import { Authenticator, loadTokens, type Tokens } from './auth.ts';
 import { Coordinator } from './coordinator.ts';
 import { NatsStore, type NatsOptions } from './nats-store.ts';
+import { closeMergePool } from './merge-pool.ts';
 import { bind, createServer, serverCredentials, type TlsOptions } from './server.ts';
 
 export interface StartOptions {
@@ -71,6 +72,7 @@ export async function startCoordinator(opts: StartOptions): Promise<RunningCoord
           server.tryShutdown(() => { clearTimeout(t); resolve(); });
         });
         await store.close();
+        await closeMergePool();
       })();
       return stopping;
     },
