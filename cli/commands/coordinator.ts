@@ -2,6 +2,7 @@
 import type { Command } from 'commander';
 import { ChorusError } from '../../shared/errors.ts';
 import { DEFAULT_TOKEN_FILE, parseDuration, startCoordinator } from '../../coordinator/main.ts';
+import { jetStreamEvents, startHttpServer } from '../../coordinator/http/index.ts';
 
 export function register(program: Command): void {
   program
@@ -21,6 +22,7 @@ export function register(program: Command): void {
     .option('--tls-key <file>', 'private key of --tls-cert')
     .option('--tls-ca <file>', 'require client certificates signed by this CA (mTLS)')
     .option('--heartbeat-timeout <duration>', 'declare a silent worker dead after this long', '5s')
+    .option('--http <addr>', 'serve the dashboard and Prometheus /metrics on host:port (no auth: keep it on a private address)')
     .action(async (o) => {
       if (!!o.tlsCert !== !!o.tlsKey) throw new ChorusError('--tls-cert and --tls-key go together');
       const running = await startCoordinator({
@@ -32,6 +34,16 @@ export function register(program: Command): void {
       });
       console.error(`chorus coordinator listening on ${running.address} (${o.tlsCert ? (o.tlsCa ? 'mTLS' : 'TLS') : 'plaintext'})`);
       console.error(running.tokens ? `auth: bearer tokens from ${running.tokenSource} (clients set CHORUS_TOKEN to the client token)` : 'auth: OFF (--insecure-no-auth)');
+      let http: Awaited<ReturnType<typeof startHttpServer>> | null = null;
+      let events: ReturnType<typeof jetStreamEvents> | null = null;
+      if (o.http) {
+        const at = String(o.http).lastIndexOf(':');
+        const port = Number(String(o.http).slice(at + 1));
+        if (at < 0 || !Number.isInteger(port) || port < 0 || port > 65535) throw new ChorusError(`--http must be host:port, got '${o.http}'`);
+        events = jetStreamEvents(running.coordinator.store.nc, o.prefix);
+        http = await startHttpServer({ host: String(o.http).slice(0, at) || '127.0.0.1', port, events });
+        console.error(`dashboard on ${http.url} (Prometheus metrics: ${http.url}/metrics)`);
+      }
       // Tests and scripts wait for this line to learn the port.
       console.log(`ready ${running.address}`);
       await new Promise<void>((resolve) => {
@@ -40,6 +52,8 @@ export function register(program: Command): void {
         process.once('SIGINT', done);
       });
       console.error('coordinator: shutting down');
+      events?.stop();
+      await http?.close();
       await running.stop();
     });
 }

@@ -68,6 +68,15 @@ export function freePort(): Promise<number> {
   });
 }
 
+/** True when nothing listens on 127.0.0.1:`port`. */
+export function portFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = createServer();
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
+  });
+}
+
 /** Starts `nats-server -js` on a free loopback port with its store in a fresh temp dir. */
 export async function startPrivateNats(binary: string): Promise<DemoNats> {
   const dir = mkdtempSync(join(tmpdir(), 'chorus-nats-'));

@@ -13,10 +13,9 @@ import { natsNames } from '../../shared/nats/subjects.ts';
 import { createProgress } from '../../shared/progress/index.ts';
 import { loadJobSpec } from '../../shared/spec/job-spec.ts';
 import { initEngine } from '../../shared/tensor/engine.ts';
-import { jetStreamEvents, startHttpServer, type HttpServerHandle } from '../../coordinator/http/index.ts';
 import { createScorer, readExamples } from '../../demo/engine-score.ts';
 import { ALL_OPS } from '../../demo/tasks.ts';
-import { ensureNats, type DemoNats } from './nats.ts';
+import { ensureNats, freePort, portFree, type DemoNats } from './nats.ts';
 import { startProcess, stopAll, waitForLine } from './processes.ts';
 import { formatTable, type ScoreRow } from './table.ts';
 
@@ -35,7 +34,6 @@ export interface DemoOptions {
 interface Resources {
   nats?: DemoNats;
   nc?: NatsConnection;
-  http?: HttpServerHandle;
   client?: ChorusClient;
   tmp?: string;
   prefix?: string;
@@ -48,8 +46,6 @@ export async function cleanup(): Promise<void> {
   res.client?.close();
   res.client = undefined;
   await stopAll();
-  if (res.http) await res.http.close().catch(() => {});
-  res.http = undefined;
   if (res.nc) {
     // On a shared NATS server, remove what this run's private prefix created.
     if (res.prefix && res.nats && !res.nats.owned) await dropPrefix(res.nc, res.prefix).catch(() => {});
@@ -98,7 +94,13 @@ export async function runDemo(o: DemoOptions): Promise<void> {
   const workerToken = randomBytes(16).toString('hex');
   const bin = join(o.root, 'bin', 'chorus.mjs');
 
-  const coordinator = startProcess('coordinator', [bin, 'coordinator', '--listen', '127.0.0.1:0', '--nats', res.nats.url, '--prefix', res.prefix, '--token-file', join(res.tmp, 'tokens.json')], {
+  // The coordinator serves the dashboard; a busy port is not worth failing the demo for.
+  let dashboardPort: number | null = null;
+  if (o.dashboardPort !== null) {
+    dashboardPort = o.dashboardPort !== 0 && (await portFree(o.dashboardPort)) ? o.dashboardPort : await freePort();
+  }
+  const httpArgs = dashboardPort !== null ? ['--http', `127.0.0.1:${dashboardPort}`] : [];
+  const coordinator = startProcess('coordinator', [bin, 'coordinator', '--listen', '127.0.0.1:0', '--nats', res.nats.url, '--prefix', res.prefix, '--token-file', join(res.tmp, 'tokens.json'), ...httpArgs], {
     env: { CHORUS_CLIENT_TOKEN: clientToken, CHORUS_WORKER_TOKEN: workerToken },
     logDir,
     cwd: o.root,
@@ -117,15 +119,9 @@ export async function runDemo(o: DemoOptions): Promise<void> {
   }
   await waitForWorkers(res.client, o.workers, 60000);
 
+  // Kept to remove this run's streams from a shared NATS server at the end.
   res.nc = await connect({ servers: res.nats.url });
-  if (o.dashboardPort !== null) {
-    try {
-      res.http = await startHttpServer({ port: o.dashboardPort, events: jetStreamEvents(res.nc, res.prefix) });
-      say(`  dashboard  ${res.http.url}   (metrics: ${res.http.url}/metrics)`);
-    } catch (err) {
-      say(`  dashboard  not started: ${(err as Error).message}`);
-    }
-  }
+  if (dashboardPort !== null) say(`  dashboard  http://127.0.0.1:${dashboardPort}   (served by the coordinator; metrics: /metrics)`);
 
   const jobId = await res.client.submit(JSON.stringify(portable, null, 2), spec.name ?? 'demo');
   say(`\nsubmitted job ${jobId}: ${spec.tasks.map((t) => `${t.name}×${t.replicas}`).join(', ')} (${shards} shards)  [${secs()}]`);

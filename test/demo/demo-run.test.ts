@@ -20,10 +20,26 @@ test('the demo runs a short job to the end and prints the score table', { timeou
     let out = '';
     demo.stdout!.on('data', (b) => (out += b));
     demo.stderr!.on('data', (b) => (out += b));
-    const code = await new Promise<number | null>((resolve) => demo.once('exit', (c) => resolve(c)));
+    const exited = new Promise<number | null>((resolve) => demo.once('exit', (c) => resolve(c)));
+    // While the job runs, the coordinator's dashboard shows it and its metrics.
+    let seen: { jobs: Array<{ name: string }>; metrics: string } | null = null;
+    while (demo.exitCode === null && !seen) {
+      const url = /dashboard {2}(http:\/\/\S+)/.exec(out)?.[1];
+      if (url && /running: 6 shard/.test(out)) {
+        const jobs = await (await fetch(`${url}/api/jobs`)).json();
+        const metrics = await (await fetch(`${url}/metrics`)).text();
+        seen = { jobs, metrics };
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const code = await exited;
+    assert.ok(seen, `the dashboard answered while the job ran:\n${out}`);
+    assert.equal(seen.jobs[0].name, 'chorus-demo');
+    assert.match(seen.metrics, /^chorus_workers_alive 2$/m);
+    assert.match(seen.metrics, /^chorus_jobs\{state="running"\} 1$/m);
     assert.equal(code, 0, out);
     assert.match(out, /coordinator pid \d+, gRPC on 127\.0\.0\.1:\d+/);
-    assert.match(out, /dashboard {2}http:\/\/127\.0\.0\.1:\d+/);
+    assert.match(out, /dashboard  http:\/\/127\.0\.0\.1:\d+   \(served by the coordinator/);
     // Not a TTY here: progress comes as plain lines with loss and p(t).
     assert.match(out, /revup\/r0 step \d+\/6 loss \d+\.\d{4} p\(t\) \d\.\d\d/);
     assert.match(out, /task\s+rule\s+base\s+task adapter\s+merged \(linear\)/);
