@@ -183,7 +183,7 @@ export class Coordinator {
     for (const r of msg.running) {
       const job = this.jobs.get(r.jobId);
       const shard = job?.shards.find((s) => s.id === r.shardId);
-      if (job && shard && !isTerminal(job.state) && shard.state !== 'finished' && (shard.workerId === id || shard.state === 'pending')) {
+      if (job && shard && !isTerminal(job.state) && shard.state !== 'finished' && r.attempt === shard.attempts && (shard.workerId === id || shard.state === 'pending')) {
         if (shard.state === 'pending') {
           shard.state = 'running';
           shard.workerId = id;
@@ -350,7 +350,7 @@ export class Coordinator {
         w.link.send({
           kind: {
             $case: 'assign',
-            value: { jobId: job.id, shardId: shard.id, device: p.device, plan: JSON.stringify(shardPlan(job, shard)), resumeObject: resume?.object ?? '', resumeStep: resume?.step ?? 0 },
+            value: { jobId: job.id, shardId: shard.id, device: p.device, plan: JSON.stringify(shardPlan(job, shard)), resumeObject: resume?.object ?? '', resumeStep: resume?.step ?? 0, attempt: shard.attempts },
           },
         });
         await this.publish('shard.assigned', job.id, { shardId: shard.id, task: shard.task, replica: shard.replica, workerId: w.record.id, workerName: w.record.name, device: p.device, attempt: shard.attempts, resumeStep: resume?.step ?? 0 });
@@ -373,14 +373,15 @@ export class Coordinator {
 
   // ------------------------------------------------------------------------------ shard reports
 
-  private liveShard(workerId: string, shardId: string): { job: JobRecord; shard: ShardRecord } | null {
+  /** The shard a report is about, if the report comes from its current placement. */
+  private liveShard(workerId: string, shardId: string, attempt: number): { job: JobRecord; shard: ShardRecord } | null {
     const { job, shard } = this.findShard(shardId);
-    if (!job || !shard || isTerminal(job.state) || shard.workerId !== workerId) return null;
+    if (!job || !shard || isTerminal(job.state) || shard.workerId !== workerId || attempt !== shard.attempts) return null;
     return { job, shard };
   }
 
   async progress(workerId: string, p: Extract<WorkerMessage['kind'], { $case: 'progress' }>['value']): Promise<void> {
-    const found = this.liveShard(workerId, p.shardId);
+    const found = this.liveShard(workerId, p.shardId, p.attempt);
     if (!found) return;
     const { job, shard } = found;
     if (shard.state === 'assigned') {
@@ -402,7 +403,7 @@ export class Coordinator {
   }
 
   async gradients(workerId: string, g: Extract<WorkerMessage['kind'], { $case: 'gradients' }>['value']): Promise<void> {
-    const found = this.liveShard(workerId, g.shardId);
+    const found = this.liveShard(workerId, g.shardId, g.attempt);
     if (!found) return;
     const { job, shard } = found;
     const key = `${job.id}/${shard.task}`;
@@ -423,7 +424,7 @@ export class Coordinator {
   }
 
   async checkpoint(workerId: string, c: Extract<WorkerMessage['kind'], { $case: 'checkpoint' }>['value']): Promise<void> {
-    const found = this.liveShard(workerId, c.shardId);
+    const found = this.liveShard(workerId, c.shardId, c.attempt);
     if (!found) return;
     const { job, shard } = found;
     shard.checkpoint = { step: c.step, object: c.object };
@@ -437,7 +438,7 @@ export class Coordinator {
   }
 
   async adapterReady(workerId: string, a: Extract<WorkerMessage['kind'], { $case: 'adapterReady' }>['value']): Promise<void> {
-    const found = this.liveShard(workerId, a.shardId);
+    const found = this.liveShard(workerId, a.shardId, a.attempt);
     if (!found) return;
     const { job, shard } = found;
     await this.publish('round.adapter_ready', job.id, { shardId: shard.id, task: shard.task, replica: shard.replica, round: a.round, step: a.step, object: a.object, sha256: a.sha256, bytes: a.bytes }, `${job.id}.${shard.id}.round.${a.round}.ready`);
@@ -476,7 +477,7 @@ export class Coordinator {
   }
 
   async shardDone(workerId: string, d: Extract<WorkerMessage['kind'], { $case: 'shardDone' }>['value']): Promise<void> {
-    const found = this.liveShard(workerId, d.shardId);
+    const found = this.liveShard(workerId, d.shardId, d.attempt);
     if (!found) return;
     const { job, shard } = found;
     const summary = JSON.parse(d.summary || '{}') as { steps?: number; tokens?: number; finalLoss?: number | null };
@@ -491,7 +492,7 @@ export class Coordinator {
   }
 
   async shardFailed(workerId: string, f: Extract<WorkerMessage['kind'], { $case: 'shardFailed' }>['value']): Promise<void> {
-    const found = this.liveShard(workerId, f.shardId);
+    const found = this.liveShard(workerId, f.shardId, f.attempt);
     if (!found) return;
     await this.shardLost(found.job, found.shard, f.error);
     void this.schedule();

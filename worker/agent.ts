@@ -29,6 +29,8 @@ interface RunningShard {
   plan: ShardPlan;
   jobId: string;
   device: string;
+  /** The coordinator's placement number, echoed in every report. */
+  attempt: number;
   handle: RunnerHandle;
   step: number;
   /** Last gradient part / adapter-ready still waiting for its answer: re-sent after a reconnect. */
@@ -105,7 +107,7 @@ export class WorkerAgent {
           name: this.opts.name,
           devices: this.opts.devices.map((d) => ({ id: d.id, kind: d.kind, description: d.description, memoryBytes: d.memoryBytes })),
           workerId: this.workerId,
-          running: [...this.shards.entries()].map(([shardId, s]) => ({ shardId, jobId: s.jobId, device: s.device, step: s.step })),
+          running: [...this.shards.entries()].map(([shardId, s]) => ({ shardId, jobId: s.jobId, device: s.device, step: s.step, attempt: s.attempt })),
         },
       },
     });
@@ -144,7 +146,7 @@ export class WorkerAgent {
         return;
       }
       case 'assign':
-        void this.assign(k.value.jobId, k.value.shardId, k.value.device, k.value.plan, k.value.resumeObject, k.value.resumeStep);
+        void this.assign(k.value.jobId, k.value.shardId, k.value.device, k.value.plan, k.value.resumeObject, k.value.resumeStep, k.value.attempt);
         return;
       case 'cancel': {
         const s = this.shards.get(k.value.shardId);
@@ -178,10 +180,10 @@ export class WorkerAgent {
     }
   }
 
-  private async assign(jobId: string, shardId: string, device: string, planJson: string, resumeObject: string, resumeStep: number): Promise<void> {
+  private async assign(jobId: string, shardId: string, device: string, planJson: string, resumeObject: string, resumeStep: number, attempt: number): Promise<void> {
     const spec = this.opts.devices.find((d) => d.id === device);
     if (!spec) {
-      this.send({ kind: { $case: 'shardFailed', value: { shardId, error: `no device ${device} on this worker` } } }, true);
+      this.send({ kind: { $case: 'shardFailed', value: { shardId, error: `no device ${device} on this worker`, attempt } } }, true);
       return;
     }
     const plan = JSON.parse(planJson) as ShardPlan;
@@ -196,23 +198,24 @@ export class WorkerAgent {
       if (resumeObject) checkpoint = new Uint8Array(await this.download(resumeObject));
       plan.resolved = await materialiseTask(plan.resolved, this.cacheDir, this.fetchObject);
     } catch (err) {
-      this.send({ kind: { $case: 'shardFailed', value: { shardId, error: `cannot fetch inputs of ${shardId}: ${errorMessage(err)}` } } }, true);
+      this.send({ kind: { $case: 'shardFailed', value: { shardId, error: `cannot fetch inputs of ${shardId}: ${errorMessage(err)}`, attempt } } }, true);
       return;
     }
     this.log(`worker: shard ${shardId} (${plan.task} replica ${plan.replica + 1}/${plan.replicas}) on ${device}${resumeObject ? `, resuming at step ${resumeStep}` : ''}`);
-    const entry: RunningShard = { plan, jobId, device, step: resumeStep, pending: null, chain: Promise.resolve(), handle: null as unknown as RunnerHandle };
+    const entry: RunningShard = { plan, jobId, device, attempt, step: resumeStep, pending: null, chain: Promise.resolve(), handle: null as unknown as RunnerHandle };
     this.shards.set(shardId, entry);
+    let lastWord: () => void = () => {};
+    const said = new Promise<void>((r) => (lastWord = r));
     entry.handle = this.host.start(spec, (m) => {
+      if (m.type === 'done' || m.type === 'failed' || m.type === 'stopped') lastWord();
       entry.chain = entry.chain.then(() => this.fromRunner(shardId, entry, m)).catch((err) => this.fail(shardId, errorMessage(err)));
     });
     entry.handle.send({ type: 'start', plan, resume: { step: resumeStep, checkpoint }, backend: this.opts.backend });
-    void entry.handle.ended.then(() => {
-      if (this.shards.get(shardId) === entry) {
-        // Ended without done/failed/stopped having removed it: treat as a crash.
-        void entry.chain.then(() => {
-          if (this.shards.get(shardId) === entry) this.fail(shardId, 'runner ended unexpectedly');
-        });
-      }
+    void entry.handle.ended.then(async () => {
+      // The runner's last message and the end of its task travel separately: wait for the former
+      // a moment; a runner that ended without one crashed.
+      const spoke = await Promise.race([said.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 2000))]);
+      if (!spoke && this.shards.get(shardId) === entry) this.fail(shardId, 'runner ended without finishing, failing or stopping');
     });
   }
 
@@ -246,10 +249,10 @@ export class WorkerAgent {
     switch (m.type) {
       case 'progress':
         s.step = m.step;
-        this.send({ kind: { $case: 'progress', value: { shardId, step: m.step, loss: m.loss, lr: m.lr, p: m.p, tokens: m.tokens, tokensPerS: m.tokensPerSec, activeLayers: m.activeLayers } } });
+        this.send({ kind: { $case: 'progress', value: { shardId, step: m.step, loss: m.loss, lr: m.lr, p: m.p, tokens: m.tokens, tokensPerS: m.tokensPerSec, activeLayers: m.activeLayers, attempt: s.attempt } } });
         return;
       case 'grads': {
-        const msg: WorkerMessage = { kind: { $case: 'gradients', value: { shardId, step: m.step, gradSums: Buffer.from(m.sums.buffer, m.sums.byteOffset, m.sums.byteLength), tokens: m.tokens, lossSum: m.lossSum } } };
+        const msg: WorkerMessage = { kind: { $case: 'gradients', value: { shardId, step: m.step, gradSums: Buffer.from(m.sums.buffer, m.sums.byteOffset, m.sums.byteLength), tokens: m.tokens, lossSum: m.lossSum, attempt: s.attempt } } };
         s.pending = msg;
         this.send(msg);
         return;
@@ -257,20 +260,20 @@ export class WorkerAgent {
       case 'roundAdapter': {
         const object = roundObject(s.plan.objects.round, m.round);
         const info = await this.upload(object, m.adapter);
-        const msg: WorkerMessage = { kind: { $case: 'adapterReady', value: { shardId, round: m.round, step: m.step, object, sha256: info.sha256, bytes: info.size } } };
+        const msg: WorkerMessage = { kind: { $case: 'adapterReady', value: { shardId, round: m.round, step: m.step, object, sha256: info.sha256, bytes: info.size, attempt: s.attempt } } };
         s.pending = msg;
         this.send(msg);
         return;
       }
       case 'checkpoint': {
         const info = await this.upload(s.plan.objects.checkpoint, m.data);
-        this.send({ kind: { $case: 'checkpoint', value: { shardId, step: m.step, object: s.plan.objects.checkpoint, sha256: info.sha256 } } }, true);
+        this.send({ kind: { $case: 'checkpoint', value: { shardId, step: m.step, object: s.plan.objects.checkpoint, sha256: info.sha256, attempt: s.attempt } } }, true);
         return;
       }
       case 'done': {
         const info = await this.upload(s.plan.objects.final, m.adapter);
         this.shards.delete(shardId);
-        this.send({ kind: { $case: 'shardDone', value: { shardId, object: s.plan.objects.final, sha256: info.sha256, summary: JSON.stringify(m.summary) } } }, true);
+        this.send({ kind: { $case: 'shardDone', value: { shardId, object: s.plan.objects.final, sha256: info.sha256, summary: JSON.stringify(m.summary), attempt: s.attempt } } }, true);
         this.log(`worker: shard ${shardId} finished (${m.summary.steps} steps, ${m.summary.seconds.toFixed(1)} s)`);
         return;
       }
@@ -292,7 +295,7 @@ export class WorkerAgent {
     this.shards.delete(shardId);
     s.handle.kill();
     this.log(`worker: shard ${shardId} failed: ${error}`);
-    this.send({ kind: { $case: 'shardFailed', value: { shardId, error } } }, true);
+    this.send({ kind: { $case: 'shardFailed', value: { shardId, error, attempt: s.attempt } } }, true);
   }
 
   private async evaluate(requestId: string, planJson: string): Promise<void> {

@@ -69,6 +69,7 @@ export interface RunningShard {
   jobId: string;
   device: string;
   step: number;
+  attempt: number;
 }
 
 export interface Registered {
@@ -89,6 +90,11 @@ export interface Assignment {
   /** Resume point: checkpoint or round adapter object (empty = from scratch). */
   resumeObject: string;
   resumeStep: number;
+  /**
+   * Which placement of the shard this is (1, 2, …); every report about the shard echoes it, so a
+   * late report of an earlier placement is recognised and ignored.
+   */
+  attempt: number;
 }
 
 export interface CancelShard {
@@ -105,6 +111,7 @@ export interface Progress {
   tokens: number;
   tokensPerS: number;
   activeLayers: number[];
+  attempt: number;
 }
 
 /** Gradient sums of one replica for one optimiser step (sync: gradients). Float32 little-endian. */
@@ -114,6 +121,7 @@ export interface GradientPart {
   gradSums: Buffer;
   tokens: number;
   lossSum: number;
+  attempt: number;
 }
 
 /** The exact sum over all replicas (added in replica order, so every replica gets identical bits). */
@@ -132,6 +140,7 @@ export interface AdapterReady {
   object: string;
   sha256: string;
   bytes: number;
+  attempt: number;
 }
 
 export interface RoundMerged {
@@ -148,11 +157,13 @@ export interface ShardDone {
   sha256: string;
   /** JSON of worker/protocol.ts ShardSummary (steps, tokens, activation counts, loss per layer). */
   summary: string;
+  attempt: number;
 }
 
 export interface ShardFailed {
   shardId: string;
   error: string;
+  attempt: number;
 }
 
 export interface Checkpoint {
@@ -160,6 +171,7 @@ export interface Checkpoint {
   step: number;
   object: string;
   sha256: string;
+  attempt: number;
 }
 
 /** Shapley: evaluate the task adapter with only the listed layers' adapters on. */
@@ -771,7 +783,7 @@ export const Register: MessageFns<Register> = {
 };
 
 function createBaseRunningShard(): RunningShard {
-  return { shardId: "", jobId: "", device: "", step: 0 };
+  return { shardId: "", jobId: "", device: "", step: 0, attempt: 0 };
 }
 
 export const RunningShard: MessageFns<RunningShard> = {
@@ -787,6 +799,9 @@ export const RunningShard: MessageFns<RunningShard> = {
     }
     if (message.step !== 0) {
       writer.uint32(32).int32(message.step);
+    }
+    if (message.attempt !== 0) {
+      writer.uint32(40).int32(message.attempt);
     }
     return writer;
   },
@@ -836,6 +851,14 @@ export const RunningShard: MessageFns<RunningShard> = {
             message.step = reader.int32();
             continue;
           }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.attempt = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -862,6 +885,7 @@ export const RunningShard: MessageFns<RunningShard> = {
         : "",
       device: isSet(object.device) ? globalThis.String(object.device) : "",
       step: isSet(object.step) ? globalThis.Number(object.step) : 0,
+      attempt: isSet(object.attempt) ? globalThis.Number(object.attempt) : 0,
     };
   },
 
@@ -879,6 +903,9 @@ export const RunningShard: MessageFns<RunningShard> = {
     if (message.step !== 0) {
       obj.step = Math.round(message.step);
     }
+    if (message.attempt !== 0) {
+      obj.attempt = Math.round(message.attempt);
+    }
     return obj;
   },
 
@@ -891,6 +918,7 @@ export const RunningShard: MessageFns<RunningShard> = {
     message.jobId = object.jobId ?? "";
     message.device = object.device ?? "";
     message.step = object.step ?? 0;
+    message.attempt = object.attempt ?? 0;
     return message;
   },
 };
@@ -1062,7 +1090,7 @@ export const Heartbeat: MessageFns<Heartbeat> = {
 };
 
 function createBaseAssignment(): Assignment {
-  return { jobId: "", shardId: "", device: "", plan: "", resumeObject: "", resumeStep: 0 };
+  return { jobId: "", shardId: "", device: "", plan: "", resumeObject: "", resumeStep: 0, attempt: 0 };
 }
 
 export const Assignment: MessageFns<Assignment> = {
@@ -1084,6 +1112,9 @@ export const Assignment: MessageFns<Assignment> = {
     }
     if (message.resumeStep !== 0) {
       writer.uint32(48).int32(message.resumeStep);
+    }
+    if (message.attempt !== 0) {
+      writer.uint32(56).int32(message.attempt);
     }
     return writer;
   },
@@ -1149,6 +1180,14 @@ export const Assignment: MessageFns<Assignment> = {
             message.resumeStep = reader.int32();
             continue;
           }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.attempt = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1185,6 +1224,7 @@ export const Assignment: MessageFns<Assignment> = {
         : isSet(object.resume_step)
         ? globalThis.Number(object.resume_step)
         : 0,
+      attempt: isSet(object.attempt) ? globalThis.Number(object.attempt) : 0,
     };
   },
 
@@ -1208,6 +1248,9 @@ export const Assignment: MessageFns<Assignment> = {
     if (message.resumeStep !== 0) {
       obj.resumeStep = Math.round(message.resumeStep);
     }
+    if (message.attempt !== 0) {
+      obj.attempt = Math.round(message.attempt);
+    }
     return obj;
   },
 
@@ -1222,6 +1265,7 @@ export const Assignment: MessageFns<Assignment> = {
     message.plan = object.plan ?? "";
     message.resumeObject = object.resumeObject ?? "";
     message.resumeStep = object.resumeStep ?? 0;
+    message.attempt = object.attempt ?? 0;
     return message;
   },
 };
@@ -1316,7 +1360,7 @@ export const CancelShard: MessageFns<CancelShard> = {
 };
 
 function createBaseProgress(): Progress {
-  return { shardId: "", step: 0, loss: 0, lr: 0, p: 0, tokens: 0, tokensPerS: 0, activeLayers: [] };
+  return { shardId: "", step: 0, loss: 0, lr: 0, p: 0, tokens: 0, tokensPerS: 0, activeLayers: [], attempt: 0 };
 }
 
 export const Progress: MessageFns<Progress> = {
@@ -1348,6 +1392,9 @@ export const Progress: MessageFns<Progress> = {
         writer.int32(v);
       }
       writer.join();
+    }
+    if (message.attempt !== 0) {
+      writer.uint32(72).int32(message.attempt);
     }
     return writer;
   },
@@ -1439,6 +1486,14 @@ export const Progress: MessageFns<Progress> = {
 
             break;
           }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.attempt = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1473,6 +1528,7 @@ export const Progress: MessageFns<Progress> = {
         : globalThis.Array.isArray(object?.active_layers)
         ? object.active_layers.map((e: any) => globalThis.Number(e))
         : [],
+      attempt: isSet(object.attempt) ? globalThis.Number(object.attempt) : 0,
     };
   },
 
@@ -1502,6 +1558,9 @@ export const Progress: MessageFns<Progress> = {
     if (message.activeLayers?.length) {
       obj.activeLayers = message.activeLayers.map((e) => Math.round(e));
     }
+    if (message.attempt !== 0) {
+      obj.attempt = Math.round(message.attempt);
+    }
     return obj;
   },
 
@@ -1518,12 +1577,13 @@ export const Progress: MessageFns<Progress> = {
     message.tokens = object.tokens ?? 0;
     message.tokensPerS = object.tokensPerS ?? 0;
     message.activeLayers = object.activeLayers?.map((e) => e) || [];
+    message.attempt = object.attempt ?? 0;
     return message;
   },
 };
 
 function createBaseGradientPart(): GradientPart {
-  return { shardId: "", step: 0, gradSums: Buffer.alloc(0), tokens: 0, lossSum: 0 };
+  return { shardId: "", step: 0, gradSums: Buffer.alloc(0), tokens: 0, lossSum: 0, attempt: 0 };
 }
 
 export const GradientPart: MessageFns<GradientPart> = {
@@ -1542,6 +1602,9 @@ export const GradientPart: MessageFns<GradientPart> = {
     }
     if (message.lossSum !== 0) {
       writer.uint32(41).double(message.lossSum);
+    }
+    if (message.attempt !== 0) {
+      writer.uint32(48).int32(message.attempt);
     }
     return writer;
   },
@@ -1599,6 +1662,14 @@ export const GradientPart: MessageFns<GradientPart> = {
             message.lossSum = reader.double();
             continue;
           }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.attempt = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1630,6 +1701,7 @@ export const GradientPart: MessageFns<GradientPart> = {
         : isSet(object.loss_sum)
         ? globalThis.Number(object.loss_sum)
         : 0,
+      attempt: isSet(object.attempt) ? globalThis.Number(object.attempt) : 0,
     };
   },
 
@@ -1650,6 +1722,9 @@ export const GradientPart: MessageFns<GradientPart> = {
     if (message.lossSum !== 0) {
       obj.lossSum = floatToJson(message.lossSum);
     }
+    if (message.attempt !== 0) {
+      obj.attempt = Math.round(message.attempt);
+    }
     return obj;
   },
 
@@ -1663,6 +1738,7 @@ export const GradientPart: MessageFns<GradientPart> = {
     message.gradSums = object.gradSums ?? Buffer.alloc(0);
     message.tokens = object.tokens ?? 0;
     message.lossSum = object.lossSum ?? 0;
+    message.attempt = object.attempt ?? 0;
     return message;
   },
 };
@@ -1813,7 +1889,7 @@ export const GradientSum: MessageFns<GradientSum> = {
 };
 
 function createBaseAdapterReady(): AdapterReady {
-  return { shardId: "", round: 0, step: 0, object: "", sha256: "", bytes: 0 };
+  return { shardId: "", round: 0, step: 0, object: "", sha256: "", bytes: 0, attempt: 0 };
 }
 
 export const AdapterReady: MessageFns<AdapterReady> = {
@@ -1835,6 +1911,9 @@ export const AdapterReady: MessageFns<AdapterReady> = {
     }
     if (message.bytes !== 0) {
       writer.uint32(48).int64(message.bytes);
+    }
+    if (message.attempt !== 0) {
+      writer.uint32(56).int32(message.attempt);
     }
     return writer;
   },
@@ -1900,6 +1979,14 @@ export const AdapterReady: MessageFns<AdapterReady> = {
             message.bytes = longToNumber(reader.int64());
             continue;
           }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.attempt = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1924,6 +2011,7 @@ export const AdapterReady: MessageFns<AdapterReady> = {
       object: isSet(object.object) ? globalThis.String(object.object) : "",
       sha256: isSet(object.sha256) ? globalThis.String(object.sha256) : "",
       bytes: isSet(object.bytes) ? globalThis.Number(object.bytes) : 0,
+      attempt: isSet(object.attempt) ? globalThis.Number(object.attempt) : 0,
     };
   },
 
@@ -1947,6 +2035,9 @@ export const AdapterReady: MessageFns<AdapterReady> = {
     if (message.bytes !== 0) {
       obj.bytes = Math.round(message.bytes);
     }
+    if (message.attempt !== 0) {
+      obj.attempt = Math.round(message.attempt);
+    }
     return obj;
   },
 
@@ -1961,6 +2052,7 @@ export const AdapterReady: MessageFns<AdapterReady> = {
     message.object = object.object ?? "";
     message.sha256 = object.sha256 ?? "";
     message.bytes = object.bytes ?? 0;
+    message.attempt = object.attempt ?? 0;
     return message;
   },
 };
@@ -2103,7 +2195,7 @@ export const RoundMerged: MessageFns<RoundMerged> = {
 };
 
 function createBaseShardDone(): ShardDone {
-  return { shardId: "", object: "", sha256: "", summary: "" };
+  return { shardId: "", object: "", sha256: "", summary: "", attempt: 0 };
 }
 
 export const ShardDone: MessageFns<ShardDone> = {
@@ -2119,6 +2211,9 @@ export const ShardDone: MessageFns<ShardDone> = {
     }
     if (message.summary !== "") {
       writer.uint32(34).string(message.summary);
+    }
+    if (message.attempt !== 0) {
+      writer.uint32(40).int32(message.attempt);
     }
     return writer;
   },
@@ -2168,6 +2263,14 @@ export const ShardDone: MessageFns<ShardDone> = {
             message.summary = reader.string();
             continue;
           }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.attempt = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2190,6 +2293,7 @@ export const ShardDone: MessageFns<ShardDone> = {
       object: isSet(object.object) ? globalThis.String(object.object) : "",
       sha256: isSet(object.sha256) ? globalThis.String(object.sha256) : "",
       summary: isSet(object.summary) ? globalThis.String(object.summary) : "",
+      attempt: isSet(object.attempt) ? globalThis.Number(object.attempt) : 0,
     };
   },
 
@@ -2207,6 +2311,9 @@ export const ShardDone: MessageFns<ShardDone> = {
     if (message.summary !== "") {
       obj.summary = message.summary;
     }
+    if (message.attempt !== 0) {
+      obj.attempt = Math.round(message.attempt);
+    }
     return obj;
   },
 
@@ -2219,12 +2326,13 @@ export const ShardDone: MessageFns<ShardDone> = {
     message.object = object.object ?? "";
     message.sha256 = object.sha256 ?? "";
     message.summary = object.summary ?? "";
+    message.attempt = object.attempt ?? 0;
     return message;
   },
 };
 
 function createBaseShardFailed(): ShardFailed {
-  return { shardId: "", error: "" };
+  return { shardId: "", error: "", attempt: 0 };
 }
 
 export const ShardFailed: MessageFns<ShardFailed> = {
@@ -2234,6 +2342,9 @@ export const ShardFailed: MessageFns<ShardFailed> = {
     }
     if (message.error !== "") {
       writer.uint32(18).string(message.error);
+    }
+    if (message.attempt !== 0) {
+      writer.uint32(24).int32(message.attempt);
     }
     return writer;
   },
@@ -2267,6 +2378,14 @@ export const ShardFailed: MessageFns<ShardFailed> = {
             message.error = reader.string();
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.attempt = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2287,6 +2406,7 @@ export const ShardFailed: MessageFns<ShardFailed> = {
         ? globalThis.String(object.shard_id)
         : "",
       error: isSet(object.error) ? globalThis.String(object.error) : "",
+      attempt: isSet(object.attempt) ? globalThis.Number(object.attempt) : 0,
     };
   },
 
@@ -2298,6 +2418,9 @@ export const ShardFailed: MessageFns<ShardFailed> = {
     if (message.error !== "") {
       obj.error = message.error;
     }
+    if (message.attempt !== 0) {
+      obj.attempt = Math.round(message.attempt);
+    }
     return obj;
   },
 
@@ -2308,12 +2431,13 @@ export const ShardFailed: MessageFns<ShardFailed> = {
     const message = createBaseShardFailed();
     message.shardId = object.shardId ?? "";
     message.error = object.error ?? "";
+    message.attempt = object.attempt ?? 0;
     return message;
   },
 };
 
 function createBaseCheckpoint(): Checkpoint {
-  return { shardId: "", step: 0, object: "", sha256: "" };
+  return { shardId: "", step: 0, object: "", sha256: "", attempt: 0 };
 }
 
 export const Checkpoint: MessageFns<Checkpoint> = {
@@ -2329,6 +2453,9 @@ export const Checkpoint: MessageFns<Checkpoint> = {
     }
     if (message.sha256 !== "") {
       writer.uint32(34).string(message.sha256);
+    }
+    if (message.attempt !== 0) {
+      writer.uint32(40).int32(message.attempt);
     }
     return writer;
   },
@@ -2378,6 +2505,14 @@ export const Checkpoint: MessageFns<Checkpoint> = {
             message.sha256 = reader.string();
             continue;
           }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.attempt = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2400,6 +2535,7 @@ export const Checkpoint: MessageFns<Checkpoint> = {
       step: isSet(object.step) ? globalThis.Number(object.step) : 0,
       object: isSet(object.object) ? globalThis.String(object.object) : "",
       sha256: isSet(object.sha256) ? globalThis.String(object.sha256) : "",
+      attempt: isSet(object.attempt) ? globalThis.Number(object.attempt) : 0,
     };
   },
 
@@ -2417,6 +2553,9 @@ export const Checkpoint: MessageFns<Checkpoint> = {
     if (message.sha256 !== "") {
       obj.sha256 = message.sha256;
     }
+    if (message.attempt !== 0) {
+      obj.attempt = Math.round(message.attempt);
+    }
     return obj;
   },
 
@@ -2429,6 +2568,7 @@ export const Checkpoint: MessageFns<Checkpoint> = {
     message.step = object.step ?? 0;
     message.object = object.object ?? "";
     message.sha256 = object.sha256 ?? "";
+    message.attempt = object.attempt ?? 0;
     return message;
   },
 };
