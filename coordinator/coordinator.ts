@@ -398,7 +398,9 @@ export class Coordinator {
       while (stats.activationCounts.length < layers) for (const arr of Object.values(stats)) arr.push(0);
       addLayerStep(stats, p.activeLayers, p.loss);
     }
-    await this.publish('metrics', job.id, { shardId: shard.id, task: shard.task, replica: shard.replica, step: p.step, totalSteps: shard.totalSteps, loss: p.loss, lr: p.lr, p: p.p, tokens: p.tokens, tokensPerSec: p.tokensPerS, activeLayers: p.activeLayers });
+    // Not awaited: the publish chain keeps the order, and the worker's next message (its gradients)
+    // need not wait for NATS to acknowledge a metrics event.
+    void this.publish('metrics', job.id, { shardId: shard.id, task: shard.task, replica: shard.replica, step: p.step, totalSteps: shard.totalSteps, loss: p.loss, lr: p.lr, p: p.p, tokens: p.tokens, tokensPerSec: p.tokensPerS, activeLayers: p.activeLayers });
     if (p.step % 10 === 0 || p.step === shard.totalSteps) void this.saveJob(job);
   }
 

@@ -55,3 +55,18 @@ test('a job submitted with --upload runs on a worker that never saw its files', 
     c.close();
   }
 });
+
+test('a job whose data a worker cannot read fails with a reason naming the file', async () => {
+  await h.writeTinyModel(join(dir, 'model2'));
+  const c = h.client(coord.address);
+  try {
+    const missing = join(dir, 'nowhere.jsonl');
+    const id = await c.submit(h.jobSpec(dir, { base_model: join(dir, 'model2'), data: { train: missing } }));
+    const job = await c.wait(id);
+    assert.equal(job.state, 'failed');
+    assert.match(job.reason, /nowhere\.jsonl/);
+    assert.match(job.reason, /failed 4 time/);
+  } finally {
+    c.close();
+  }
+});
