@@ -1,6 +1,8 @@
-// `chorus submit --upload`: the base model directory and the data travel with the job through the
-// object store; the worker fetches them into its cache (digest-checked), so it needs no shared
-// filesystem — here the originals are deleted before any worker exists.
+// What workers do with a job's inputs and devices: `chorus submit --upload` sends the base model
+// directory and the data through the object store and the worker fetches them into its cache
+// (digest-checked), so it needs no shared filesystem — here the originals are deleted before any
+// worker exists; unreadable inputs fail the job with the file named; GPU-style devices run each
+// shard in its own child process next to piscina thread runners.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -66,6 +68,24 @@ test('a job whose data a worker cannot read fails with a reason naming the file'
     assert.equal(job.state, 'failed');
     assert.match(job.reason, /nowhere\.jsonl/);
     assert.match(job.reason, /failed 4 time/);
+  } finally {
+    c.close();
+  }
+});
+
+test('a GPU-style runner (one child process per device) trains next to a thread runner', async () => {
+  // --devices gpu:0 takes the GPU path: a child process with CUDA_VISIBLE_DEVICES=0. Without CUDA
+  // here, the process runs the backend CHORUS_BACKEND names (wasm in tests): same code path.
+  const g = h.chorus(['worker', '--coordinator', coord.address, '--devices', 'gpu:0', '--name', 'gpuish', '--token', h.TOKENS.worker, '--cache-dir', cache]);
+  procs.push(g);
+  await h.waitFor(g, /(registered as \S+)/, 30_000);
+  const c = h.client(coord.address);
+  try {
+    h.writeTaskData(join(dir, 'two.jsonl'), 8, 8, 2);
+    const id = await c.submit(h.jobSpec(dir, { base_model: join(dir, 'model2'), tasks: [{ name: 't', data: { train: join(dir, 'two.jsonl') }, replicas: 2 }], sync: { mode: 'gradients' } }));
+    const job = await c.wait(id);
+    assert.equal(job.state, 'succeeded', `${job.reason}\n${g.output()}`);
+    assert.deepEqual(job.shards.map((s) => s.device).sort(), ['cpu:0', 'gpu:0']);
   } finally {
     c.close();
   }
