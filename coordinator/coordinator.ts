@@ -416,7 +416,7 @@ export class Coordinator {
     }
     const r = agg.add(g.step, { replica: shard.replica, sums: g.gradSums, tokens: g.tokens, lossSum: g.lossSum });
     if (!r) return;
-    const msg = (shardId: string): CoordinatorMessage => ({ kind: { $case: 'gradientSum', value: { taskKey: shardId, step: g.step, gradSums: Buffer.from(r.total.sums.buffer, r.total.sums.byteOffset, r.total.sums.byteLength), tokens: r.total.tokens, lossSum: r.total.lossSum } } });
+    const msg = (shardId: string): CoordinatorMessage => ({ kind: { $case: 'gradientSum', value: { shardId, step: g.step, gradSums: Buffer.from(r.total.sums.buffer, r.total.sums.byteOffset, r.total.sums.byteLength), tokens: r.total.tokens, lossSum: r.total.lossSum } } });
     if (!r.fresh) {
       // A replica replaying steps it lost (moved or reconnected): only it needs the answer.
       this.workers.get(workerId)?.link?.send(msg(shard.id));
@@ -475,7 +475,7 @@ export class Coordinator {
   private sendRoundMerged(job: JobRecord, shard: ShardRecord, round: number): void {
     const r = job.rounds[shard.task];
     if (!r || !shard.workerId) return;
-    this.workers.get(shard.workerId)?.link?.send({ kind: { $case: 'roundMerged', value: { taskKey: shard.id, round, step: r.step, object: r.object, sha256: r.sha256 } } });
+    this.workers.get(shard.workerId)?.link?.send({ kind: { $case: 'roundMerged', value: { shardId: shard.id, round, step: r.step, object: r.object, sha256: r.sha256 } } });
   }
 
   async shardDone(workerId: string, d: Extract<WorkerMessage['kind'], { $case: 'shardDone' }>['value']): Promise<void> {

@@ -158,20 +158,20 @@ export class WorkerAgent {
         return;
       }
       case 'gradientSum': {
-        const s = this.shards.get(k.value.taskKey);
+        const s = this.shards.get(k.value.shardId);
         if (!s) return;
         if (s.pending?.kind?.$case === 'gradients' && s.pending.kind.value.step === k.value.step) s.pending = null;
         s.handle.send({ type: 'gradSum', step: k.value.step, sums: new Uint8Array(k.value.gradSums), tokens: k.value.tokens, lossSum: k.value.lossSum });
         return;
       }
       case 'roundMerged': {
-        const s = this.shards.get(k.value.taskKey);
+        const s = this.shards.get(k.value.shardId);
         if (!s) return;
         const { round, object } = k.value;
         if (s.pending?.kind?.$case === 'adapterReady' && s.pending.kind.value.round === round) s.pending = null;
         this.download(object)
           .then((bytes) => s.handle.send({ type: 'roundMerged', round, adapter: new Uint8Array(bytes) }))
-          .catch((err) => this.fail(k.value.taskKey, `downloading round ${round}: ${errorMessage(err)}`));
+          .catch((err) => this.fail(k.value.shardId, `downloading round ${round}: ${errorMessage(err)}`));
         return;
       }
       case 'eval':

@@ -126,7 +126,8 @@ export interface GradientPart {
 
 /** The exact sum over all replicas (added in replica order, so every replica gets identical bits). */
 export interface GradientSum {
-  taskKey: string;
+  /** The replica (shard) this is addressed to. */
+  shardId: string;
   step: number;
   gradSums: Buffer;
   tokens: number;
@@ -144,7 +145,8 @@ export interface AdapterReady {
 }
 
 export interface RoundMerged {
-  taskKey: string;
+  /** The replica (shard) this is addressed to. */
+  shardId: string;
   round: number;
   step: number;
   object: string;
@@ -1744,13 +1746,13 @@ export const GradientPart: MessageFns<GradientPart> = {
 };
 
 function createBaseGradientSum(): GradientSum {
-  return { taskKey: "", step: 0, gradSums: Buffer.alloc(0), tokens: 0, lossSum: 0 };
+  return { shardId: "", step: 0, gradSums: Buffer.alloc(0), tokens: 0, lossSum: 0 };
 }
 
 export const GradientSum: MessageFns<GradientSum> = {
   encode(message: GradientSum, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
-    if (message.taskKey !== "") {
-      writer.uint32(10).string(message.taskKey);
+    if (message.shardId !== "") {
+      writer.uint32(10).string(message.shardId);
     }
     if (message.step !== 0) {
       writer.uint32(16).int32(message.step);
@@ -1785,7 +1787,7 @@ export const GradientSum: MessageFns<GradientSum> = {
               break;
             }
 
-            message.taskKey = reader.string();
+            message.shardId = reader.string();
             continue;
           }
           case 2: {
@@ -1834,10 +1836,10 @@ export const GradientSum: MessageFns<GradientSum> = {
 
   fromJSON(object: any): GradientSum {
     return {
-      taskKey: isSet(object.taskKey)
-        ? globalThis.String(object.taskKey)
-        : isSet(object.task_key)
-        ? globalThis.String(object.task_key)
+      shardId: isSet(object.shardId)
+        ? globalThis.String(object.shardId)
+        : isSet(object.shard_id)
+        ? globalThis.String(object.shard_id)
         : "",
       step: isSet(object.step) ? globalThis.Number(object.step) : 0,
       gradSums: isSet(object.gradSums)
@@ -1856,8 +1858,8 @@ export const GradientSum: MessageFns<GradientSum> = {
 
   toJSON(message: GradientSum): unknown {
     const obj: any = {};
-    if (message.taskKey !== "") {
-      obj.taskKey = message.taskKey;
+    if (message.shardId !== "") {
+      obj.shardId = message.shardId;
     }
     if (message.step !== 0) {
       obj.step = Math.round(message.step);
@@ -1879,7 +1881,7 @@ export const GradientSum: MessageFns<GradientSum> = {
   },
   fromPartial<I extends Exact<DeepPartial<GradientSum>, I>>(object: I): GradientSum {
     const message = createBaseGradientSum();
-    message.taskKey = object.taskKey ?? "";
+    message.shardId = object.shardId ?? "";
     message.step = object.step ?? 0;
     message.gradSums = object.gradSums ?? Buffer.alloc(0);
     message.tokens = object.tokens ?? 0;
@@ -2058,13 +2060,13 @@ export const AdapterReady: MessageFns<AdapterReady> = {
 };
 
 function createBaseRoundMerged(): RoundMerged {
-  return { taskKey: "", round: 0, step: 0, object: "", sha256: "" };
+  return { shardId: "", round: 0, step: 0, object: "", sha256: "" };
 }
 
 export const RoundMerged: MessageFns<RoundMerged> = {
   encode(message: RoundMerged, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
-    if (message.taskKey !== "") {
-      writer.uint32(10).string(message.taskKey);
+    if (message.shardId !== "") {
+      writer.uint32(10).string(message.shardId);
     }
     if (message.round !== 0) {
       writer.uint32(16).int32(message.round);
@@ -2099,7 +2101,7 @@ export const RoundMerged: MessageFns<RoundMerged> = {
               break;
             }
 
-            message.taskKey = reader.string();
+            message.shardId = reader.string();
             continue;
           }
           case 2: {
@@ -2148,10 +2150,10 @@ export const RoundMerged: MessageFns<RoundMerged> = {
 
   fromJSON(object: any): RoundMerged {
     return {
-      taskKey: isSet(object.taskKey)
-        ? globalThis.String(object.taskKey)
-        : isSet(object.task_key)
-        ? globalThis.String(object.task_key)
+      shardId: isSet(object.shardId)
+        ? globalThis.String(object.shardId)
+        : isSet(object.shard_id)
+        ? globalThis.String(object.shard_id)
         : "",
       round: isSet(object.round) ? globalThis.Number(object.round) : 0,
       step: isSet(object.step) ? globalThis.Number(object.step) : 0,
@@ -2162,8 +2164,8 @@ export const RoundMerged: MessageFns<RoundMerged> = {
 
   toJSON(message: RoundMerged): unknown {
     const obj: any = {};
-    if (message.taskKey !== "") {
-      obj.taskKey = message.taskKey;
+    if (message.shardId !== "") {
+      obj.shardId = message.shardId;
     }
     if (message.round !== 0) {
       obj.round = Math.round(message.round);
@@ -2185,7 +2187,7 @@ export const RoundMerged: MessageFns<RoundMerged> = {
   },
   fromPartial<I extends Exact<DeepPartial<RoundMerged>, I>>(object: I): RoundMerged {
     const message = createBaseRoundMerged();
-    message.taskKey = object.taskKey ?? "";
+    message.shardId = object.shardId ?? "";
     message.round = object.round ?? 0;
     message.step = object.step ?? 0;
     message.object = object.object ?? "";
