@@ -11,7 +11,7 @@ import { roundObject } from '../worker/protocol.ts';
 import { NatsStore } from './nats-store.ts';
 import { addLayerStep, emptyLayerStats, newJobId, planJob, shardPlan } from './plan.ts';
 import { schedule, type FreeDevice, type SchedJob } from './scheduler.ts';
-import { GradientAggregator } from './sync.ts';
+import { GradientAggregator, decodeTotal, encodeTotal, type GradTotal } from './sync.ts';
 import type { JobRecord, ShardRecord, WorkerRecord } from './types.ts';
 import { finalizeJob, reconcileRound } from './finalize.ts';
 
@@ -414,15 +414,36 @@ export class Coordinator {
       agg = new GradientAggregator(shard.replicas);
       this.grads.set(key, agg);
     }
-    const r = agg.add(g.step, { replica: shard.replica, sums: g.gradSums, tokens: g.tokens, lossSum: g.lossSum });
-    if (!r) return;
-    const msg = (shardId: string): CoordinatorMessage => ({ kind: { $case: 'gradientSum', value: { shardId, step: g.step, gradSums: Buffer.from(r.total.sums.buffer, r.total.sums.byteOffset, r.total.sums.byteLength), tokens: r.total.tokens, lossSum: r.total.lossSum } } });
-    if (!r.fresh) {
-      // A replica replaying steps it lost (moved or reconnected): only it needs the answer.
-      this.workers.get(workerId)?.link?.send(msg(shard.id));
+    const msg = (shardId: string, t: GradTotal): CoordinatorMessage => ({ kind: { $case: 'gradientSum', value: { shardId, step: t.step, gradSums: Buffer.from(t.sums.buffer, t.sums.byteOffset, t.sums.byteLength), tokens: t.tokens, lossSum: t.lossSum } } });
+    let known = agg.total(g.step);
+    if (!known && agg.mayBeDurable(g.step)) {
+      const bytes = await this.store.getObject(objectNames.gradTotal(job.id, shard.task, g.step)).catch(() => null);
+      if (bytes) {
+        known = decodeTotal(g.step, bytes);
+        agg.remember(known);
+        this.opts.log(`job ${job.id}: replica ${shard.replica} of ${shard.task} replays step ${g.step} with the sum stored in the object store`);
+      }
+    }
+    if (known) {
+      // A replica replaying steps it lost (moved, reconnected, or the coordinator restarted):
+      // only it needs the answer, and it gets exactly what the others applied.
+      this.workers.get(workerId)?.link?.send(msg(shard.id, known));
       return;
     }
-    for (const s of job.shards) if (s.task === shard.task && s.workerId) this.workers.get(s.workerId)?.link?.send(msg(s.id));
+    const r = agg.add(g.step, { replica: shard.replica, sums: g.gradSums, tokens: g.tokens, lossSum: g.lossSum });
+    if (!r) return;
+    // Durable before any replica sees it: whatever dies next, a replay finds the same bits.
+    await this.store.putObject(objectNames.gradTotal(job.id, shard.task, g.step), encodeTotal(r.total));
+    for (const s of job.shards) if (s.task === shard.task && s.workerId) this.workers.get(s.workerId)?.link?.send(msg(s.id, r.total));
+  }
+
+  /** Deletes stored gradient totals below `floor` (every replica has checkpointed at or past it). */
+  private dropGradTotals(job: JobRecord, task: string, floor: number): void {
+    job.gradFloor ??= {};
+    const from = job.gradFloor[task] ?? 0;
+    if (floor <= from) return;
+    job.gradFloor[task] = floor;
+    for (let s = from; s < floor; s++) void this.store.objects.delete(objectNames.gradTotal(job.id, task, s)).catch(() => undefined);
   }
 
   async checkpoint(workerId: string, c: Extract<WorkerMessage['kind'], { $case: 'checkpoint' }>['value']): Promise<void> {
@@ -430,11 +451,12 @@ export class Coordinator {
     if (!found) return;
     const { job, shard } = found;
     shard.checkpoint = { step: c.step, object: c.object };
-    const agg = this.grads.get(`${job.id}/${shard.task}`);
-    if (agg) {
+    if (job.spec.sync.mode === 'gradients' && shard.replicas > 1) {
       const replicas = job.shards.filter((s) => s.task === shard.task);
       // A checkpoint at step c resumes by recomputing step c: keep totals from c on.
-      agg.forgetThrough(Math.min(...replicas.map((s) => s.checkpoint?.step ?? 0)) - 1);
+      const floor = Math.min(...replicas.map((s) => s.checkpoint?.step ?? 0));
+      this.grads.get(`${job.id}/${shard.task}`)?.forgetThrough(floor - 1);
+      this.dropGradTotals(job, shard.task, floor);
     }
     await this.saveJob(job);
   }
@@ -489,7 +511,13 @@ export class Coordinator {
     this.freeDevice(shard);
     await this.saveJob(job);
     await this.publish('shard.finished', job.id, { shardId: shard.id, task: shard.task, replica: shard.replica, steps: shard.step, tokens: summary.tokens ?? shard.tokens, finalLoss: summary.finalLoss ?? null, object: d.object, sha256: d.sha256 }, `${job.id}.${shard.id}.finished`);
-    if (job.shards.every((s) => s.state === 'finished')) void this.finish(job);
+    if (job.shards.every((s) => s.state === 'finished')) {
+      for (const t of job.spec.tasks) {
+        this.grads.delete(`${job.id}/${t.name}`);
+        if (job.spec.sync.mode === 'gradients' && t.replicas > 1) this.dropGradTotals(job, t.name, job.shards.find((s) => s.task === t.name)!.totalSteps);
+      }
+      void this.finish(job);
+    }
     void this.schedule();
   }
 

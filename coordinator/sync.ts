@@ -21,8 +21,28 @@ export interface GradTotal {
 export class GradientAggregator {
   private readonly parts = new Map<number, (GradPart | undefined)[]>();
   private readonly totals = new Map<number, GradTotal>();
+  /** Range of steps this process computed itself (-1: none yet, e.g. just after a restart). */
+  private lowest = -1;
+  private highest = -1;
 
   constructor(readonly replicas: number) {}
+
+  total(step: number): GradTotal | undefined {
+    return this.totals.get(step);
+  }
+
+  /**
+   * Whether a total for `step` may exist only in the durable store: nothing computed here yet
+   * (a restarted coordinator), or a step older than anything computed here (a replica replaying
+   * from a checkpoint taken before the restart). Normal steps never need the lookup.
+   */
+  mayBeDurable(step: number): boolean {
+    return !this.totals.has(step) && (this.highest < 0 || step < this.lowest);
+  }
+
+  remember(total: GradTotal): void {
+    this.totals.set(total.step, total);
+  }
 
   /** Adds a part; returns the total when this part completed the step (or it was already known). */
   add(step: number, part: GradPart): { total: GradTotal; fresh: boolean } | null {
@@ -38,6 +58,8 @@ export class GradientAggregator {
     const total = sumParts(step, list as GradPart[]);
     this.parts.delete(step);
     this.totals.set(step, total);
+    if (this.lowest < 0 || step < this.lowest) this.lowest = step;
+    if (step > this.highest) this.highest = step;
     return { total, fresh: true };
   }
 
@@ -66,4 +88,19 @@ export function sumParts(step: number, parts: GradPart[]): GradTotal {
 export function floats(b: Uint8Array): Float32Array {
   if (b.byteOffset % 4 === 0) return new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4);
   return new Float32Array(b.slice().buffer);
+}
+
+/** A total as an object-store blob: float64 tokens, float64 loss sum, then the float32 sums. */
+export function encodeTotal(t: GradTotal): Uint8Array {
+  const out = new Uint8Array(16 + t.sums.byteLength);
+  const view = new DataView(out.buffer);
+  view.setFloat64(0, t.tokens, true);
+  view.setFloat64(8, t.lossSum, true);
+  out.set(t.sums, 16);
+  return out;
+}
+
+export function decodeTotal(step: number, b: Uint8Array): GradTotal {
+  const view = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  return { step, tokens: view.getFloat64(0, true), lossSum: view.getFloat64(8, true), sums: b.slice(16) };
 }

@@ -50,6 +50,8 @@ export interface JobRecord {
   /** Per-task final metrics for the report. */
   metrics: Record<string, { steps: number; tokens: number; finalLoss: number | null; evalLoss?: number | null }>;
   shapley: Record<string, number[]>;
+  /** Per task: gradient totals below this step are deleted from the object store (sync: gradients). */
+  gradFloor?: Record<string, number>;
 }
 
 export interface WorkerRecord {

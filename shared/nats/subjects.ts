@@ -53,6 +53,7 @@ export const objectNames = {
   replicaRound: (jobId: string, task: string, replica: number, round: number) =>
     `jobs/${jobId}/tasks/${task}/rounds/${round}/replica-${replica}.safetensors`,
   roundMerged: (jobId: string, task: string, round: number) => `jobs/${jobId}/tasks/${task}/rounds/${round}/merged.safetensors`,
+  gradTotal: (jobId: string, task: string, step: number) => `jobs/${jobId}/tasks/${task}/grads/${step}.bin`,
   checkpoint: (jobId: string, shardId: string) => `jobs/${jobId}/checkpoints/${shardId}.safetensors`,
   shardFinal: (jobId: string, task: string, replica: number) => `jobs/${jobId}/tasks/${task}/final/replica-${replica}.safetensors`,
   taskAdapter: (jobId: string, task: string) => `jobs/${jobId}/result/${task}/adapter_model.safetensors`,

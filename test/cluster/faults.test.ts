@@ -1,7 +1,8 @@
 // Failures on a live cluster: a worker killed with SIGKILL in the middle of a gradient-synced job
 // (its shard moves to a spare worker, resumes from its checkpoint, replays the steps it lost from
 // the coordinator's stored sums, and the replicas still end bit-identical); then the coordinator
-// itself is killed and restarted mid-job (state comes back from JetStream, workers reconnect).
+// itself is killed mid-job, a worker dies while it is down, and the restarted coordinator carries
+// on (state from JetStream KV, gradient sums from the object store, workers reconnect).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
@@ -87,28 +88,41 @@ test('a worker killed with SIGKILL mid-job: its shard moves, resumes, and the jo
   }
 });
 
-test('the coordinator killed and restarted mid-job: the job is not lost and succeeds', async () => {
+test('the coordinator killed mid-job, a worker killed while it is down, the coordinator restarted: the job succeeds', async (t) => {
+  const spare = h.startWorker(coord.address, 'f4');
+  workers.set('f4', spare);
+  procs.push(spare);
   let c = h.client(coord.address);
   try {
-    await h.waitWorkers(c, 2);
+    await h.waitWorkers(c, 3);
     const id = await c.submit(spec());
     const events: ChorusEvent[] = [];
-    // Watch until step 8, then kill the coordinator (the watch stream breaks with it).
-    await follow(c, id, events, { step: 8, fn: () => coord.child.kill('SIGKILL') }).catch(() => undefined);
+    // Watch until step 6, then kill the coordinator (the watch stream breaks with it).
+    await follow(c, id, events, { step: 6, fn: () => coord.child.kill('SIGKILL') }).catch(() => undefined);
     await coord.exited;
     c.close();
+    // While no coordinator runs, the worker of replica 1 dies too: after the restart its shard
+    // must resume on the spare from its checkpoint and replay gradient sums that only the old
+    // coordinator computed (they are durable in the object store).
+    const record = events.filter((e) => e.type === 'shard.assigned' && e.data.replica === 1).pop();
+    assert.ok(record && record.type === 'shard.assigned');
+    const victim = workers.get(record.data.workerName)!;
+    victim.child.kill('SIGKILL');
+    await victim.exited;
     const address = coord.address;
     coord = await h.startCoordinatorAt(prefix, address);
     procs.push(coord);
     c = h.client(address);
     const job = await Promise.race([
       c.wait(id),
-      new Promise<never>((_, reject) => setTimeout(() => reject(new Error('timed out')), 60_000).unref()),
+      new Promise<never>((_, reject) => setTimeout(() => reject(new Error('timed out')), 90_000).unref()),
     ]).catch((err) => assert.fail(`${err.message}\n${procs.map((p) => `--- ${p.child.spawnargs.slice(2, 4).join(' ')}\n${p.output().slice(-3000)}`).join('\n')}`));
     assert.equal(job.state, 'succeeded', `${job.reason}\n${procs.map((p) => p.output().slice(-3000)).join('\n---\n')}`);
     assert.ok(job.shards.every((s) => s.step === STEPS));
+    assert.ok(job.shards[1].attempts >= 2, 'replica 1 moved');
     const finals = await Promise.all([0, 1].map((r) => c.downloadBlob(objectNames.shardFinal(id, 'a', r))));
-    assert.equal(Buffer.compare(finals[0], finals[1]), 0);
+    assert.equal(Buffer.compare(finals[0], finals[1]), 0, 'the replayed replica is bit-identical to the other');
+    t.diagnostic(`durable sums replayed: ${(coord.output().match(/with the sum stored in the object store/g) ?? []).length}`);
   } finally {
     c.close();
   }

@@ -141,3 +141,19 @@ test('--devices parsing', () => {
   assert.deepEqual(parseDevices('gpu:0,3').map((d) => [d.id, d.kind, d.index]), [['gpu:0', 'gpu', 0], ['gpu:3', 'gpu', 3]]);
   assert.throws(() => parseDevices('tpu:1'), /--devices/);
 });
+
+test('gradient totals: durable encoding round-trips; durable lookups only when a replay may need them', async () => {
+  const { encodeTotal, decodeTotal } = await import('../../coordinator/sync.ts');
+  const sums = Float32Array.from([1.5, -2.25, 3e-8]);
+  const t = { step: 4, sums: new Uint8Array(sums.buffer), tokens: 17, lossSum: 3.25 };
+  const back = decodeTotal(4, encodeTotal(t));
+  assert.deepEqual(new Float32Array(back.sums.buffer, back.sums.byteOffset, 3), sums);
+  assert.equal(back.tokens, 17);
+  assert.equal(back.lossSum, 3.25);
+  const agg = new GradientAggregator(2);
+  assert.ok(agg.mayBeDurable(10), 'a fresh coordinator may have lost totals');
+  agg.add(10, { replica: 0, sums: new Uint8Array(12), tokens: 1, lossSum: 0 });
+  agg.add(10, { replica: 1, sums: new Uint8Array(12), tokens: 1, lossSum: 0 });
+  assert.equal(agg.mayBeDurable(11), false, 'the next step is new work, not a replay');
+  assert.equal(agg.mayBeDurable(7), true, 'a step before anything computed here');
+});
