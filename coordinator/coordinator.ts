@@ -154,6 +154,7 @@ export class Coordinator {
         s.state = 'failed';
       }
     }
+    this.dropAllGradTotals(job);
     await this.setState(job, 'cancelled', reason);
     void this.schedule();
     return job;
@@ -300,6 +301,7 @@ export class Coordinator {
         this.freeDevice(s);
       }
     }
+    this.dropAllGradTotals(job);
     await this.setState(job, 'failed', reason);
     void this.schedule();
   }
@@ -437,6 +439,15 @@ export class Coordinator {
     for (const s of job.shards) if (s.task === shard.task && s.workerId) this.workers.get(s.workerId)?.link?.send(msg(s.id, r.total));
   }
 
+  /** A job that ends (any way) needs none of its gradient totals any more. */
+  private dropAllGradTotals(job: JobRecord): void {
+    if (job.spec.sync.mode !== 'gradients') return;
+    for (const t of job.spec.tasks) {
+      this.grads.delete(`${job.id}/${t.name}`);
+      if (t.replicas > 1) this.dropGradTotals(job, t.name, job.shards.find((s) => s.task === t.name)!.totalSteps);
+    }
+  }
+
   /** Deletes stored gradient totals below `floor` (every replica has checkpointed at or past it). */
   private dropGradTotals(job: JobRecord, task: string, floor: number): void {
     job.gradFloor ??= {};
@@ -512,10 +523,7 @@ export class Coordinator {
     await this.saveJob(job);
     await this.publish('shard.finished', job.id, { shardId: shard.id, task: shard.task, replica: shard.replica, steps: shard.step, tokens: summary.tokens ?? shard.tokens, finalLoss: summary.finalLoss ?? null, object: d.object, sha256: d.sha256 }, `${job.id}.${shard.id}.finished`);
     if (job.shards.every((s) => s.state === 'finished')) {
-      for (const t of job.spec.tasks) {
-        this.grads.delete(`${job.id}/${t.name}`);
-        if (job.spec.sync.mode === 'gradients' && t.replicas > 1) this.dropGradTotals(job, t.name, job.shards.find((s) => s.task === t.name)!.totalSteps);
-      }
+      this.dropAllGradTotals(job);
       void this.finish(job);
     }
     void this.schedule();
