@@ -132,7 +132,6 @@ export function createServer(coord: Coordinator, auth: Authenticator): grpc.Serv
         cb(toStatus(err) as grpc.ServiceError);
         return;
       }
-      void role;
       const parts: Buffer[] = [];
       let name = '';
       let size = 0;
@@ -152,6 +151,12 @@ export function createServer(coord: Coordinator, auth: Authenticator): grpc.Serv
         if (failed) return;
         if (!validObjectName(name)) {
           cb({ code: grpc.status.INVALID_ARGUMENT, details: `blob name: "${name}" is not a valid object name` } as grpc.ServiceError);
+          return;
+        }
+        // Clients add job inputs; workers write job outputs. Neither may overwrite the other's.
+        const area = role === 'worker' ? 'jobs/' : 'uploads/';
+        if (role && !name.startsWith(area)) {
+          cb({ code: grpc.status.PERMISSION_DENIED, details: `a ${role} token may only upload under ${area} (got "${name}")` } as grpc.ServiceError);
           return;
         }
         coord.store

@@ -103,6 +103,16 @@ test('blobs round-trip in chunks through the object store', async () => {
     assert.equal(info.size, data.length);
     const back = await c.downloadBlob('uploads/test/blob.bin');
     assert.equal(Buffer.compare(back, Buffer.from(data)), 0);
+    // Clients write inputs only; job outputs are the workers' (and the other way round).
+    assert.equal((await code(c.uploadBlob('jobs/j1/result/report.json', data.subarray(0, 10))))[0], grpc.status.PERMISSION_DENIED);
+    const w = h.client(coord.address, h.TOKENS.worker);
+    try {
+      assert.equal((await code(w.uploadBlob('uploads/x', data.subarray(0, 10))))[0], grpc.status.PERMISSION_DENIED);
+      assert.equal((await w.uploadBlob('jobs/j1/checkpoints/x.safetensors', data.subarray(0, 10))).size, 10);
+    } finally {
+      w.close();
+    }
+    assert.equal((await code(c.uploadBlob('uploads/../jobs/x', data.subarray(0, 10))))[0], grpc.status.INVALID_ARGUMENT);
   } finally {
     c.close();
   }
