@@ -4,7 +4,8 @@
 import { ChorusError, errorMessage } from '../shared/errors.ts';
 import { isTerminal, makeEvent, type EventData, type EventType, type JobState } from '../shared/nats/events.ts';
 import { objectNames } from '../shared/nats/subjects.ts';
-import { parseJobSpec } from '../shared/spec/job-spec.ts';
+import { parseJobSpec, resolveTask } from '../shared/spec/job-spec.ts';
+import { cotoMaskForStep } from '../shared/coto/schedule.ts';
 import type { CoordinatorMessage, WorkerMessage } from '../shared/gen/chorus/v1/worker.ts';
 import type { Device } from '../shared/gen/chorus/v1/jobs.ts';
 import { roundObject } from '../worker/protocol.ts';
@@ -395,15 +396,34 @@ export class Coordinator {
     shard.loss = p.loss;
     shard.tokens = p.tokens;
     if (fresh) {
+      const mismatch = this.checkMask(job, shard, p.step - 1, p.numLayers, p.activeLayers);
+      if (mismatch) {
+        await this.failJob(job, mismatch);
+        return;
+      }
       const stats = job.layers[shard.task];
-      const layers = job.shards.length && p.activeLayers.length ? Math.max(stats.activationCounts.length, ...p.activeLayers.map((l) => l + 1)) : stats.activationCounts.length;
-      while (stats.activationCounts.length < layers) for (const arr of Object.values(stats)) arr.push(0);
+      while (stats.activationCounts.length < p.numLayers) for (const arr of Object.values(stats)) arr.push(0);
       addLayerStep(stats, p.activeLayers, p.loss);
     }
     // Not awaited: the publish chain keeps the order, and the worker's next message (its gradients)
     // need not wait for NATS to acknowledge a metrics event.
     void this.publish('metrics', job.id, { shardId: shard.id, task: shard.task, replica: shard.replica, step: p.step, totalSteps: shard.totalSteps, loss: p.loss, lr: p.lr, p: p.p, tokens: p.tokens, tokensPerSec: p.tokensPerS, activeLayers: p.activeLayers });
     if (p.step % 10 === 0 || p.step === shard.totalSteps) void this.saveJob(job);
+  }
+
+  /**
+   * The coordinator owns the CoTo schedule: the layers a replica trained at `step` must be exactly
+   * the draw from (task seed, step) at the scheduled p(step) — the same for every replica.
+   */
+  private checkMask(job: JobRecord, shard: ShardRecord, step: number, numLayers: number, active: number[]): string | null {
+    if (numLayers <= 0) return null;
+    const t = resolveTask(job.spec, shard.task);
+    const expected = t.coto.enabled
+      ? cotoMaskForStep(t.seed, step, t.training.steps, numLayers, { pStart: t.coto.p_start, pEnd: t.coto.p_end, rampFraction: t.coto.ramp_fraction })
+      : new Array<boolean>(numLayers).fill(true);
+    const want = expected.flatMap((on, l) => (on ? [l] : []));
+    if (want.length === active.length && want.every((l, i) => l === active[i])) return null;
+    return `replica ${shard.replica} of task ${shard.task} trained layers [${active.join(',')}] at step ${step}; the CoTo schedule says [${want.join(',')}]`;
   }
 
   async gradients(workerId: string, g: Extract<WorkerMessage['kind'], { $case: 'gradients' }>['value']): Promise<void> {

@@ -249,7 +249,7 @@ export class WorkerAgent {
     switch (m.type) {
       case 'progress':
         s.step = m.step;
-        this.send({ kind: { $case: 'progress', value: { shardId, step: m.step, loss: m.loss, lr: m.lr, p: m.p, tokens: m.tokens, tokensPerS: m.tokensPerSec, activeLayers: m.activeLayers, attempt: s.attempt } } });
+        this.send({ kind: { $case: 'progress', value: { shardId, step: m.step, loss: m.loss, lr: m.lr, p: m.p, tokens: m.tokens, tokensPerS: m.tokensPerSec, activeLayers: m.activeLayers, attempt: s.attempt, numLayers: m.numLayers } } });
         return;
       case 'grads': {
         const msg: WorkerMessage = { kind: { $case: 'gradients', value: { shardId, step: m.step, gradSums: Buffer.from(m.sums.buffer, m.sums.byteOffset, m.sums.byteLength), tokens: m.tokens, lossSum: m.lossSum, attempt: s.attempt } } };

@@ -123,6 +123,7 @@ export async function runShard(port: RunnerPort, plan: ShardPlan, resume: Resume
         tokens: tokensSeen,
         tokensPerSec: seconds > 0 ? tokens / seconds : 0,
         activeLayers: activeLayers.flatMap((on, l) => (on ? [l] : [])),
+        numLayers: activeLayers.length,
       });
       const done = step + 1;
       if (sync?.mode === 'weights' && (done % sync.every === 0 || done === total)) {

@@ -112,6 +112,8 @@ export interface Progress {
   tokensPerS: number;
   activeLayers: number[];
   attempt: number;
+  /** Layers of the model (so the coordinator sizes per-layer figures and checks the CoTo mask). */
+  numLayers: number;
 }
 
 /** Gradient sums of one replica for one optimiser step (sync: gradients). Float32 little-endian. */
@@ -1362,7 +1364,18 @@ export const CancelShard: MessageFns<CancelShard> = {
 };
 
 function createBaseProgress(): Progress {
-  return { shardId: "", step: 0, loss: 0, lr: 0, p: 0, tokens: 0, tokensPerS: 0, activeLayers: [], attempt: 0 };
+  return {
+    shardId: "",
+    step: 0,
+    loss: 0,
+    lr: 0,
+    p: 0,
+    tokens: 0,
+    tokensPerS: 0,
+    activeLayers: [],
+    attempt: 0,
+    numLayers: 0,
+  };
 }
 
 export const Progress: MessageFns<Progress> = {
@@ -1397,6 +1410,9 @@ export const Progress: MessageFns<Progress> = {
     }
     if (message.attempt !== 0) {
       writer.uint32(72).int32(message.attempt);
+    }
+    if (message.numLayers !== 0) {
+      writer.uint32(80).int32(message.numLayers);
     }
     return writer;
   },
@@ -1496,6 +1512,14 @@ export const Progress: MessageFns<Progress> = {
             message.attempt = reader.int32();
             continue;
           }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.numLayers = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1531,6 +1555,11 @@ export const Progress: MessageFns<Progress> = {
         ? object.active_layers.map((e: any) => globalThis.Number(e))
         : [],
       attempt: isSet(object.attempt) ? globalThis.Number(object.attempt) : 0,
+      numLayers: isSet(object.numLayers)
+        ? globalThis.Number(object.numLayers)
+        : isSet(object.num_layers)
+        ? globalThis.Number(object.num_layers)
+        : 0,
     };
   },
 
@@ -1563,6 +1592,9 @@ export const Progress: MessageFns<Progress> = {
     if (message.attempt !== 0) {
       obj.attempt = Math.round(message.attempt);
     }
+    if (message.numLayers !== 0) {
+      obj.numLayers = Math.round(message.numLayers);
+    }
     return obj;
   },
 
@@ -1580,6 +1612,7 @@ export const Progress: MessageFns<Progress> = {
     message.tokensPerS = object.tokensPerS ?? 0;
     message.activeLayers = object.activeLayers?.map((e) => e) || [];
     message.attempt = object.attempt ?? 0;
+    message.numLayers = object.numLayers ?? 0;
     return message;
   },
 };
