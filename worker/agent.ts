@@ -4,7 +4,7 @@
 import { randomBytes } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { ChorusClient, grpcCredentials, sha256Hex, type ClientOptions } from '../shared/client/index.ts';
-import { errorMessage } from '../shared/errors.ts';
+import { ChorusError, errorMessage } from '../shared/errors.ts';
 import { WorkerServiceClient, type CoordinatorMessage, type WorkerMessage } from '../shared/gen/chorus/v1/worker.ts';
 import { roundObject, type EvalPlan, type RunnerToHost, type ShardPlan } from './protocol.ts';
 import { RunnerHost, type RunnerHandle } from './runner-host.ts';
@@ -59,6 +59,9 @@ export class WorkerAgent {
   private readonly outbox: WorkerMessage[] = [];
   private connectedOnce: (() => void) | null = null;
   readonly ready: Promise<void>;
+  /** Rejects when the worker cannot go on (refused credentials). */
+  readonly fatal: Promise<never>;
+  private onFatal: (err: Error) => void = () => {};
   private readonly cacheDir: string;
   private readonly fetchObject = async (name: string) => new Uint8Array(await this.download(name));
 
@@ -75,6 +78,8 @@ export class WorkerAgent {
     this.blobs = new ChorusClient({ address: opts.coordinator, token: opts.token, tls: opts.tls });
     this.host = new RunnerHost(opts.devices.filter((d) => d.kind === 'cpu').length);
     this.ready = new Promise((r) => (this.connectedOnce = r));
+    this.fatal = new Promise<never>((_, reject) => (this.onFatal = reject));
+    this.fatal.catch(() => undefined);
     this.cacheDir = opts.cacheDir ?? join(homedir(), '.cache', 'chorus');
   }
 
@@ -93,7 +98,9 @@ export class WorkerAgent {
     call.on('error', (err: grpc.ServiceError) => {
       if (this.call !== call) return;
       if (err.code === grpc.status.UNAUTHENTICATED || err.code === grpc.status.PERMISSION_DENIED) {
-        this.log(`worker: the coordinator refused us: ${err.details} (check CHORUS_TOKEN: it must be the worker token)`);
+        // Retrying cannot fix a wrong token: say so and let the command exit.
+        this.onFatal(new ChorusError(`the coordinator refused this worker: ${err.details} (--token / CHORUS_WORKER_TOKEN must be the worker token)`));
+        return;
       } else if (!this.stopping) this.log(`worker: stream to ${this.opts.coordinator} broke: ${err.details || err.message}; reconnecting`);
       this.reconnect();
     });

@@ -32,10 +32,13 @@ export function register(program: Command): void {
         cacheDir: o.cacheDir,
       });
       agent.start();
-      await new Promise<void>((resolve) => {
-        process.once('SIGTERM', resolve);
-        process.once('SIGINT', resolve);
-      });
+      await Promise.race([
+        agent.fatal,
+        new Promise<void>((resolve) => {
+          process.once('SIGTERM', resolve);
+          process.once('SIGINT', resolve);
+        }),
+      ]);
       console.error('worker: finishing the current step, checkpointing, leaving');
       await agent.stop();
       process.exit(0);

@@ -64,6 +64,12 @@ test('a client token on the worker stream → PERMISSION_DENIED', async () => {
   rpc.close();
 });
 
+test('a worker started with a wrong token exits with a clear message', async () => {
+  const w = h.chorus(['worker', '--coordinator', coord.address, '--devices', 'cpu:1', '--token', h.TOKENS.client]);
+  assert.equal(await w.exited, 1);
+  assert.match(w.output(), /refused this worker: .*worker token/);
+});
+
 test('bad specs → INVALID_ARGUMENT naming the field', async () => {
   const c = h.client(coord.address);
   try {
