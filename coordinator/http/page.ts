@@ -76,6 +76,9 @@ function renderWorkers() {
 // A line chart of series [{label, points: [[x, y], ...]}] as inline SVG.
 function lineChart(series, opts) {
   const W = 340, H = 170, L = 40, R = 8, T = 8, B = 22;
+  // Losses span orders of magnitude: plot log10 when every value is positive.
+  const logY = opts.log && series.every((se) => se.points.every((p) => p[1] > 0));
+  if (logY) series = series.map((se) => ({ label: se.label, points: se.points.map((p) => [p[0], Math.log10(p[1])]) }));
   const pts = series.flatMap((s) => s.points);
   if (!pts.length) return '<div class="empty">no data yet</div>';
   const xmax = Math.max(1, ...pts.map((p) => p[0]));
@@ -83,7 +86,7 @@ function lineChart(series, opts) {
   if (ymax - ymin < 1e-9) { ymax += 0.5; ymin -= 0.5; }
   const x = (v) => L + (W - L - R) * v / xmax, y = (v) => T + (H - T - B) * (1 - (v - ymin) / (ymax - ymin));
   let s = '<svg viewBox="0 0 ' + W + ' ' + H + '" width="100%">';
-  for (let i = 0; i <= 4; i++) { const v = ymin + (ymax - ymin) * i / 4; s += '<line x1="' + L + '" x2="' + (W - R) + '" y1="' + y(v) + '" y2="' + y(v) + '" stroke="#eef0f5"/><text x="' + (L - 4) + '" y="' + (y(v) + 3) + '" text-anchor="end">' + num(v, opts.digits ?? 2) + '</text>'; }
+  for (let i = 0; i <= 4; i++) { const v = ymin + (ymax - ymin) * i / 4; s += '<line x1="' + L + '" x2="' + (W - R) + '" y1="' + y(v) + '" y2="' + y(v) + '" stroke="#eef0f5"/><text x="' + (L - 4) + '" y="' + (y(v) + 3) + '" text-anchor="end">' + (logY ? Number(Math.pow(10, v).toPrecision(2)) : num(v, opts.digits ?? 2)) + '</text>'; }
   s += '<text x="' + (W - R) + '" y="' + (H - 6) + '" text-anchor="end">step ' + xmax + '</text><text x="' + L + '" y="' + (H - 6) + '">0</text>';
   series.forEach((se, i) => {
     const d = se.points.map((p, k) => (k ? 'L' : 'M') + x(p[0]).toFixed(1) + ' ' + y(p[1]).toFixed(1)).join(' ');
@@ -125,7 +128,7 @@ function renderDetail() {
   html += '<div class="charts">';
   for (const t of tasks) {
     const mine = shards.filter((s) => s.task === t);
-    html += '<div class="card chart"><h3>' + esc(t) + ' — loss</h3>' + lineChart(mine.map((s) => ({ label: 'r' + s.replica, points: s.curve.map((c) => [c[0], c[1]]) })), { digits: 2 }) + '</div>';
+    html += '<div class="card chart"><h3>' + esc(t) + ' — loss (log scale)</h3>' + lineChart(mine.map((s) => ({ label: 'r' + s.replica, points: s.curve.map((c) => [c[0], c[1]]) })), { digits: 2, log: true }) + '</div>';
     html += '<div class="card chart"><h3>' + esc(t) + ' — CoTo p(t)</h3>' + lineChart(mine.slice(0, 1).map((s) => ({ label: 'p(t)', points: s.curve.map((c) => [c[0], c[2]]) })), { ymin: 0, ymax: 1 }) + '</div>';
     // One row per task: loss, p(t), layers (the layer figures arrive when the task's shards finish).
     const layers = job.layers[t];

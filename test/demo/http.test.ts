@@ -130,3 +130,18 @@ test('fed from a real JetStream stream, including events published before it sta
   assert.equal(metricValue(metrics, 'chorus_steps_total'), 5);
   assert.equal(metricValue(metrics, 'chorus_workers_alive'), 1);
 });
+
+test("the dashboard page's script compiles and draws log-scale loss charts", async () => {
+  const { DASHBOARD_HTML } = await import('../../coordinator/http/page.ts');
+  const js = /<script>([\s\S]*)<\/script>/.exec(DASHBOARD_HTML)![1].replace(/\nconnect\(\);\n$/, '\n');
+  const page = new Function(`${js}; return { lineChart, barChart };`)() as {
+    lineChart(series: Array<{ label: string; points: number[][] }>, opts: Record<string, unknown>): string;
+    barChart(values: number[], label: string): string;
+  };
+  const labels = (svg: string) => [...svg.matchAll(/text-anchor="end">([^<]*)/g)].map((m) => m[1]);
+  const loss = page.lineChart([{ label: 'r0', points: [[1, 10], [2, 1], [3, 0.01]] }], { log: true });
+  assert.deepEqual(labels(loss), ['0.01', '0.056', '0.32', '1.8', '10', 'step 3']);
+  const p = page.lineChart([{ label: 'p(t)', points: [[1, 0.1], [2, 0.5]] }], { ymin: 0, ymax: 1 });
+  assert.deepEqual(labels(p), ['0.00', '0.25', '0.50', '0.75', '1.00', 'step 2']);
+  assert.match(page.barChart([3, 5], 'activation count per layer'), /<title>layer 1: 5\.000<\/title>/);
+});
