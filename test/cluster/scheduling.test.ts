@@ -40,13 +40,13 @@ async function until(c: ChorusClient, id: string, pred: (j: Awaited<ReturnType<C
   }
 }
 
-test('gang admission, graceful worker exit on SIGTERM, cancel', async () => {
+test('gang admission, two jobs at once, graceful worker exit on SIGTERM, cancel', async () => {
   const c = h.client(coord.address);
   try {
     const w1 = h.startWorker(coord.address, 's1');
     procs.push(w1);
     await h.waitWorkers(c, 1);
-    const id = await c.submit(spec(24));
+    const id = await c.submit(spec(60));
     const queued = await until(c, id, (j) => /needs 2, 1 free/.test(j.reason));
     assert.equal(queued.state, 'queued');
     assert.ok(queued.shards.every((s) => s.state === 'pending'), 'no shard starts before the gang fits');
@@ -56,6 +56,12 @@ test('gang admission, graceful worker exit on SIGTERM, cancel', async () => {
     const w3 = h.startWorker(coord.address, 's3');
     procs.push(w3);
     await until(c, id, (j) => j.state === 'running' && j.shards.some((s) => s.step >= 4));
+    // Jobs share the cluster: a one-shard job takes the third device while the first job runs.
+    const small = await c.submit(spec(2, 1));
+    await until(c, small, (j) => j.state !== 'queued');
+    assert.equal((await c.get(id)).state, 'running', 'the first job runs meanwhile');
+    const smallDone = await c.wait(small);
+    assert.equal(smallDone.state, 'succeeded', smallDone.reason);
     // SIGTERM the worker running replica 1: it finishes its step, checkpoints and leaves.
     const job = await c.get(id);
     const leaving = job.shards[1].workerId.startsWith('s1') ? w1 : job.shards[1].workerId.startsWith('s2') ? w2 : w3;
