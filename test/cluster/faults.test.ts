@@ -34,7 +34,7 @@ after(async () => {
   await h.cleanNats(prefix);
 });
 
-const STEPS = 30;
+const STEPS = 40;
 const spec = () => h.jobSpec(dir, {
   training: { steps: STEPS, batch_size: 4, seq_len: 8, lr: 0.01, warmup_steps: 0, eval_every: 0, checkpoint_every: 4 },
   tasks: [{ name: 'a', data: { train: join(dir, 'a.jsonl') }, replicas: 2 }],
@@ -62,7 +62,7 @@ test('a worker killed with SIGKILL mid-job: its shard moves, resumes, and the jo
     const events: ChorusEvent[] = [];
     let victim = '';
     await follow(c, id, events, {
-      step: 9,
+      step: 6,
       fn: () => {
         void c.get(id).then((job) => {
           const wid = job.shards[1].workerId;
