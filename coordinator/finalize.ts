@@ -92,15 +92,24 @@ export async function finalizeJob(coord: Coordinator, job: JobRecord): Promise<v
     if (!shapley && layers > 0) {
       try {
         const plan = shapleyPlan(layers, 8, `${job.id}/${t.name}`);
-        const evalPlan: EvalPlan = {
-          task: resolveTask(job.spec, t.name),
-          adapterObject: objectNames.taskAdapter(job.id, t.name),
-          coalitions: plan.coalitions,
-          maxBatches: 4,
-        };
-        const losses = await coord.evalOnWorker(job.id, JSON.stringify(evalPlan));
+        // Coalitions are independent: spread them over every free device and evaluate at once.
+        const parts = Math.max(1, Math.min(coord.freeDevices().length, plan.coalitions.length));
+        const chunks = Array.from({ length: parts }, (_, i) => plan.coalitions.filter((_, k) => k % parts === i));
+        const results = await Promise.all(chunks.map((coalitions) => {
+          const evalPlan: EvalPlan = {
+            task: resolveTask(job.spec, t.name),
+            adapterObject: objectNames.taskAdapter(job.id, t.name),
+            coalitions,
+            maxBatches: 4,
+          };
+          return coord.evalOnWorker(job.id, JSON.stringify(evalPlan));
+        }));
+        const losses = plan.coalitions.map((_, k) => results[k % parts][Math.floor(k / parts)]);
         shapley = shapleyValues(plan, losses);
         job.shapley[t.name] = shapley;
+        // v(all) − v(none) = Σ φ (efficiency): the report keeps both ends so readers can check.
+        const at = (c: number[]) => losses[plan.coalitions.findIndex((x) => x.length === c.length && x.every((l, i) => l === c[i]))];
+        (job.metrics[t.name] as Record<string, unknown>).coalitionLoss = { noAdapters: at([]), allAdapters: at(Array.from({ length: layers }, (_, l) => l)) };
       } catch (err) {
         shapleyNote = `not estimated: ${(err as Error).message}`;
       }

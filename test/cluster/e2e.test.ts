@@ -68,6 +68,10 @@ test('2 tasks × 2 replicas with weight rounds and a final merge → PEFT direct
       const total = t.layers.reduce((s: number, l: { activations: number }) => s + l.activations, 0);
       assert.ok(total >= STEPS * 2 && total <= STEPS * 2 * 2, `activations ${total}`);
       assert.equal(t.layers.filter((l: { shapley: number | null }) => typeof l.shapley === 'number').length, 2, 'Shapley per layer');
+      // Efficiency: the layers' Shapley values add up to what all adapters together gain.
+      const sum = t.layers.reduce((s: number, l: { shapley: number }) => s + l.shapley, 0);
+      assert.ok(Math.abs(sum - (t.coalitionLoss.noAdapters - t.coalitionLoss.allAdapters)) < 1e-9, `Σφ ${sum} vs ${JSON.stringify(t.coalitionLoss)}`);
+      assert.ok(t.coalitionLoss.allAdapters < t.coalitionLoss.noAdapters, 'the trained adapters lower the loss');
     }
     assert.equal(report.merge.method, 'linear');
   } finally {
