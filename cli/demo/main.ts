@@ -6,15 +6,36 @@ import { cleanup, runDemo } from './run.ts';
 import { killAllSync } from './processes.ts';
 
 const root = new URL('../..', import.meta.url).pathname.replace(/\/$/, '');
-const { values } = parseArgs({
-  options: {
-    spec: { type: 'string', default: `${root}/demo/job.yaml` },
-    runs: { type: 'string', default: 'runs' },
-    steps: { type: 'string' },
-    'dashboard-port': { type: 'string', default: '8080' },
-    'no-dashboard': { type: 'boolean', default: false },
-  },
-});
+const USAGE = `usage: npm start [-- options]
+  --steps N            train every task N steps instead of the spec's (a quick run)
+  --spec FILE          job spec to run (default demo/job.yaml)
+  --runs DIR           where runs/<job>/ goes (default runs)
+  --dashboard-port N   dashboard port (default 8080, a free one if taken; 0 = any free port)
+  --no-dashboard       no dashboard
+NATS_URL picks the NATS server (default 127.0.0.1:4222); without one, a private nats-server is started.`;
+
+let values: { spec?: string; runs?: string; steps?: string; 'dashboard-port'?: string; 'no-dashboard'?: boolean; help?: boolean };
+try {
+  ({ values } = parseArgs({
+    options: {
+      spec: { type: 'string', default: `${root}/demo/job.yaml` },
+      runs: { type: 'string', default: 'runs' },
+      steps: { type: 'string' },
+      'dashboard-port': { type: 'string', default: '8080' },
+      'no-dashboard': { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  }));
+  if (values.steps !== undefined && !/^[1-9]\d*$/.test(values.steps)) throw new Error(`--steps must be a positive integer, got '${values.steps}'`);
+  if (!/^\d+$/.test(values['dashboard-port']!)) throw new Error(`--dashboard-port must be a port number, got '${values['dashboard-port']}'`);
+} catch (err) {
+  console.error(`chorus demo: ${errorMessage(err)}\n${USAGE}`);
+  process.exit(2);
+}
+if (values.help) {
+  console.log(USAGE);
+  process.exit(0);
+}
 
 let stopping: Promise<never> | null = null;
 let interrupted = false;
