@@ -31,3 +31,11 @@ test('demo/job.yaml: three tasks, two replicas each, CoTo on, a final merge', ()
   assert.notEqual(spec.merge, 'none');
   assert.equal(spec.base_model, join(root, 'demo/base'));
 });
+
+test('demo/job-plain-lora.yaml is demo/job.yaml with CoTo off', () => {
+  const coto = loadJobSpec(join(root, 'demo/job.yaml'));
+  const plain = loadJobSpec(join(root, 'demo/job-plain-lora.yaml'));
+  for (const t of plain.tasks) assert.equal(resolveTask(plain, t.name).coto.enabled, false);
+  const strip = (s: typeof coto) => ({ ...s, name: undefined, sourcePath: undefined, coto: { ...s.coto, enabled: undefined } });
+  assert.deepEqual(strip(plain), strip(coto));
+});
