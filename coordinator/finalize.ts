@@ -5,7 +5,7 @@ import { runMerge } from './merge-pool.ts';
 import type { LoraAdapter } from '../shared/lora/types.ts';
 import { objectNames } from '../shared/nats/subjects.ts';
 import { resolveTask } from '../shared/spec/job-spec.ts';
-import { adapterFromBytes, adapterToBytes, peftConfigText } from '../worker/adapter-bytes.ts';
+import { adapterFromObjectBytes, adapterToObjectBytes, peftConfigText } from '../shared/formats/peft.ts';
 import type { EvalPlan } from '../worker/protocol.ts';
 import type { Coordinator } from './coordinator.ts';
 import type { NatsStore } from './nats-store.ts';
@@ -16,7 +16,7 @@ import type { JobRecord } from './types.ts';
 async function loadAdapter(store: NatsStore, name: string): Promise<LoraAdapter> {
   const bytes = await store.getObject(name);
   if (!bytes) throw new Error(`object ${name} is missing from the object store`);
-  return adapterFromBytes(bytes, name);
+  return adapterFromObjectBytes(bytes, name);
 }
 
 export async function reconcileRound(
@@ -49,7 +49,7 @@ export async function finalizeJob(coord: Coordinator, job: JobRecord): Promise<v
     if (!shard.final) throw new Error(`task ${t.name} has no final adapter`);
     const adapter = await loadAdapter(store, shard.final.object);
     taskAdapters.push(adapter);
-    const bytes = adapterToBytes(adapter);
+    const bytes = adapterToObjectBytes(adapter);
     await store.putObject(objectNames.taskAdapter(job.id, t.name), bytes);
     await store.putObject(objectNames.taskConfig(job.id, t.name), new TextEncoder().encode(peftConfigText(adapter)));
     artifacts.push(objectNames.taskAdapter(job.id, t.name), objectNames.taskConfig(job.id, t.name));
@@ -64,7 +64,7 @@ export async function finalizeJob(coord: Coordinator, job: JobRecord): Promise<v
   let merged: { object: string; sha256: string; method: string } | null = null;
   if (job.spec.merge !== 'none') {
     const m = job.spec.merge;
-    const mergedBytes = await runMerge({ kind: 'merge', adapters: taskAdapters.map(adapterToBytes), labels: job.spec.tasks.map((t) => t.name), options: {
+    const mergedBytes = await runMerge({ kind: 'merge', adapters: taskAdapters.map(adapterToObjectBytes), labels: job.spec.tasks.map((t) => t.name), options: {
       method: m.method,
       ...(m.weights ? { weights: m.weights } : {}),
       ...(m.density !== undefined ? { density: m.density } : {}),
@@ -73,7 +73,7 @@ export async function finalizeJob(coord: Coordinator, job: JobRecord): Promise<v
       ...(m.rank !== undefined ? { rank: m.rank } : {}),
       ...(m.space ? { space: m.space } : {}),
     } });
-    const adapter = adapterFromBytes(mergedBytes, 'merged adapter');
+    const adapter = adapterFromObjectBytes(mergedBytes, 'merged adapter');
     const info = await store.putObject(objectNames.mergedAdapter(job.id), mergedBytes);
     await store.putObject(objectNames.mergedConfig(job.id), new TextEncoder().encode(peftConfigText(adapter)));
     artifacts.push(objectNames.mergedAdapter(job.id), objectNames.mergedConfig(job.id));

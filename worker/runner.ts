@@ -6,7 +6,7 @@ import { performance } from 'node:perf_hooks';
 import { initEngine } from '../shared/tensor/engine.ts';
 import { AdapterTrainer } from '../shared/train/trainer.ts';
 import { errorMessage } from '../shared/errors.ts';
-import { adapterFromBytes, adapterToBytes } from './adapter-bytes.ts';
+import { adapterFromObjectBytes, adapterToObjectBytes } from '../shared/formats/peft.ts';
 import { decodeCheckpoint, encodeCheckpoint } from './checkpoint.ts';
 import type { EvalPlan, HostToRunner, RunnerToHost, ShardPlan, ResumeState } from './protocol.ts';
 import { loadModel, loadTaskData } from './task-data.ts';
@@ -128,13 +128,13 @@ export async function runShard(port: RunnerPort, plan: ShardPlan, resume: Resume
       const done = step + 1;
       if (sync?.mode === 'weights' && (done % sync.every === 0 || done === total)) {
         const round = Math.ceil(done / sync.every);
-        port.post({ type: 'roundAdapter', round, step: done, adapter: adapterToBytes(trainer.getAdapter()) });
+        port.post({ type: 'roundAdapter', round, step: done, adapter: adapterToObjectBytes(trainer.getAdapter()) });
         const merged = await inbox.wait<Extract<HostToRunner, { type: 'roundMerged' }>>(`r${round}`);
         if (!merged) {
           port.post({ type: 'stopped', step: trainer.step });
           return;
         }
-        trainer.setAdapter(adapterFromBytes(merged.adapter, `round ${round} adapter`));
+        trainer.setAdapter(adapterFromObjectBytes(merged.adapter, `round ${round} adapter`));
         checkpoint();
       } else if (done % plan.checkpointEvery === 0 && done < total) {
         checkpoint();
@@ -142,7 +142,7 @@ export async function runShard(port: RunnerPort, plan: ShardPlan, resume: Resume
     }
     port.post({
       type: 'done',
-      adapter: adapterToBytes(trainer.getAdapter()),
+      adapter: adapterToObjectBytes(trainer.getAdapter()),
       summary: { steps: trainer.step, tokens: tokensSeen, finalLoss: lastLoss, seconds: (performance.now() - started) / 1000 },
     });
   } finally {
@@ -157,7 +157,7 @@ export async function runEval(plan: EvalPlan, adapterBytes: Uint8Array, backend:
   const model = await loadModel(t.baseModel);
   // Coalitions are scored on the eval set, or on the training data when the task has none.
   const data = await loadTaskData(t.baseModel, model.config.vocabSize, t.data.eval ?? t.data.train);
-  const trainer = AdapterTrainer.create({ model, task: t, examples: data.train, evalExamples: data.train, adapter: adapterFromBytes(adapterBytes, plan.adapterObject), padId: data.padId });
+  const trainer = AdapterTrainer.create({ model, task: t, examples: data.train, evalExamples: data.train, adapter: adapterFromObjectBytes(adapterBytes, plan.adapterObject), padId: data.padId });
   try {
     const full = trainer.getAdapter();
     return plan.coalitions.map((coalition) => {

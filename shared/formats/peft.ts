@@ -300,11 +300,16 @@ function peftTensors(adapter: LoraAdapter, opts: WritePeftOptions): Map<string, 
   return tensors;
 }
 
+/** The text of adapter_config.json for an adapter. */
+export function peftConfigText(adapter: LoraAdapter): string {
+  return JSON.stringify(peftConfigJson(adapter), null, 2) + '\n';
+}
+
 /** The two files' contents, as writePeftAdapter would write them. */
 export function peftAdapterToBytes(adapter: LoraAdapter, opts: WritePeftOptions = {}): { weights: Uint8Array; configJson: string } {
   return {
     weights: serializeSafetensors(peftTensors(adapter, opts), { format: 'pt' }),
-    configJson: JSON.stringify(peftConfigJson(adapter), null, 2) + '\n',
+    configJson: peftConfigText(adapter),
   };
 }
 
@@ -312,5 +317,55 @@ export async function writePeftAdapter(dir: string, adapter: LoraAdapter, opts: 
   const tensors = peftTensors(adapter, opts);
   await mkdir(dir, { recursive: true });
   await writeSafetensorsFile(join(dir, ADAPTER_WEIGHTS), tensors, { format: 'pt' });
-  await writeFile(join(dir, ADAPTER_CONFIG), JSON.stringify(peftConfigJson(adapter), null, 2) + '\n');
+  await writeFile(join(dir, ADAPTER_CONFIG), peftConfigText(adapter));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Object-store form (the cluster): ONE blob that restores the exact in-memory adapter. It is a
+// valid adapter_model.safetensors (PEFT keys, F32, metadata "format": "pt") whose metadata also
+// carries the LoraConfig and each module's float64 scaling, so nothing is rounded through
+// alpha = scaling·r and no rank_pattern/alpha_pattern entries are added to the config.
+
+const OBJECT_CONFIG = 'chorus_config';
+const OBJECT_SCALINGS = 'chorus_scalings';
+
+export function adapterToObjectBytes(adapter: LoraAdapter): Uint8Array {
+  const scalings: Record<string, number> = {};
+  for (const path of [...adapter.modules.keys()].sort()) scalings[path] = adapter.modules.get(path)!.scaling;
+  return serializeSafetensors(peftTensors(adapter, {}), {
+    format: 'pt',
+    [OBJECT_CONFIG]: JSON.stringify(adapter.config),
+    [OBJECT_SCALINGS]: JSON.stringify(scalings),
+  });
+}
+
+export function adapterFromObjectBytes(bytes: Uint8Array, source: string): LoraAdapter {
+  const { tensors, metadata } = parseSafetensors(bytes, source);
+  const configText = metadata[OBJECT_CONFIG];
+  const scalingsText = metadata[OBJECT_SCALINGS];
+  if (configText === undefined || scalingsText === undefined) {
+    throw new ChorusError(`${source}: not a Chorus adapter object (no ${OBJECT_CONFIG} / ${OBJECT_SCALINGS} metadata)`);
+  }
+  const parse = (text: string, key: string): unknown => {
+    try {
+      return JSON.parse(text);
+    } catch (err) {
+      throw new ChorusError(`${source}: metadata "${key}" is not valid JSON (${(err as Error).message})`);
+    }
+  };
+  const config = parse(configText, OBJECT_CONFIG) as LoraConfig;
+  const scalings = parse(scalingsText, OBJECT_SCALINGS) as Record<string, number>;
+  const grouped = groupKeys(tensors, source);
+  const modules = new Map<string, LoraModule>();
+  for (const [path, scaling] of Object.entries(scalings)) {
+    const { a, b } = grouped.get(path) ?? {};
+    if (!a || !b) throw new ChorusError(`${source}: module "${path}" lacks lora_A or lora_B`);
+    if (a.shape.length !== 2 || b.shape.length !== 2 || a.shape[0] !== b.shape[1]) {
+      throw new ChorusError(`${source}: module "${path}": lora_A [${a.shape}] and lora_B [${b.shape}] are not [r, in] and [out, r]`);
+    }
+    if (typeof scaling !== 'number' || !Number.isFinite(scaling)) throw new ChorusError(`${source}: module "${path}" has scaling ${JSON.stringify(scaling)}`);
+    modules.set(path, { a: tensorToFloat32(a), b: tensorToFloat32(b), rank: a.shape[0], inFeatures: a.shape[1], outFeatures: b.shape[0], scaling });
+  }
+  if (modules.size !== grouped.size) throw new ChorusError(`${source}: ${grouped.size - modules.size} module(s) have weights but no scaling`);
+  return { config, modules };
 }

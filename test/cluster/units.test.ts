@@ -12,7 +12,7 @@ import { shapleyPlan, shapleyValues } from '../../coordinator/shapley.ts';
 import { Authenticator, AuthError, loadTokens } from '../../coordinator/auth.ts';
 import { natsNames } from '../../shared/nats/subjects.ts';
 import { parseEvent, makeEvent } from '../../shared/nats/events.ts';
-import { adapterFromBytes, adapterToBytes } from '../../worker/adapter-bytes.ts';
+import { adapterFromObjectBytes, adapterToObjectBytes } from '../../shared/formats/peft.ts';
 import { decodeCheckpoint, encodeCheckpoint } from '../../worker/checkpoint.ts';
 import { parseDevices } from '../../worker/devices.ts';
 import { tmp } from './helpers.ts';
@@ -130,7 +130,7 @@ test('adapters and checkpoints survive the object-store encoding exactly', () =>
     config: { r: 2, loraAlpha: 4, targetModules: ['q_proj'], loraDropout: 0, useRslora: false },
     modules: new Map([['model.layers.0.self_attn.q_proj', { a: Float32Array.from([1, 2, 3, 4, 5, 6]), b: Float32Array.from([0.5, -1, 2, 3]), rank: 2, inFeatures: 3, outFeatures: 2, scaling: 2 }]]),
   };
-  const back = adapterFromBytes(adapterToBytes(adapter), 'x');
+  const back = adapterFromObjectBytes(adapterToObjectBytes(adapter), 'x');
   assert.deepEqual(back, adapter);
   const state = { step: 5, params: Float32Array.from([1, 2]), expAvg: Float32Array.from([3, 4]), expAvgSq: Float32Array.from([5, 6]), moduleSteps: [4], cursor: { epoch: 1, index: 2 }, activation: { numLayers: 1, steps: 5, counts: [4] }, seed: 9 };
   assert.deepEqual(decodeCheckpoint(encodeCheckpoint(state), 'c'), state);
