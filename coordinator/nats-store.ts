@@ -28,6 +28,11 @@ export interface NatsOptions {
   pass?: string;
 }
 
+/** A NATS URL (or comma-separated list) fit for messages and logs: user:password@ becomes ***@. */
+export function redactUrl(url: string): string {
+  return url.replace(/\/\/[^/@,]*@/g, '//***@');
+}
+
 export class NatsStore {
   private constructor(
     readonly nc: NatsConnection,
@@ -50,7 +55,7 @@ export class NatsStore {
     try {
       nc = await connect(co);
     } catch (err) {
-      throw new ChorusError(`cannot connect to NATS at ${url}: ${errorMessage(err)} (start nats-server with -js, or set --nats / NATS_URL)`);
+      throw new ChorusError(`cannot connect to NATS at ${redactUrl(url)}: ${errorMessage(err)} (start nats-server with -js, or set --nats / NATS_URL)`);
     }
     try {
       const jsm = await nc.jetstreamManager();
@@ -67,7 +72,7 @@ export class NatsStore {
       return new NatsStore(nc, js, names, jobs, workers, objects);
     } catch (err) {
       await nc.close();
-      throw new ChorusError(`NATS at ${url} has no usable JetStream (${errorMessage(err)}); start nats-server with -js`);
+      throw new ChorusError(`NATS at ${redactUrl(url)} has no usable JetStream (${errorMessage(err)}); start nats-server with -js`);
     }
   }
 

@@ -21,6 +21,8 @@ import type { JobRecord } from './types.ts';
 /** Blob chunks are at most 1 MiB; the one large message is a gradient part of a big adapter. */
 export const MAX_BLOB_CHUNK = 1 << 20;
 export const SERVER_MAX_RECEIVE = 256 << 20;
+/** An upload is buffered in memory before it enters the object store: cap it (RESOURCE_EXHAUSTED past it). */
+export const MAX_BLOB_BYTES = 2 ** 31;
 
 export interface TlsOptions {
   cert: string;
@@ -141,11 +143,23 @@ export function createServer(coord: Coordinator, auth: Authenticator): grpc.Serv
         if (!name) name = chunk.name;
         if (chunk.data.length > MAX_BLOB_CHUNK) {
           failed = true;
+          parts.length = 0;
           cb({ code: grpc.status.INVALID_ARGUMENT, details: `blob chunk of ${chunk.data.length} bytes exceeds ${MAX_BLOB_CHUNK}` } as grpc.ServiceError);
+          return;
+        }
+        if (size + chunk.data.length > MAX_BLOB_BYTES) {
+          failed = true;
+          parts.length = 0;
+          cb({ code: grpc.status.RESOURCE_EXHAUSTED, details: `blob "${name}" exceeds ${MAX_BLOB_BYTES} bytes` } as grpc.ServiceError);
           return;
         }
         size += chunk.data.length;
         parts.push(Buffer.from(chunk.data));
+      });
+      // A client that goes away mid-upload leaves nothing buffered behind.
+      call.on('cancelled', () => {
+        failed = true;
+        parts.length = 0;
       });
       call.on('end', () => {
         if (failed) return;

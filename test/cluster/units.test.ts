@@ -157,3 +157,10 @@ test('gradient totals: durable encoding round-trips; durable lookups only when a
   assert.equal(agg.mayBeDurable(11), false, 'the next step is new work, not a replay');
   assert.equal(agg.mayBeDurable(7), true, 'a step before anything computed here');
 });
+
+test('NATS URLs lose their credentials before they reach a message', async () => {
+  const { redactUrl } = await import('../../coordinator/nats-store.ts');
+  assert.equal(redactUrl('nats://alice:s3cret@nats.example:4222'), 'nats://***@nats.example:4222');
+  assert.equal(redactUrl('nats://tok@a:4222,nats://b:4222'), 'nats://***@a:4222,nats://b:4222');
+  assert.equal(redactUrl('nats://127.0.0.1:4222'), 'nats://127.0.0.1:4222');
+});
