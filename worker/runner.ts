@@ -7,6 +7,7 @@ import { initEngine } from '../shared/tensor/engine.ts';
 import { AdapterTrainer } from '../shared/train/trainer.ts';
 import { errorMessage } from '../shared/errors.ts';
 import { adapterFromObjectBytes, adapterToObjectBytes } from '../shared/formats/peft.ts';
+import { layerOfModule } from '../shared/lora/types.ts';
 import { decodeCheckpoint, encodeCheckpoint } from './checkpoint.ts';
 import type { EvalPlan, HostToRunner, RunnerToHost, ShardPlan, ResumeState } from './protocol.ts';
 import { loadModel, loadTaskData } from './task-data.ts';
@@ -164,8 +165,7 @@ export async function runEval(plan: EvalPlan, adapterBytes: Uint8Array, backend:
       const on = new Set(coalition);
       // A layer outside the coalition gets B = 0: its adapter adds nothing, as when CoTo skips it.
       const masked = { config: full.config, modules: new Map([...full.modules].map(([path, m]) => {
-        const layer = Number(/layers\.(\d+)\./.exec(path)?.[1] ?? -1);
-        return [path, on.has(layer) ? m : { ...m, b: new Float32Array(m.b.length) }];
+        return [path, on.has(layerOfModule(path)) ? m : { ...m, b: new Float32Array(m.b.length) }];
       })) };
       trainer.setAdapter(masked);
       return trainer.evaluate({ maxBatches: plan.maxBatches }).loss;

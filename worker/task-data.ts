@@ -6,15 +6,19 @@ import type { LlamaModel } from '../shared/model/llama.ts';
 import { DataLoader, loadBaseModel } from '../shared/train/load.ts';
 import type { Example } from '../shared/data/dataset.ts';
 
-const models = new Map<string, Promise<LlamaModel>>();
+// A runner runs one shard (or one evaluation) at a time, so it keeps ONE base model: asking for a
+// different one disposes the previous model's tensors instead of keeping every model ever used.
+let cached: { dir: string; model: Promise<LlamaModel> } | null = null;
 
 export function loadModel(dir: string): Promise<LlamaModel> {
-  let p = models.get(dir);
-  if (!p) {
-    p = loadBaseModel(dir);
-    models.set(dir, p);
-    p.catch(() => models.delete(dir));
-  }
+  if (cached?.dir === dir) return cached.model;
+  if (cached) void cached.model.then((m) => m.dispose(), () => {});
+  const p = loadBaseModel(dir);
+  const entry = { dir, model: p };
+  cached = entry;
+  p.catch(() => {
+    if (cached === entry) cached = null;
+  });
   return p;
 }
 
