@@ -3,12 +3,12 @@
 // tokens (completions for prompt/completion data), its exp, how many tokens, and the fraction the
 // argmax predicts (null for plain {"text"} data, which has no labels). Every layer's adapter is on.
 import type { Command } from 'commander';
-import { ChorusError } from '../../shared/errors.ts';
 import { initEngine } from '../../shared/tensor/engine.ts';
 import { readPeftAdapter } from '../../shared/formats/peft.ts';
 import { LoraRuntime } from '../../shared/lora/runtime.ts';
 import { DataLoader, loadBaseModel } from '../../shared/train/load.ts';
 import { evaluateExamples } from '../../shared/train/evaluate.ts';
+import { parsePositiveInt } from './flags.ts';
 
 interface EvalFlags {
   model: string;
@@ -17,12 +17,6 @@ interface EvalFlags {
   backend?: string;
   batchSize: string;
   seqLen?: string;
-}
-
-function positiveInt(v: string, flag: string): number {
-  const n = Number(v);
-  if (!/^\d+$/.test(v) || n < 1) throw new ChorusError(`${flag} must be a positive integer, got '${v}'`);
-  return n;
 }
 
 export function register(program: Command): void {
@@ -36,7 +30,7 @@ export function register(program: Command): void {
     .option('--batch-size <n>', 'examples per forward pass', '8')
     .option('--seq-len <n>', 'truncate examples to this many tokens (default: the longest example)')
     .action(async (f: EvalFlags) => {
-      const batchSize = positiveInt(f.batchSize, '--batch-size');
+      const batchSize = parsePositiveInt(f.batchSize, '--batch-size')!;
       await initEngine(f.backend);
       const model = await loadBaseModel(f.model);
       const lora = f.adapter ? LoraRuntime.fromAdapter(model, await readPeftAdapter(f.adapter), f.adapter) : undefined;
@@ -44,7 +38,7 @@ export function register(program: Command): void {
         const loader = new DataLoader(f.model, model.config.vocabSize);
         const examples = await loader.load(f.data);
         const longest = Math.max(2, ...examples.map((e) => e.inputIds.length));
-        const seqLen = f.seqLen ? positiveInt(f.seqLen, '--seq-len') : longest;
+        const seqLen = f.seqLen ? parsePositiveInt(f.seqLen, '--seq-len')! : longest;
         const r = evaluateExamples(model, lora, examples, { batchSize, seqLen, padId: await loader.padId() });
         const labelled = examples.some((e) => e.kind !== 'text');
         process.stdout.write(JSON.stringify({

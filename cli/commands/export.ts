@@ -4,6 +4,7 @@ import type { Command } from 'commander';
 import { existsSync, readdirSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { ChorusError } from '../../shared/errors.ts';
+import { parseDtype } from './flags.ts';
 import { exportMerged } from '../../shared/train/export.ts';
 
 interface ExportFlags {
@@ -24,8 +25,7 @@ export function register(program: Command): void {
     .option('--dtype <dtype>', 'F32 | F16 | BF16', 'F32')
     .option('--force', 'write into a non-empty --out')
     .action(async (f: ExportFlags) => {
-      const dtype = f.dtype.toUpperCase();
-      if (dtype !== 'F32' && dtype !== 'F16' && dtype !== 'BF16') throw new ChorusError(`--dtype must be F32, F16 or BF16, got '${f.dtype}'`);
+      const dtype = parseDtype(f.dtype);
       if (resolve(f.out) === resolve(f.model)) throw new ChorusError('--out must differ from --model (the base would be overwritten)');
       if (existsSync(f.out) && readdirSync(f.out).length > 0 && !f.force) {
         throw new ChorusError(`${f.out}: directory is not empty (use --force to overwrite)`);

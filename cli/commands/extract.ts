@@ -6,7 +6,7 @@ import { locateWeights, readHfConfig } from '../../shared/formats/hf-model.ts';
 import { writePeftAdapter } from '../../shared/formats/peft.ts';
 import { SafetensorsFile } from '../../shared/formats/safetensors.ts';
 import { extractAdapterFrom, type TensorSource } from '../../shared/merge/index.ts';
-import { parseDtype, parseNumber } from './merge.ts';
+import { parseDtype, parseNumber } from './flags.ts';
 
 /** A model directory read lazily: headers now, one tensor at a time later (models need not fit twice). */
 async function openModel(dir: string): Promise<TensorSource & { close(): Promise<void> }> {

@@ -8,15 +8,7 @@ import { llamaConfigToJson, makeLlamaConfig } from '../../shared/model/config.ts
 import { initRandomWeights } from '../../shared/model/llama.ts';
 import { writeHfModelDir } from '../../shared/formats/hf-model.ts';
 import { writeByteTokenizer } from '../../shared/data/tokenizer.ts';
-
-function positiveInt(value: string | undefined, flag: string): number | undefined {
-  if (value === undefined) return undefined;
-  const n = Number(value);
-  if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n <= 0) {
-    throw new ChorusError(`${flag} must be a positive integer, got '${value}'`);
-  }
-  return n;
-}
+import { parsePositiveInt } from './flags.ts';
 
 function positiveNumber(value: string | undefined, flag: string): number | undefined {
   if (value === undefined) return undefined;
@@ -51,19 +43,19 @@ export async function initModel(o: InitModelOptions): Promise<{ parameters: numb
   if (existsSync(o.out) && readdirSync(o.out).length > 0 && !o.force) {
     throw new ChorusError(`${o.out}: directory is not empty (use --force to overwrite the model files)`);
   }
-  const vocab = positiveInt(o.vocab, '--vocab')!;
+  const vocab = parsePositiveInt(o.vocab, '--vocab')!;
   const config = makeLlamaConfig({
-    hiddenSize: positiveInt(o.hidden, '--hidden')!,
-    numHiddenLayers: positiveInt(o.layers, '--layers')!,
-    numAttentionHeads: positiveInt(o.heads, '--heads')!,
-    numKeyValueHeads: positiveInt(o.kvHeads, '--kv-heads'),
+    hiddenSize: parsePositiveInt(o.hidden, '--hidden')!,
+    numHiddenLayers: parsePositiveInt(o.layers, '--layers')!,
+    numAttentionHeads: parsePositiveInt(o.heads, '--heads')!,
+    numKeyValueHeads: parsePositiveInt(o.kvHeads, '--kv-heads'),
     vocabSize: vocab,
-    intermediateSize: positiveInt(o.intermediate, '--intermediate'),
-    headDim: positiveInt(o.headDim, '--head-dim'),
+    intermediateSize: parsePositiveInt(o.intermediate, '--intermediate'),
+    headDim: parsePositiveInt(o.headDim, '--head-dim'),
     tieWordEmbeddings: o.tie ?? false,
     ropeTheta: positiveNumber(o.ropeTheta, '--rope-theta'),
     rmsNormEps: positiveNumber(o.rmsNormEps, '--rms-norm-eps'),
-    maxPositionEmbeddings: positiveInt(o.maxPositions, '--max-positions'),
+    maxPositionEmbeddings: parsePositiveInt(o.maxPositions, '--max-positions'),
   });
   const json = llamaConfigToJson(config);
   // The byte tokenizer needs ids 0..255; with vocab ≥ 258 it also gets <s> and </s>.

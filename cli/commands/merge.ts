@@ -4,36 +4,7 @@ import type { Command } from 'commander';
 import { ChorusError } from '../../shared/errors.ts';
 import { readPeftAdapter, writePeftAdapter } from '../../shared/formats/peft.ts';
 import { MERGE_METHODS, mergeAdapters, type MergeMethod } from '../../shared/merge/index.ts';
-
-export function parseNumberList(text: string, flag: string): number[] {
-  return text.split(',').map((part, i) => {
-    const t = part.trim();
-    const v = Number(t);
-    if (t === '' || !Number.isFinite(v)) throw new ChorusError(`${flag}: entry ${i + 1} ("${part}") is not a number`);
-    return v;
-  });
-}
-
-export function parseRank(text: string | undefined, flag = '--rank'): number | 'full' | undefined {
-  if (text === undefined) return undefined;
-  if (text === 'full') return 'full';
-  const v = Number(text);
-  if (!Number.isInteger(v) || v < 1) throw new ChorusError(`${flag} must be a positive integer or "full", got "${text}"`);
-  return v;
-}
-
-export function parseNumber(text: string | undefined, flag: string): number | undefined {
-  if (text === undefined) return undefined;
-  const v = Number(text);
-  if (text.trim() === '' || !Number.isFinite(v)) throw new ChorusError(`${flag} must be a number, got "${text}"`);
-  return v;
-}
-
-export function parseDtype(text: string): 'F32' | 'F16' | 'BF16' {
-  const t = text.toUpperCase();
-  if (t !== 'F32' && t !== 'F16' && t !== 'BF16') throw new ChorusError(`--dtype must be F32, F16 or BF16, got "${text}"`);
-  return t;
-}
+import { parseDtype, parseNumber, parseNumberList, parseRank } from './flags.ts';
 
 export function register(program: Command): void {
   program

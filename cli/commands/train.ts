@@ -3,7 +3,7 @@
 // is a JSON summary. SIGINT/SIGTERM finish the current step, checkpoint and exit (a second signal
 // exits at once).
 import type { Command } from 'commander';
-import { ChorusError } from '../../shared/errors.ts';
+import { parsePositiveInt } from './flags.ts';
 import { runLocalTraining, type EvalMetrics, type TrainMetrics } from '../../shared/train/run.ts';
 
 interface TrainFlags {
@@ -35,11 +35,7 @@ export function register(program: Command): void {
     .option('--stop-at <step>', 'stop after this many steps with a checkpoint (continue later with --resume)')
     .option('--quiet', 'no progress lines on stderr')
     .action(async (spec: string, f: TrainFlags) => {
-      let stopAtStep: number | undefined;
-      if (f.stopAt !== undefined) {
-        stopAtStep = Number(f.stopAt);
-        if (!/^\d+$/.test(f.stopAt) || stopAtStep < 1) throw new ChorusError(`--stop-at must be a positive integer, got '${f.stopAt}'`);
-      }
+      const stopAtStep = parsePositiveInt(f.stopAt, '--stop-at');
       let stopRequested = false;
       const onSignal = (sig: NodeJS.Signals) => {
         if (stopRequested) process.exit(130);

@@ -125,15 +125,18 @@ export function parseJsonl(text: string, source: string, opts: DatasetOptions = 
   return out;
 }
 
-export async function loadJsonl(path: string, opts: DatasetOptions = {}): Promise<Example[]> {
-  let text: string;
+/** A data file's text; a missing or unreadable file is a ChorusError naming it. */
+export async function readDataText(path: string): Promise<string> {
   try {
-    text = await readFile(path, 'utf8');
+    return await readFile(path, 'utf8');
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     throw new ChorusError(code === 'ENOENT' ? `${path}: data file not found` : `${path}: cannot read (${code})`);
   }
-  return parseJsonl(text, path, opts);
+}
+
+export async function loadJsonl(path: string, opts: DatasetOptions = {}): Promise<Example[]> {
+  return parseJsonl(await readDataText(path), path, opts);
 }
 
 /** Whether any line of the data needs a tokenizer (so a model dir without one can still train on ids). */

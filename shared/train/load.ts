@@ -1,13 +1,11 @@
 // Loading what local training, evaluation and export need: the base model from a Hugging Face
 // directory, and JSONL data tokenised with the model's tokenizer (only when a line needs one, so
 // a model directory without a tokenizer still trains on {"input_ids": …} data).
-import { readFile } from 'node:fs/promises';
-import { ChorusError } from '../errors.ts';
 import { readHfModelDir } from '../formats/hf-model.ts';
 import { parseLlamaConfig } from '../model/config.ts';
 import { LlamaModel } from '../model/llama.ts';
 import { loadTokenizer, type Tokenizer } from '../data/tokenizer.ts';
-import { needsTokenizer, parseJsonl, type Example } from '../data/dataset.ts';
+import { needsTokenizer, parseJsonl, readDataText, type Example } from '../data/dataset.ts';
 
 export async function loadBaseModel(dir: string): Promise<LlamaModel> {
   const { config, tensors } = await readHfModelDir(dir);
@@ -26,13 +24,7 @@ export class DataLoader {
   }
 
   async load(path: string): Promise<Example[]> {
-    let text: string;
-    try {
-      text = await readFile(path, 'utf8');
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      throw new ChorusError(code === 'ENOENT' ? `${path}: data file not found` : `${path}: cannot read (${code})`);
-    }
+    const text = await readDataText(path);
     let tokenizer: Tokenizer | undefined;
     if (needsTokenizer(text)) {
       this.tokenizer ??= loadTokenizer(this.modelDir, this.vocabSize);
