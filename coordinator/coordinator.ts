@@ -512,7 +512,7 @@ export class Coordinator {
     try {
       const objects = [...parts.entries()].sort((x, y) => x[0] - y[0]).map(([, p]) => p);
       const method = job.spec.sync.mode === 'weights' ? job.spec.sync.method : 'mean';
-      const merged = await reconcileRound(this.store, job, shard.task, a.round, objects.map((o) => o.object), method);
+      const merged = await reconcileRound(this.store, job, shard.task, a.round, objects, method);
       job.rounds[shard.task] = { round: a.round, step: a.step, object: merged.name, sha256: merged.sha256 };
       this.roundParts.delete(key);
       await this.saveJob(job);

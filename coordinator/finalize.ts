@@ -13,10 +13,13 @@ import { sha256Hex } from './nats-store.ts';
 import { shapleyPlan, shapleyValues } from './shapley.ts';
 import type { JobRecord } from './types.ts';
 
-async function loadAdapter(store: NatsStore, name: string): Promise<LoraAdapter> {
-  const bytes = await store.getObject(name);
-  if (!bytes) throw new Error(`object ${name} is missing from the object store`);
-  return adapterFromObjectBytes(bytes, name);
+/** An object a worker announced by name and SHA-256: exactly those bytes, or an error naming it. */
+async function readAnnounced(store: NatsStore, object: string, sha256: string): Promise<Uint8Array> {
+  const bytes = await store.getObject(object);
+  if (!bytes) throw new Error(`object ${object} is missing from the object store`);
+  const got = sha256Hex(bytes);
+  if (sha256 && got !== sha256) throw new Error(`object ${object} has SHA-256 ${got} but the worker announced ${sha256}`);
+  return bytes;
 }
 
 export async function reconcileRound(
@@ -24,18 +27,16 @@ export async function reconcileRound(
   job: JobRecord,
   task: string,
   round: number,
-  objects: string[],
+  objects: Array<{ object: string; sha256: string }>,
   method: 'mean' | 'cat_svd',
 ): Promise<{ name: string; size: number; sha256: string }> {
   const name = objectNames.roundMerged(job.id, task, round);
   const existing = await store.getObject(name);
   if (existing) return { name, size: existing.length, sha256: sha256Hex(existing) };
-  const replicas = await Promise.all(objects.map(async (o) => {
-    const bytes = await store.getObject(o);
-    if (!bytes) throw new Error(`object ${o} is missing from the object store`);
-    return bytes;
-  }));
-  return store.putObject(name, await runMerge({ kind: 'reconcile', adapters: replicas, labels: objects, options: { method } }));
+  // adapter.ready named each object and its digest: merge exactly what the replicas announced.
+  const replicas = await Promise.all(objects.map(({ object, sha256 }) => readAnnounced(store, object, sha256)));
+  const labels = objects.map((o) => o.object);
+  return store.putObject(name, await runMerge({ kind: 'reconcile', adapters: replicas, labels, options: { method } }));
 }
 
 export async function finalizeJob(coord: Coordinator, job: JobRecord): Promise<void> {
@@ -47,7 +48,7 @@ export async function finalizeJob(coord: Coordinator, job: JobRecord): Promise<v
     // replica 0's final adapter is the task's adapter.
     const shard = job.shards.find((s) => s.task === t.name && s.replica === 0)!;
     if (!shard.final) throw new Error(`task ${t.name} has no final adapter`);
-    const adapter = await loadAdapter(store, shard.final.object);
+    const adapter = adapterFromObjectBytes(await readAnnounced(store, shard.final.object, shard.final.sha256), shard.final.object);
     taskAdapters.push(adapter);
     const bytes = adapterToObjectBytes(adapter);
     await store.putObject(objectNames.taskAdapter(job.id, t.name), bytes);

@@ -174,10 +174,15 @@ export class WorkerAgent {
       case 'roundMerged': {
         const s = this.shards.get(k.value.shardId);
         if (!s) return;
-        const { round, object } = k.value;
+        const { round, object, sha256 } = k.value;
         if (s.pending?.kind?.$case === 'adapterReady' && s.pending.kind.value.round === round) s.pending = null;
         this.download(object)
-          .then((bytes) => s.handle.send({ type: 'roundMerged', round, adapter: new Uint8Array(bytes) }))
+          .then((bytes) => {
+            // The event names the object AND its digest: a replaced or corrupted object must not be trained on.
+            const got = sha256Hex(bytes);
+            if (sha256 && got !== sha256) throw new Error(`object ${object} has SHA-256 ${got}, the coordinator announced ${sha256}`);
+            s.handle.send({ type: 'roundMerged', round, adapter: new Uint8Array(bytes) });
+          })
           .catch((err) => this.fail(k.value.shardId, `downloading round ${round}: ${errorMessage(err)}`));
         return;
       }
