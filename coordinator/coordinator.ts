@@ -48,7 +48,7 @@ export class Coordinator {
   private timer: NodeJS.Timeout | null = null;
   private scheduling = false;
   private stopped = false;
-  readonly evals = new Map<string, { resolve: (losses: number[]) => void; reject: (e: Error) => void; workerId: string; device: string }>();
+  readonly evals = new Map<string, { resolve: (losses: number[]) => void; reject: (e: Error) => void; workerId: string; device: string; count: number }>();
 
   constructor(
     readonly store: NatsStore,
@@ -580,21 +580,36 @@ export class Coordinator {
     const w = this.workers.get(free.workerId)!;
     const requestId = `${jobId}-eval-${Math.random().toString(36).slice(2, 10)}`;
     w.busy.set(free.device, requestId);
+    const parsed = JSON.parse(plan) as { coalitions: number[][] };
     return new Promise<number[]>((resolve, reject) => {
-      this.evals.set(requestId, { resolve, reject, workerId: w.record.id, device: free.device });
-      w.link!.send({ kind: { $case: 'eval', value: { requestId, jobId, plan: JSON.stringify({ ...JSON.parse(plan), device: free.device }) } } });
+      this.evals.set(requestId, { resolve, reject, workerId: w.record.id, device: free.device, count: parsed.coalitions.length });
+      w.link!.send({ kind: { $case: 'eval', value: { requestId, jobId, plan: JSON.stringify({ ...parsed, device: free.device }) } } });
     }).finally(() => {
       if (w.busy.get(free.device) === requestId) w.busy.delete(free.device);
       void this.schedule();
     });
   }
 
-  evalResult(r: Extract<WorkerMessage['kind'], { $case: 'evalResult' }>['value']): void {
+  /** An evaluation's answer, accepted only from the worker it was sent to; always settles the request. */
+  evalResult(workerId: string, r: Extract<WorkerMessage['kind'], { $case: 'evalResult' }>['value']): void {
     const ev = this.evals.get(r.requestId);
-    if (!ev) return;
+    if (!ev || ev.workerId !== workerId) return;
     this.evals.delete(r.requestId);
-    if (r.error) ev.reject(new Error(r.error));
-    else ev.resolve(JSON.parse(r.losses) as number[]);
+    if (r.error) {
+      ev.reject(new Error(r.error));
+      return;
+    }
+    let losses: unknown = null;
+    try {
+      losses = JSON.parse(r.losses);
+    } catch {
+      // reported below
+    }
+    if (!Array.isArray(losses) || losses.length !== ev.count || !losses.every((x) => typeof x === 'number')) {
+      ev.reject(new Error(`evaluation ${r.requestId}: the worker sent ${JSON.stringify(r.losses).slice(0, 80)} instead of ${ev.count} losses`));
+      return;
+    }
+    ev.resolve(losses as number[]);
   }
 
   devicesOf(workerId: string): Device[] {

@@ -250,7 +250,7 @@ export function createServer(coord: Coordinator, auth: Authenticator): grpc.Serv
           case 'checkpoint': return coord.checkpoint(workerId, k.value);
           case 'shardDone': return coord.shardDone(workerId, k.value);
           case 'shardFailed': return coord.shardFailed(workerId, k.value);
-          case 'evalResult': return coord.evalResult(k.value);
+          case 'evalResult': return coord.evalResult(workerId, k.value);
           case 'leaving': return coord.leaving(workerId, k.value.reason || 'leaving');
         }
       };
