@@ -535,7 +535,13 @@ export class Coordinator {
     const found = this.liveShard(workerId, d.shardId, d.attempt);
     if (!found) return;
     const { job, shard } = found;
-    const summary = JSON.parse(d.summary || '{}') as { steps?: number; tokens?: number; finalLoss?: number | null };
+    let summary: { steps?: number; tokens?: number; finalLoss?: number | null } = {};
+    try {
+      summary = JSON.parse(d.summary || '{}') as typeof summary;
+    } catch {
+      // A summary is informational: a malformed one must not leave the shard unfinished.
+      this.opts.log(`shard ${d.shardId}: ignoring a malformed summary`);
+    }
     shard.state = 'finished';
     shard.final = { object: d.object, sha256: d.sha256 };
     shard.step = summary.steps ?? shard.totalSteps;
