@@ -8,6 +8,15 @@ import { Piscina } from 'piscina';
 import type { HostToRunner, RunnerToHost } from './protocol.ts';
 import type { DeviceSpec } from './devices.ts';
 
+/** Credentials a runner never needs (it talks only to its agent): kept out of its environment. */
+const SECRET_ENV = ['CHORUS_TOKEN', 'CHORUS_WORKER_TOKEN', 'CHORUS_CLIENT_TOKEN', 'NATS_TOKEN', 'NATS_PASSWORD'];
+
+export function runnerEnv(env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  const out = { ...env };
+  for (const k of SECRET_ENV) delete out[k];
+  return out;
+}
+
 const FINAL = new Set<RunnerToHost['type']>(['done', 'stopped', 'failed', 'evalDone']);
 
 export interface RunnerHandle {
@@ -57,7 +66,7 @@ export class RunnerHost {
 
   private startProcess(device: DeviceSpec, onMessage: (m: RunnerToHost) => void): RunnerHandle {
     const child = fork(fileURLToPath(new URL('./runner-process.mjs', import.meta.url)), [], {
-      env: { ...process.env, CUDA_VISIBLE_DEVICES: String(device.index) },
+      env: { ...runnerEnv(), CUDA_VISIBLE_DEVICES: String(device.index) },
       serialization: 'advanced',
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });

@@ -164,3 +164,9 @@ test('NATS URLs lose their credentials before they reach a message', async () =>
   assert.equal(redactUrl('nats://tok@a:4222,nats://b:4222'), 'nats://***@a:4222,nats://b:4222');
   assert.equal(redactUrl('nats://127.0.0.1:4222'), 'nats://127.0.0.1:4222');
 });
+
+test('GPU runner processes do not inherit the worker token or NATS secrets', async () => {
+  const { runnerEnv } = await import('../../worker/runner-host.ts');
+  const env = runnerEnv({ PATH: '/bin', CHORUS_TOKEN: 't', CHORUS_WORKER_TOKEN: 'w', CHORUS_CLIENT_TOKEN: 'c', NATS_TOKEN: 'n', NATS_PASSWORD: 'p', CHORUS_BACKEND: 'wasm' });
+  assert.deepEqual(env, { PATH: '/bin', CHORUS_BACKEND: 'wasm' });
+});
