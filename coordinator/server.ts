@@ -1,7 +1,6 @@
 // gRPC plumbing: JobService (clients), WorkerService (node agents), the standard health service.
 // Every handler authorises first. Errors leave as gRPC statuses: bad specs INVALID_ARGUMENT (the
 // message names the field), unknown ids NOT_FOUND, auth UNAUTHENTICATED / PERMISSION_DENIED.
-import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
 import { ChorusError, errorMessage } from '../shared/errors.ts';
@@ -15,6 +14,7 @@ import {
 } from '../shared/gen/chorus/v1/jobs.ts';
 import { WorkerServiceService, type CoordinatorMessage, type WorkerMessage, type WorkerServiceServer } from '../shared/gen/chorus/v1/worker.ts';
 import { AuthError, type Authenticator, type Role } from './auth.ts';
+import { readPem } from '../shared/client/tls.ts';
 import { NotFound, type Coordinator, type WorkerLink } from './coordinator.ts';
 import type { JobRecord } from './types.ts';
 
@@ -283,8 +283,8 @@ function validObjectName(name: string): boolean {
 
 export function serverCredentials(tls: TlsOptions | null): grpc.ServerCredentials {
   if (!tls) return grpc.ServerCredentials.createInsecure();
-  const ca = tls.ca ? readFileSync(tls.ca) : null;
-  return grpc.ServerCredentials.createSsl(ca, [{ cert_chain: readFileSync(tls.cert), private_key: readFileSync(tls.key) }], !!ca);
+  const ca = tls.ca ? readPem(tls.ca, '--tls-ca') : null;
+  return grpc.ServerCredentials.createSsl(ca, [{ cert_chain: readPem(tls.cert, '--tls-cert'), private_key: readPem(tls.key, '--tls-key') }], !!ca);
 }
 
 export function bind(server: grpc.Server, address: string, creds: grpc.ServerCredentials): Promise<number> {

@@ -1,8 +1,7 @@
 // `chorus worker`: the node agent of one machine.
 import { hostname } from 'node:os';
-import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
-import { ChorusError } from '../../shared/errors.ts';
+import { clientTlsFiles } from '../../shared/client/tls.ts';
 import { WorkerAgent } from '../../worker/agent.ts';
 import { parseDevices } from '../../worker/devices.ts';
 
@@ -20,12 +19,11 @@ export function register(program: Command): void {
     .option('--tls-cert <file>', 'mTLS: this worker\'s client certificate')
     .option('--tls-key <file>', 'mTLS: key of --tls-cert')
     .action(async (o) => {
-      if (!!o.tlsCert !== !!o.tlsKey) throw new ChorusError('--tls-cert and --tls-key go together');
       const devices = parseDevices(o.devices);
       const agent = new WorkerAgent({
         coordinator: o.coordinator ?? process.env.CHORUS_COORDINATOR ?? '127.0.0.1:7070',
         token: o.token ?? process.env.CHORUS_WORKER_TOKEN ?? process.env.CHORUS_TOKEN,
-        tls: o.tlsCa || o.tlsCert ? { ca: o.tlsCa ? readFileSync(o.tlsCa) : undefined, cert: o.tlsCert ? readFileSync(o.tlsCert) : undefined, key: o.tlsKey ? readFileSync(o.tlsKey) : undefined } : false,
+        tls: clientTlsFiles(o) ?? false,
         name: o.name,
         devices,
         backend: o.backend,

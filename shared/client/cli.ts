@@ -1,7 +1,7 @@
 // What every client subcommand shares: --coordinator/--token/--tls-ca flags with env defaults.
-import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { ChorusClient } from './index.ts';
+import { clientTlsFiles } from './tls.ts';
 
 export function clientOptions(cmd: Command): Command {
   return cmd
@@ -17,8 +17,6 @@ export function clientFrom(o: { coordinator?: string; token?: string; tls?: bool
   return new ChorusClient({
     address: o.coordinator,
     token: o.token,
-    tls: o.tlsCa || o.tlsCert
-      ? { ca: o.tlsCa ? readFileSync(o.tlsCa) : undefined, cert: o.tlsCert ? readFileSync(o.tlsCert) : undefined, key: o.tlsKey ? readFileSync(o.tlsKey) : undefined }
-      : o.tls ? true : false,
+    tls: clientTlsFiles(o) ?? (o.tls ? true : false),
   });
 }

@@ -170,3 +170,12 @@ test('GPU runner processes do not inherit the worker token or NATS secrets', asy
   const env = runnerEnv({ PATH: '/bin', CHORUS_TOKEN: 't', CHORUS_WORKER_TOKEN: 'w', CHORUS_CLIENT_TOKEN: 'c', NATS_TOKEN: 'n', NATS_PASSWORD: 'p', CHORUS_BACKEND: 'wasm' });
   assert.deepEqual(env, { PATH: '/bin', CHORUS_BACKEND: 'wasm' });
 });
+
+test('TLS files: a missing one is named with its flag; cert and key go together', async () => {
+  const { clientTlsFiles } = await import('../../shared/client/tls.ts');
+  const { serverCredentials } = await import('../../coordinator/server.ts');
+  assert.equal(clientTlsFiles({}), null);
+  assert.throws(() => clientTlsFiles({ tlsCa: '/nonexistent/ca.pem' }), /--tls-ca: cannot read \/nonexistent\/ca\.pem \(ENOENT\)/);
+  assert.throws(() => clientTlsFiles({ tlsCert: 'c.pem' }), /--tls-cert and --tls-key go together/);
+  assert.throws(() => serverCredentials({ cert: '/nonexistent/cert.pem', key: 'k' }), /--tls-cert: cannot read \/nonexistent\/cert\.pem/);
+});
