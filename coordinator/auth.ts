@@ -1,7 +1,7 @@
 // Bearer tokens with two roles. Every handler calls `authorize` first: no token or an unknown one →
 // UNAUTHENTICATED, a token of the other role → PERMISSION_DENIED. Tokens never appear in logs.
 import { randomBytes, timingSafeEqual } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { ChorusError } from '../shared/errors.ts';
@@ -59,10 +59,20 @@ export function loadTokens(opts: { clientToken?: string; workerToken?: string; t
   if (client && worker) return { tokens: { client, worker }, source: 'flags/environment' };
   let stored: Partial<Tokens> = {};
   if (existsSync(opts.tokenFile)) {
+    // As ssh does with private keys: tokens that others can read are not secrets any more.
+    if ((statSync(opts.tokenFile).mode & 0o077) !== 0) {
+      throw new ChorusError(`token file ${opts.tokenFile} is readable by other users: chmod 600 it (or pass the tokens by flag/environment)`);
+    }
     try {
       stored = JSON.parse(readFileSync(opts.tokenFile, 'utf8')) as Partial<Tokens>;
     } catch {
       throw new ChorusError(`token file ${opts.tokenFile} is not valid JSON ({"client": "...", "worker": "..."})`);
+    }
+    for (const role of ['client', 'worker'] as const) {
+      const v = (stored as Record<string, unknown> | null)?.[role];
+      if (v !== undefined && (typeof v !== 'string' || v.length === 0)) {
+        throw new ChorusError(`token file ${opts.tokenFile}: "${role}" must be a non-empty string`);
+      }
     }
   }
   const tokens: Tokens = {

@@ -179,3 +179,13 @@ test('TLS files: a missing one is named with its flag; cert and key go together'
   assert.throws(() => clientTlsFiles({ tlsCert: 'c.pem' }), /--tls-cert and --tls-key go together/);
   assert.throws(() => serverCredentials({ cert: '/nonexistent/cert.pem', key: 'k' }), /--tls-cert: cannot read \/nonexistent\/cert\.pem/);
 });
+
+test('tokens: a token file others can read, or one with a non-string token, is refused', async () => {
+  const { writeFileSync } = await import('node:fs');
+  const open = join(tmp(), 'tokens.json');
+  writeFileSync(open, JSON.stringify({ client: 'c1', worker: 'w1' }), { mode: 0o644 });
+  assert.throws(() => loadTokens({ tokenFile: open }), /readable by other users: chmod 600/);
+  const bad = join(tmp(), 'tokens.json');
+  writeFileSync(bad, JSON.stringify({ client: 5, worker: 'w1' }), { mode: 0o600 });
+  assert.throws(() => loadTokens({ tokenFile: bad }), /"client" must be a non-empty string/);
+});
