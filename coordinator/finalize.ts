@@ -9,7 +9,7 @@ import { adapterFromObjectBytes, adapterToObjectBytes, peftConfigText } from '..
 import type { EvalPlan } from '../worker/protocol.ts';
 import type { Coordinator } from './coordinator.ts';
 import type { NatsStore } from './nats-store.ts';
-import { sha256Hex } from './nats-store.ts';
+import { sha256Hex } from '../shared/digest.ts';
 import { shapleyPlan, shapleyValues } from './shapley.ts';
 import type { JobRecord } from './types.ts';
 

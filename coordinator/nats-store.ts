@@ -1,7 +1,7 @@
 // Everything the coordinator keeps lives in NATS JetStream: jobs and workers in KV buckets, events in
 // a stream, bulk bytes (adapters, checkpoints, uploads, reports) in an object store. A restarted
 // coordinator rebuilds its state from here.
-import { createHash } from 'node:crypto';
+import { sha256Hex } from '../shared/digest.ts';
 import {
   connect,
   AckPolicy,
@@ -149,6 +149,3 @@ export class NatsStore {
   }
 }
 
-export function sha256Hex(data: Uint8Array): string {
-  return createHash('sha256').update(data).digest('hex');
-}

@@ -3,7 +3,8 @@
 // stream breaks (runners keep training meanwhile; what must not be lost is re-sent).
 import { randomBytes } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
-import { ChorusClient, grpcCredentials, sha256Hex, type ClientOptions } from '../shared/client/index.ts';
+import { ChorusClient, grpcCredentials, type ClientOptions } from '../shared/client/index.ts';
+import { sha256Hex } from '../shared/digest.ts';
 import { ChorusError, errorMessage } from '../shared/errors.ts';
 import { WorkerServiceClient, type CoordinatorMessage, type WorkerMessage } from '../shared/gen/chorus/v1/worker.ts';
 import { roundObject, type EvalPlan, type RunnerToHost, type ShardPlan } from './protocol.ts';

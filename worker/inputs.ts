@@ -1,7 +1,7 @@
 // Worker side of `submit --upload`: chorus-object:// URIs in a plan are fetched into a local cache
 // (content-addressed: a file already there with the right digest is not fetched again) and the plan
 // is rewritten to the local paths before the runner sees it.
-import { createHash } from 'node:crypto';
+import { sha256Hex } from '../shared/digest.ts';
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join, normalize } from 'node:path';
 import { ChorusError } from '../shared/errors.ts';
@@ -10,16 +10,14 @@ import type { ResolvedTask } from '../shared/spec/job-spec.ts';
 
 type Fetch = (object: string) => Promise<Uint8Array>;
 
-const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
-
 function hexOk(s: string): boolean {
   return /^[0-9a-f]{64}$/.test(s);
 }
 
 async function fetchVerified(fetch: Fetch, object: string, digest: string, dest: string): Promise<void> {
-  if (existsSync(dest) && sha(readFileSync(dest)) === digest) return;
+  if (existsSync(dest) && sha256Hex(readFileSync(dest)) === digest) return;
   const data = await fetch(object);
-  if (sha(data) !== digest) throw new ChorusError(`object ${object}: content does not match its SHA-256 ${digest}`);
+  if (sha256Hex(data) !== digest) throw new ChorusError(`object ${object}: content does not match its SHA-256 ${digest}`);
   mkdirSync(dirname(dest), { recursive: true });
   // Unique temporary name + rename: two runners fetching the same file never see half of it.
   const part = `${dest}.part-${process.pid}-${Math.random().toString(36).slice(2)}`;
@@ -39,7 +37,7 @@ export async function localPath(uri: string, cacheDir: string, fetch: Fetch): Pr
   }
   if (kind === 'dir') {
     const manifestBytes = await fetch(`uploads/dirs/${digest}.json`);
-    if (sha(manifestBytes) !== digest) throw new ChorusError(`${uri}: manifest does not match its SHA-256`);
+    if (sha256Hex(manifestBytes) !== digest) throw new ChorusError(`${uri}: manifest does not match its SHA-256`);
     const manifest = JSON.parse(new TextDecoder().decode(manifestBytes)) as DirManifest;
     const root = join(cacheDir, 'dirs', digest);
     for (const [rel, f] of Object.entries(manifest.files)) {

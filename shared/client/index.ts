@@ -1,7 +1,6 @@
 // The TypeScript client of a Chorus coordinator — what `chorus submit/jobs/watch/...` use, and what
 // programs import (`import { ChorusClient } from 'chorus'`). Bearer token as per-call metadata, so
 // it works on both TLS and plaintext channels.
-import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
@@ -188,6 +187,4 @@ export class ChorusClient {
   }
 }
 
-export function sha256Hex(data: Uint8Array): string {
-  return createHash('sha256').update(data).digest('hex');
-}
+export { sha256Hex } from '../digest.ts';

@@ -2,7 +2,7 @@
 // data files in the coordinator's object store (content-addressed, so sending the same file twice
 // writes one object) and rewrites the spec's paths to chorus-object:// URIs that workers fetch into
 // their cache. Without it, paths must be readable on every worker.
-import { createHash } from 'node:crypto';
+import { sha256Hex } from '../digest.ts';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, join, relative } from 'node:path';
 import { ChorusError } from '../errors.ts';
@@ -18,13 +18,9 @@ export interface DirManifest {
 
 export const isObjectUri = (p: string) => p.startsWith(OBJECT_SCHEME);
 
-function sha(data: Uint8Array): string {
-  return createHash('sha256').update(data).digest('hex');
-}
-
 async function uploadFile(client: ChorusClient, path: string): Promise<{ object: string; sha256: string; size: number }> {
   const data = readFileSync(path);
-  const digest = sha(data);
+  const digest = sha256Hex(data);
   const object = `uploads/blobs/${digest}`;
   await client.uploadBlob(object, data);
   return { object, sha256: digest, size: data.length };
@@ -46,7 +42,7 @@ async function uploadDir(client: ChorusClient, dir: string, log: (s: string) => 
     log(`uploaded ${join(dir, rel)} (${manifest.files[rel].size} bytes)`);
   }
   const bytes = new TextEncoder().encode(JSON.stringify(manifest));
-  const digest = sha(bytes);
+  const digest = sha256Hex(bytes);
   await client.uploadBlob(`uploads/dirs/${digest}.json`, bytes);
   return `${OBJECT_SCHEME}dir/${digest}`;
 }

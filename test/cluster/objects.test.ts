@@ -2,7 +2,8 @@
 // store holds exactly those bytes. Real NATS JetStream object store, real merge thread.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { NatsStore, sha256Hex } from '../../coordinator/nats-store.ts';
+import { NatsStore } from '../../coordinator/nats-store.ts';
+import { sha256Hex } from '../../shared/digest.ts';
 import { reconcileRound } from '../../coordinator/finalize.ts';
 import { closeMergePool } from '../../coordinator/merge-pool.ts';
 import { adapterFromObjectBytes, adapterToObjectBytes } from '../../shared/formats/peft.ts';
