@@ -3,6 +3,7 @@
 // coalition is evaluated (exact); otherwise permutations are sampled and each permutation's
 // prefixes are evaluated (the standard Monte-Carlo estimator, unbiased).
 import { createHash } from 'node:crypto';
+import { SplitMix32 } from '../shared/tensor/random.ts';
 
 export interface ShapleyPlan {
   layers: number;
@@ -74,15 +75,8 @@ function maskLayers(mask: number, n: number): number[] {
   return out;
 }
 
+/** The project's seeded generator (shared/tensor/random.ts), keyed by a string. */
 function seeded(key: string): () => number {
-  let state = createHash('sha256').update(key).digest().readUInt32LE(0) || 1;
-  return () => {
-    // xorshift32: enough for shuffling permutations reproducibly.
-    state ^= state << 13;
-    state >>>= 0;
-    state ^= state >>> 17;
-    state ^= state << 5;
-    state >>>= 0;
-    return state / 2 ** 32;
-  };
+  const rng = new SplitMix32(createHash('sha256').update(key).digest().readUInt32LE(0));
+  return () => rng.uniform();
 }
