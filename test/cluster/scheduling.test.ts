@@ -46,7 +46,9 @@ test('gang admission, two jobs at once, graceful worker exit on SIGTERM, cancel'
     const w1 = h.startWorker(coord.address, 's1');
     procs.push(w1);
     await h.waitWorkers(c, 1);
-    const id = await c.submit(spec(60));
+    // Long enough that replica 1 is still training when its worker gets SIGTERM below, even on an
+    // idle machine (60 steps once finished in 4 s, before the small job was done).
+    const id = await c.submit(spec(200));
     const queued = await until(c, id, (j) => /needs 2, 1 free/.test(j.reason));
     assert.equal(queued.state, 'queued');
     assert.ok(queued.shards.every((s) => s.state === 'pending'), 'no shard starts before the gang fits');
