@@ -2,71 +2,80 @@
 //   node --import tsx demo/pretrain.ts [--steps 1600] [--out demo/base] [--seed 7] [--batch 32] [--lr 3e-3] [--warmup 200]
 // The base learns the `<op>:<input>=<output>` format on the BASE_OPS only; the demo's tasks are
 // held-out ops over the same inputs, so the base knows the format but not the task rules.
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+// Everything here is the project's own engine: the shared Llama with its weights trainable
+// (LlamaModel.fromTensors(..., { trainable: true })), the shared loss, AdamW, LR schedule, HF writer
+// and byte tokenizer; only the data and the recipe are the demo's.
 import { parseArgs } from 'node:util';
 import { initEngine, tf } from '../shared/tensor/engine.ts';
+import { llamaConfigToJson, makeLlamaConfig, type LlamaConfig } from '../shared/model/config.ts';
+import { LlamaModel, initRandomWeights } from '../shared/model/llama.ts';
+import { nextTokenLoss, type TokenBatch } from '../shared/model/loss.ts';
+import { adamwUpdate, type AdamWHyper } from '../shared/train/adamw.ts';
+import { learningRate } from '../shared/train/lr-schedule.ts';
+import { writeHfModelDir } from '../shared/formats/hf-model.ts';
+import { writeByteTokenizer } from '../shared/data/tokenizer.ts';
 import { BASE_OPS, TASK_OPS, generate, inputOf, makeExample, randomInput, rng, type Example } from './tasks.ts';
 import { completionBatch, greedyExactMatch } from './score.ts';
-import { byteTokenizerJson } from './byte-tokenizer.ts';
-import { forward, hfConfig, initParams, lossOf, type Params, type TinyLlamaConfig } from './tiny-llama.ts';
-import { readSafetensorsF32, writeSafetensorsF32 } from './safetensors-lite.ts';
+import { engineLastLogits } from './engine-score.ts';
 
-export const BASE_CONFIG: TinyLlamaConfig = {
+/** Byte vocabulary (no special tokens), hidden 96, 3 layers, 4 heads / 2 KV heads. */
+export const BASE_CONFIG: LlamaConfig = makeLlamaConfig({
   vocabSize: 256,
-  hidden: 96,
-  intermediate: 256,
-  layers: 3,
-  heads: 4,
-  kvHeads: 2,
+  hiddenSize: 96,
+  intermediateSize: 256,
+  numHiddenLayers: 3,
+  numAttentionHeads: 4,
+  numKeyValueHeads: 2,
   ropeTheta: 10000,
-  rmsEps: 1e-5,
-};
-const MAX_POSITIONS = 64;
+  rmsNormEps: 1e-5,
+  maxPositionEmbeddings: 64,
+});
 
-export function saveBase(dir: string, c: TinyLlamaConfig, params: Params, info: Record<string, string>): void {
-  mkdirSync(dir, { recursive: true });
-  const tensors = new Map<string, { shape: number[]; data: Float32Array }>();
-  for (const [name, v] of params) tensors.set(name, { shape: v.shape, data: v.dataSync() as Float32Array });
-  writeFileSync(join(dir, 'model.safetensors'), writeSafetensorsF32(tensors, { format: 'pt', ...info }));
-  writeFileSync(join(dir, 'config.json'), JSON.stringify(hfConfig(c, MAX_POSITIONS), null, 2) + '\n');
-  writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(byteTokenizerJson()) + '\n');
-  writeFileSync(
-    join(dir, 'tokenizer_config.json'),
-    // chorus_tokenizer: the engine's built-in byte tokenizer gives the same ids without loading tokenizer.json.
-    JSON.stringify({ tokenizer_class: 'PreTrainedTokenizerFast', add_bos_token: false, add_eos_token: false, model_max_length: MAX_POSITIONS, chorus_tokenizer: 'bytes' }, null, 2) + '\n',
-  );
+/** completionBatch's rows as the shared loss takes them: targetMask[t + 1] = weights[t]. */
+function tokenBatch(examples: Example[]): TokenBatch {
+  const { ids, weights } = completionBatch(examples);
+  const T = ids[0].length;
+  const targetMask = new Float32Array(ids.length * T);
+  weights.forEach((w, b) => w.forEach((x, t) => t + 1 < T && (targetMask[b * T + t + 1] = x)));
+  return { inputIds: Int32Array.from(ids.flat()), targetMask, batchSize: ids.length, seqLen: T };
 }
 
-export function loadBase(dir: string): { config: TinyLlamaConfig; params: Params } {
-  const cfg = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
-  const config: TinyLlamaConfig = {
-    vocabSize: cfg.vocab_size,
-    hidden: cfg.hidden_size,
-    intermediate: cfg.intermediate_size,
-    layers: cfg.num_hidden_layers,
-    heads: cfg.num_attention_heads,
-    kvHeads: cfg.num_key_value_heads,
-    ropeTheta: cfg.rope_theta,
-    rmsEps: cfg.rms_norm_eps,
-  };
-  const params: Params = new Map();
-  for (const [name, t] of readSafetensorsF32(readFileSync(join(dir, 'model.safetensors')))) {
-    params.set(name, tf.variable(tf.tensor(t.data, t.shape), false));
+/** Adam without weight decay (betas 0.9 / 0.98, eps 1e-8) over every base weight, per-tensor state. */
+class FullAdam {
+  private readonly state = new Map<string, { p: Float32Array; m: Float32Array; v: Float32Array }>();
+  private t = 0;
+
+  constructor(private readonly vars: Map<string, tf.Variable>) {
+    for (const [name, v] of vars) {
+      const p = new Float32Array(v.dataSync() as Float32Array);
+      this.state.set(name, { p, m: new Float32Array(p.length), v: new Float32Array(p.length) });
+    }
   }
-  return { config, params };
+
+  /** One step on loss(); returns the loss value. */
+  step(loss: () => tf.Scalar, lr: number): number {
+    const { value, grads } = tf.variableGrads(loss, [...this.vars.values()]);
+    const lossValue = value.dataSync()[0];
+    value.dispose();
+    this.t++;
+    const h: AdamWHyper = { lr, beta1: 0.9, beta2: 0.98, eps: 1e-8, weightDecay: 0 };
+    for (const [name, variable] of this.vars) {
+      const s = this.state.get(name)!;
+      const g = grads[variable.name];
+      adamwUpdate(s.p, g.dataSync() as Float32Array, s.m, s.v, 0, s.p.length, this.t, 1, h);
+      g.dispose();
+      tf.tidy(() => variable.assign(tf.tensor(s.p, variable.shape)));
+    }
+    return lossValue;
+  }
 }
 
-/** The last position's logits of each row, as the scorer wants them. */
-export function lastLogitsOf(c: TinyLlamaConfig, params: Params) {
-  return (rows: number[][]): Float32Array[] =>
-    tf.tidy(() => {
-      const logits = forward(c, params, rows);
-      const [B, T, V] = logits.shape;
-      const last = tf.slice(logits, [0, T - 1, 0], [B, 1, V]).reshape([B, V]);
-      const flat = last.dataSync() as Float32Array;
-      return rows.map((_, b) => flat.slice(b * V, (b + 1) * V));
-    });
+/** HF's init (N(0, 0.02), norms 1) with the residual-branch outputs (o_proj, down_proj) scaled by 1/√(2·layers), as GPT-2 does. */
+function initialWeights(config: LlamaConfig, seed: number) {
+  const weights = initRandomWeights(config, seed);
+  const scale = 1 / Math.sqrt(2 * config.numHiddenLayers);
+  for (const [name, t] of weights) if (/\.(o_proj|down_proj)\.weight$/.test(name)) t.data.forEach((x, i) => (t.data[i] = x * scale));
+  return weights;
 }
 
 async function main() {
@@ -83,44 +92,44 @@ async function main() {
   const steps = Number(values.steps);
   const seed = Number(values.seed);
   const batchSize = Number(values.batch);
-  const peakLr = Number(values.lr);
+  const schedule = { lr: Number(values.lr), steps, warmup_steps: Math.min(Number(values.warmup), Math.floor(steps / 2)), schedule: 'cosine' as const, min_lr_ratio: 0 };
   await initEngine(undefined, { quiet: false });
-  const params = initParams(BASE_CONFIG, seed);
-  const optimizer = tf.train.adam(peakLr, 0.9, 0.98, 1e-8);
+  const model = LlamaModel.fromTensors(BASE_CONFIG, initialWeights(BASE_CONFIG, seed), 'initial weights', { trainable: true });
+  const optimizer = new FullAdam(model.trainableVariables());
   const rand = rng(seed * 7919 + 1);
   // Held-out inputs: the eval probes (and the demo's eval files) use inputs the base never trained on.
   const probes = new Map<string, Example[]>();
   for (const op of [...BASE_OPS, ...TASK_OPS]) probes.set(op.name, generate(op, 64, 1000 + seed));
   const heldOut = new Set([...probes.values()].flat().map(inputOf));
-  const warmup = Math.min(Number(values.warmup), steps / 2);
   const t0 = Date.now();
   for (let step = 1; step <= steps; step++) {
-    const lr = step < warmup ? (peakLr * step) / warmup : peakLr * 0.5 * (1 + Math.cos((Math.PI * (step - warmup)) / (steps - warmup)));
-    (optimizer as unknown as { learningRate: number }).learningRate = lr;
+    const lr = learningRate(step - 1, schedule);
     const examples: Example[] = [];
     while (examples.length < batchSize) {
       const input = randomInput(rand);
       if (heldOut.has(input)) continue;
       examples.push(makeExample(BASE_OPS[Math.floor(rand() * BASE_OPS.length)], input));
     }
-    const { ids, weights } = completionBatch(examples);
-    const loss = optimizer.minimize(() => lossOf(forward(BASE_CONFIG, params, ids), ids, weights), true)!;
-    const lossValue = loss.dataSync()[0];
-    loss.dispose();
+    const batch = tokenBatch(examples);
+    const lossValue = optimizer.step(() => nextTokenLoss(model, batch), lr);
     if (step % 100 === 0 || step === steps) {
       const rate = ((Date.now() - t0) / step).toFixed(0);
       let line = `step ${step}/${steps} loss ${lossValue.toFixed(4)} lr ${lr.toExponential(2)} ${rate} ms/step`;
       if (step % 500 === 0 || step === steps) {
         for (const [name, ex] of probes) {
-          const r = await greedyExactMatch(ex, lastLogitsOf(BASE_CONFIG, params));
+          const r = await greedyExactMatch(ex, engineLastLogits(model));
           line += ` ${name}=${(100 * r.accuracy).toFixed(0)}%`;
         }
       }
       console.log(line);
     }
   }
-  saveBase(values.out!, BASE_CONFIG, params, { chorus_demo: `pretrained ${steps} steps on ${BASE_OPS.map((o) => o.name).join(',')}, seed ${seed}` });
-  console.log(`wrote ${values.out}`);
+  const out = values.out!;
+  const provenance = `pretrained by demo/pretrain.ts: ${steps} steps on ${BASE_OPS.map((o) => o.name).join(',')}, seed ${seed}`;
+  await writeHfModelDir(out, { ...llamaConfigToJson(BASE_CONFIG), chorus_demo: provenance }, model.toTensorMap());
+  await writeByteTokenizer(out, BASE_CONFIG.vocabSize);
+  model.dispose();
+  console.log(`wrote ${out}`);
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) await main();

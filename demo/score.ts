@@ -3,7 +3,12 @@
 // The model is any function from equal-length id rows to the logits of their last position, so the
 // pretraining code, the LoRA engine and merged adapters are all scored by the same rule.
 import { MAX_LEN, type Example } from './tasks.ts';
-import { decodeBytes, encodeBytes } from './byte-tokenizer.ts';
+import { ByteTokenizer } from '../shared/data/tokenizer.ts';
+
+// The base's vocabulary is the 256 bytes (no special tokens): ids are byte values.
+const bytes = new ByteTokenizer(256);
+const encodeBytes = (text: string): number[] => bytes.encode(text);
+const decodeBytes = (ids: number[]): string => bytes.decode(ids);
 
 export type LastLogits = (rows: number[][]) => Promise<Float32Array[]> | Float32Array[];
 

@@ -7,19 +7,24 @@
 //   interface TensorData { shape: number[]; data: Float32Array }       (one named HF weight)
 //   interface LoraProvider                                             (what LoraRuntime implements)
 //   class LlamaModel
-//     static fromTensors(config, Map<hfName, TensorData>, source?)     weights from an HF state dict
+//     static fromTensors(config, Map<hfName, TensorData>, source?, { trainable? })
+//                                                                      weights from an HF state dict
+//     trainableVariables() → Map<hfName, tf.Variable>                  (trainable models only)
 //     forward(inputIds int32 [B,T], { lora?, activeLayers?, training?, dropoutSeed? }) → logits [B,T,V]
 //     toTensorMap() → Map<hfName, TensorData>                          (tied lm_head omitted, as HF saves)
 //     dispose()
 //   initRandomWeights(config, seed) → Map<hfName, TensorData>          HF init: N(0, 0.02), norms 1
 //
 // Base weights are plain (non-variable) tensors owned by the model and shared by every adapter:
-// a LoraRuntime only adds its own small A/B variables. A layer whose activeLayers[l] is false runs
+// a LoraRuntime only adds its own small A/B variables. With { trainable: true } (full-parameter
+// training, e.g. pretraining a small base) every weight is a trainable tf.Variable instead, the
+// embedding lookup becomes a one-hot product (wasm has no gradient for gather) and the linear
+// layers take gradients for their weights too; the frozen path is untouched by that mode. A layer whose activeLayers[l] is false runs
 // without its LoRA (CoTo: skipped, not rescaled).
 import { tf } from '../tensor/engine.ts';
 import { ChorusError } from '../errors.ts';
 import { fillNormal, deriveSeed } from '../tensor/random.ts';
-import { bmm, linearT } from '../tensor/ops.ts';
+import { bmm, linearT, matMul2d, oneHotEmbed } from '../tensor/ops.ts';
 import { ropeInverseFrequencies, type LlamaConfig } from './config.ts';
 
 export const MODULE_NAMES = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
@@ -66,6 +71,11 @@ export interface LoraProvider {
   delta(layer: number, name: ModuleName, x: tf.Tensor2D, ctx: LoraContext): tf.Tensor2D | null;
 }
 
+export interface ModelOptions {
+  /** Weights become trainable tf.Variables with gradients (full-parameter training). Default false. */
+  trainable?: boolean;
+}
+
 export interface ForwardOptions {
   lora?: LoraProvider;
   /** Per layer: false skips that layer's LoRA entirely. Missing → every layer active. */
@@ -103,17 +113,22 @@ export class LlamaModel {
   private readonly embed: tf.Tensor2D;
   private readonly layers: LayerWeights[];
   private readonly finalNorm: tf.Tensor1D;
-  /** lm_head transposed, [hidden, vocab] (a transposed copy of the embedding when tied). */
-  private readonly lmHeadT: tf.Tensor2D;
+  /**
+   * lm_head transposed, [hidden, vocab] (a transposed copy of the embedding when tied); null for a
+   * trainable tied model, whose forward transposes the embedding variable itself so both uses train it.
+   */
+  private readonly lmHeadT: tf.Tensor2D | null;
+  readonly trainable: boolean;
   private readonly ropeCache = new Map<number, { cos: tf.Tensor2D; sin: tf.Tensor2D; mask: tf.Tensor2D }>();
   private disposed = false;
 
-  private constructor(config: LlamaConfig, embed: tf.Tensor2D, layers: LayerWeights[], finalNorm: tf.Tensor1D, lmHeadT: tf.Tensor2D) {
+  private constructor(config: LlamaConfig, embed: tf.Tensor2D, layers: LayerWeights[], finalNorm: tf.Tensor1D, lmHeadT: tf.Tensor2D | null, trainable: boolean) {
     this.config = config;
     this.embed = embed;
     this.layers = layers;
     this.finalNorm = finalNorm;
     this.lmHeadT = lmHeadT;
+    this.trainable = trainable;
   }
 
   /**
@@ -121,7 +136,7 @@ export class LlamaModel {
    * shape; extra tensors (e.g. rotary inv_freq buffers) are ignored. With tie_word_embeddings the
    * embedding doubles as lm_head, as HF ties them (a stored lm_head.weight is then ignored).
    */
-  static fromTensors(config: LlamaConfig, weights: Map<string, TensorData>, source = 'model weights'): LlamaModel {
+  static fromTensors(config: LlamaConfig, weights: Map<string, TensorData>, source = 'model weights', opts: ModelOptions = {}): LlamaModel {
     const shapes = expectedShapes(config);
     for (const [name, shape] of shapes) {
       const t = weights.get(name);
@@ -134,15 +149,24 @@ export class LlamaModel {
         throw new ChorusError(`${source}: tensor ${name} holds ${t.data.length} values, shape [${shape}] needs ${numel}`);
       }
     }
+    const trainable = opts.trainable ?? false;
+    // A trainable weight is a variable named after its HF tensor (and the model, so two can coexist).
+    const id = trainable ? nextModelId++ : 0;
+    const own = <T extends tf.Tensor>(t: T, name: string): T => {
+      if (!trainable) return t;
+      const v = tf.variable(t, true, `chorus_model${id}/${name}`) as unknown as T;
+      t.dispose();
+      return v;
+    };
     const get2 = (name: string) => {
       const t = weights.get(name)!;
-      return tf.tensor2d(t.data, t.shape as [number, number], 'float32');
+      return own(tf.tensor2d(t.data, t.shape as [number, number], 'float32'), name);
     };
     const get2T = (name: string) => {
       const t = weights.get(name)!;
-      return tf.tensor2d(transpose2d(t.data, t.shape[0], t.shape[1]), [t.shape[1], t.shape[0]], 'float32');
+      return own(tf.tensor2d(transpose2d(t.data, t.shape[0], t.shape[1]), [t.shape[1], t.shape[0]], 'float32'), name);
     };
-    const get1 = (name: string) => tf.tensor1d(weights.get(name)!.data, 'float32');
+    const get1 = (name: string) => own(tf.tensor1d(weights.get(name)!.data, 'float32'), name);
     const embed = get2('model.embed_tokens.weight');
     const layers: LayerWeights[] = [];
     for (let l = 0; l < config.numHiddenLayers; l++) {
@@ -155,8 +179,27 @@ export class LlamaModel {
       });
     }
     const finalNorm = get1('model.norm.weight');
-    const lmHeadT = get2T(config.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight');
-    return new LlamaModel(config, embed, layers, finalNorm, lmHeadT);
+    const lmHeadT = config.tieWordEmbeddings ? (trainable ? null : get2T('model.embed_tokens.weight')) : get2T('lm_head.weight');
+    return new LlamaModel(config, embed, layers, finalNorm, lmHeadT, trainable);
+  }
+
+  /**
+   * The trainable weights by HF name (a tied lm_head is the embedding, listed once). Linear weights
+   * and lm_head are held transposed, [in, out]; embedding and norms as HF stores them.
+   */
+  trainableVariables(): Map<string, tf.Variable> {
+    if (!this.trainable) throw new ChorusError('trainableVariables: the model was built without { trainable: true }');
+    const out = new Map<string, tf.Variable>();
+    const put = (name: string, t: tf.Tensor) => out.set(name, t as tf.Variable);
+    put('model.embed_tokens.weight', this.embed);
+    this.layers.forEach((w, l) => {
+      put(`model.layers.${l}.input_layernorm.weight`, w.inputNorm);
+      put(`model.layers.${l}.post_attention_layernorm.weight`, w.postNorm);
+      for (const name of MODULE_NAMES) put(`${modulePath(l, name)}.weight`, w.projT[name]);
+    });
+    put('model.norm.weight', this.finalNorm);
+    if (this.lmHeadT) put('lm_head.weight', this.lmHeadT);
+    return out;
   }
 
   /** The weights as an HF state dict (lm_head omitted when tied, as HF's save_pretrained does). */
@@ -174,7 +217,7 @@ export class LlamaModel {
       for (const name of MODULE_NAMES) putT(`${modulePath(l, name)}.weight`, w.projT[name]);
     });
     put('model.norm.weight', this.finalNorm);
-    if (!this.config.tieWordEmbeddings) putT('lm_head.weight', this.lmHeadT);
+    if (!this.config.tieWordEmbeddings) putT('lm_head.weight', this.lmHeadT!);
     return out;
   }
 
@@ -221,7 +264,8 @@ export class LlamaModel {
   }
 
   private linear(x: tf.Tensor2D, layer: number, name: ModuleName, lora: LoraProvider | undefined, ctx: LoraContext): tf.Tensor2D {
-    const base = linearT(x, this.layers[layer].projT[name]);
+    const wT = this.layers[layer].projT[name];
+    const base = this.trainable ? matMul2d(x, wT) : linearT(x, wT);
     if (!lora) return base;
     const delta = lora.delta(layer, name, x, ctx);
     return delta ? (tf.add(base, delta) as tf.Tensor2D) : base;
@@ -255,7 +299,8 @@ export class LlamaModel {
     const ctx: LoraContext = { training: opts.training ?? false, dropoutSeed: opts.dropoutSeed };
     const ids = inputIds.dtype === 'int32' ? inputIds : tf.cast(inputIds, 'int32');
 
-    let h = tf.reshape(tf.gather(this.embed, tf.reshape(ids, [B * T])), [B * T, c.hiddenSize]) as tf.Tensor2D;
+    const flatIds = tf.reshape(ids, [B * T]) as tf.Tensor1D;
+    let h = (this.trainable ? oneHotEmbed(flatIds, this.embed) : tf.gather(this.embed, flatIds)) as tf.Tensor2D;
     for (let l = 0; l < c.numHiddenLayers; l++) {
       const w = this.layers[l];
       const lora = opts.lora && (opts.activeLayers ? opts.activeLayers[l] : true) ? opts.lora : undefined;
@@ -281,7 +326,9 @@ export class LlamaModel {
       h = tf.add(h, this.linear(act, l, 'down_proj', lora, ctx)) as tf.Tensor2D;
     }
     const normed = this.rmsNorm(h, this.finalNorm) as tf.Tensor2D;
-    const logits = linearT(normed, this.lmHeadT);
+    const logits = this.trainable
+      ? matMul2d(normed, this.lmHeadT ?? (tf.transpose(this.embed) as tf.Tensor2D))
+      : linearT(normed, this.lmHeadT!);
     return tf.reshape(logits, [B, T, c.vocabSize]) as tf.Tensor3D;
   }
 
@@ -289,7 +336,7 @@ export class LlamaModel {
     if (this.disposed) return;
     this.disposed = true;
     this.embed.dispose();
-    this.lmHeadT.dispose();
+    this.lmHeadT?.dispose();
     this.finalNorm.dispose();
     for (const w of this.layers) {
       w.inputNorm.dispose();
@@ -304,6 +351,8 @@ export class LlamaModel {
     this.ropeCache.clear();
   }
 }
+
+let nextModelId = 0;
 
 function transpose2d(data: Float32Array, rows: number, cols: number): Float32Array {
   const out = new Float32Array(rows * cols);

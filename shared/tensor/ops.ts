@@ -2,6 +2,8 @@
 //   linearT(x [N,in], wT [in,out]) → x·wT            frozen weight: gradient for x only
 //   bmm(a [...,M,K], b [...,K,N]) → a·b              batched, gradients for both
 //   loraDelta(x [N,in], a [r,in], b [out,r], scale) → scale·(x·aᵀ)·bᵀ   gradients for x, a, b
+//   matMul2d(a [M,K], b [K,N]) → a·b                 gradients for both (a weight that trains)
+//   oneHotEmbed(ids int32 [N], table [V,H]) → rows   gradient for the table (wasm has no gather grad)
 // Why: the wasm backend's BatchMatMul is fast (XNNPACK, ~10–25 GFLOP/s here) only for one
 // untransposed 2-D product; any transpose flag or batch dimension falls back to a loop nest
 // ~10–40× slower. tfjs's stock MatMul gradient uses transpose flags, so every backward product
@@ -68,4 +70,39 @@ export function loraDelta(x: tf.Tensor2D, a: tf.Tensor2D, b: tf.Tensor2D, scale:
     };
   }) as unknown as CustomGradFn);
   return f(x, a, b) as tf.Tensor2D;
+}
+
+/** a·b for 2-D a [M,K] and b [K,N], gradients for both (a base weight that itself trains). */
+export function matMul2d(a: tf.Tensor2D, b: tf.Tensor2D): tf.Tensor2D {
+  const f = tf.customGrad(((aa: tf.Tensor, bb: tf.Tensor, save: tf.GradSaveFunc) => {
+    save([aa, bb]);
+    return {
+      value: tf.matMul(aa as tf.Tensor2D, bb as tf.Tensor2D),
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [sa, sb] = saved as tf.Tensor2D[];
+        const g = dy as tf.Tensor2D;
+        return [tf.matMul(g, tf.transpose(sb)), tf.matMul(tf.transpose(sa), g)];
+      },
+    };
+  }) as unknown as CustomGradFn);
+  return f(a, b) as tf.Tensor2D;
+}
+
+/**
+ * table[ids] as a one-hot product, [N, H], with a gradient for the table (oneHotᵀ·dy). The wasm
+ * backend has no kernel for gather's gradient (a scatter-add); a frozen table should use tf.gather,
+ * which is cheaper.
+ */
+export function oneHotEmbed(ids: tf.Tensor1D, table: tf.Tensor2D): tf.Tensor2D {
+  // (cast, not oneHot's dtype argument: the wasm kernel ignores it and fills int32 bits)
+  const oneHot = tf.cast(tf.oneHot(ids, table.shape[0]), 'float32') as tf.Tensor2D; // [N, V]
+  const f = tf.customGrad(((tt: tf.Tensor, save: tf.GradSaveFunc) => {
+    // Saved (kept past the caller's tidy) for the backward pass, which may run after it.
+    save([oneHot]);
+    return {
+      value: tf.matMul(oneHot, tt as tf.Tensor2D),
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.matMul(tf.transpose(saved[0] as tf.Tensor2D), dy as tf.Tensor2D),
+    };
+  }) as unknown as CustomGradFn);
+  return f(table) as tf.Tensor2D;
 }

@@ -1,41 +1,31 @@
-// The committed demo base model (demo/base): the engine reads it exactly as the pretraining code
-// wrote it (two independent forwards agree), and it is what the demo claims — good at the ops it
-// was pretrained on, poor at the held-out task ops, on inputs it never saw.
+// The committed demo base model (demo/base), written by demo/pretrain.ts with the shared engine
+// (whose forward test/model/llama.test.ts checks against an independent float64 reference): it is
+// what the demo claims — good at the ops it was pretrained on, poor at the held-out task ops, on
+// inputs it never saw — and its files say which script made it.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { initEngine, tf } from '../../shared/tensor/engine.ts';
+import { readFileSync } from 'node:fs';
+import { initEngine } from '../../shared/tensor/engine.ts';
 import { loadBaseModel } from '../../shared/train/load.ts';
 import { loadTokenizer } from '../../shared/data/tokenizer.ts';
-import { loadBase } from '../../demo/pretrain.ts';
-import { forward } from '../../demo/tiny-llama.ts';
+import { llamaConfigToJson } from '../../shared/model/config.ts';
+import { BASE_CONFIG } from '../../demo/pretrain.ts';
 import { BASE_OPS, TASK_OPS, generate, makeExample } from '../../demo/tasks.ts';
-import { encodeBytes } from '../../demo/byte-tokenizer.ts';
 import { engineLastLogits } from '../../demo/engine-score.ts';
 import { greedyExactMatch } from '../../demo/score.ts';
 
 const BASE = new URL('../../demo/base', import.meta.url).pathname;
 
-test('the engine and the pretraining forward give the same logits for the committed base', async () => {
-  await initEngine('wasm', { quiet: true });
-  const engine = await loadBaseModel(BASE);
-  const mine = loadBase(BASE);
-  const rows = ['rev:abcdef=fedcba\n', 'up:xyzzy=XYZZY\n'.padEnd(18, 'q')].map(encodeBytes);
-  const a = tf.tidy(() => engine.forward(tf.tensor2d(rows, [2, rows[0].length], 'int32')).dataSync() as Float32Array);
-  const b = tf.tidy(() => forward(mine.config, mine.params, rows).dataSync() as Float32Array);
-  assert.equal(a.length, b.length);
-  let maxDiff = 0;
-  let maxAbs = 0;
-  for (let i = 0; i < a.length; i++) {
-    maxDiff = Math.max(maxDiff, Math.abs(a[i] - b[i]));
-    maxAbs = Math.max(maxAbs, Math.abs(b[i]));
-  }
-  assert.ok(maxDiff < 1e-3 * Math.max(1, maxAbs), `max |Δlogit| ${maxDiff} (max |logit| ${maxAbs})`);
-  for (const v of mine.params.values()) v.dispose();
+test('the committed base has the pretraining script’s config and says it was made by it', () => {
+  const config = JSON.parse(readFileSync(`${BASE}/config.json`, 'utf8'));
+  const { chorus_demo: provenance, ...rest } = config;
+  assert.deepEqual(rest, JSON.parse(JSON.stringify(llamaConfigToJson(BASE_CONFIG))));
+  assert.match(provenance, /^pretrained by demo\/pretrain\.ts: 1600 steps on copy,up,rev,rotl, seed 7$/);
 });
 
 test('the tokenizer shipped with the base maps bytes to their own ids, with no specials', async () => {
   const tok = await loadTokenizer(BASE, 256);
-  assert.deepEqual(tok.encode('rotup:abc=BCA\n'), encodeBytes('rotup:abc=BCA\n'));
+  assert.deepEqual(tok.encode('rotup:abc=BCA\n'), [...Buffer.from('rotup:abc=BCA\n')]);
   assert.equal(tok.bosId, undefined);
   assert.equal(tok.eosId, undefined);
 });

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { initEngine, tf } from '../../shared/tensor/engine.ts';
-import { bmm, linearT, loraDelta } from '../../shared/tensor/ops.ts';
+import { bmm, linearT, loraDelta, matMul2d, oneHotEmbed } from '../../shared/tensor/ops.ts';
 
 await initEngine('wasm', { quiet: true });
 
@@ -58,5 +58,32 @@ test('loraDelta: value and gradients for x, A and B equal the stock composition'
     const ours = tf.grads((xx: tf.Tensor, aa: tf.Tensor, bb: tf.Tensor) => tf.sum(tf.mul(loraDelta(xx as tf.Tensor2D, aa as tf.Tensor2D, bb as tf.Tensor2D, 1.5), w)))([x, A, B]);
     const theirs = tf.grads((xx: tf.Tensor, aa: tf.Tensor, bb: tf.Tensor) => tf.sum(tf.mul(stock(xx, aa, bb), w)))([x, A, B]);
     ['dx', 'dA', 'dB'].forEach((name, i) => close(ours[i], theirs[i], name));
+  });
+});
+
+test('matMul2d: value and both gradients equal tf.matMul’s', () => {
+  tf.tidy(() => {
+    const a = tf.randomNormal([7, 5], 0, 1, 'float32', 11) as tf.Tensor2D;
+    const b = tf.randomNormal([5, 3], 0, 1, 'float32', 12) as tf.Tensor2D;
+    const w = tf.randomNormal([7, 3], 0, 1, 'float32', 13);
+    close(matMul2d(a, b), tf.matMul(a, b), 'value');
+    const ours = tf.grads((aa: tf.Tensor, bb: tf.Tensor) => tf.sum(tf.mul(matMul2d(aa as tf.Tensor2D, bb as tf.Tensor2D), w)))([a, b]);
+    const theirs = tf.grads((aa: tf.Tensor, bb: tf.Tensor) => tf.sum(tf.mul(tf.matMul(aa as tf.Tensor2D, bb as tf.Tensor2D), w)))([a, b]);
+    close(ours[0], theirs[0], 'da');
+    close(ours[1], theirs[1], 'db');
+  });
+});
+
+test('oneHotEmbed: the rows of tf.gather, and the table gradient sums dy into each id’s row', () => {
+  tf.tidy(() => {
+    const table = tf.randomNormal([6, 4], 0, 1, 'float32', 14) as tf.Tensor2D;
+    const ids = tf.tensor1d([3, 0, 3, 5], 'int32');
+    const w = tf.randomNormal([4, 4], 0, 1, 'float32', 15);
+    close(oneHotEmbed(ids, table), tf.gather(table, ids), 'value');
+    const got = tf.grad((t: tf.Tensor) => tf.sum(tf.mul(oneHotEmbed(ids, t as tf.Tensor2D), w)))(table);
+    const wRows = w.arraySync() as number[][];
+    const expected = Array.from({ length: 6 }, (_, v) =>
+      [0, 1, 2, 3].map((c) => [3, 0, 3, 5].reduce((acc, id, n) => acc + (id === v ? wRows[n][c] : 0), 0)));
+    close(got, tf.tensor2d(expected), 'dTable');
   });
 });
