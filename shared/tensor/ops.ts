@@ -1,6 +1,6 @@
 // Matrix products shaped for speed on every backend, with hand-written gradients. Public API:
 //   linearT(x [N,in], wT [in,out]) → x·wT            frozen weight: gradient for x only
-//   bmm(a [...,M,K], b [...,K,N]) → a·b              batched, gradients for both
+//   bmm(a [...,M,K], b [...,K,N]) → a·b              batched, gradients for both (wasm: per-matrix 2-D products)
 //   loraDelta(x [N,in], a [r,in], b [out,r], scale) → scale·(x·aᵀ)·bᵀ   gradients for x, a, b
 //   matMul2d(a [M,K], b [K,N]) → a·b                 gradients for both (a weight that trains)
 //   oneHotEmbed(ids int32 [N], table [V,H]) → rows   gradient for the table (wasm has no gather grad)
@@ -34,15 +34,39 @@ export function linearT(x: tf.Tensor2D, wT: tf.Tensor2D): tf.Tensor2D {
   return f(x) as tf.Tensor2D;
 }
 
+/**
+ * The G matrices [M, K] of t [..., M, K] as separate tensors, copied through host memory. On wasm a
+ * slice, unstack or split costs ~0.4–0.6 ms per piece while one read-back plus G uploads costs
+ * ~0.02 ms per piece. Not differentiable: for values inside a custom gradient only.
+ */
+function matricesOf(t: tf.Tensor): tf.Tensor2D[] {
+  const [M, K] = t.shape.slice(-2);
+  const n = M * K;
+  const data = t.dataSync() as Float32Array;
+  return Array.from({ length: data.length / n }, (_, g) => tf.tensor2d(data.subarray(g * n, (g + 1) * n), [M, K]));
+}
+
+/**
+ * a·b as one plain 2-D product per batch entry, stacked. On wasm that is ~4× faster than one
+ * BatchMatMul, whose batch > 1 path is a slow loop nest (the 2-D products take XNNPACK's path).
+ */
+function matMulPerMatrix(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
+  const as = matricesOf(a);
+  const bs = matricesOf(b);
+  const out = tf.stack(as.map((ai, g) => tf.matMul(ai, bs[g])));
+  return tf.reshape(out, [...a.shape.slice(0, -1), b.shape[b.rank - 1]]);
+}
+
 /** Batched a·b (rank ≥ 3, equal batch dims). */
 export function bmm(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
+  const mm = tf.getBackend() === 'wasm' ? matMulPerMatrix : (x: tf.Tensor, y: tf.Tensor) => tf.matMul(x, y);
   const f = tf.customGrad(((aa: tf.Tensor, bb: tf.Tensor, save: tf.GradSaveFunc) => {
     save([aa, bb]);
     return {
-      value: tf.matMul(aa, bb),
+      value: mm(aa, bb),
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
         const [sa, sb] = saved;
-        return [tf.matMul(dy, swapLast2(sb)), tf.matMul(swapLast2(sa), dy)];
+        return [mm(dy, swapLast2(sb)), mm(swapLast2(sa), dy)];
       },
     };
   }) as unknown as CustomGradFn);
