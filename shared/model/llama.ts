@@ -120,6 +120,8 @@ export class LlamaModel {
   private readonly lmHeadT: tf.Tensor2D | null;
   readonly trainable: boolean;
   private readonly ropeCache = new Map<number, { cos: tf.Tensor2D; sin: tf.Tensor2D; mask: tf.Tensor2D }>();
+  /** [headDim, headDim] permutation that swaps the two halves of a row (x·P = [x2, x1]); lazily made. */
+  private halfSwap: tf.Tensor2D | null = null;
   private disposed = false;
 
   private constructor(config: LlamaConfig, embed: tf.Tensor2D, layers: LayerWeights[], finalNorm: tf.Tensor1D, lmHeadT: tf.Tensor2D | null, trainable: boolean) {
@@ -272,13 +274,18 @@ export class LlamaModel {
   }
 
   /**
-   * HF's q·cos + rotate_half(q)·sin with rotate_half(x) = [−x2, x1]: the halves are swapped by
-   * one reverse over a size-2 axis (cheaper than split + concat) and the sign lives in `sin`.
+   * HF's q·cos + rotate_half(q)·sin with rotate_half(x) = [−x2, x1]: the halves are swapped by a
+   * product with a 0/1 permutation matrix (exact, and on wasm a fast 2-D matmul where a reverse or
+   * split + concat costs several ms) and the sign lives in `sin`.
    */
   private rope(x: tf.Tensor4D, cos: tf.Tensor2D, signedSin: tf.Tensor2D): tf.Tensor4D {
     const d = this.config.headDim;
-    const halves = tf.reshape(x, [-1, 2, d / 2]);
-    const swapped = tf.reshape(tf.reverse(halves, 1), x.shape);
+    if (!this.halfSwap) {
+      const p = new Float32Array(d * d);
+      for (let i = 0; i < d; i++) p[i * d + ((i + d / 2) % d)] = 1;
+      this.halfSwap = tf.keep(tf.tensor2d(p, [d, d]));
+    }
+    const swapped = tf.reshape(linearT(tf.reshape(x, [-1, d]) as tf.Tensor2D, this.halfSwap), x.shape);
     return tf.add(tf.mul(x, cos), tf.mul(swapped, signedSin)) as tf.Tensor4D;
   }
 
@@ -349,6 +356,8 @@ export class LlamaModel {
       t.mask.dispose();
     }
     this.ropeCache.clear();
+    this.halfSwap?.dispose();
+    this.halfSwap = null;
   }
 }
 
