@@ -135,7 +135,7 @@ export async function runShard(port: RunnerPort, plan: ShardPlan, resume: Resume
           port.post({ type: 'stopped', step: trainer.step });
           return;
         }
-        trainer.setAdapter(adapterFromObjectBytes(merged.adapter, `round ${round} adapter`));
+        trainer.setAdapter(adapterFromObjectBytes(merged.adapter, `round ${round} adapter`), { resetMoments: true });
         checkpoint();
       } else if (done % plan.checkpointEvery === 0 && done < total) {
         checkpoint();
