@@ -41,10 +41,18 @@ export class ChorusRpcError extends ChorusError {
   }
 }
 
-function wrap(err: unknown): Error {
+function wrap(err: unknown, address: string): Error {
   const e = err as grpc.ServiceError;
-  if (e && typeof e.code === 'number') return new ChorusRpcError(e.code, e.details || e.message);
-  return err as Error;
+  if (!e || typeof e.code !== 'number') return err as Error;
+  const details = (e.details || e.message).replace(/\s*Resolution note:\s*$/, '');
+  if (e.code === grpc.status.UNAVAILABLE) {
+    // The raw message only says "No connection established": name where we looked and how to point elsewhere.
+    return new ChorusRpcError(
+      e.code,
+      `no coordinator answers at ${address} (${details}); start one with \`chorus coordinator\` or set --coordinator / CHORUS_COORDINATOR`,
+    );
+  }
+  return new ChorusRpcError(e.code, details);
 }
 
 export class ChorusClient {
@@ -74,7 +82,7 @@ export class ChorusClient {
 
   private unary<Res>(fn: (md: grpc.Metadata, cb: (e: grpc.ServiceError | null, r: Res) => void) => unknown): Promise<Res> {
     return new Promise((resolve, reject) => {
-      fn(this.md(), (e, r) => (e ? reject(wrap(e)) : resolve(r)));
+      fn(this.md(), (e, r) => (e ? reject(wrap(e, this.address)) : resolve(r)));
     });
   }
 
@@ -116,7 +124,7 @@ export class ChorusClient {
       }
     } catch (err) {
       if ((err as grpc.ServiceError).code === grpc.status.CANCELLED && signal?.aborted) return;
-      throw wrap(err);
+      throw wrap(err, this.address);
     } finally {
       signal?.removeEventListener('abort', onAbort);
     }
@@ -134,7 +142,7 @@ export class ChorusClient {
   /** Stores bytes in the coordinator's object store under `name`. */
   uploadBlob(name: string, data: Uint8Array): Promise<BlobInfo> {
     return new Promise((resolve, reject) => {
-      const call = this.rpc.uploadBlob(this.md(), (e, r) => (e ? reject(wrap(e)) : resolve(r)));
+      const call = this.rpc.uploadBlob(this.md(), (e, r) => (e ? reject(wrap(e, this.address)) : resolve(r)));
       let off = 0;
       const first = true;
       const writeNext = (isFirst: boolean): void => {
@@ -159,7 +167,7 @@ export class ChorusClient {
     try {
       for await (const chunk of call as AsyncIterable<BlobChunk>) parts.push(Buffer.from(chunk.data));
     } catch (err) {
-      throw wrap(err);
+      throw wrap(err, this.address);
     }
     return Buffer.concat(parts);
   }
