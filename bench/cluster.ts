@@ -22,30 +22,65 @@ const arg = (name: string, def: number) => {
   const i = args.indexOf(`--${name}`);
   return i >= 0 ? Number(args[i + 1]) : def;
 };
-const cfg = { steps: arg('steps', 20), hidden: arg('hidden', 64), layers: arg('layers', 4), seq: arg('seq', 64), batch: arg('batch', 8), vocab: 64, r: 8 };
+const cfg = {
+  steps: arg('steps', 20),
+  hidden: arg('hidden', 64),
+  layers: arg('layers', 4),
+  seq: arg('seq', 64),
+  batch: arg('batch', 8),
+  vocab: 64,
+  r: 8,
+};
 
 const dir = h.tmp('chorus-bench-');
-const config = makeLlamaConfig({ hiddenSize: cfg.hidden, numHiddenLayers: cfg.layers, numAttentionHeads: 4, numKeyValueHeads: 2, vocabSize: cfg.vocab, intermediateSize: cfg.hidden * 2 });
+const config = makeLlamaConfig({
+  hiddenSize: cfg.hidden,
+  numHiddenLayers: cfg.layers,
+  numAttentionHeads: 4,
+  numKeyValueHeads: 2,
+  vocabSize: cfg.vocab,
+  intermediateSize: cfg.hidden * 2,
+});
 await writeHfModelDir(join(dir, 'model'), llamaConfigToJson(config), initRandomWeights(config, 1));
 const rng = new SplitMix32(3);
-writeFileSync(join(dir, 'data.jsonl'), Array.from({ length: 64 }, () => JSON.stringify({ input_ids: Array.from({ length: cfg.seq }, () => rng.next() % cfg.vocab) })).join('\n'));
+writeFileSync(
+  join(dir, 'data.jsonl'),
+  Array.from({ length: 64 }, () =>
+    JSON.stringify({ input_ids: Array.from({ length: cfg.seq }, () => rng.next() % cfg.vocab) }),
+  ).join('\n'),
+);
 
-const spec = (over: Record<string, unknown>) => JSON.stringify({
-  base_model: join(dir, 'model'),
-  seed: 1,
-  lora: { r: cfg.r, alpha: 2 * cfg.r, target_modules: ['q_proj', 'v_proj'] },
-  training: { steps: cfg.steps, batch_size: cfg.batch, seq_len: cfg.seq, lr: 1e-3, warmup_steps: 0, eval_every: 0, checkpoint_every: 1000 },
-  data: { train: join(dir, 'data.jsonl') },
-  ...over,
-});
+const spec = (over: Record<string, unknown>) =>
+  JSON.stringify({
+    base_model: join(dir, 'model'),
+    seed: 1,
+    lora: { r: cfg.r, alpha: 2 * cfg.r, target_modules: ['q_proj', 'v_proj'] },
+    training: {
+      steps: cfg.steps,
+      batch_size: cfg.batch,
+      seq_len: cfg.seq,
+      lr: 1e-3,
+      warmup_steps: 0,
+      eval_every: 0,
+      checkpoint_every: 1000,
+    },
+    data: { train: join(dir, 'data.jsonl') },
+    ...over,
+  });
 const tokensPerRun = cfg.steps * cfg.batch * cfg.seq;
-console.log(`run: hidden ${cfg.hidden}, ${cfg.layers} layers, LoRA r ${cfg.r} on q,v, ${cfg.steps} steps × global batch ${cfg.batch} × seq ${cfg.seq} = ${tokensPerRun} tokens, CoTo on, wasm backend`);
+console.log(
+  `run: hidden ${cfg.hidden}, ${cfg.layers} layers, LoRA r ${cfg.r} on q,v, ${cfg.steps} steps × global batch ${cfg.batch} × seq ${cfg.seq} = ${tokensPerRun} tokens, CoTo on, wasm backend`,
+);
 
 // (a) one process.
 await initEngine('wasm', { quiet: true });
 const task = resolveTask(parseJobSpec(spec({})));
 const model = await loadModel(task.baseModel);
-const trainer = AdapterTrainer.create({ model, task, examples: await loadExamples(task.data.train, task.baseModel, config.vocabSize) });
+const trainer = AdapterTrainer.create({
+  model,
+  task,
+  examples: await loadExamples(task.data.train, task.baseModel, config.vocabSize),
+});
 trainer.trainStep(); // warm-up: kernels compiled
 let t0 = performance.now();
 for (let s = 1; s < cfg.steps; s++) trainer.trainStep();
@@ -54,7 +89,11 @@ const params = trainer.layout.size;
 trainer.dispose();
 const a = ((cfg.steps - 1) * cfg.batch * cfg.seq) / aSeconds;
 
-interface ClusterRun { tokensPerSec: number; wall: number; events: ChorusEvent[] }
+interface ClusterRun {
+  tokensPerSec: number;
+  wall: number;
+  events: ChorusEvent[];
+}
 
 async function clusterRun(workers: number, jobSpec: string): Promise<ClusterRun> {
   const prefix = h.uniquePrefix();
@@ -86,9 +125,23 @@ async function clusterRun(workers: number, jobSpec: string): Promise<ClusterRun>
 const b = await clusterRun(1, spec({}));
 const half = { ...JSON.parse(spec({})), training: { ...JSON.parse(spec({})).training, batch_size: cfg.batch / 2 } };
 delete half.data;
-const c = await clusterRun(2, JSON.stringify({ ...half, tasks: [{ name: 'default', data: { train: join(dir, 'data.jsonl') }, replicas: 2 }], sync: { mode: 'gradients' } }));
+const c = await clusterRun(
+  2,
+  JSON.stringify({
+    ...half,
+    tasks: [{ name: 'default', data: { train: join(dir, 'data.jsonl') }, replicas: 2 }],
+    sync: { mode: 'gradients' },
+  }),
+);
 const every = Math.max(1, Math.floor(cfg.steps / 4));
-const d = await clusterRun(2, JSON.stringify({ ...half, tasks: [{ name: 'default', data: { train: join(dir, 'data.jsonl') }, replicas: 2 }], sync: { mode: 'weights', every, method: 'mean' } }));
+const d = await clusterRun(
+  2,
+  JSON.stringify({
+    ...half,
+    tasks: [{ name: 'default', data: { train: join(dir, 'data.jsonl') }, replicas: 2 }],
+    sync: { mode: 'weights', every, method: 'mean' },
+  }),
+);
 
 const roundBytes = (() => {
   const ready = d.events.filter((e) => e.type === 'round.adapter_ready');
@@ -102,12 +155,20 @@ const roundBytes = (() => {
 const gradBytesPerStep = 2 /* replicas */ * 2 /* up + down */ * 4 * params;
 
 const f = (x: number) => x.toFixed(0).padStart(8);
-console.log(`adapter parameters: ${params} (${(4 * params / 1024).toFixed(1)} KiB as float32)`);
+console.log(`adapter parameters: ${params} (${((4 * params) / 1024).toFixed(1)} KiB as float32)`);
 console.log(`(a) one process                          ${f(a)} tokens/s`);
 console.log(`(b) cluster, 1 worker                    ${f(b.tokensPerSec)} tokens/s   job wall ${b.wall.toFixed(1)} s`);
 console.log(`(c) cluster, 2 workers, sync gradients   ${f(c.tokensPerSec)} tokens/s   job wall ${c.wall.toFixed(1)} s`);
-console.log(`(d) cluster, 2 workers, sync weights/${every} ${f(d.tokensPerSec)} tokens/s   job wall ${d.wall.toFixed(1)} s`);
-console.log(`overhead b/a = ${(b.tokensPerSec / a).toFixed(2)}   scaling c/b = ${(c.tokensPerSec / b.tokensPerSec).toFixed(2)}   d/b = ${(d.tokensPerSec / b.tokensPerSec).toFixed(2)}`);
-console.log(`bytes per round: sync gradients ${gradBytesPerStep} B per step (2 replicas × (up + down) × ${4 * params} B);` +
-  ` sync weights ${roundBytes.perRound.toFixed(0)} B per round (${roundBytes.rounds} rounds: 2 uploads + 2 downloads of the adapter object)`);
-console.log(`note: this machine has ${(await import('node:os')).cpus().length} cores shared with other work; scaling needs a free core per worker.`);
+console.log(
+  `(d) cluster, 2 workers, sync weights/${every} ${f(d.tokensPerSec)} tokens/s   job wall ${d.wall.toFixed(1)} s`,
+);
+console.log(
+  `overhead b/a = ${(b.tokensPerSec / a).toFixed(2)}   scaling c/b = ${(c.tokensPerSec / b.tokensPerSec).toFixed(2)}   d/b = ${(d.tokensPerSec / b.tokensPerSec).toFixed(2)}`,
+);
+console.log(
+  `bytes per round: sync gradients ${gradBytesPerStep} B per step (2 replicas × (up + down) × ${4 * params} B);` +
+    ` sync weights ${roundBytes.perRound.toFixed(0)} B per round (${roundBytes.rounds} rounds: 2 uploads + 2 downloads of the adapter object)`,
+);
+console.log(
+  `note: this machine has ${(await import('node:os')).cpus().length} cores shared with other work; scaling needs a free core per worker.`,
+);

@@ -65,8 +65,14 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   for (const backend of backends) {
     const use = backend === 'cpu' ? sizes.filter((n) => n <= 512) : sizes;
     for (const variant of ['plain', 'transposeB', 'batched'] as const) {
-      for (const { n, gflops } of await measureMatmulGflops(backend, { sizes: use.length ? use : [256], seconds, variant })) {
-        console.log(`matmul ${backend.padEnd(10)} ${variant.padEnd(10)} n=${String(n).padStart(4)}  ${gflops.toFixed(2)} GFLOP/s`);
+      for (const { n, gflops } of await measureMatmulGflops(backend, {
+        sizes: use.length ? use : [256],
+        seconds,
+        variant,
+      })) {
+        console.log(
+          `matmul ${backend.padEnd(10)} ${variant.padEnd(10)} n=${String(n).padStart(4)}  ${gflops.toFixed(2)} GFLOP/s`,
+        );
       }
     }
   }

@@ -32,7 +32,10 @@ function randomAdapter(seed: number): LoraAdapter {
       modules.set(`model.layers.${l}.self_attn.${proj}`, { a, b, rank, inFeatures: dim, outFeatures: dim, scaling: 2 });
     }
   }
-  return { config: { r: rank, loraAlpha: 2 * rank, targetModules: ['q_proj', 'v_proj'], loraDropout: 0, useRslora: false }, modules };
+  return {
+    config: { r: rank, loraAlpha: 2 * rank, targetModules: ['q_proj', 'v_proj'], loraDropout: 0, useRslora: false },
+    modules,
+  };
 }
 
 function runPhase(name: string): void {
@@ -79,11 +82,30 @@ function runPhase(name: string): void {
   report(name, secs, modules, energy / modules, (start - t0) / 1000, res.adapter.modules.size);
 }
 
-function report(name: string, secs: number, modules: number, energy: number, setup: number, outModules = modules): void {
+function report(
+  name: string,
+  secs: number,
+  modules: number,
+  energy: number,
+  setup: number,
+  outModules = modules,
+): void {
   const maxRssMiB = process.resourceUsage().maxRSS / 1024;
   // CPU time of the whole process (setup included): on a shared machine wall time also counts waiting.
   const cpuSecs = process.cpuUsage().user / 1e6;
-  console.log(JSON.stringify({ phase: name, secs, cpuSecs, modules, outModules, perModule: secs / modules, energy, setup, maxRssMiB }));
+  console.log(
+    JSON.stringify({
+      phase: name,
+      secs,
+      cpuSecs,
+      modules,
+      outModules,
+      perModule: secs / modules,
+      energy,
+      setup,
+      maxRssMiB,
+    }),
+  );
 }
 
 if (phase) {
@@ -93,7 +115,10 @@ if (phase) {
   console.log(`merge bench: ${count} adapters, rank ${rank}, ${layers} layers × (q_proj, v_proj), ${dim}×${dim}`);
   const self = fileURLToPath(import.meta.url);
   for (const p of phases) {
-    const r = spawnSync(process.execPath, ['--import', 'tsx', self, ...args, '--phase', p], { encoding: 'utf8', maxBuffer: 1 << 24 });
+    const r = spawnSync(process.execPath, ['--import', 'tsx', self, ...args, '--phase', p], {
+      encoding: 'utf8',
+      maxBuffer: 1 << 24,
+    });
     if (r.status !== 0) {
       console.log(`${p}: failed (${r.status}) ${r.stderr.slice(-2000)}`);
       continue;

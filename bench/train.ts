@@ -15,7 +15,17 @@ import { DEFAULT_COTO, DEFAULT_TRAINING } from '../shared/spec/job-spec.ts';
 import { SplitMix32 } from '../shared/tensor/random.ts';
 import { measureMatmulGflops } from './matmul.ts';
 
-const REF = { hidden: 256, layers: 4, heads: 8, kvHeads: 4, intermediate: 688, vocab: 256, seqLen: 128, batch: 8, r: 16 };
+const REF = {
+  hidden: 256,
+  layers: 4,
+  heads: 8,
+  kvHeads: 4,
+  intermediate: 688,
+  vocab: 256,
+  seqLen: 128,
+  batch: 8,
+  r: 16,
+};
 
 function arg(name: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`);
@@ -35,8 +45,12 @@ interface ChildResult {
 async function child(backend: BackendChoice, steps: number, coto: boolean): Promise<ChildResult> {
   await initEngine(backend, { quiet: true });
   const config = makeLlamaConfig({
-    hiddenSize: REF.hidden, numHiddenLayers: REF.layers, numAttentionHeads: REF.heads,
-    numKeyValueHeads: REF.kvHeads, intermediateSize: REF.intermediate, vocabSize: REF.vocab,
+    hiddenSize: REF.hidden,
+    numHiddenLayers: REF.layers,
+    numAttentionHeads: REF.heads,
+    numKeyValueHeads: REF.kvHeads,
+    intermediateSize: REF.intermediate,
+    vocabSize: REF.vocab,
   });
   const model = LlamaModel.fromTensors(config, initRandomWeights(config, 1));
   const rng = new SplitMix32(2);
@@ -47,8 +61,18 @@ async function child(backend: BackendChoice, steps: number, coto: boolean): Prom
   const trainer = AdapterTrainer.create({
     model,
     task: {
-      name: 'bench', baseModel: 'random', data: { train: 'random' }, replicas: 1, seed: 1,
-      lora: { r: REF.r, alpha: 2 * REF.r, dropout: 0, target_modules: ['q_proj', 'k_proj', 'v_proj', 'o_proj'], use_rslora: false },
+      name: 'bench',
+      baseModel: 'random',
+      data: { train: 'random' },
+      replicas: 1,
+      seed: 1,
+      lora: {
+        r: REF.r,
+        alpha: 2 * REF.r,
+        dropout: 0,
+        target_modules: ['q_proj', 'k_proj', 'v_proj', 'o_proj'],
+        use_rslora: false,
+      },
       coto: { ...DEFAULT_COTO, enabled: coto },
       training: { ...DEFAULT_TRAINING, steps: 1000, batch_size: REF.batch, seq_len: REF.seqLen, lr: 1e-3 },
     },
@@ -82,17 +106,33 @@ if (childBackend) {
   const steps = Number(arg('steps') ?? 6);
   const cpuSteps = Number(arg('cpu-steps') ?? 2);
   const coto = process.argv.includes('--coto');
-  console.log(`train bench: hidden ${REF.hidden}, ${REF.layers} layers, ${REF.heads} heads / ${REF.kvHeads} kv, ` +
-    `intermediate ${REF.intermediate}, vocab ${REF.vocab}, seq ${REF.seqLen}, batch ${REF.batch}, ` +
-    `LoRA r ${REF.r} on q,k,v,o, CoTo ${coto ? 'on (p = 0.1)' : 'off (all layers)'}`);
+  console.log(
+    `train bench: hidden ${REF.hidden}, ${REF.layers} layers, ${REF.heads} heads / ${REF.kvHeads} kv, ` +
+      `intermediate ${REF.intermediate}, vocab ${REF.vocab}, seq ${REF.seqLen}, batch ${REF.batch}, ` +
+      `LoRA r ${REF.r} on q,k,v,o, CoTo ${coto ? 'on (p = 0.1)' : 'off (all layers)'}`,
+  );
   const only = arg('engines')?.split(',');
   const backends = (await availableBackends()).filter((b) => !only || only.includes(b));
   const rows: string[] = [];
   for (const backend of backends) {
     const n = backend === 'cpu' ? cpuSteps : steps;
-    const run = spawnSync(process.execPath, ['--import', 'tsx', new URL(import.meta.url).pathname, '--child', backend, '--steps', String(n), ...(coto ? ['--coto'] : [])], {
-      encoding: 'utf8', env: { ...process.env, CHORUS_QUIET_BACKEND: '1' },
-    });
+    const run = spawnSync(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        new URL(import.meta.url).pathname,
+        '--child',
+        backend,
+        '--steps',
+        String(n),
+        ...(coto ? ['--coto'] : []),
+      ],
+      {
+        encoding: 'utf8',
+        env: { ...process.env, CHORUS_QUIET_BACKEND: '1' },
+      },
+    );
     const line = run.stdout.split('\n').find((l) => l.startsWith('BENCH_RESULT '));
     if (!line) {
       rows.push(`${backend.padEnd(11)} failed: ${(run.stderr || run.stdout).trim().split('\n').slice(-3).join(' | ')}`);
@@ -100,10 +140,14 @@ if (childBackend) {
     }
     const r = JSON.parse(line.slice('BENCH_RESULT '.length)) as ChildResult;
     const g = r.gflops.map((x) => `${x.gflops.toFixed(1)} @${x.n}`).join(', ');
-    rows.push(`${backend.padEnd(11)} ${r.tokensPerSecond.toFixed(0).padStart(8)} ${(r.seconds / r.steps).toFixed(2).padStart(8)} ` +
-      `${String(r.steps).padStart(6)} ${r.peakRssMiB.toFixed(0).padStart(9)}   ${g}`);
+    rows.push(
+      `${backend.padEnd(11)} ${r.tokensPerSecond.toFixed(0).padStart(8)} ${(r.seconds / r.steps).toFixed(2).padStart(8)} ` +
+        `${String(r.steps).padStart(6)} ${r.peakRssMiB.toFixed(0).padStart(9)}   ${g}`,
+    );
   }
-  console.log(`${'engine'.padEnd(11)} ${'tokens/s'.padStart(8)} ${'s/step'.padStart(8)} ${'steps'.padStart(6)} ${'peak RSS'.padStart(9)}   matmul GFLOP/s @n`);
+  console.log(
+    `${'engine'.padEnd(11)} ${'tokens/s'.padStart(8)} ${'s/step'.padStart(8)} ${'steps'.padStart(6)} ${'peak RSS'.padStart(9)}   matmul GFLOP/s @n`,
+  );
   for (const r of rows) console.log(r);
   console.log('(peak RSS in MiB, per engine process; tokens/s = batch × seq_len per optimiser step)');
 }

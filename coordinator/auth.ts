@@ -38,7 +38,11 @@ export class Authenticator {
     if (!m) throw new AuthError(grpc.status.UNAUTHENTICATED, 'missing bearer token (set CHORUS_TOKEN)');
     const role = (['client', 'worker'] as const).find((r) => same(m[1], this.tokens![r]));
     if (!role) throw new AuthError(grpc.status.UNAUTHENTICATED, 'invalid bearer token');
-    if (!roles.includes(role)) throw new AuthError(grpc.status.PERMISSION_DENIED, `a ${role} token may not call this method (needs ${roles.join(' or ')})`);
+    if (!roles.includes(role))
+      throw new AuthError(
+        grpc.status.PERMISSION_DENIED,
+        `a ${role} token may not call this method (needs ${roles.join(' or ')})`,
+      );
     return role;
   }
 }
@@ -53,7 +57,10 @@ function same(a: string, b: string): boolean {
  * Tokens from flags, else env (CHORUS_CLIENT_TOKEN / CHORUS_WORKER_TOKEN), else a 0600 JSON file that
  * is created with fresh random tokens on first start and reused afterwards.
  */
-export function loadTokens(opts: { clientToken?: string; workerToken?: string; tokenFile: string }): { tokens: Tokens; source: string } {
+export function loadTokens(opts: { clientToken?: string; workerToken?: string; tokenFile: string }): {
+  tokens: Tokens;
+  source: string;
+} {
   const client = opts.clientToken ?? process.env.CHORUS_CLIENT_TOKEN;
   const worker = opts.workerToken ?? process.env.CHORUS_WORKER_TOKEN;
   if (client && worker) return { tokens: { client, worker }, source: 'flags/environment' };
@@ -61,7 +68,9 @@ export function loadTokens(opts: { clientToken?: string; workerToken?: string; t
   if (existsSync(opts.tokenFile)) {
     // As ssh does with private keys: tokens that others can read are not secrets any more.
     if ((statSync(opts.tokenFile).mode & 0o077) !== 0) {
-      throw new ChorusError(`token file ${opts.tokenFile} is readable by other users: chmod 600 it (or pass the tokens by flag/environment)`);
+      throw new ChorusError(
+        `token file ${opts.tokenFile} is readable by other users: chmod 600 it (or pass the tokens by flag/environment)`,
+      );
     }
     try {
       stored = JSON.parse(readFileSync(opts.tokenFile, 'utf8')) as Partial<Tokens>;
@@ -79,7 +88,8 @@ export function loadTokens(opts: { clientToken?: string; workerToken?: string; t
     client: client ?? stored.client ?? randomBytes(24).toString('base64url'),
     worker: worker ?? stored.worker ?? randomBytes(24).toString('base64url'),
   };
-  if (tokens.client === tokens.worker) throw new ChorusError('the client and worker tokens must differ (roles are told apart by token)');
+  if (tokens.client === tokens.worker)
+    throw new ChorusError('the client and worker tokens must differ (roles are told apart by token)');
   if (stored.client !== tokens.client || stored.worker !== tokens.worker) {
     mkdirSync(dirname(opts.tokenFile), { recursive: true });
     writeFileSync(opts.tokenFile, JSON.stringify(tokens, null, 2) + '\n', { mode: 0o600 });

@@ -48,7 +48,10 @@ export class Coordinator {
   private timer: NodeJS.Timeout | null = null;
   private scheduling = false;
   private stopped = false;
-  readonly evals = new Map<string, { resolve: (losses: number[]) => void; reject: (e: Error) => void; workerId: string; device: string; count: number }>();
+  readonly evals = new Map<
+    string,
+    { resolve: (losses: number[]) => void; reject: (e: Error) => void; workerId: string; device: string; count: number }
+  >();
 
   constructor(
     readonly store: NatsStore,
@@ -62,7 +65,11 @@ export class Coordinator {
     for (const w of await this.store.allJson<WorkerRecord>(this.store.workers)) {
       if (w.state !== 'online') continue;
       // Workers get a few heartbeat timeouts to reconnect (their backoff) before their shards move.
-      this.workers.set(w.id, { record: { ...w, lastHeartbeatMs: now + 2 * this.opts.heartbeatTimeoutMs }, link: null, busy: new Map() });
+      this.workers.set(w.id, {
+        record: { ...w, lastHeartbeatMs: now + 2 * this.opts.heartbeatTimeoutMs },
+        link: null,
+        busy: new Map(),
+      });
     }
     for (const job of this.jobs.values()) {
       if (isTerminal(job.state)) continue;
@@ -88,10 +95,14 @@ export class Coordinator {
   // ---------------------------------------------------------------------------------- events/state
 
   publish<T extends EventType>(type: T, jobId: string | null, data: EventData<T>, msgId?: string): Promise<unknown> {
-    const subject = jobId ? this.store.names.jobEvent(jobId, type) : this.store.names.workerEvent((data as { workerId: string }).workerId, type);
+    const subject = jobId
+      ? this.store.names.jobEvent(jobId, type)
+      : this.store.names.workerEvent((data as { workerId: string }).workerId, type);
     const event = makeEvent(type, jobId, data);
     // One chain keeps events in the order things happened.
-    this.pubChain = this.pubChain.then(() => this.store.publish(event, subject, msgId)).catch((err) => this.opts.log(`publish ${type} failed: ${errorMessage(err)}`));
+    this.pubChain = this.pubChain
+      .then(() => this.store.publish(event, subject, msgId))
+      .catch((err) => this.opts.log(`publish ${type} failed: ${errorMessage(err)}`));
     return this.pubChain;
   }
 
@@ -99,13 +110,17 @@ export class Coordinator {
     job.updatedMs = Date.now();
     const snapshot = JSON.stringify(job);
     const prev = this.saveChains.get(job.id) ?? Promise.resolve();
-    const next = prev.then(() => this.store.jobs.put(job.id, snapshot).then(() => undefined)).catch((err) => this.opts.log(`saving job ${job.id} failed: ${errorMessage(err)}`));
+    const next = prev
+      .then(() => this.store.jobs.put(job.id, snapshot).then(() => undefined))
+      .catch((err) => this.opts.log(`saving job ${job.id} failed: ${errorMessage(err)}`));
     this.saveChains.set(job.id, next);
     return next;
   }
 
   private async saveWorker(w: WorkerRecord): Promise<void> {
-    await this.store.putJson(this.store.workers, w.id, w).catch((err) => this.opts.log(`saving worker failed: ${errorMessage(err)}`));
+    await this.store
+      .putJson(this.store.workers, w.id, w)
+      .catch((err) => this.opts.log(`saving worker failed: ${errorMessage(err)}`));
   }
 
   async setState(job: JobRecord, state: JobState, reason: string): Promise<void> {
@@ -128,12 +143,26 @@ export class Coordinator {
     for (const t of spec.tasks) job.layers[t.name] = emptyLayerStats(0);
     this.jobs.set(id, job);
     await this.saveJob(job);
-    await this.publish('job.submitted', id, {
-      name: job.name,
-      tasks: spec.tasks.map((t) => ({ name: t.name, replicas: t.replicas, steps: job.shards.find((s) => s.task === t.name)!.totalSteps })),
-      shards: job.shards.length,
-    }, `${id}.submitted`);
-    await this.publish('job.state', id, { state: 'queued', previous: null, reason: job.reason }, `${id}.state.new.queued`);
+    await this.publish(
+      'job.submitted',
+      id,
+      {
+        name: job.name,
+        tasks: spec.tasks.map((t) => ({
+          name: t.name,
+          replicas: t.replicas,
+          steps: job.shards.find((s) => s.task === t.name)!.totalSteps,
+        })),
+        shards: job.shards.length,
+      },
+      `${id}.submitted`,
+    );
+    await this.publish(
+      'job.state',
+      id,
+      { state: 'queued', previous: null, reason: job.reason },
+      `${id}.state.new.queued`,
+    );
     this.opts.log(`job ${id} submitted: ${job.shards.length} shard(s)`);
     void this.schedule();
     return job;
@@ -164,14 +193,26 @@ export class Coordinator {
   // --------------------------------------------------------------------------------------- workers
 
   /** A worker stream said hello (first time or after a reconnect, ours or theirs). */
-  async register(link: WorkerLink, msg: Extract<WorkerMessage['kind'], { $case: 'register' }>['value']): Promise<string> {
+  async register(
+    link: WorkerLink,
+    msg: Extract<WorkerMessage['kind'], { $case: 'register' }>['value'],
+  ): Promise<string> {
     const known = msg.workerId ? this.workers.get(msg.workerId) : undefined;
-    const id = known ? msg.workerId : msg.workerId && /^[A-Za-z0-9_-]+$/.test(msg.workerId) ? msg.workerId : `w${Date.now().toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`;
+    const id = known
+      ? msg.workerId
+      : msg.workerId && /^[A-Za-z0-9_-]+$/.test(msg.workerId)
+        ? msg.workerId
+        : `w${Date.now().toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`;
     const record: WorkerRecord = {
       id,
       name: msg.name || id,
       state: 'online',
-      devices: msg.devices.map((d) => ({ id: d.id, kind: d.kind, description: d.description, memoryBytes: d.memoryBytes })),
+      devices: msg.devices.map((d) => ({
+        id: d.id,
+        kind: d.kind,
+        description: d.description,
+        memoryBytes: d.memoryBytes,
+      })),
       lastHeartbeatMs: Date.now(),
     };
     const live: LiveWorker = known ?? { record, link: null, busy: new Map() };
@@ -179,13 +220,22 @@ export class Coordinator {
     live.link?.close();
     live.link = link;
     this.workers.set(id, live);
-    link.send({ kind: { $case: 'registered', value: { workerId: id, heartbeatIntervalMs: this.opts.heartbeatIntervalMs } } });
+    link.send({
+      kind: { $case: 'registered', value: { workerId: id, heartbeatIntervalMs: this.opts.heartbeatIntervalMs } },
+    });
     // Shards still running there go on when we still think they belong there; others are stopped.
     const keep = new Set<string>();
     for (const r of msg.running) {
       const job = this.jobs.get(r.jobId);
       const shard = job?.shards.find((s) => s.id === r.shardId);
-      if (job && shard && !isTerminal(job.state) && shard.state !== 'finished' && r.attempt === shard.attempts && (shard.workerId === id || shard.state === 'pending')) {
+      if (
+        job &&
+        shard &&
+        !isTerminal(job.state) &&
+        shard.state !== 'finished' &&
+        r.attempt === shard.attempts &&
+        (shard.workerId === id || shard.state === 'pending')
+      ) {
         if (shard.state === 'pending') {
           shard.state = 'running';
           shard.workerId = id;
@@ -195,7 +245,9 @@ export class Coordinator {
         keep.add(shard.id);
         live.busy.set(r.device, shard.id);
       } else {
-        link.send({ kind: { $case: 'cancel', value: { shardId: r.shardId, reason: 'reassigned while this worker was away' } } });
+        link.send({
+          kind: { $case: 'cancel', value: { shardId: r.shardId, reason: 'reassigned while this worker was away' } },
+        });
       }
     }
     // Shards we had placed there that it no longer runs (it restarted): place them again.
@@ -206,7 +258,13 @@ export class Coordinator {
       if (job && shard && (shard.state === 'assigned' || shard.state === 'running')) this.releaseShard(job, shard);
     }
     await this.saveWorker(record);
-    await this.publish('worker.state', null, { workerId: id, name: record.name, state: 'online', devices: record.devices.map((d) => d.id), reason: known ? 'reconnected' : 'registered' });
+    await this.publish('worker.state', null, {
+      workerId: id,
+      name: record.name,
+      state: 'online',
+      devices: record.devices.map((d) => d.id),
+      reason: known ? 'reconnected' : 'registered',
+    });
     this.opts.log(`worker ${record.name} (${id}) online with ${record.devices.length} device(s)`);
     void this.schedule();
     return id;
@@ -251,7 +309,13 @@ export class Coordinator {
     w.link?.close();
     w.record.state = state;
     await this.saveWorker(w.record);
-    await this.publish('worker.state', null, { workerId, name: w.record.name, state, devices: w.record.devices.map((d) => d.id), reason });
+    await this.publish('worker.state', null, {
+      workerId,
+      name: w.record.name,
+      state,
+      devices: w.record.devices.map((d) => d.id),
+      reason,
+    });
     this.opts.log(`worker ${w.record.name} (${workerId}) ${state}: ${reason}`);
     for (const shardId of w.busy.values()) {
       const { job, shard } = this.findShard(shardId);
@@ -271,7 +335,14 @@ export class Coordinator {
 
   private async shardLost(job: JobRecord, shard: ShardRecord, why: string): Promise<void> {
     const willRetry = shard.attempts < this.opts.maxAttempts;
-    await this.publish('shard.failed', job.id, { shardId: shard.id, task: shard.task, replica: shard.replica, workerId: shard.workerId, error: why, willRetry });
+    await this.publish('shard.failed', job.id, {
+      shardId: shard.id,
+      task: shard.task,
+      replica: shard.replica,
+      workerId: shard.workerId,
+      error: why,
+      willRetry,
+    });
     this.releaseShard(job, shard);
     if (!willRetry) {
       shard.state = 'failed';
@@ -298,7 +369,9 @@ export class Coordinator {
     if (isTerminal(job.state)) return;
     for (const s of job.shards) {
       if (s.state === 'assigned' || s.state === 'running') {
-        this.workers.get(s.workerId)?.link?.send({ kind: { $case: 'cancel', value: { shardId: s.id, reason: 'job failed' } } });
+        this.workers
+          .get(s.workerId)
+          ?.link?.send({ kind: { $case: 'cancel', value: { shardId: s.id, reason: 'job failed' } } });
         this.freeDevice(s);
       }
     }
@@ -335,7 +408,11 @@ export class Coordinator {
       const sched: SchedJob[] = [];
       for (const job of [...this.jobs.values()].sort((a, b) => a.createdMs - b.createdMs)) {
         if (job.state !== 'queued' && job.state !== 'running') continue;
-        sched.push({ id: job.id, state: job.state, pendingShards: job.shards.filter((s) => s.state === 'pending').map((s) => s.id) });
+        sched.push({
+          id: job.id,
+          state: job.state,
+          pendingShards: job.shards.filter((s) => s.state === 'pending').map((s) => s.id),
+        });
       }
       const { placements, waiting } = schedule(sched, this.freeDevices());
       const touched = new Set<JobRecord>();
@@ -353,10 +430,27 @@ export class Coordinator {
         w.link.send({
           kind: {
             $case: 'assign',
-            value: { jobId: job.id, shardId: shard.id, device: p.device, plan: JSON.stringify(shardPlan(job, shard)), resumeObject: resume?.object ?? '', resumeStep: resume?.step ?? 0, attempt: shard.attempts },
+            value: {
+              jobId: job.id,
+              shardId: shard.id,
+              device: p.device,
+              plan: JSON.stringify(shardPlan(job, shard)),
+              resumeObject: resume?.object ?? '',
+              resumeStep: resume?.step ?? 0,
+              attempt: shard.attempts,
+            },
           },
         });
-        await this.publish('shard.assigned', job.id, { shardId: shard.id, task: shard.task, replica: shard.replica, workerId: w.record.id, workerName: w.record.name, device: p.device, attempt: shard.attempts, resumeStep: resume?.step ?? 0 });
+        await this.publish('shard.assigned', job.id, {
+          shardId: shard.id,
+          task: shard.task,
+          replica: shard.replica,
+          workerId: w.record.id,
+          workerName: w.record.name,
+          device: p.device,
+          attempt: shard.attempts,
+          resumeStep: resume?.step ?? 0,
+        });
       }
       for (const job of touched) {
         if (job.state === 'queued') await this.setState(job, 'running', `${job.shards.length} shard(s) placed`);
@@ -379,7 +473,8 @@ export class Coordinator {
   /** The shard a report is about, if the report comes from its current placement. */
   private liveShard(workerId: string, shardId: string, attempt: number): { job: JobRecord; shard: ShardRecord } | null {
     const { job, shard } = this.findShard(shardId);
-    if (!job || !shard || isTerminal(job.state) || shard.workerId !== workerId || attempt !== shard.attempts) return null;
+    if (!job || !shard || isTerminal(job.state) || shard.workerId !== workerId || attempt !== shard.attempts)
+      return null;
     return { job, shard };
   }
 
@@ -389,7 +484,13 @@ export class Coordinator {
     const { job, shard } = found;
     if (shard.state === 'assigned') {
       shard.state = 'running';
-      await this.publish('shard.started', job.id, { shardId: shard.id, task: shard.task, replica: shard.replica, workerId, step: p.step });
+      await this.publish('shard.started', job.id, {
+        shardId: shard.id,
+        task: shard.task,
+        replica: shard.replica,
+        workerId,
+        step: p.step,
+      });
     }
     const fresh = p.step > shard.step;
     shard.step = p.step;
@@ -407,7 +508,19 @@ export class Coordinator {
     }
     // Not awaited: the publish chain keeps the order, and the worker's next message (its gradients)
     // need not wait for NATS to acknowledge a metrics event.
-    void this.publish('metrics', job.id, { shardId: shard.id, task: shard.task, replica: shard.replica, step: p.step, totalSteps: shard.totalSteps, loss: p.loss, lr: p.lr, p: p.p, tokens: p.tokens, tokensPerSec: p.tokensPerS, activeLayers: p.activeLayers });
+    void this.publish('metrics', job.id, {
+      shardId: shard.id,
+      task: shard.task,
+      replica: shard.replica,
+      step: p.step,
+      totalSteps: shard.totalSteps,
+      loss: p.loss,
+      lr: p.lr,
+      p: p.p,
+      tokens: p.tokens,
+      tokensPerSec: p.tokensPerS,
+      activeLayers: p.activeLayers,
+    });
     if (p.step % 10 === 0 || p.step === shard.totalSteps) void this.saveJob(job);
   }
 
@@ -415,11 +528,21 @@ export class Coordinator {
    * The coordinator owns the CoTo schedule: the layers a replica trained at `step` must be exactly
    * the draw from (task seed, step) at the scheduled p(step) — the same for every replica.
    */
-  private checkMask(job: JobRecord, shard: ShardRecord, step: number, numLayers: number, active: number[]): string | null {
+  private checkMask(
+    job: JobRecord,
+    shard: ShardRecord,
+    step: number,
+    numLayers: number,
+    active: number[],
+  ): string | null {
     if (numLayers <= 0) return null;
     const t = resolveTask(job.spec, shard.task);
     const expected = t.coto.enabled
-      ? cotoMaskForStep(t.seed, step, t.training.steps, numLayers, { pStart: t.coto.p_start, pEnd: t.coto.p_end, rampFraction: t.coto.ramp_fraction })
+      ? cotoMaskForStep(t.seed, step, t.training.steps, numLayers, {
+          pStart: t.coto.p_start,
+          pEnd: t.coto.p_end,
+          rampFraction: t.coto.ramp_fraction,
+        })
       : new Array<boolean>(numLayers).fill(true);
     const want = expected.flatMap((on, l) => (on ? [l] : []));
     if (want.length === active.length && want.every((l, i) => l === active[i])) return null;
@@ -436,14 +559,27 @@ export class Coordinator {
       agg = new GradientAggregator(shard.replicas);
       this.grads.set(key, agg);
     }
-    const msg = (shardId: string, t: GradTotal): CoordinatorMessage => ({ kind: { $case: 'gradientSum', value: { shardId, step: t.step, gradSums: Buffer.from(t.sums.buffer, t.sums.byteOffset, t.sums.byteLength), tokens: t.tokens, lossSum: t.lossSum } } });
+    const msg = (shardId: string, t: GradTotal): CoordinatorMessage => ({
+      kind: {
+        $case: 'gradientSum',
+        value: {
+          shardId,
+          step: t.step,
+          gradSums: Buffer.from(t.sums.buffer, t.sums.byteOffset, t.sums.byteLength),
+          tokens: t.tokens,
+          lossSum: t.lossSum,
+        },
+      },
+    });
     let known = agg.total(g.step);
     if (!known && agg.mayBeDurable(g.step)) {
       const bytes = await this.store.getObject(objectNames.gradTotal(job.id, shard.task, g.step)).catch(() => null);
       if (bytes) {
         known = decodeTotal(g.step, bytes);
         agg.remember(known);
-        this.opts.log(`job ${job.id}: replica ${shard.replica} of ${shard.task} replays step ${g.step} with the sum stored in the object store`);
+        this.opts.log(
+          `job ${job.id}: replica ${shard.replica} of ${shard.task} replays step ${g.step} with the sum stored in the object store`,
+        );
       }
     }
     if (known) {
@@ -456,7 +592,8 @@ export class Coordinator {
     if (!r) return;
     // Durable before any replica sees it: whatever dies next, a replay finds the same bits.
     await this.store.putObject(objectNames.gradTotal(job.id, shard.task, g.step), encodeTotal(r.total));
-    for (const s of job.shards) if (s.task === shard.task && s.workerId) this.workers.get(s.workerId)?.link?.send(msg(s.id, r.total));
+    for (const s of job.shards)
+      if (s.task === shard.task && s.workerId) this.workers.get(s.workerId)?.link?.send(msg(s.id, r.total));
   }
 
   /** A job that ends (any way) needs none of its gradient totals any more. */
@@ -474,10 +611,14 @@ export class Coordinator {
     const from = job.gradFloor[task] ?? 0;
     if (floor <= from) return;
     job.gradFloor[task] = floor;
-    for (let s = from; s < floor; s++) void this.store.objects.delete(objectNames.gradTotal(job.id, task, s)).catch(() => undefined);
+    for (let s = from; s < floor; s++)
+      void this.store.objects.delete(objectNames.gradTotal(job.id, task, s)).catch(() => undefined);
   }
 
-  async checkpoint(workerId: string, c: Extract<WorkerMessage['kind'], { $case: 'checkpoint' }>['value']): Promise<void> {
+  async checkpoint(
+    workerId: string,
+    c: Extract<WorkerMessage['kind'], { $case: 'checkpoint' }>['value'],
+  ): Promise<void> {
     const found = this.liveShard(workerId, c.shardId, c.attempt);
     if (!found) return;
     const { job, shard } = found;
@@ -492,11 +633,28 @@ export class Coordinator {
     await this.saveJob(job);
   }
 
-  async adapterReady(workerId: string, a: Extract<WorkerMessage['kind'], { $case: 'adapterReady' }>['value']): Promise<void> {
+  async adapterReady(
+    workerId: string,
+    a: Extract<WorkerMessage['kind'], { $case: 'adapterReady' }>['value'],
+  ): Promise<void> {
     const found = this.liveShard(workerId, a.shardId, a.attempt);
     if (!found) return;
     const { job, shard } = found;
-    await this.publish('round.adapter_ready', job.id, { shardId: shard.id, task: shard.task, replica: shard.replica, round: a.round, step: a.step, object: a.object, sha256: a.sha256, bytes: a.bytes }, `${job.id}.${shard.id}.round.${a.round}.ready`);
+    await this.publish(
+      'round.adapter_ready',
+      job.id,
+      {
+        shardId: shard.id,
+        task: shard.task,
+        replica: shard.replica,
+        round: a.round,
+        step: a.step,
+        object: a.object,
+        sha256: a.sha256,
+        bytes: a.bytes,
+      },
+      `${job.id}.${shard.id}.round.${a.round}.ready`,
+    );
     const done = job.rounds[shard.task];
     if (done && done.round >= a.round) {
       // Already merged (a replica that moved or reconnected re-sent it): hand it the result.
@@ -516,7 +674,20 @@ export class Coordinator {
       job.rounds[shard.task] = { round: a.round, step: a.step, object: merged.name, sha256: merged.sha256 };
       this.roundParts.delete(key);
       await this.saveJob(job);
-      await this.publish('round.merged', job.id, { task: shard.task, round: a.round, step: a.step, method, object: merged.name, sha256: merged.sha256, bytes: merged.size }, `${job.id}.${shard.task}.round.${a.round}.merged`);
+      await this.publish(
+        'round.merged',
+        job.id,
+        {
+          task: shard.task,
+          round: a.round,
+          step: a.step,
+          method,
+          object: merged.name,
+          sha256: merged.sha256,
+          bytes: merged.size,
+        },
+        `${job.id}.${shard.task}.round.${a.round}.merged`,
+      );
       for (const s of job.shards) if (s.task === shard.task) this.sendRoundMerged(job, s, a.round);
     } catch (err) {
       await this.failJob(job, `round ${a.round} of task ${shard.task}: ${errorMessage(err)}`);
@@ -528,7 +699,12 @@ export class Coordinator {
   private sendRoundMerged(job: JobRecord, shard: ShardRecord, round: number): void {
     const r = job.rounds[shard.task];
     if (!r || !shard.workerId) return;
-    this.workers.get(shard.workerId)?.link?.send({ kind: { $case: 'roundMerged', value: { shardId: shard.id, round, step: r.step, object: r.object, sha256: r.sha256 } } });
+    this.workers.get(shard.workerId)?.link?.send({
+      kind: {
+        $case: 'roundMerged',
+        value: { shardId: shard.id, round, step: r.step, object: r.object, sha256: r.sha256 },
+      },
+    });
   }
 
   async shardDone(workerId: string, d: Extract<WorkerMessage['kind'], { $case: 'shardDone' }>['value']): Promise<void> {
@@ -547,7 +723,21 @@ export class Coordinator {
     shard.step = summary.steps ?? shard.totalSteps;
     this.freeDevice(shard);
     await this.saveJob(job);
-    await this.publish('shard.finished', job.id, { shardId: shard.id, task: shard.task, replica: shard.replica, steps: shard.step, tokens: summary.tokens ?? shard.tokens, finalLoss: summary.finalLoss ?? null, object: d.object, sha256: d.sha256 }, `${job.id}.${shard.id}.finished`);
+    await this.publish(
+      'shard.finished',
+      job.id,
+      {
+        shardId: shard.id,
+        task: shard.task,
+        replica: shard.replica,
+        steps: shard.step,
+        tokens: summary.tokens ?? shard.tokens,
+        finalLoss: summary.finalLoss ?? null,
+        object: d.object,
+        sha256: d.sha256,
+      },
+      `${job.id}.${shard.id}.finished`,
+    );
     if (job.shards.every((s) => s.state === 'finished')) {
       this.dropAllGradTotals(job);
       void this.finish(job);
@@ -555,7 +745,10 @@ export class Coordinator {
     void this.schedule();
   }
 
-  async shardFailed(workerId: string, f: Extract<WorkerMessage['kind'], { $case: 'shardFailed' }>['value']): Promise<void> {
+  async shardFailed(
+    workerId: string,
+    f: Extract<WorkerMessage['kind'], { $case: 'shardFailed' }>['value'],
+  ): Promise<void> {
     const found = this.liveShard(workerId, f.shardId, f.attempt);
     if (!found) return;
     await this.shardLost(found.job, found.shard, f.error);
@@ -566,9 +759,20 @@ export class Coordinator {
     if (this.finalizing.has(job.id)) return;
     this.finalizing.add(job.id);
     try {
-      await this.setState(job, 'merging', job.spec.merge === 'none' ? 'writing task adapters and report' : `merging task adapters (${job.spec.merge.method})`);
+      await this.setState(
+        job,
+        'merging',
+        job.spec.merge === 'none'
+          ? 'writing task adapters and report'
+          : `merging task adapters (${job.spec.merge.method})`,
+      );
       await finalizeJob(this, job);
-      if (job.state === 'merging') await this.setState(job, 'succeeded', `${job.spec.tasks.length} task adapter(s)${job.spec.merge === 'none' ? '' : ' and a merged adapter'} ready`);
+      if (job.state === 'merging')
+        await this.setState(
+          job,
+          'succeeded',
+          `${job.spec.tasks.length} task adapter(s)${job.spec.merge === 'none' ? '' : ' and a merged adapter'} ready`,
+        );
     } catch (err) {
       this.opts.log(`job ${job.id}: finishing failed: ${errorMessage(err)}`);
       await this.failJob(job, `final merge/report: ${errorMessage(err)}`);
@@ -588,8 +792,16 @@ export class Coordinator {
     w.busy.set(free.device, requestId);
     const parsed = JSON.parse(plan) as { coalitions: number[][] };
     return new Promise<number[]>((resolve, reject) => {
-      this.evals.set(requestId, { resolve, reject, workerId: w.record.id, device: free.device, count: parsed.coalitions.length });
-      w.link!.send({ kind: { $case: 'eval', value: { requestId, jobId, plan: JSON.stringify({ ...parsed, device: free.device }) } } });
+      this.evals.set(requestId, {
+        resolve,
+        reject,
+        workerId: w.record.id,
+        device: free.device,
+        count: parsed.coalitions.length,
+      });
+      w.link!.send({
+        kind: { $case: 'eval', value: { requestId, jobId, plan: JSON.stringify({ ...parsed, device: free.device }) } },
+      });
     }).finally(() => {
       if (w.busy.get(free.device) === requestId) w.busy.delete(free.device);
       void this.schedule();
@@ -612,7 +824,11 @@ export class Coordinator {
       // reported below
     }
     if (!Array.isArray(losses) || losses.length !== ev.count || !losses.every((x) => typeof x === 'number')) {
-      ev.reject(new Error(`evaluation ${r.requestId}: the worker sent ${JSON.stringify(r.losses).slice(0, 80)} instead of ${ev.count} losses`));
+      ev.reject(
+        new Error(
+          `evaluation ${r.requestId}: the worker sent ${JSON.stringify(r.losses).slice(0, 80)} instead of ${ev.count} losses`,
+        ),
+      );
       return;
     }
     ev.resolve(losses as number[]);

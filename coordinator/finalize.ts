@@ -18,7 +18,8 @@ async function readAnnounced(store: NatsStore, object: string, sha256: string): 
   const bytes = await store.getObject(object);
   if (!bytes) throw new Error(`object ${object} is missing from the object store`);
   const got = sha256Hex(bytes);
-  if (sha256 && got !== sha256) throw new Error(`object ${object} has SHA-256 ${got} but the worker announced ${sha256}`);
+  if (sha256 && got !== sha256)
+    throw new Error(`object ${object} has SHA-256 ${got} but the worker announced ${sha256}`);
   return bytes;
 }
 
@@ -48,7 +49,10 @@ export async function finalizeJob(coord: Coordinator, job: JobRecord): Promise<v
     // replica 0's final adapter is the task's adapter.
     const shard = job.shards.find((s) => s.task === t.name && s.replica === 0)!;
     if (!shard.final) throw new Error(`task ${t.name} has no final adapter`);
-    const adapter = adapterFromObjectBytes(await readAnnounced(store, shard.final.object, shard.final.sha256), shard.final.object);
+    const adapter = adapterFromObjectBytes(
+      await readAnnounced(store, shard.final.object, shard.final.sha256),
+      shard.final.object,
+    );
     taskAdapters.push(adapter);
     const bytes = adapterToObjectBytes(adapter);
     await store.putObject(objectNames.taskAdapter(job.id, t.name), bytes);
@@ -58,28 +62,40 @@ export async function finalizeJob(coord: Coordinator, job: JobRecord): Promise<v
     job.metrics[t.name] = {
       steps: shard.totalSteps,
       tokens: replicas.reduce((s, r) => s + r.tokens, 0),
-      finalLoss: replicas.every((r) => Number.isFinite(r.loss)) ? replicas.reduce((s, r) => s + r.loss, 0) / replicas.length : null,
+      finalLoss: replicas.every((r) => Number.isFinite(r.loss))
+        ? replicas.reduce((s, r) => s + r.loss, 0) / replicas.length
+        : null,
     };
   }
 
   let merged: { object: string; sha256: string; method: string } | null = null;
   if (job.spec.merge !== 'none') {
     const m = job.spec.merge;
-    const mergedBytes = await runMerge({ kind: 'merge', adapters: taskAdapters.map(adapterToObjectBytes), labels: job.spec.tasks.map((t) => t.name), options: {
-      method: m.method,
-      ...(m.weights ? { weights: m.weights } : {}),
-      ...(m.density !== undefined ? { density: m.density } : {}),
-      ...(m.majority_sign ? { majoritySign: m.majority_sign } : {}),
-      ...(m.seed !== undefined ? { seed: m.seed } : {}),
-      ...(m.rank !== undefined ? { rank: m.rank } : {}),
-      ...(m.space ? { space: m.space } : {}),
-    } });
+    const mergedBytes = await runMerge({
+      kind: 'merge',
+      adapters: taskAdapters.map(adapterToObjectBytes),
+      labels: job.spec.tasks.map((t) => t.name),
+      options: {
+        method: m.method,
+        ...(m.weights ? { weights: m.weights } : {}),
+        ...(m.density !== undefined ? { density: m.density } : {}),
+        ...(m.majority_sign ? { majoritySign: m.majority_sign } : {}),
+        ...(m.seed !== undefined ? { seed: m.seed } : {}),
+        ...(m.rank !== undefined ? { rank: m.rank } : {}),
+        ...(m.space ? { space: m.space } : {}),
+      },
+    });
     const adapter = adapterFromObjectBytes(mergedBytes, 'merged adapter');
     const info = await store.putObject(objectNames.mergedAdapter(job.id), mergedBytes);
     await store.putObject(objectNames.mergedConfig(job.id), new TextEncoder().encode(peftConfigText(adapter)));
     artifacts.push(objectNames.mergedAdapter(job.id), objectNames.mergedConfig(job.id));
     merged = { object: info.name, sha256: info.sha256, method: m.method };
-    await coord.publish('merge.done', job.id, { method: m.method, object: info.name, sha256: info.sha256 }, `${job.id}.merge.done`);
+    await coord.publish(
+      'merge.done',
+      job.id,
+      { method: m.method, object: info.name, sha256: info.sha256 },
+      `${job.id}.merge.done`,
+    );
   } else {
     await coord.publish('merge.done', job.id, { method: 'none', object: null, sha256: null }, `${job.id}.merge.done`);
   }
@@ -96,32 +112,47 @@ export async function finalizeJob(coord: Coordinator, job: JobRecord): Promise<v
         // Coalitions are independent: spread them over every free device and evaluate at once.
         const parts = Math.max(1, Math.min(coord.freeDevices().length, plan.coalitions.length));
         const chunks = Array.from({ length: parts }, (_, i) => plan.coalitions.filter((_, k) => k % parts === i));
-        const results = await Promise.all(chunks.map((coalitions) => {
-          const evalPlan: EvalPlan = {
-            task: resolveTask(job.spec, t.name),
-            adapterObject: objectNames.taskAdapter(job.id, t.name),
-            coalitions,
-            maxBatches: 4,
-          };
-          return coord.evalOnWorker(job.id, JSON.stringify(evalPlan));
-        }));
+        const results = await Promise.all(
+          chunks.map((coalitions) => {
+            const evalPlan: EvalPlan = {
+              task: resolveTask(job.spec, t.name),
+              adapterObject: objectNames.taskAdapter(job.id, t.name),
+              coalitions,
+              maxBatches: 4,
+            };
+            return coord.evalOnWorker(job.id, JSON.stringify(evalPlan));
+          }),
+        );
         const losses = plan.coalitions.map((_, k) => results[k % parts][Math.floor(k / parts)]);
         shapley = shapleyValues(plan, losses);
         job.shapley[t.name] = shapley;
         // v(all) − v(none) = Σ φ (efficiency): the report keeps both ends so readers can check.
-        const at = (c: number[]) => losses[plan.coalitions.findIndex((x) => x.length === c.length && x.every((l, i) => l === c[i]))];
-        (job.metrics[t.name] as Record<string, unknown>).coalitionLoss = { noAdapters: at([]), allAdapters: at(Array.from({ length: layers }, (_, l) => l)) };
+        const at = (c: number[]) =>
+          losses[plan.coalitions.findIndex((x) => x.length === c.length && x.every((l, i) => l === c[i]))];
+        (job.metrics[t.name] as Record<string, unknown>).coalitionLoss = {
+          noAdapters: at([]),
+          allAdapters: at(Array.from({ length: layers }, (_, l) => l)),
+        };
       } catch (err) {
         shapleyNote = `not estimated: ${(err as Error).message}`;
       }
     }
-    await coord.publish('coto.layers', job.id, {
-      task: t.name,
-      activationCounts: stats?.activationCounts ?? [],
-      meanLossActive: (stats?.lossActiveSum ?? []).map((s, l) => (stats!.lossActiveN[l] ? s / stats!.lossActiveN[l] : null)),
-      meanLossInactive: (stats?.lossInactiveSum ?? []).map((s, l) => (stats!.lossInactiveN[l] ? s / stats!.lossInactiveN[l] : null)),
-      shapley,
-    }, `${job.id}.${t.name}.coto.layers`);
+    await coord.publish(
+      'coto.layers',
+      job.id,
+      {
+        task: t.name,
+        activationCounts: stats?.activationCounts ?? [],
+        meanLossActive: (stats?.lossActiveSum ?? []).map((s, l) =>
+          stats!.lossActiveN[l] ? s / stats!.lossActiveN[l] : null,
+        ),
+        meanLossInactive: (stats?.lossInactiveSum ?? []).map((s, l) =>
+          stats!.lossInactiveN[l] ? s / stats!.lossInactiveN[l] : null,
+        ),
+        shapley,
+      },
+      `${job.id}.${t.name}.coto.layers`,
+    );
     if (shapleyNote) (job.metrics[t.name] as Record<string, unknown>).shapleyNote = shapleyNote;
   }
 

@@ -68,8 +68,14 @@ export async function startCoordinator(opts: StartOptions): Promise<RunningCoord
       stopping ??= (async () => {
         await coordinator.stop();
         await new Promise<void>((resolve) => {
-          const t = setTimeout(() => { server.forceShutdown(); resolve(); }, 2000);
-          server.tryShutdown(() => { clearTimeout(t); resolve(); });
+          const t = setTimeout(() => {
+            server.forceShutdown();
+            resolve();
+          }, 2000);
+          server.tryShutdown(() => {
+            clearTimeout(t);
+            resolve();
+          });
         });
         await store.close();
         await closeMergePool();

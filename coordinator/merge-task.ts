@@ -11,8 +11,9 @@ export type MergeTask =
 
 export function runMergeTask(task: MergeTask): Uint8Array {
   const adapters = task.adapters.map((b, i) => adapterFromObjectBytes(b, task.labels[i]));
-  const result = task.kind === 'reconcile'
-    ? reconcileReplicas(adapters, { ...task.options, labels: task.labels })
-    : mergeAdapters(adapters, { ...task.options, labels: task.labels });
+  const result =
+    task.kind === 'reconcile'
+      ? reconcileReplicas(adapters, { ...task.options, labels: task.labels })
+      : mergeAdapters(adapters, { ...task.options, labels: task.labels });
   return adapterToObjectBytes(result.adapter);
 }

@@ -55,7 +55,9 @@ export class NatsStore {
     try {
       nc = await connect(co);
     } catch (err) {
-      throw new ChorusError(`cannot connect to NATS at ${redactUrl(url)}: ${errorMessage(err)} (start nats-server with -js, or set --nats / NATS_URL)`);
+      throw new ChorusError(
+        `cannot connect to NATS at ${redactUrl(url)}: ${errorMessage(err)} (start nats-server with -js, or set --nats / NATS_URL)`,
+      );
     }
     try {
       const jsm = await nc.jetstreamManager();
@@ -72,7 +74,9 @@ export class NatsStore {
       return new NatsStore(nc, js, names, jobs, workers, objects);
     } catch (err) {
       await nc.close();
-      throw new ChorusError(`NATS at ${redactUrl(url)} has no usable JetStream (${errorMessage(err)}); start nats-server with -js`);
+      throw new ChorusError(
+        `NATS at ${redactUrl(url)} has no usable JetStream (${errorMessage(err)}); start nats-server with -js`,
+      );
     }
   }
 
@@ -148,4 +152,3 @@ export class NatsStore {
     return !!info && !info.deleted;
   }
 }
-

@@ -68,7 +68,8 @@ export function shardPlan(job: JobRecord, shard: ShardRecord): ShardPlan {
     replicas: shard.replicas,
     resolved,
     sync: job.spec.sync,
-    checkpointEvery: resolved.training.checkpoint_every > 0 ? resolved.training.checkpoint_every : DEFAULT_CLUSTER_CHECKPOINT,
+    checkpointEvery:
+      resolved.training.checkpoint_every > 0 ? resolved.training.checkpoint_every : DEFAULT_CLUSTER_CHECKPOINT,
     objects: {
       checkpoint: objectNames.checkpoint(job.id, shard.id),
       final: objectNames.shardFinal(job.id, shard.task, shard.replica),
@@ -88,7 +89,10 @@ export function addLayerStep(stats: LayerStats, activeLayers: number[], loss: nu
   for (let l = 0; l < stats.activationCounts.length; l++) {
     if (on.has(l)) {
       stats.activationCounts[l]++;
-      if (Number.isFinite(loss)) { stats.lossActiveSum[l] += loss; stats.lossActiveN[l]++; }
+      if (Number.isFinite(loss)) {
+        stats.lossActiveSum[l] += loss;
+        stats.lossActiveN[l]++;
+      }
     } else if (Number.isFinite(loss)) {
       stats.lossInactiveSum[l] += loss;
       stats.lossInactiveN[l]++;

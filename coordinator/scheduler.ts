@@ -22,7 +22,10 @@ export interface SchedJob {
   pendingShards: string[];
 }
 
-export function schedule(jobs: SchedJob[], free: FreeDevice[]): { placements: Placement[]; waiting: Map<string, string> } {
+export function schedule(
+  jobs: SchedJob[],
+  free: FreeDevice[],
+): { placements: Placement[]; waiting: Map<string, string> } {
   const pool = spreadOrder(free);
   const placements: Placement[] = [];
   const waiting = new Map<string, string>();

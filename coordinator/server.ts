@@ -12,7 +12,12 @@ import {
   type JobEvent,
   type JobServiceServer,
 } from '../shared/gen/chorus/v1/jobs.ts';
-import { WorkerServiceService, type CoordinatorMessage, type WorkerMessage, type WorkerServiceServer } from '../shared/gen/chorus/v1/worker.ts';
+import {
+  WorkerServiceService,
+  type CoordinatorMessage,
+  type WorkerMessage,
+  type WorkerServiceServer,
+} from '../shared/gen/chorus/v1/worker.ts';
 import { AuthError, type Authenticator, type Role } from './auth.ts';
 import { readPem } from '../shared/client/tls.ts';
 import { NotFound, type Coordinator, type WorkerLink } from './coordinator.ts';
@@ -73,7 +78,10 @@ export function createServer(coord: Coordinator, auth: Authenticator): grpc.Serv
   });
   const check = (md: grpc.Metadata, roles: readonly Role[]) => auth.authorize(md, roles);
 
-  function unary<Req, Res>(roles: readonly Role[], fn: (req: Req) => Promise<Res> | Res): grpc.handleUnaryCall<Req, Res> {
+  function unary<Req, Res>(
+    roles: readonly Role[],
+    fn: (req: Req) => Promise<Res> | Res,
+  ): grpc.handleUnaryCall<Req, Res> {
     return (call, cb) => {
       try {
         check(call.metadata, roles);
@@ -94,8 +102,12 @@ export function createServer(coord: Coordinator, auth: Authenticator): grpc.Serv
       return { jobId: job.id, state: job.state };
     }),
     getJob: unary(['client'], (req) => jobToProto(coord.getJob(req.jobId))),
-    listJobs: unary(['client'], () => ({ jobs: [...coord.jobs.values()].sort((a, b) => a.createdMs - b.createdMs).map(jobToProto) })),
-    cancelJob: unary(['client'], async (req) => jobToProto(await coord.cancel(req.jobId, req.reason || 'cancelled by user'))),
+    listJobs: unary(['client'], () => ({
+      jobs: [...coord.jobs.values()].sort((a, b) => a.createdMs - b.createdMs).map(jobToProto),
+    })),
+    cancelJob: unary(['client'], async (req) =>
+      jobToProto(await coord.cancel(req.jobId, req.reason || 'cancelled by user')),
+    ),
     listWorkers: unary(['client'], () => ({
       workers: coord.listWorkers().map(({ record, shards }) => ({
         id: record.id,
@@ -115,8 +127,19 @@ export function createServer(coord: Coordinator, auth: Authenticator): grpc.Serv
           call.on('cancelled', () => ac.abort());
           call.on('close', () => ac.abort());
           for await (const ev of coord.store.events(coord.store.names.jobFilter(job.id), ac.signal)) {
-            const out: JobEvent = { seq: ev.seq ?? 0, subject: coord.store.names.jobEvent(job.id, ev.type), type: ev.type, jobId: job.id, timeMs: ev.timeMs, data: JSON.stringify(ev.data) };
-            if (!call.write(out)) await new Promise<void>((r) => { call.once('drain', r); call.once('cancelled', r); });
+            const out: JobEvent = {
+              seq: ev.seq ?? 0,
+              subject: coord.store.names.jobEvent(job.id, ev.type),
+              type: ev.type,
+              jobId: job.id,
+              timeMs: ev.timeMs,
+              data: JSON.stringify(ev.data),
+            };
+            if (!call.write(out))
+              await new Promise<void>((r) => {
+                call.once('drain', r);
+                call.once('cancelled', r);
+              });
             if (ac.signal.aborted) return;
             if (ev.type === 'job.state' && isTerminal(ev.data.state)) break;
           }
@@ -144,13 +167,19 @@ export function createServer(coord: Coordinator, auth: Authenticator): grpc.Serv
         if (chunk.data.length > MAX_BLOB_CHUNK) {
           failed = true;
           parts.length = 0;
-          cb({ code: grpc.status.INVALID_ARGUMENT, details: `blob chunk of ${chunk.data.length} bytes exceeds ${MAX_BLOB_CHUNK}` } as grpc.ServiceError);
+          cb({
+            code: grpc.status.INVALID_ARGUMENT,
+            details: `blob chunk of ${chunk.data.length} bytes exceeds ${MAX_BLOB_CHUNK}`,
+          } as grpc.ServiceError);
           return;
         }
         if (size + chunk.data.length > MAX_BLOB_BYTES) {
           failed = true;
           parts.length = 0;
-          cb({ code: grpc.status.RESOURCE_EXHAUSTED, details: `blob "${name}" exceeds ${MAX_BLOB_BYTES} bytes` } as grpc.ServiceError);
+          cb({
+            code: grpc.status.RESOURCE_EXHAUSTED,
+            details: `blob "${name}" exceeds ${MAX_BLOB_BYTES} bytes`,
+          } as grpc.ServiceError);
           return;
         }
         size += chunk.data.length;
@@ -164,13 +193,19 @@ export function createServer(coord: Coordinator, auth: Authenticator): grpc.Serv
       call.on('end', () => {
         if (failed) return;
         if (!validObjectName(name)) {
-          cb({ code: grpc.status.INVALID_ARGUMENT, details: `blob name: "${name}" is not a valid object name` } as grpc.ServiceError);
+          cb({
+            code: grpc.status.INVALID_ARGUMENT,
+            details: `blob name: "${name}" is not a valid object name`,
+          } as grpc.ServiceError);
           return;
         }
         // Clients add job inputs; workers write job outputs. Neither may overwrite the other's.
         const area = role === 'worker' ? 'jobs/' : 'uploads/';
         if (role && !name.startsWith(area)) {
-          cb({ code: grpc.status.PERMISSION_DENIED, details: `a ${role} token may only upload under ${area} (got "${name}")` } as grpc.ServiceError);
+          cb({
+            code: grpc.status.PERMISSION_DENIED,
+            details: `a ${role} token may only upload under ${area} (got "${name}")`,
+          } as grpc.ServiceError);
           return;
         }
         coord.store
@@ -187,8 +222,16 @@ export function createServer(coord: Coordinator, auth: Authenticator): grpc.Serv
           if (!data) throw new NotFound(`no object named "${call.request.name}"`);
           for (let off = 0; off < data.length || off === 0; off += MAX_BLOB_CHUNK) {
             const piece = data.subarray(off, off + MAX_BLOB_CHUNK);
-            const ok = call.write({ name: off === 0 ? call.request.name : '', size: off === 0 ? data.length : 0, data: Buffer.from(piece.buffer, piece.byteOffset, piece.byteLength) });
-            if (!ok) await new Promise<void>((r) => { call.once('drain', r); call.once('cancelled', r); });
+            const ok = call.write({
+              name: off === 0 ? call.request.name : '',
+              size: off === 0 ? data.length : 0,
+              data: Buffer.from(piece.buffer, piece.byteOffset, piece.byteLength),
+            });
+            if (!ok)
+              await new Promise<void>((r) => {
+                call.once('drain', r);
+                call.once('cancelled', r);
+              });
             if (data.length === 0) break;
           }
           call.end();
@@ -243,15 +286,24 @@ export function createServer(coord: Coordinator, auth: Authenticator): grpc.Serv
         if (!workerId) return;
         coord.heartbeat(workerId);
         switch (k.$case) {
-          case 'heartbeat': return;
-          case 'progress': return coord.progress(workerId, k.value);
-          case 'gradients': return coord.gradients(workerId, k.value);
-          case 'adapterReady': return coord.adapterReady(workerId, k.value);
-          case 'checkpoint': return coord.checkpoint(workerId, k.value);
-          case 'shardDone': return coord.shardDone(workerId, k.value);
-          case 'shardFailed': return coord.shardFailed(workerId, k.value);
-          case 'evalResult': return coord.evalResult(workerId, k.value);
-          case 'leaving': return coord.leaving(workerId, k.value.reason || 'leaving');
+          case 'heartbeat':
+            return;
+          case 'progress':
+            return coord.progress(workerId, k.value);
+          case 'gradients':
+            return coord.gradients(workerId, k.value);
+          case 'adapterReady':
+            return coord.adapterReady(workerId, k.value);
+          case 'checkpoint':
+            return coord.checkpoint(workerId, k.value);
+          case 'shardDone':
+            return coord.shardDone(workerId, k.value);
+          case 'shardFailed':
+            return coord.shardFailed(workerId, k.value);
+          case 'evalResult':
+            return coord.evalResult(workerId, k.value);
+          case 'leaving':
+            return coord.leaving(workerId, k.value.reason || 'leaving');
         }
       };
       call.on('data', (msg: WorkerMessage) => {
@@ -272,7 +324,11 @@ export function createServer(coord: Coordinator, auth: Authenticator): grpc.Serv
 
   server.addService(JobServiceService, jobs);
   server.addService(WorkerServiceService, workers);
-  const health = new HealthImplementation({ '': 'SERVING', 'chorus.v1.JobService': 'SERVING', 'chorus.v1.WorkerService': 'SERVING' });
+  const health = new HealthImplementation({
+    '': 'SERVING',
+    'chorus.v1.JobService': 'SERVING',
+    'chorus.v1.WorkerService': 'SERVING',
+  });
   health.addToServer(server);
   return server;
 }
@@ -284,11 +340,17 @@ function validObjectName(name: string): boolean {
 export function serverCredentials(tls: TlsOptions | null): grpc.ServerCredentials {
   if (!tls) return grpc.ServerCredentials.createInsecure();
   const ca = tls.ca ? readPem(tls.ca, '--tls-ca') : null;
-  return grpc.ServerCredentials.createSsl(ca, [{ cert_chain: readPem(tls.cert, '--tls-cert'), private_key: readPem(tls.key, '--tls-key') }], !!ca);
+  return grpc.ServerCredentials.createSsl(
+    ca,
+    [{ cert_chain: readPem(tls.cert, '--tls-cert'), private_key: readPem(tls.key, '--tls-key') }],
+    !!ca,
+  );
 }
 
 export function bind(server: grpc.Server, address: string, creds: grpc.ServerCredentials): Promise<number> {
   return new Promise((resolve, reject) => {
-    server.bindAsync(address, creds, (err, port) => (err ? reject(new ChorusError(`cannot listen on ${address}: ${err.message}`)) : resolve(port)));
+    server.bindAsync(address, creds, (err, port) =>
+      err ? reject(new ChorusError(`cannot listen on ${address}: ${err.message}`)) : resolve(port),
+    );
   });
 }

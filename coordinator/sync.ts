@@ -75,7 +75,8 @@ export function sumParts(step: number, parts: GradPart[]): GradTotal {
   let tokens = 0;
   let lossSum = 0;
   for (const p of parts) {
-    if (p.sums.byteLength !== n * 4) throw new Error(`replica ${p.replica} sent ${p.sums.byteLength / 4} gradient values, expected ${n}`);
+    if (p.sums.byteLength !== n * 4)
+      throw new Error(`replica ${p.replica} sent ${p.sums.byteLength / 4} gradient values, expected ${n}`);
     const f = floats(p.sums);
     for (let i = 0; i < n; i++) acc[i] += f[i];
     tokens += p.tokens;

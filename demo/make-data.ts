@@ -15,10 +15,14 @@ if (import.meta.url === `file://${process.argv[1]}`) {
       eval: { type: 'string', default: String(DATA_DEFAULTS.eval) },
     },
   });
-  const files = writeTaskData(values.out!, TASK_OPS.map((o) => o.name), {
-    seed: Number(values.seed),
-    train: Number(values.train),
-    eval: Number(values.eval),
-  });
+  const files = writeTaskData(
+    values.out!,
+    TASK_OPS.map((o) => o.name),
+    {
+      seed: Number(values.seed),
+      train: Number(values.train),
+      eval: Number(values.eval),
+    },
+  );
   for (const f of files) console.log(`${f.task}: ${f.train}, ${f.eval}`);
 }

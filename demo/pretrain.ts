@@ -74,7 +74,8 @@ class FullAdam {
 function initialWeights(config: LlamaConfig, seed: number) {
   const weights = initRandomWeights(config, seed);
   const scale = 1 / Math.sqrt(2 * config.numHiddenLayers);
-  for (const [name, t] of weights) if (/\.(o_proj|down_proj)\.weight$/.test(name)) t.data.forEach((x, i) => (t.data[i] = x * scale));
+  for (const [name, t] of weights)
+    if (/\.(o_proj|down_proj)\.weight$/.test(name)) t.data.forEach((x, i) => (t.data[i] = x * scale));
   return weights;
 }
 
@@ -92,9 +93,17 @@ async function main() {
   const steps = Number(values.steps);
   const seed = Number(values.seed);
   const batchSize = Number(values.batch);
-  const schedule = { lr: Number(values.lr), steps, warmup_steps: Math.min(Number(values.warmup), Math.floor(steps / 2)), schedule: 'cosine' as const, min_lr_ratio: 0 };
+  const schedule = {
+    lr: Number(values.lr),
+    steps,
+    warmup_steps: Math.min(Number(values.warmup), Math.floor(steps / 2)),
+    schedule: 'cosine' as const,
+    min_lr_ratio: 0,
+  };
   await initEngine(undefined, { quiet: false });
-  const model = LlamaModel.fromTensors(BASE_CONFIG, initialWeights(BASE_CONFIG, seed), 'initial weights', { trainable: true });
+  const model = LlamaModel.fromTensors(BASE_CONFIG, initialWeights(BASE_CONFIG, seed), 'initial weights', {
+    trainable: true,
+  });
   const optimizer = new FullAdam(model.trainableVariables());
   const rand = rng(seed * 7919 + 1);
   // Held-out inputs: the eval probes (and the demo's eval files) use inputs the base never trained on.

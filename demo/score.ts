@@ -60,7 +60,8 @@ export async function greedyExactMatch(examples: Example[], model: LastLogits, b
   examples.forEach((e, i) => {
     const ok = outputs[i] === e.completion;
     if (ok) correct++;
-    if (samples.length < 5) samples.push({ prompt: e.prompt, expected: e.completion.trimEnd(), got: outputs[i].trimEnd() });
+    if (samples.length < 5)
+      samples.push({ prompt: e.prompt, expected: e.completion.trimEnd(), got: outputs[i].trimEnd() });
   });
   return { correct, total: examples.length, accuracy: examples.length ? correct / examples.length : 0, samples };
 }

@@ -107,7 +107,11 @@ export interface TaskFiles {
 }
 
 /** Writes `<dir>/<task>.train.jsonl` and `<dir>/<task>.eval.jsonl` for each task. */
-export function writeTaskData(dir: string, tasks: string[], opts: { train: number; eval: number; seed: number }): TaskFiles[] {
+export function writeTaskData(
+  dir: string,
+  tasks: string[],
+  opts: { train: number; eval: number; seed: number },
+): TaskFiles[] {
   mkdirSync(dir, { recursive: true });
   return tasks.map((name) => {
     const op = findOp(name);

@@ -36,7 +36,14 @@ const opts = [
 ].join(',');
 const r = spawnSync(
   process.execPath,
-  [protocJs, `--plugin=protoc-gen-ts_proto=${plugin}`, `--ts_proto_out=${out}`, `--ts_proto_opt=${opts}`, `-I${protoDir}`, ...files],
+  [
+    protocJs,
+    `--plugin=protoc-gen-ts_proto=${plugin}`,
+    `--ts_proto_out=${out}`,
+    `--ts_proto_opt=${opts}`,
+    `-I${protoDir}`,
+    ...files,
+  ],
   { stdio: 'inherit' },
 );
 if (r.status !== 0) process.exit(r.status ?? 1);

@@ -100,9 +100,14 @@ export class WorkerAgent {
       if (this.call !== call) return;
       if (err.code === grpc.status.UNAUTHENTICATED || err.code === grpc.status.PERMISSION_DENIED) {
         // Retrying cannot fix a wrong token: say so and let the command exit.
-        this.onFatal(new ChorusError(`the coordinator refused this worker: ${err.details} (--token / CHORUS_WORKER_TOKEN must be the worker token)`));
+        this.onFatal(
+          new ChorusError(
+            `the coordinator refused this worker: ${err.details} (--token / CHORUS_WORKER_TOKEN must be the worker token)`,
+          ),
+        );
         return;
-      } else if (!this.stopping) this.log(`worker: stream to ${this.opts.coordinator} broke: ${err.details || err.message}; reconnecting`);
+      } else if (!this.stopping)
+        this.log(`worker: stream to ${this.opts.coordinator} broke: ${err.details || err.message}; reconnecting`);
       this.reconnect();
     });
     call.on('end', () => {
@@ -113,9 +118,20 @@ export class WorkerAgent {
         $case: 'register',
         value: {
           name: this.opts.name,
-          devices: this.opts.devices.map((d) => ({ id: d.id, kind: d.kind, description: d.description, memoryBytes: d.memoryBytes })),
+          devices: this.opts.devices.map((d) => ({
+            id: d.id,
+            kind: d.kind,
+            description: d.description,
+            memoryBytes: d.memoryBytes,
+          })),
           workerId: this.workerId,
-          running: [...this.shards.entries()].map(([shardId, s]) => ({ shardId, jobId: s.jobId, device: s.device, step: s.step, attempt: s.attempt })),
+          running: [...this.shards.entries()].map(([shardId, s]) => ({
+            shardId,
+            jobId: s.jobId,
+            device: s.device,
+            step: s.step,
+            attempt: s.attempt,
+          })),
         },
       },
     });
@@ -145,16 +161,29 @@ export class WorkerAgent {
         this.workerId = k.value.workerId;
         this.registered = true;
         this.backoffMs = 250;
-        this.log(`worker ${this.opts.name}: registered as ${this.workerId} with ${this.opts.devices.map((d) => d.id).join(', ')}`);
+        this.log(
+          `worker ${this.opts.name}: registered as ${this.workerId} with ${this.opts.devices.map((d) => d.id).join(', ')}`,
+        );
         if (this.heartbeat) clearInterval(this.heartbeat);
-        this.heartbeat = setInterval(() => this.send({ kind: { $case: 'heartbeat', value: { timeMs: Date.now() } } }), k.value.heartbeatIntervalMs || 1000);
+        this.heartbeat = setInterval(
+          () => this.send({ kind: { $case: 'heartbeat', value: { timeMs: Date.now() } } }),
+          k.value.heartbeatIntervalMs || 1000,
+        );
         for (const m of this.outbox.splice(0)) this.send(m);
         for (const s of this.shards.values()) if (s.pending) this.send(s.pending);
         this.connectedOnce?.();
         return;
       }
       case 'assign':
-        void this.assign(k.value.jobId, k.value.shardId, k.value.device, k.value.plan, k.value.resumeObject, k.value.resumeStep, k.value.attempt);
+        void this.assign(
+          k.value.jobId,
+          k.value.shardId,
+          k.value.device,
+          k.value.plan,
+          k.value.resumeObject,
+          k.value.resumeStep,
+          k.value.attempt,
+        );
         return;
       case 'cancel': {
         const s = this.shards.get(k.value.shardId);
@@ -169,7 +198,13 @@ export class WorkerAgent {
         const s = this.shards.get(k.value.shardId);
         if (!s) return;
         if (s.pending?.kind?.$case === 'gradients' && s.pending.kind.value.step === k.value.step) s.pending = null;
-        s.handle.send({ type: 'gradSum', step: k.value.step, sums: new Uint8Array(k.value.gradSums), tokens: k.value.tokens, lossSum: k.value.lossSum });
+        s.handle.send({
+          type: 'gradSum',
+          step: k.value.step,
+          sums: new Uint8Array(k.value.gradSums),
+          tokens: k.value.tokens,
+          lossSum: k.value.lossSum,
+        });
         return;
       }
       case 'roundMerged': {
@@ -181,7 +216,8 @@ export class WorkerAgent {
           .then((bytes) => {
             // The event names the object AND its digest: a replaced or corrupted object must not be trained on.
             const got = sha256Hex(bytes);
-            if (sha256 && got !== sha256) throw new Error(`object ${object} has SHA-256 ${got}, the coordinator announced ${sha256}`);
+            if (sha256 && got !== sha256)
+              throw new Error(`object ${object} has SHA-256 ${got}, the coordinator announced ${sha256}`);
             s.handle.send({ type: 'roundMerged', round, adapter: new Uint8Array(bytes) });
           })
           .catch((err) => this.fail(k.value.shardId, `downloading round ${round}: ${errorMessage(err)}`));
@@ -193,10 +229,21 @@ export class WorkerAgent {
     }
   }
 
-  private async assign(jobId: string, shardId: string, device: string, planJson: string, resumeObject: string, resumeStep: number, attempt: number): Promise<void> {
+  private async assign(
+    jobId: string,
+    shardId: string,
+    device: string,
+    planJson: string,
+    resumeObject: string,
+    resumeStep: number,
+    attempt: number,
+  ): Promise<void> {
     const spec = this.opts.devices.find((d) => d.id === device);
     if (!spec) {
-      this.send({ kind: { $case: 'shardFailed', value: { shardId, error: `no device ${device} on this worker`, attempt } } }, true);
+      this.send(
+        { kind: { $case: 'shardFailed', value: { shardId, error: `no device ${device} on this worker`, attempt } } },
+        true,
+      );
       return;
     }
     const plan = JSON.parse(planJson) as ShardPlan;
@@ -211,24 +258,49 @@ export class WorkerAgent {
       if (resumeObject) checkpoint = new Uint8Array(await this.download(resumeObject));
       plan.resolved = await materialiseTask(plan.resolved, this.cacheDir, this.fetchObject);
     } catch (err) {
-      this.send({ kind: { $case: 'shardFailed', value: { shardId, error: `cannot fetch inputs of ${shardId}: ${errorMessage(err)}`, attempt } } }, true);
+      this.send(
+        {
+          kind: {
+            $case: 'shardFailed',
+            value: { shardId, error: `cannot fetch inputs of ${shardId}: ${errorMessage(err)}`, attempt },
+          },
+        },
+        true,
+      );
       return;
     }
-    this.log(`worker: shard ${shardId} (${plan.task} replica ${plan.replica + 1}/${plan.replicas}) on ${device}${resumeObject ? `, resuming at step ${resumeStep}` : ''}`);
-    const entry: RunningShard = { plan, jobId, device, attempt, step: resumeStep, pending: null, chain: Promise.resolve(), handle: null as unknown as RunnerHandle };
+    this.log(
+      `worker: shard ${shardId} (${plan.task} replica ${plan.replica + 1}/${plan.replicas}) on ${device}${resumeObject ? `, resuming at step ${resumeStep}` : ''}`,
+    );
+    const entry: RunningShard = {
+      plan,
+      jobId,
+      device,
+      attempt,
+      step: resumeStep,
+      pending: null,
+      chain: Promise.resolve(),
+      handle: null as unknown as RunnerHandle,
+    };
     this.shards.set(shardId, entry);
     let lastWord: () => void = () => {};
     const said = new Promise<void>((r) => (lastWord = r));
     entry.handle = this.host.start(spec, (m) => {
       if (m.type === 'done' || m.type === 'failed' || m.type === 'stopped') lastWord();
-      entry.chain = entry.chain.then(() => this.fromRunner(shardId, entry, m)).catch((err) => this.fail(shardId, errorMessage(err)));
+      entry.chain = entry.chain
+        .then(() => this.fromRunner(shardId, entry, m))
+        .catch((err) => this.fail(shardId, errorMessage(err)));
     });
     entry.handle.send({ type: 'start', plan, resume: { step: resumeStep, checkpoint }, backend: this.opts.backend });
     void entry.handle.ended.then(async () => {
       // The runner's last message and the end of its task travel separately: wait for the former
       // a moment; a runner that ended without one crashed.
-      const spoke = await Promise.race([said.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 2000))]);
-      if (!spoke && this.shards.get(shardId) === entry) this.fail(shardId, 'runner ended without finishing, failing or stopping');
+      const spoke = await Promise.race([
+        said.then(() => true),
+        new Promise<boolean>((r) => setTimeout(() => r(false), 2000)),
+      ]);
+      if (!spoke && this.shards.get(shardId) === entry)
+        this.fail(shardId, 'runner ended without finishing, failing or stopping');
     });
   }
 
@@ -249,7 +321,8 @@ export class WorkerAgent {
         return await fn();
       } catch (err) {
         const code = (err as { code?: number }).code;
-        const transient = code === grpc.status.UNAVAILABLE || code === grpc.status.DEADLINE_EXCEEDED || code === grpc.status.CANCELLED;
+        const transient =
+          code === grpc.status.UNAVAILABLE || code === grpc.status.DEADLINE_EXCEEDED || code === grpc.status.CANCELLED;
         if (!transient || this.stopping || Date.now() > deadline) throw err;
         this.log(`worker: ${what}: ${errorMessage(err)}; retrying`);
         await new Promise((r) => setTimeout(r, delay));
@@ -262,10 +335,38 @@ export class WorkerAgent {
     switch (m.type) {
       case 'progress':
         s.step = m.step;
-        this.send({ kind: { $case: 'progress', value: { shardId, step: m.step, loss: m.loss, lr: m.lr, p: m.p, tokens: m.tokens, tokensPerS: m.tokensPerSec, activeLayers: m.activeLayers, attempt: s.attempt, numLayers: m.numLayers } } });
+        this.send({
+          kind: {
+            $case: 'progress',
+            value: {
+              shardId,
+              step: m.step,
+              loss: m.loss,
+              lr: m.lr,
+              p: m.p,
+              tokens: m.tokens,
+              tokensPerS: m.tokensPerSec,
+              activeLayers: m.activeLayers,
+              attempt: s.attempt,
+              numLayers: m.numLayers,
+            },
+          },
+        });
         return;
       case 'grads': {
-        const msg: WorkerMessage = { kind: { $case: 'gradients', value: { shardId, step: m.step, gradSums: Buffer.from(m.sums.buffer, m.sums.byteOffset, m.sums.byteLength), tokens: m.tokens, lossSum: m.lossSum, attempt: s.attempt } } };
+        const msg: WorkerMessage = {
+          kind: {
+            $case: 'gradients',
+            value: {
+              shardId,
+              step: m.step,
+              gradSums: Buffer.from(m.sums.buffer, m.sums.byteOffset, m.sums.byteLength),
+              tokens: m.tokens,
+              lossSum: m.lossSum,
+              attempt: s.attempt,
+            },
+          },
+        };
         s.pending = msg;
         this.send(msg);
         return;
@@ -273,20 +374,61 @@ export class WorkerAgent {
       case 'roundAdapter': {
         const object = roundObject(s.plan.objects.round, m.round);
         const info = await this.upload(object, m.adapter);
-        const msg: WorkerMessage = { kind: { $case: 'adapterReady', value: { shardId, round: m.round, step: m.step, object, sha256: info.sha256, bytes: info.size, attempt: s.attempt } } };
+        const msg: WorkerMessage = {
+          kind: {
+            $case: 'adapterReady',
+            value: {
+              shardId,
+              round: m.round,
+              step: m.step,
+              object,
+              sha256: info.sha256,
+              bytes: info.size,
+              attempt: s.attempt,
+            },
+          },
+        };
         s.pending = msg;
         this.send(msg);
         return;
       }
       case 'checkpoint': {
         const info = await this.upload(s.plan.objects.checkpoint, m.data);
-        this.send({ kind: { $case: 'checkpoint', value: { shardId, step: m.step, object: s.plan.objects.checkpoint, sha256: info.sha256, attempt: s.attempt } } }, true);
+        this.send(
+          {
+            kind: {
+              $case: 'checkpoint',
+              value: {
+                shardId,
+                step: m.step,
+                object: s.plan.objects.checkpoint,
+                sha256: info.sha256,
+                attempt: s.attempt,
+              },
+            },
+          },
+          true,
+        );
         return;
       }
       case 'done': {
         const info = await this.upload(s.plan.objects.final, m.adapter);
         this.shards.delete(shardId);
-        this.send({ kind: { $case: 'shardDone', value: { shardId, object: s.plan.objects.final, sha256: info.sha256, summary: JSON.stringify(m.summary), attempt: s.attempt } } }, true);
+        this.send(
+          {
+            kind: {
+              $case: 'shardDone',
+              value: {
+                shardId,
+                object: s.plan.objects.final,
+                sha256: info.sha256,
+                summary: JSON.stringify(m.summary),
+                attempt: s.attempt,
+              },
+            },
+          },
+          true,
+        );
         this.log(`worker: shard ${shardId} finished (${m.summary.steps} steps, ${m.summary.seconds.toFixed(1)} s)`);
         return;
       }
@@ -315,7 +457,8 @@ export class WorkerAgent {
     const plan = JSON.parse(planJson) as EvalPlan & { device?: string };
     const device = this.opts.devices.find((d) => d.id === plan.device) ?? this.opts.devices[0];
     this.log(`worker: evaluating ${plan.coalitions.length} layer coalition(s) of ${plan.task.name} on ${device.id}`);
-    const reply = (losses: number[], error = '') => this.send({ kind: { $case: 'evalResult', value: { requestId, losses: JSON.stringify(losses), error } } }, true);
+    const reply = (losses: number[], error = '') =>
+      this.send({ kind: { $case: 'evalResult', value: { requestId, losses: JSON.stringify(losses), error } } }, true);
     try {
       const adapter = new Uint8Array(await this.download(plan.adapterObject));
       plan.task = await materialiseTask(plan.task, this.cacheDir, this.fetchObject);

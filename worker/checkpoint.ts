@@ -5,9 +5,20 @@ import { ChorusError } from '../shared/errors.ts';
 import type { TrainerState } from '../shared/train/trainer.ts';
 
 export function encodeCheckpoint(s: TrainerState): Uint8Array {
-  const t = (a: Float32Array) => ({ dtype: 'F32' as const, shape: [a.length], data: new Uint8Array(a.buffer, a.byteOffset, a.byteLength) });
+  const t = (a: Float32Array) => ({
+    dtype: 'F32' as const,
+    shape: [a.length],
+    data: new Uint8Array(a.buffer, a.byteOffset, a.byteLength),
+  });
   const meta = { step: s.step, moduleSteps: s.moduleSteps, cursor: s.cursor, activation: s.activation, seed: s.seed };
-  return serializeSafetensors(new Map([['params', t(s.params)], ['exp_avg', t(s.expAvg)], ['exp_avg_sq', t(s.expAvgSq)]]), { chorus_state: JSON.stringify(meta) });
+  return serializeSafetensors(
+    new Map([
+      ['params', t(s.params)],
+      ['exp_avg', t(s.expAvg)],
+      ['exp_avg_sq', t(s.expAvgSq)],
+    ]),
+    { chorus_state: JSON.stringify(meta) },
+  );
 }
 
 export function decodeCheckpoint(bytes: Uint8Array, source: string): TrainerState {

@@ -26,25 +26,44 @@ export function parseDevices(text: string | undefined): DeviceSpec[] {
   m = /^gpu:(\d+(?:,\d+)*)$/.exec(spec);
   if (m) {
     const known = new Map(detectGpus().map((g) => [g.index, g]));
-    return m[1].split(',').map(Number).map((i) => known.get(i) ?? { id: `gpu:${i}`, kind: 'gpu', index: i, description: `GPU ${i}`, memoryBytes: 0 });
+    return m[1]
+      .split(',')
+      .map(Number)
+      .map((i) => known.get(i) ?? { id: `gpu:${i}`, kind: 'gpu', index: i, description: `GPU ${i}`, memoryBytes: 0 });
   }
   throw new ChorusError(`--devices: "${spec}" is not auto, cpu:N or gpu:I,J,…`);
 }
 
 function cpuSlots(n: number): DeviceSpec[] {
-  return Array.from({ length: n }, (_, i) => ({ id: `cpu:${i}`, kind: 'cpu', index: i, description: 'CPU slot (wasm backend)', memoryBytes: 0 }));
+  return Array.from({ length: n }, (_, i) => ({
+    id: `cpu:${i}`,
+    kind: 'cpu',
+    index: i,
+    description: 'CPU slot (wasm backend)',
+    memoryBytes: 0,
+  }));
 }
 
 export function detectGpus(): DeviceSpec[] {
   try {
-    const out = execFileSync('nvidia-smi', ['--query-gpu=index,name,memory.total', '--format=csv,noheader,nounits'], { encoding: 'utf8', timeout: 5000, stdio: ['ignore', 'pipe', 'ignore'] });
+    const out = execFileSync('nvidia-smi', ['--query-gpu=index,name,memory.total', '--format=csv,noheader,nounits'], {
+      encoding: 'utf8',
+      timeout: 5000,
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
     return out
       .trim()
       .split('\n')
       .filter(Boolean)
       .map((line) => {
         const [index, name, mem] = line.split(',').map((s) => s.trim());
-        return { id: `gpu:${index}`, kind: 'gpu' as const, index: Number(index), description: name, memoryBytes: Number(mem) * 1024 * 1024 };
+        return {
+          id: `gpu:${index}`,
+          kind: 'gpu' as const,
+          index: Number(index),
+          description: name,
+          memoryBytes: Number(mem) * 1024 * 1024,
+        };
       });
   } catch {
     return [];

@@ -17,7 +17,8 @@ function hexOk(s: string): boolean {
 async function fetchVerified(fetch: Fetch, object: string, digest: string, dest: string): Promise<void> {
   if (existsSync(dest) && sha256Hex(readFileSync(dest)) === digest) return;
   const data = await fetch(object);
-  if (sha256Hex(data) !== digest) throw new ChorusError(`object ${object}: content does not match its SHA-256 ${digest}`);
+  if (sha256Hex(data) !== digest)
+    throw new ChorusError(`object ${object}: content does not match its SHA-256 ${digest}`);
   mkdirSync(dirname(dest), { recursive: true });
   // Unique temporary name + rename: two runners fetching the same file never see half of it.
   const part = `${dest}.part-${process.pid}-${Math.random().toString(36).slice(2)}`;
@@ -42,7 +43,8 @@ export async function localPath(uri: string, cacheDir: string, fetch: Fetch): Pr
     const root = join(cacheDir, 'dirs', digest);
     for (const [rel, f] of Object.entries(manifest.files)) {
       const dest = normalize(join(root, rel));
-      if (!dest.startsWith(root + '/') || !hexOk(f.sha256)) throw new ChorusError(`${uri}: manifest entry ${rel} is not allowed`);
+      if (!dest.startsWith(root + '/') || !hexOk(f.sha256))
+        throw new ChorusError(`${uri}: manifest entry ${rel} is not allowed`);
       await fetchVerified(fetch, f.object, f.sha256, dest);
     }
     return root;

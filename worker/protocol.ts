@@ -56,7 +56,17 @@ export type HostToRunner =
   | { type: 'eval'; plan: EvalPlan; adapter: Uint8Array; backend?: string };
 
 export type RunnerToHost =
-  | { type: 'progress'; step: number; loss: number; lr: number; p: number; tokens: number; tokensPerSec: number; activeLayers: number[]; numLayers: number }
+  | {
+      type: 'progress';
+      step: number;
+      loss: number;
+      lr: number;
+      p: number;
+      tokens: number;
+      tokensPerSec: number;
+      activeLayers: number[];
+      numLayers: number;
+    }
   | { type: 'grads'; step: number; sums: Uint8Array; tokens: number; lossSum: number }
   | { type: 'roundAdapter'; round: number; step: number; adapter: Uint8Array }
   | { type: 'checkpoint'; step: number; data: Uint8Array }

@@ -75,7 +75,8 @@ export class RunnerHost {
     const ended = new Promise<void>((resolve) => {
       child.on('exit', (code, signal) => {
         exited = true;
-        if (code !== 0 && signal !== 'SIGKILL') onMessage({ type: 'failed', error: `runner process on ${device.id} exited with ${signal ?? code}` });
+        if (code !== 0 && signal !== 'SIGKILL')
+          onMessage({ type: 'failed', error: `runner process on ${device.id} exited with ${signal ?? code}` });
         resolve();
       });
     });

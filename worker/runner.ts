@@ -67,20 +67,40 @@ class Inbox {
   }
 }
 
-export async function runShard(port: RunnerPort, plan: ShardPlan, resume: ResumeState, backend: string | undefined, inbox: Inbox): Promise<void> {
+export async function runShard(
+  port: RunnerPort,
+  plan: ShardPlan,
+  resume: ResumeState,
+  backend: string | undefined,
+  inbox: Inbox,
+): Promise<void> {
   await initEngine(backend, { quiet: true });
   const t = plan.resolved;
   const model = await loadModel(t.baseModel);
   const data = await loadTaskData(t.baseModel, model.config.vocabSize, t.data.train, t.data.eval);
-  const trainer = AdapterTrainer.create({ model, task: t, examples: data.train, evalExamples: data.eval, replica: plan.replica, replicas: plan.replicas, baseModelName: t.baseModel, padId: data.padId });
+  const trainer = AdapterTrainer.create({
+    model,
+    task: t,
+    examples: data.train,
+    evalExamples: data.eval,
+    replica: plan.replica,
+    replicas: plan.replicas,
+    baseModelName: t.baseModel,
+    padId: data.padId,
+  });
   try {
-    if (resume.checkpoint) trainer.restore(decodeCheckpoint(resume.checkpoint, `checkpoint of ${plan.shardId}`), `checkpoint of ${plan.shardId}`);
+    if (resume.checkpoint)
+      trainer.restore(
+        decodeCheckpoint(resume.checkpoint, `checkpoint of ${plan.shardId}`),
+        `checkpoint of ${plan.shardId}`,
+      );
     const total = t.training.steps;
     const sync = plan.replicas > 1 ? plan.sync : null;
     const started = performance.now();
     let tokensSeen = 0;
     let lastLoss: number | null = null;
-    const checkpoint = () => port.post({ type: 'checkpoint', step: trainer.step, data: encodeCheckpoint(trainer.state()) });
+    const checkpoint = () =>
+      port.post({ type: 'checkpoint', step: trainer.step, data: encodeCheckpoint(trainer.state()) });
     while (trainer.step < total) {
       if (inbox.stopReason) {
         checkpoint();
@@ -94,7 +114,13 @@ export async function runShard(port: RunnerPort, plan: ShardPlan, resume: Resume
       let activeLayers: boolean[];
       if (sync?.mode === 'gradients') {
         const g = trainer.computeGradients(step);
-        port.post({ type: 'grads', step, sums: new Uint8Array(g.gradSums.buffer), tokens: g.tokens, lossSum: g.lossSum });
+        port.post({
+          type: 'grads',
+          step,
+          sums: new Uint8Array(g.gradSums.buffer),
+          tokens: g.tokens,
+          lossSum: g.lossSum,
+        });
         const sum = await inbox.wait<Extract<HostToRunner, { type: 'gradSum' }>>(`g${step}`);
         if (!sum) {
           // The others did not answer in the grace period: leave at the last checkpoint.
@@ -144,7 +170,12 @@ export async function runShard(port: RunnerPort, plan: ShardPlan, resume: Resume
     port.post({
       type: 'done',
       adapter: adapterToObjectBytes(trainer.getAdapter()),
-      summary: { steps: trainer.step, tokens: tokensSeen, finalLoss: lastLoss, seconds: (performance.now() - started) / 1000 },
+      summary: {
+        steps: trainer.step,
+        tokens: tokensSeen,
+        finalLoss: lastLoss,
+        seconds: (performance.now() - started) / 1000,
+      },
     });
   } finally {
     trainer.dispose();
@@ -152,21 +183,37 @@ export async function runShard(port: RunnerPort, plan: ShardPlan, resume: Resume
 }
 
 /** Evaluates a task adapter with only the layers of each coalition on (Shapley values). */
-export async function runEval(plan: EvalPlan, adapterBytes: Uint8Array, backend: string | undefined): Promise<number[]> {
+export async function runEval(
+  plan: EvalPlan,
+  adapterBytes: Uint8Array,
+  backend: string | undefined,
+): Promise<number[]> {
   await initEngine(backend, { quiet: true });
   const t = plan.task;
   const model = await loadModel(t.baseModel);
   // Coalitions are scored on the eval set, or on the training data when the task has none.
   const data = await loadTaskData(t.baseModel, model.config.vocabSize, t.data.eval ?? t.data.train);
-  const trainer = AdapterTrainer.create({ model, task: t, examples: data.train, evalExamples: data.train, adapter: adapterFromObjectBytes(adapterBytes, plan.adapterObject), padId: data.padId });
+  const trainer = AdapterTrainer.create({
+    model,
+    task: t,
+    examples: data.train,
+    evalExamples: data.train,
+    adapter: adapterFromObjectBytes(adapterBytes, plan.adapterObject),
+    padId: data.padId,
+  });
   try {
     const full = trainer.getAdapter();
     return plan.coalitions.map((coalition) => {
       const on = new Set(coalition);
       // A layer outside the coalition gets B = 0: its adapter adds nothing, as when CoTo skips it.
-      const masked = { config: full.config, modules: new Map([...full.modules].map(([path, m]) => {
-        return [path, on.has(layerOfModule(path)) ? m : { ...m, b: new Float32Array(m.b.length) }];
-      })) };
+      const masked = {
+        config: full.config,
+        modules: new Map(
+          [...full.modules].map(([path, m]) => {
+            return [path, on.has(layerOfModule(path)) ? m : { ...m, b: new Float32Array(m.b.length) }];
+          }),
+        ),
+      };
       trainer.setAdapter(masked);
       return trainer.evaluate({ maxBatches: plan.maxBatches }).loss;
     });

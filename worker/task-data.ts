@@ -12,7 +12,11 @@ let cached: { dir: string; model: Promise<LlamaModel> } | null = null;
 
 export function loadModel(dir: string): Promise<LlamaModel> {
   if (cached?.dir === dir) return cached.model;
-  if (cached) void cached.model.then((m) => m.dispose(), () => {});
+  if (cached)
+    void cached.model.then(
+      (m) => m.dispose(),
+      () => {},
+    );
   const p = loadBaseModel(dir);
   const entry = { dir, model: p };
   cached = entry;
@@ -28,7 +32,12 @@ export interface TaskData {
   padId: number;
 }
 
-export async function loadTaskData(modelDir: string, vocabSize: number, train: string, evalFile?: string): Promise<TaskData> {
+export async function loadTaskData(
+  modelDir: string,
+  vocabSize: number,
+  train: string,
+  evalFile?: string,
+): Promise<TaskData> {
   const loader = new DataLoader(modelDir, vocabSize);
   const trainEx = await loader.load(train);
   const evalEx = evalFile ? await loader.load(evalFile) : undefined;

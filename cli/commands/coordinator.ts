@@ -22,24 +22,43 @@ export function register(program: Command): void {
     .option('--tls-key <file>', 'private key of --tls-cert')
     .option('--tls-ca <file>', 'require client certificates signed by this CA (mTLS)')
     .option('--heartbeat-timeout <duration>', 'declare a silent worker dead after this long', '5s')
-    .option('--http <addr>', 'serve the dashboard and Prometheus /metrics on host:port (no auth: keep it on a private address)')
+    .option(
+      '--http <addr>',
+      'serve the dashboard and Prometheus /metrics on host:port (no auth: keep it on a private address)',
+    )
     .action(async (o) => {
       if (!!o.tlsCert !== !!o.tlsKey) throw new ChorusError('--tls-cert and --tls-key go together');
       const running = await startCoordinator({
         listen: o.listen,
-        nats: { url: o.nats, prefix: o.prefix, creds: o.natsCreds, token: o.natsToken ?? process.env.NATS_TOKEN, user: o.natsUser, pass: o.natsUser ? process.env.NATS_PASSWORD : undefined },
-        auth: o.insecureNoAuth ? null : { clientToken: o.clientToken, workerToken: o.workerToken, tokenFile: o.tokenFile },
+        nats: {
+          url: o.nats,
+          prefix: o.prefix,
+          creds: o.natsCreds,
+          token: o.natsToken ?? process.env.NATS_TOKEN,
+          user: o.natsUser,
+          pass: o.natsUser ? process.env.NATS_PASSWORD : undefined,
+        },
+        auth: o.insecureNoAuth
+          ? null
+          : { clientToken: o.clientToken, workerToken: o.workerToken, tokenFile: o.tokenFile },
         tls: o.tlsCert ? { cert: o.tlsCert, key: o.tlsKey, ca: o.tlsCa } : null,
         heartbeatTimeoutMs: parseDuration(o.heartbeatTimeout, '--heartbeat-timeout'),
       });
-      console.error(`chorus coordinator listening on ${running.address} (${o.tlsCert ? (o.tlsCa ? 'mTLS' : 'TLS') : 'plaintext'})`);
-      console.error(running.tokens ? `auth: bearer tokens from ${running.tokenSource} (clients set CHORUS_TOKEN to the client token)` : 'auth: OFF (--insecure-no-auth)');
+      console.error(
+        `chorus coordinator listening on ${running.address} (${o.tlsCert ? (o.tlsCa ? 'mTLS' : 'TLS') : 'plaintext'})`,
+      );
+      console.error(
+        running.tokens
+          ? `auth: bearer tokens from ${running.tokenSource} (clients set CHORUS_TOKEN to the client token)`
+          : 'auth: OFF (--insecure-no-auth)',
+      );
       let http: Awaited<ReturnType<typeof startHttpServer>> | null = null;
       let events: ReturnType<typeof jetStreamEvents> | null = null;
       if (o.http) {
         const at = String(o.http).lastIndexOf(':');
         const port = Number(String(o.http).slice(at + 1));
-        if (at < 0 || !Number.isInteger(port) || port < 0 || port > 65535) throw new ChorusError(`--http must be host:port, got '${o.http}'`);
+        if (at < 0 || !Number.isInteger(port) || port < 0 || port > 65535)
+          throw new ChorusError(`--http must be host:port, got '${o.http}'`);
         events = jetStreamEvents(running.coordinator.store.nc, o.prefix);
         http = await startHttpServer({ host: String(o.http).slice(0, at) || '127.0.0.1', port, events });
         console.error(`dashboard on ${http.url} (Prometheus metrics: ${http.url}/metrics)`);

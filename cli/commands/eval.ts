@@ -41,9 +41,14 @@ export function register(program: Command): void {
         const seqLen = f.seqLen ? parsePositiveInt(f.seqLen, '--seq-len')! : longest;
         const r = evaluateExamples(model, lora, examples, { batchSize, seqLen, padId: await loader.padId() });
         const labelled = examples.some((e) => e.kind !== 'text');
-        process.stdout.write(JSON.stringify({
-          loss: r.loss, perplexity: r.perplexity, tokens: r.tokens, accuracy: labelled ? r.accuracy : null,
-        }) + '\n');
+        process.stdout.write(
+          JSON.stringify({
+            loss: r.loss,
+            perplexity: r.perplexity,
+            tokens: r.tokens,
+            accuracy: labelled ? r.accuracy : null,
+          }) + '\n',
+        );
       } finally {
         lora?.dispose();
         model.dispose();

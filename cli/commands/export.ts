@@ -26,7 +26,8 @@ export function register(program: Command): void {
     .option('--force', 'write into a non-empty --out')
     .action(async (f: ExportFlags) => {
       const dtype = parseDtype(f.dtype);
-      if (resolve(f.out) === resolve(f.model)) throw new ChorusError('--out must differ from --model (the base would be overwritten)');
+      if (resolve(f.out) === resolve(f.model))
+        throw new ChorusError('--out must differ from --model (the base would be overwritten)');
       if (existsSync(f.out) && readdirSync(f.out).length > 0 && !f.force) {
         throw new ChorusError(`${f.out}: directory is not empty (use --force to overwrite)`);
       }

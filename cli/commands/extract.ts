@@ -20,7 +20,8 @@ async function openModel(dir: string): Promise<TensorSource & { close(): Promise
         f = await SafetensorsFile.open(path);
         files.set(path, f);
       }
-      if (!f.header.tensors.has(name)) throw new ChorusError(`${path}: missing tensor "${name}" (the weights index says it is in this shard)`);
+      if (!f.header.tensors.has(name))
+        throw new ChorusError(`${path}: missing tensor "${name}" (the weights index says it is in this shard)`);
       shapes.set(name, { shape: f.info(name).shape });
     }
   } catch (err) {
@@ -45,17 +46,28 @@ export function register(program: Command): void {
     .requiredOption('--out <dir>', 'output PEFT directory')
     .option('--rank <n>', 'rank per module')
     .option('--energy <fraction>', 'smallest rank per module keeping this fraction of Σσ², in (0, 1]')
-    .option('--target <names>', 'comma-separated module names, e.g. q_proj,v_proj (default: every 2-D weight but embeddings/lm_head)')
+    .option(
+      '--target <names>',
+      'comma-separated module names, e.g. q_proj,v_proj (default: every 2-D weight but embeddings/lm_head)',
+    )
     .option('--seed <n>', 'seed of the randomized SVD', '0')
     .option('--dtype <dtype>', 'dtype written: F32, F16 or BF16', 'F32')
     .action(async (o) => {
-      if ((o.rank === undefined) === (o.energy === undefined)) throw new ChorusError('give exactly one of --rank or --energy');
+      if ((o.rank === undefined) === (o.energy === undefined))
+        throw new ChorusError('give exactly one of --rank or --energy');
       const rank = parseNumber(o.rank, '--rank');
-      if (rank !== undefined && !(Number.isInteger(rank) && rank >= 1)) throw new ChorusError(`--rank must be a positive integer, got "${o.rank}"`);
+      if (rank !== undefined && !(Number.isInteger(rank) && rank >= 1))
+        throw new ChorusError(`--rank must be a positive integer, got "${o.rank}"`);
       const energy = parseNumber(o.energy, '--energy');
       const seed = parseNumber(o.seed, '--seed')!;
       const dtype = parseDtype(o.dtype);
-      const targets = o.target === undefined ? undefined : String(o.target).split(',').map((s) => s.trim()).filter(Boolean);
+      const targets =
+        o.target === undefined
+          ? undefined
+          : String(o.target)
+              .split(',')
+              .map((s) => s.trim())
+              .filter(Boolean);
       if (targets && targets.length === 0) throw new ChorusError('--target is empty');
       const config = await readHfConfig(o.base);
       const base = await openModel(o.base);
@@ -73,7 +85,9 @@ export function register(program: Command): void {
           seed,
           baseModelNameOrPath: name,
           onModule: (r, i, total) => {
-            const what = r.skipped ? 'unchanged, skipped' : `rank ${r.rank}  energy kept ${(100 * r.energyKept).toFixed(2)}%`;
+            const what = r.skipped
+              ? 'unchanged, skipped'
+              : `rank ${r.rank}  energy kept ${(100 * r.energyKept).toFixed(2)}%`;
             console.log(`[${i + 1}/${total}] ${r.name} [${r.shape.join('×')}]  ${what}`);
           },
         });

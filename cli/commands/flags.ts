@@ -14,7 +14,8 @@ export function parseRank(text: string | undefined, flag = '--rank'): number | '
   if (text === undefined) return undefined;
   if (text === 'full') return 'full';
   const v = Number(text);
-  if (!Number.isInteger(v) || v < 1) throw new ChorusError(`${flag} must be a positive integer or "full", got "${text}"`);
+  if (!Number.isInteger(v) || v < 1)
+    throw new ChorusError(`${flag} must be a positive integer or "full", got "${text}"`);
   return v;
 }
 
@@ -27,7 +28,8 @@ export function parseNumber(text: string | undefined, flag: string): number | un
 
 export function parseDtype(text: string): 'F32' | 'F16' | 'BF16' {
   const t = text.toUpperCase();
-  if (t !== 'F32' && t !== 'F16' && t !== 'BF16') throw new ChorusError(`--dtype must be F32, F16 or BF16, got "${text}"`);
+  if (t !== 'F32' && t !== 'F16' && t !== 'BF16')
+    throw new ChorusError(`--dtype must be F32, F16 or BF16, got "${text}"`);
   return t;
 }
 

@@ -67,7 +67,8 @@ export async function initModel(o: InitModelOptions): Promise<{ parameters: numb
   await writeHfModelDir(o.out, json, tensors);
   if (withTokenizer) await writeByteTokenizer(o.out, vocab);
   let parameters = 0;
-  for (const [name, t] of tensors) if (!(config.tieWordEmbeddings && name === 'lm_head.weight')) parameters += t.data.length;
+  for (const [name, t] of tensors)
+    if (!(config.tieWordEmbeddings && name === 'lm_head.weight')) parameters += t.data.length;
   return { parameters, tokenizer: withTokenizer };
 }
 
@@ -93,7 +94,11 @@ export function register(program: Command): void {
     .requiredOption('--out <dir>', 'output directory')
     .action(async (o: InitModelOptions) => {
       const { parameters, tokenizer } = await initModel(o);
-      const note = tokenizer ? ' + byte tokenizer' : o.tokenizer ? ' (no tokenizer: --vocab < 256, use input_ids data)' : '';
+      const note = tokenizer
+        ? ' + byte tokenizer'
+        : o.tokenizer
+          ? ' (no tokenizer: --vocab < 256, use input_ids data)'
+          : '';
       console.error(`chorus: wrote ${o.out} (llama, ${parameters.toLocaleString('en-US')} parameters${note})`);
     });
 }

@@ -18,7 +18,9 @@ export function register(program: Command): void {
         console.log(`job ${j.id}  ${j.name}\nstate: ${j.state}${j.reason ? ` (${j.reason})` : ''}`);
         console.log(`created ${new Date(j.createdMs).toISOString()}, updated ${new Date(j.updatedMs).toISOString()}`);
         for (const s of j.shards) {
-          console.log(`  ${s.id}  ${s.task} r${s.replica + 1}/${s.replicas}  ${s.state.padEnd(9)} step ${s.step}/${s.totalSteps}  loss ${s.loss ? s.loss.toFixed(4) : '-'}  ${s.workerId ? `${s.workerId} ${s.device}` : ''}${s.attempts > 1 ? `  attempts ${s.attempts}` : ''}`);
+          console.log(
+            `  ${s.id}  ${s.task} r${s.replica + 1}/${s.replicas}  ${s.state.padEnd(9)} step ${s.step}/${s.totalSteps}  loss ${s.loss ? s.loss.toFixed(4) : '-'}  ${s.workerId ? `${s.workerId} ${s.device}` : ''}${s.attempts > 1 ? `  attempts ${s.attempts}` : ''}`,
+          );
         }
         if (j.artifacts.length) console.log(`artifacts:\n${j.artifacts.map((a) => `  ${a}`).join('\n')}`);
       } finally {

@@ -46,6 +46,8 @@ export function register(program: Command): void {
       });
       await writePeftAdapter(o.out, result.adapter, { dtype });
       const secs = ((Date.now() - started) / 1000).toFixed(1);
-      console.log(`merged ${dirs.length} adapters (${o.method}, ${o.space} space) into ${o.out}: ${result.modules.length} modules, r=${result.adapter.config.r}, ${secs}s`);
+      console.log(
+        `merged ${dirs.length} adapters (${o.method}, ${o.space} space) into ${o.out}: ${result.modules.length} modules, r=${result.adapter.config.r}, ${secs}s`,
+      );
     });
 }

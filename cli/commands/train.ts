@@ -19,8 +19,10 @@ function formatMetrics(m: TrainMetrics | EvalMetrics, total: number, layers: num
   if (m.type === 'eval') {
     return `step ${m.step}/${total}  eval loss ${m.eval_loss.toFixed(4)}  ppl ${m.eval_perplexity.toFixed(2)}  acc ${m.eval_accuracy.toFixed(3)}`;
   }
-  return `step ${m.step}/${total}  loss ${m.loss.toFixed(4)}  lr ${m.lr.toExponential(2)}  p ${m.p.toFixed(2)}  ` +
-    `layers ${m.active_layers.length}/${layers}  ${Math.round(m.tokens_per_s)} tok/s`;
+  return (
+    `step ${m.step}/${total}  loss ${m.loss.toFixed(4)}  lr ${m.lr.toExponential(2)}  p ${m.p.toFixed(2)}  ` +
+    `layers ${m.active_layers.length}/${layers}  ${Math.round(m.tokens_per_s)} tok/s`
+  );
 }
 
 export function register(program: Command): void {
@@ -62,17 +64,21 @@ export function register(program: Command): void {
           },
           onMetrics: f.quiet ? undefined : (m) => process.stderr.write(`${formatMetrics(m, total, numLayers)}\n`),
         });
-        process.stdout.write(JSON.stringify({
-          out: f.out,
-          task: result.task.name,
-          backend: result.backend,
-          steps: result.steps,
-          total_steps: result.task.training.steps,
-          stopped: result.stopped,
-          tokens_per_s: Math.round(result.tokensPerSecond),
-          layer_active_steps: result.activationCounts,
-          ...(result.lastEval ? { eval_loss: result.lastEval.eval_loss, eval_accuracy: result.lastEval.eval_accuracy } : {}),
-        }) + '\n');
+        process.stdout.write(
+          JSON.stringify({
+            out: f.out,
+            task: result.task.name,
+            backend: result.backend,
+            steps: result.steps,
+            total_steps: result.task.training.steps,
+            stopped: result.stopped,
+            tokens_per_s: Math.round(result.tokensPerSecond),
+            layer_active_steps: result.activationCounts,
+            ...(result.lastEval
+              ? { eval_loss: result.lastEval.eval_loss, eval_accuracy: result.lastEval.eval_accuracy }
+              : {}),
+          }) + '\n',
+        );
         if (result.stopped && stopRequested) process.exitCode = 130;
       } finally {
         process.off('SIGINT', onSignal);

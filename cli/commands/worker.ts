@@ -16,7 +16,7 @@ export function register(program: Command): void {
     .option('--backend <name>', 'tensor backend of the runners: tensorflow | wasm | cpu (default: best available)')
     .option('--cache-dir <dir>', 'cache of inputs uploaded with `submit --upload` (default ~/.cache/chorus)')
     .option('--tls-ca <file>', 'TLS: trust this CA for the coordinator certificate')
-    .option('--tls-cert <file>', 'mTLS: this worker\'s client certificate')
+    .option('--tls-cert <file>', "mTLS: this worker's client certificate")
     .option('--tls-key <file>', 'mTLS: key of --tls-cert')
     .action(async (o) => {
       const devices = parseDevices(o.devices);

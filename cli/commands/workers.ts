@@ -17,7 +17,9 @@ export function register(program: Command): void {
         if (ws.length === 0) console.log('no workers');
         for (const w of ws) {
           const ago = ((Date.now() - w.lastHeartbeatMs) / 1000).toFixed(1);
-          console.log(`${w.name} (${w.id})  ${w.state}  devices: ${w.devices.map((d) => d.id).join(', ')}  busy: ${w.shards.length ? w.shards.join(', ') : '-'}  heartbeat ${ago}s ago`);
+          console.log(
+            `${w.name} (${w.id})  ${w.state}  devices: ${w.devices.map((d) => d.id).join(', ')}  busy: ${w.shards.length ? w.shards.join(', ') : '-'}  heartbeat ${ago}s ago`,
+          );
         }
       } finally {
         client.close();

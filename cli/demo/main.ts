@@ -14,7 +14,14 @@ const USAGE = `usage: npm start [-- options]
   --no-dashboard       no dashboard
 NATS_URL picks the NATS server (default 127.0.0.1:4222); without one, a private nats-server is started.`;
 
-let values: { spec?: string; runs?: string; steps?: string; 'dashboard-port'?: string; 'no-dashboard'?: boolean; help?: boolean };
+let values: {
+  spec?: string;
+  runs?: string;
+  steps?: string;
+  'dashboard-port'?: string;
+  'no-dashboard'?: boolean;
+  help?: boolean;
+};
 try {
   ({ values } = parseArgs({
     options: {
@@ -26,8 +33,10 @@ try {
       help: { type: 'boolean', short: 'h', default: false },
     },
   }));
-  if (values.steps !== undefined && !/^[1-9]\d*$/.test(values.steps)) throw new Error(`--steps must be a positive integer, got '${values.steps}'`);
-  if (!/^\d+$/.test(values['dashboard-port']!)) throw new Error(`--dashboard-port must be a port number, got '${values['dashboard-port']}'`);
+  if (values.steps !== undefined && !/^[1-9]\d*$/.test(values.steps))
+    throw new Error(`--steps must be a positive integer, got '${values.steps}'`);
+  if (!/^\d+$/.test(values['dashboard-port']!))
+    throw new Error(`--dashboard-port must be a port number, got '${values['dashboard-port']}'`);
 } catch (err) {
   console.error(`chorus demo: ${errorMessage(err)}\n${USAGE}`);
   process.exit(2);

@@ -119,7 +119,9 @@ export async function startPrivateNats(binary: string): Promise<DemoNats> {
 }
 
 /** The NATS the demo will use, per the rule at the top of this file. */
-export async function ensureNats(opts: { url?: string; pathEnv?: string; extraDirs?: string[] } = {}): Promise<DemoNats> {
+export async function ensureNats(
+  opts: { url?: string; pathEnv?: string; extraDirs?: string[] } = {},
+): Promise<DemoNats> {
   const url = opts.url ?? process.env.NATS_URL ?? 'nats://127.0.0.1:4222';
   if (await natsAnswers(url)) return { url, owned: false, stop: async () => {} };
   const binary = findNatsServer(opts.pathEnv, opts.extraDirs);

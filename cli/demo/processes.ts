@@ -14,7 +14,11 @@ export interface Managed {
 
 const managed: Managed[] = [];
 
-export function startProcess(name: string, args: string[], opts: { env?: NodeJS.ProcessEnv; logDir: string; cwd: string }): Managed {
+export function startProcess(
+  name: string,
+  args: string[],
+  opts: { env?: NodeJS.ProcessEnv; logDir: string; cwd: string },
+): Managed {
   const log = join(opts.logDir, `${name}.log`);
   const out = createWriteStream(log);
   const child = spawn(process.execPath, args, {
@@ -40,7 +44,10 @@ export function startProcess(name: string, args: string[], opts: { env?: NodeJS.
 export function waitForLine(m: Managed, pattern: RegExp, timeoutMs: number): Promise<RegExpExecArray> {
   return new Promise((resolve, reject) => {
     let buf = '';
-    const timer = setTimeout(() => finish(new ChorusError(`${m.name} did not start within ${timeoutMs / 1000} s (see ${m.log})`)), timeoutMs);
+    const timer = setTimeout(
+      () => finish(new ChorusError(`${m.name} did not start within ${timeoutMs / 1000} s (see ${m.log})`)),
+      timeoutMs,
+    );
     const onData = (b: Buffer) => {
       buf += b.toString();
       let nl;
@@ -51,7 +58,8 @@ export function waitForLine(m: Managed, pattern: RegExp, timeoutMs: number): Pro
         if (match) return finish(null, match);
       }
     };
-    const onExit = (code: number | null) => finish(new ChorusError(`${m.name} exited (code ${code}) before it was ready; its log: ${m.log}`));
+    const onExit = (code: number | null) =>
+      finish(new ChorusError(`${m.name} exited (code ${code}) before it was ready; its log: ${m.log}`));
     const finish = (err: Error | null, match?: RegExpExecArray) => {
       clearTimeout(timer);
       m.child.stdout!.off('data', onData);

@@ -61,7 +61,12 @@ export async function cleanup(): Promise<void> {
 async function dropPrefix(nc: NatsConnection, prefix: string): Promise<void> {
   const jsm = await nc.jetstreamManager();
   const names = natsNames(prefix);
-  const mine = new Set([names.eventsStream, `KV_${names.jobsBucket}`, `KV_${names.workersBucket}`, `OBJ_${names.objectStore}`]);
+  const mine = new Set([
+    names.eventsStream,
+    `KV_${names.jobsBucket}`,
+    `KV_${names.workersBucket}`,
+    `OBJ_${names.objectStore}`,
+  ]);
   for await (const s of jsm.streams.list()) if (mine.has(s.config.name)) await jsm.streams.delete(s.config.name);
 }
 
@@ -83,12 +88,18 @@ export async function runDemo(o: DemoOptions): Promise<void> {
   void _drop;
   const shards = spec.tasks.reduce((n, t) => n + t.replicas, 0);
   if (o.workers * o.devicesPerWorker < shards) {
-    throw new ChorusError(`the demo job has ${shards} shards but ${o.workers} workers × ${o.devicesPerWorker} devices give only ${o.workers * o.devicesPerWorker}`);
+    throw new ChorusError(
+      `the demo job has ${shards} shards but ${o.workers} workers × ${o.devicesPerWorker} devices give only ${o.workers * o.devicesPerWorker}`,
+    );
   }
 
   say('Chorus demo: distributed LoRA training with CoTo on this machine');
   res.nats = await ensureNats();
-  say(res.nats.owned ? `  NATS       started nats-server -js at ${res.nats.url} (pid ${res.nats.process!.pid}, store in a temp dir)` : `  NATS       using the server at ${res.nats.url}`);
+  say(
+    res.nats.owned
+      ? `  NATS       started nats-server -js at ${res.nats.url} (pid ${res.nats.process!.pid}, store in a temp dir)`
+      : `  NATS       using the server at ${res.nats.url}`,
+  );
   res.prefix = `demo_${randomBytes(3).toString('hex')}`;
   const clientToken = randomBytes(16).toString('hex');
   const workerToken = randomBytes(16).toString('hex');
@@ -100,31 +111,54 @@ export async function runDemo(o: DemoOptions): Promise<void> {
     dashboardPort = o.dashboardPort !== 0 && (await portFree(o.dashboardPort)) ? o.dashboardPort : await freePort();
   }
   const httpArgs = dashboardPort !== null ? ['--http', `127.0.0.1:${dashboardPort}`] : [];
-  const coordinator = startProcess('coordinator', [bin, 'coordinator', '--listen', '127.0.0.1:0', '--nats', res.nats.url, '--prefix', res.prefix, '--token-file', join(res.tmp, 'tokens.json'), ...httpArgs], {
-    env: { CHORUS_CLIENT_TOKEN: clientToken, CHORUS_WORKER_TOKEN: workerToken },
-    logDir,
-    cwd: o.root,
-  });
+  const coordinator = startProcess(
+    'coordinator',
+    [
+      bin,
+      'coordinator',
+      '--listen',
+      '127.0.0.1:0',
+      '--nats',
+      res.nats.url,
+      '--prefix',
+      res.prefix,
+      '--token-file',
+      join(res.tmp, 'tokens.json'),
+      ...httpArgs,
+    ],
+    {
+      env: { CHORUS_CLIENT_TOKEN: clientToken, CHORUS_WORKER_TOKEN: workerToken },
+      logDir,
+      cwd: o.root,
+    },
+  );
   const address = (await waitForLine(coordinator, /^ready (\S+)/, 60000))[1];
   say(`  coordinator pid ${coordinator.child.pid}, gRPC on ${address}`);
   res.client = new ChorusClient({ address, token: clientToken });
 
   for (let i = 1; i <= o.workers; i++) {
-    const w = startProcess(`worker-${i}`, [bin, 'worker', '--coordinator', address, '--devices', `cpu:${o.devicesPerWorker}`, '--name', `worker-${i}`], {
-      env: { CHORUS_WORKER_TOKEN: workerToken },
-      logDir,
-      cwd: o.root,
-    });
+    const w = startProcess(
+      `worker-${i}`,
+      [bin, 'worker', '--coordinator', address, '--devices', `cpu:${o.devicesPerWorker}`, '--name', `worker-${i}`],
+      {
+        env: { CHORUS_WORKER_TOKEN: workerToken },
+        logDir,
+        cwd: o.root,
+      },
+    );
     say(`  worker-${i}   pid ${w.child.pid}, ${o.devicesPerWorker} CPU runners`);
   }
   await waitForWorkers(res.client, o.workers, 60000);
 
   // Kept to remove this run's streams from a shared NATS server at the end.
   res.nc = await connect({ servers: res.nats.url });
-  if (dashboardPort !== null) say(`  dashboard  http://127.0.0.1:${dashboardPort}   (served by the coordinator; metrics: /metrics)`);
+  if (dashboardPort !== null)
+    say(`  dashboard  http://127.0.0.1:${dashboardPort}   (served by the coordinator; metrics: /metrics)`);
 
   const jobId = await res.client.submit(JSON.stringify(portable, null, 2), spec.name ?? 'demo');
-  say(`\nsubmitted job ${jobId}: ${spec.tasks.map((t) => `${t.name}×${t.replicas}`).join(', ')} (${shards} shards)  [${secs()}]`);
+  say(
+    `\nsubmitted job ${jobId}: ${spec.tasks.map((t) => `${t.name}×${t.replicas}`).join(', ')} (${shards} shards)  [${secs()}]`,
+  );
   const progress = createProgress(jobId, { out: process.stdout });
   let finalState = '';
   let reason = '';
@@ -142,7 +176,9 @@ export async function runDemo(o: DemoOptions): Promise<void> {
   const keepLogs = () => cpSync(logDir, join(runDir, 'logs'), { recursive: true });
   if (finalState !== 'succeeded') {
     keepLogs();
-    throw new ChorusError(`job ${jobId} ${finalState || 'ended'}${reason ? `: ${reason}` : ''} (logs in ${relative(process.cwd(), join(runDir, 'logs'))})`);
+    throw new ChorusError(
+      `job ${jobId} ${finalState || 'ended'}${reason ? `: ${reason}` : ''} (logs in ${relative(process.cwd(), join(runDir, 'logs'))})`,
+    );
   }
   say(`\njob ${jobId} succeeded after ${secs()}; downloading its artifacts`);
   await res.client.downloadResult(jobId, runDir);
@@ -163,7 +199,14 @@ export async function runDemo(o: DemoOptions): Promise<void> {
     const base = await scorer.score(examples);
     const adapter = await scorer.score(examples, join(runDir, t.name));
     const mergedScore = merged ? await scorer.score(examples, merged) : null;
-    rows.push({ task: t.name, description: ALL_OPS.find((op) => op.name === t.name)?.description ?? '', base: base.accuracy, adapter: adapter.accuracy, merged: mergedScore?.accuracy ?? null, n: examples.length });
+    rows.push({
+      task: t.name,
+      description: ALL_OPS.find((op) => op.name === t.name)?.description ?? '',
+      base: base.accuracy,
+      adapter: adapter.accuracy,
+      merged: mergedScore?.accuracy ?? null,
+      n: examples.length,
+    });
   }
   writeFileSync(join(runDir, 'scores.json'), JSON.stringify(rows, null, 2) + '\n');
   say('');
@@ -172,9 +215,14 @@ export async function runDemo(o: DemoOptions): Promise<void> {
   say('');
   say(`artifacts in ${rel}/:`);
   const entries: Array<[string, string]> = spec.tasks.map((t) => [`${t.name}/`, `PEFT adapter of task ${t.name}`]);
-  if (merged && spec.merge !== 'none') entries.push(['merged/', `PEFT adapter merging the ${spec.tasks.length} task adapters (${spec.merge.method})`]);
+  if (merged && spec.merge !== 'none')
+    entries.push(['merged/', `PEFT adapter merging the ${spec.tasks.length} task adapters (${spec.merge.method})`]);
   entries.push(['report.json', 'job report: per-task losses, per-layer CoTo activation counts and Shapley estimates']);
-  entries.push(['scores.json', 'the table above'], ['job.json', 'the job spec as submitted'], ['logs/', 'coordinator and worker logs']);
+  entries.push(
+    ['scores.json', 'the table above'],
+    ['job.json', 'the job spec as submitted'],
+    ['logs/', 'coordinator and worker logs'],
+  );
   const w = Math.max(...entries.map((e) => e[0].length)) + 2;
   for (const [name, what] of entries) say(`  ${name.padEnd(w)}${what}`);
   say(`done in ${secs()}`);
@@ -185,7 +233,8 @@ async function waitForWorkers(client: ChorusClient, n: number, timeoutMs: number
   for (;;) {
     const online = (await client.workers()).filter((w) => w.state === 'online');
     if (online.length >= n) return;
-    if (Date.now() > deadline) throw new ChorusError(`only ${online.length} of ${n} workers registered within ${timeoutMs / 1000} s`);
+    if (Date.now() > deadline)
+      throw new ChorusError(`only ${online.length} of ${n} workers registered within ${timeoutMs / 1000} s`);
     await new Promise((r) => setTimeout(r, 250));
   }
 }

@@ -15,7 +15,8 @@ export function formatTable(rows: ScoreRow[], mergeMethod: string | null): strin
   const head = ['task', 'rule', 'base', 'task adapter', mergeMethod ? `merged (${mergeMethod})` : 'merged'];
   const body = rows.map((r) => [r.task, r.description, pct(r.base), pct(r.adapter), pct(r.merged)]);
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
-  const line = (cells: string[]) => cells.map((c, i) => (i >= 2 ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join('  ');
+  const line = (cells: string[]) =>
+    cells.map((c, i) => (i >= 2 ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join('  ');
   const n = rows[0]?.n ?? 0;
   return [
     line(head),

@@ -8,16 +8,58 @@ import type { ClusterView } from './views.ts';
 
 export class ChorusMetrics {
   readonly registry = new client.Registry();
-  private readonly jobs = new client.Gauge({ name: 'chorus_jobs', help: 'Jobs by state', labelNames: ['state'], registers: [this.registry] });
-  private readonly workers = new client.Gauge({ name: 'chorus_workers_alive', help: 'Workers whose last state is online', registers: [this.registry] });
-  private readonly steps = new client.Counter({ name: 'chorus_steps_total', help: 'Optimiser steps completed by all replicas', registers: [this.registry] });
-  private readonly tokens = new client.Counter({ name: 'chorus_tokens_total', help: 'Training tokens processed by all replicas', registers: [this.registry] });
-  private readonly events = new client.Counter({ name: 'chorus_events_total', help: 'Events seen, by type', labelNames: ['type'], registers: [this.registry] });
+  private readonly jobs = new client.Gauge({
+    name: 'chorus_jobs',
+    help: 'Jobs by state',
+    labelNames: ['state'],
+    registers: [this.registry],
+  });
+  private readonly workers = new client.Gauge({
+    name: 'chorus_workers_alive',
+    help: 'Workers whose last state is online',
+    registers: [this.registry],
+  });
+  private readonly steps = new client.Counter({
+    name: 'chorus_steps_total',
+    help: 'Optimiser steps completed by all replicas',
+    registers: [this.registry],
+  });
+  private readonly tokens = new client.Counter({
+    name: 'chorus_tokens_total',
+    help: 'Training tokens processed by all replicas',
+    registers: [this.registry],
+  });
+  private readonly events = new client.Counter({
+    name: 'chorus_events_total',
+    help: 'Events seen, by type',
+    labelNames: ['type'],
+    registers: [this.registry],
+  });
   private readonly shardLabels = ['job', 'task', 'replica'] as const;
-  private readonly step = new client.Gauge({ name: 'chorus_shard_step', help: 'Last optimiser step of a replica', labelNames: this.shardLabels, registers: [this.registry] });
-  private readonly loss = new client.Gauge({ name: 'chorus_shard_loss', help: 'Last training loss of a replica', labelNames: this.shardLabels, registers: [this.registry] });
-  private readonly tps = new client.Gauge({ name: 'chorus_shard_tokens_per_second', help: 'Training throughput of a replica', labelNames: this.shardLabels, registers: [this.registry] });
-  private readonly coto = new client.Gauge({ name: 'chorus_shard_coto_p', help: 'CoTo activation probability p(t) of a replica', labelNames: this.shardLabels, registers: [this.registry] });
+  private readonly step = new client.Gauge({
+    name: 'chorus_shard_step',
+    help: 'Last optimiser step of a replica',
+    labelNames: this.shardLabels,
+    registers: [this.registry],
+  });
+  private readonly loss = new client.Gauge({
+    name: 'chorus_shard_loss',
+    help: 'Last training loss of a replica',
+    labelNames: this.shardLabels,
+    registers: [this.registry],
+  });
+  private readonly tps = new client.Gauge({
+    name: 'chorus_shard_tokens_per_second',
+    help: 'Training throughput of a replica',
+    labelNames: this.shardLabels,
+    registers: [this.registry],
+  });
+  private readonly coto = new client.Gauge({
+    name: 'chorus_shard_coto_p',
+    help: 'CoTo activation probability p(t) of a replica',
+    labelNames: this.shardLabels,
+    registers: [this.registry],
+  });
   private readonly lastStep = new Map<string, { step: number; tokens: number }>();
   private readonly shardKeys = new Map<string, Set<string>>();
 

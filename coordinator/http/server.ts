@@ -44,7 +44,8 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServ
     metrics.ingest(ev);
   };
 
-  const send = (res: ServerResponse, event: string, data: unknown) => res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+  const send = (res: ServerResponse, event: string, data: unknown) =>
+    res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
   const push = setInterval(() => {
     const dirty = view.takeDirty();
     if (clients.size === 0) return;
@@ -71,7 +72,8 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServ
   const handle = async (req: IncomingMessage, res: ServerResponse) => {
     const url = new URL(req.url ?? '/', 'http://localhost');
     const path = url.pathname;
-    if (req.method !== 'GET' && req.method !== 'HEAD') return json(res, 405, { error: `method ${req.method} not allowed` });
+    if (req.method !== 'GET' && req.method !== 'HEAD')
+      return json(res, 405, { error: `method ${req.method} not allowed` });
     if (path === '/' || path === '/index.html') {
       res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' });
       return res.end(DASHBOARD_HTML);
@@ -93,7 +95,11 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServ
       return job ? json(res, 200, jobJson(job)) : json(res, 404, { error: `no job ${m[1]}` });
     }
     if (path === '/api/events') {
-      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });
+      res.writeHead(200, {
+        'content-type': 'text/event-stream',
+        'cache-control': 'no-store',
+        connection: 'keep-alive',
+      });
       res.write('retry: 2000\n\n');
       // A new client gets the whole picture first, then only changes.
       send(res, 'jobs', view.summaries());
@@ -128,7 +134,8 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServ
             ingest(ev);
           }
         } catch (err) {
-          if (!closed) (opts.onError ?? ((e) => process.stderr.write(`chorus: dashboard event feed: ${errorMessage(e)}\n`)))(err);
+          if (!closed)
+            (opts.onError ?? ((e) => process.stderr.write(`chorus: dashboard event feed: ${errorMessage(e)}\n`)))(err);
         }
       })()
     : Promise.resolve();

@@ -25,7 +25,14 @@ export class ClusterView {
   ingest(ev: ChorusEvent): void {
     if (ev.type === 'worker.state') {
       const d = ev.data;
-      this.workers.set(d.workerId, { workerId: d.workerId, name: d.name, state: d.state, devices: d.devices, reason: d.reason, sinceMs: ev.timeMs });
+      this.workers.set(d.workerId, {
+        workerId: d.workerId,
+        name: d.name,
+        state: d.state,
+        devices: d.devices,
+        reason: d.reason,
+        sinceMs: ev.timeMs,
+      });
       this.workersDirty = true;
       return;
     }
@@ -107,7 +114,10 @@ export function jobJson(job: JobView): Record<string, unknown> {
     reason: job.reason,
     tasks: job.tasks,
     // In the spec's task order, then by replica.
-    shards: [...job.shards.values()].sort((a, b) => taskIndex(job, a.task) - taskIndex(job, b.task) || a.task.localeCompare(b.task) || a.replica - b.replica),
+    shards: [...job.shards.values()].sort(
+      (a, b) =>
+        taskIndex(job, a.task) - taskIndex(job, b.task) || a.task.localeCompare(b.task) || a.replica - b.replica,
+    ),
     rounds: Object.fromEntries(job.rounds),
     layers: Object.fromEntries(job.layers),
     merge: job.merge,

@@ -13,7 +13,14 @@ export function clientOptions(cmd: Command): Command {
     .option('--tls-key <file>', 'key of --tls-cert');
 }
 
-export function clientFrom(o: { coordinator?: string; token?: string; tls?: boolean; tlsCa?: string; tlsCert?: string; tlsKey?: string }): ChorusClient {
+export function clientFrom(o: {
+  coordinator?: string;
+  token?: string;
+  tls?: boolean;
+  tlsCa?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+}): ChorusClient {
   return new ChorusClient({
     address: o.coordinator,
     token: o.token,

@@ -5,7 +5,17 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { ChorusError } from '../errors.ts';
-import { JobServiceClient, type BlobChunk, type BlobInfo, type Job, type JobEvent, type ListJobsResponse, type ListWorkersResponse, type SubmitJobResponse, type WorkerInfo } from '../gen/chorus/v1/jobs.ts';
+import {
+  JobServiceClient,
+  type BlobChunk,
+  type BlobInfo,
+  type Job,
+  type JobEvent,
+  type ListJobsResponse,
+  type ListWorkersResponse,
+  type SubmitJobResponse,
+  type WorkerInfo,
+} from '../gen/chorus/v1/jobs.ts';
 import { eventFromWire, isTerminal, type ChorusEvent } from '../nats/events.ts';
 
 export type { Job, Shard, WorkerInfo, Device, BlobInfo } from '../gen/chorus/v1/jobs.ts';
@@ -80,7 +90,9 @@ export class ChorusClient {
     return md;
   }
 
-  private unary<Res>(fn: (md: grpc.Metadata, cb: (e: grpc.ServiceError | null, r: Res) => void) => unknown): Promise<Res> {
+  private unary<Res>(
+    fn: (md: grpc.Metadata, cb: (e: grpc.ServiceError | null, r: Res) => void) => unknown,
+  ): Promise<Res> {
     return new Promise((resolve, reject) => {
       fn(this.md(), (e, r) => (e ? reject(wrap(e, this.address)) : resolve(r)));
     });
@@ -147,7 +159,11 @@ export class ChorusClient {
       const first = true;
       const writeNext = (isFirst: boolean): void => {
         while (off < data.length || isFirst) {
-          const chunk: BlobChunk = { name: isFirst ? name : '', size: isFirst ? data.length : 0, data: Buffer.from(data.buffer, data.byteOffset + off, Math.min(BLOB_CHUNK, data.length - off)) };
+          const chunk: BlobChunk = {
+            name: isFirst ? name : '',
+            size: isFirst ? data.length : 0,
+            data: Buffer.from(data.buffer, data.byteOffset + off, Math.min(BLOB_CHUNK, data.length - off)),
+          };
           off += chunk.data.length;
           isFirst = false;
           if (!call.write(chunk)) {
@@ -179,7 +195,10 @@ export class ChorusClient {
    */
   async downloadResult(jobId: string, outDir: string): Promise<string[]> {
     const job = await this.get(jobId);
-    if (job.state !== 'succeeded') throw new ChorusError(`job ${jobId} is ${job.state}${job.reason ? ` (${job.reason})` : ''}: no result to download`);
+    if (job.state !== 'succeeded')
+      throw new ChorusError(
+        `job ${jobId} is ${job.state}${job.reason ? ` (${job.reason})` : ''}: no result to download`,
+      );
     const prefix = `jobs/${jobId}/result/`;
     const written: string[] = [];
     for (const name of job.artifacts) {

@@ -18,7 +18,10 @@ export interface DirManifest {
 
 export const isObjectUri = (p: string) => p.startsWith(OBJECT_SCHEME);
 
-async function uploadFile(client: ChorusClient, path: string): Promise<{ object: string; sha256: string; size: number }> {
+async function uploadFile(
+  client: ChorusClient,
+  path: string,
+): Promise<{ object: string; sha256: string; size: number }> {
   const data = readFileSync(path);
   const digest = sha256Hex(data);
   const object = `uploads/blobs/${digest}`;
@@ -48,7 +51,11 @@ async function uploadDir(client: ChorusClient, dir: string, log: (s: string) => 
 }
 
 /** Uploads every local input of the spec; returns a copy whose paths are object URIs. */
-export async function uploadSpecInputs(client: ChorusClient, spec: JobSpec, log: (s: string) => void = () => {}): Promise<JobSpec> {
+export async function uploadSpecInputs(
+  client: ChorusClient,
+  spec: JobSpec,
+  log: (s: string) => void = () => {},
+): Promise<JobSpec> {
   const out: JobSpec = structuredClone(spec);
   if (!isObjectUri(out.base_model)) {
     try {

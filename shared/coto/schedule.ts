@@ -20,10 +20,13 @@ export function cotoProbability(step: number, totalSteps: number, opts: CotoSche
   const p0 = opts.pStart ?? 0.1;
   const p1 = opts.pEnd ?? 1;
   const ramp = opts.rampFraction ?? 0.75;
-  if (!(p0 >= 0 && p0 <= 1) || !(p1 >= 0 && p1 <= 1)) throw new ChorusError(`coto: probabilities must lie in [0, 1] (got start ${p0}, end ${p1})`);
+  if (!(p0 >= 0 && p0 <= 1) || !(p1 >= 0 && p1 <= 1))
+    throw new ChorusError(`coto: probabilities must lie in [0, 1] (got start ${p0}, end ${p1})`);
   if (!(ramp >= 0 && ramp <= 1)) throw new ChorusError(`coto: ramp fraction must lie in [0, 1], got ${ramp}`);
-  if (!Number.isInteger(totalSteps) || totalSteps <= 0) throw new ChorusError(`coto: total steps must be a positive integer, got ${totalSteps}`);
-  if (!Number.isInteger(step) || step < 0) throw new ChorusError(`coto: step must be a non-negative integer, got ${step}`);
+  if (!Number.isInteger(totalSteps) || totalSteps <= 0)
+    throw new ChorusError(`coto: total steps must be a positive integer, got ${totalSteps}`);
+  if (!Number.isInteger(step) || step < 0)
+    throw new ChorusError(`coto: step must be a non-negative integer, got ${step}`);
   const rampSteps = Math.ceil(ramp * totalSteps);
   if (rampSteps === 0) return p1;
   const p = p0 + ((p1 - p0) * step) / rampSteps;
@@ -53,7 +56,11 @@ function toU64(v: number | bigint, what: string): bigint {
  */
 export function cotoUniform(seed: number | bigint, step: number, layer: number, attempt: number): number {
   let h = mix64(toU64(seed, 'seed') + GOLDEN);
-  for (const [v, what] of [[step, 'step'], [layer, 'layer'], [attempt, 'attempt']] as const) {
+  for (const [v, what] of [
+    [step, 'step'],
+    [layer, 'layer'],
+    [attempt, 'attempt'],
+  ] as const) {
     h = mix64((h + toU64(v, what) * GOLDEN + GOLDEN) & MASK64);
   }
   return Number(h >> 11n) / 9007199254740992;
@@ -63,7 +70,8 @@ export function cotoUniform(seed: number | bigint, step: number, layer: number, 
 const MAX_ATTEMPTS = 100_000;
 
 export function cotoMask(seed: number | bigint, step: number, numLayers: number, p: number): boolean[] {
-  if (!Number.isInteger(numLayers) || numLayers <= 0) throw new ChorusError(`coto: numLayers must be a positive integer, got ${numLayers}`);
+  if (!Number.isInteger(numLayers) || numLayers <= 0)
+    throw new ChorusError(`coto: numLayers must be a positive integer, got ${numLayers}`);
   if (!(p >= 0 && p <= 1)) throw new ChorusError(`coto: p must lie in [0, 1], got ${p}`);
   if (p >= 1) return new Array<boolean>(numLayers).fill(true);
   for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
@@ -103,7 +111,8 @@ export class ActivationCounter {
   }
 
   record(mask: readonly boolean[]): void {
-    if (mask.length !== this.numLayers) throw new ChorusError(`coto: mask has ${mask.length} layers, expected ${this.numLayers}`);
+    if (mask.length !== this.numLayers)
+      throw new ChorusError(`coto: mask has ${mask.length} layers, expected ${this.numLayers}`);
     mask.forEach((on, l) => {
       if (on) this.counts[l]++;
     });
@@ -117,7 +126,8 @@ export class ActivationCounter {
 
   /** Adds another counter's counts (e.g. from replicas or shards). */
   add(other: ActivationCounter): void {
-    if (other.numLayers !== this.numLayers) throw new ChorusError(`coto: cannot add counts of ${other.numLayers} layers to ${this.numLayers}`);
+    if (other.numLayers !== this.numLayers)
+      throw new ChorusError(`coto: cannot add counts of ${other.numLayers} layers to ${this.numLayers}`);
     other.counts.forEach((c, l) => (this.counts[l] += c));
     this.steps += other.steps;
   }
@@ -130,12 +140,14 @@ export class ActivationCounter {
     const o = json as Partial<ActivationCountsJson> | null;
     const isCount = (v: unknown) => typeof v === 'number' && Number.isInteger(v) && v >= 0;
     if (!o || typeof o !== 'object') throw new ChorusError(`${source}: expected an object`);
-    if (!isCount(o.numLayers) || o.numLayers === 0) throw new ChorusError(`${source}: numLayers must be a positive integer`);
+    if (!isCount(o.numLayers) || o.numLayers === 0)
+      throw new ChorusError(`${source}: numLayers must be a positive integer`);
     if (!isCount(o.steps)) throw new ChorusError(`${source}: steps must be a non-negative integer`);
     if (!Array.isArray(o.counts) || o.counts.length !== o.numLayers || !o.counts.every(isCount)) {
       throw new ChorusError(`${source}: counts must be ${o.numLayers} non-negative integers`);
     }
-    if (o.counts.some((c) => c > o.steps!)) throw new ChorusError(`${source}: a layer count exceeds steps (${o.steps})`);
+    if (o.counts.some((c) => c > o.steps!))
+      throw new ChorusError(`${source}: a layer count exceeds steps (${o.steps})`);
     const c = new ActivationCounter(o.numLayers!);
     o.counts.forEach((v, l) => (c.counts[l] = v));
     c.steps = o.steps!;

@@ -38,9 +38,12 @@ export interface Cursor {
 
 function checkOptions(opts: BatchOptions, n: number): void {
   const posInt = (v: number) => Number.isInteger(v) && v > 0;
-  if (!posInt(opts.batchSize)) throw new ChorusError(`batching: batchSize must be a positive integer (got ${opts.batchSize})`);
-  if (!posInt(opts.seqLen) || opts.seqLen < 2) throw new ChorusError(`batching: seqLen must be an integer ≥ 2 (got ${opts.seqLen})`);
-  if (!Number.isInteger(opts.padId) || opts.padId < 0) throw new ChorusError(`batching: padId must be a non-negative integer (got ${opts.padId})`);
+  if (!posInt(opts.batchSize))
+    throw new ChorusError(`batching: batchSize must be a positive integer (got ${opts.batchSize})`);
+  if (!posInt(opts.seqLen) || opts.seqLen < 2)
+    throw new ChorusError(`batching: seqLen must be an integer ≥ 2 (got ${opts.seqLen})`);
+  if (!Number.isInteger(opts.padId) || opts.padId < 0)
+    throw new ChorusError(`batching: padId must be a non-negative integer (got ${opts.padId})`);
   if (n === 0) throw new ChorusError('batching: no examples');
 }
 
@@ -93,7 +96,13 @@ export class BatchStream {
     cursor: Cursor = { epoch: 0, index: 0 },
   ) {
     checkOptions(opts, examples.length);
-    if (!Number.isInteger(cursor.epoch) || cursor.epoch < 0 || !Number.isInteger(cursor.index) || cursor.index < 0 || cursor.index > examples.length) {
+    if (
+      !Number.isInteger(cursor.epoch) ||
+      cursor.epoch < 0 ||
+      !Number.isInteger(cursor.index) ||
+      cursor.index < 0 ||
+      cursor.index > examples.length
+    ) {
       throw new ChorusError(`batching: invalid cursor ${JSON.stringify(cursor)} for ${examples.length} examples`);
     }
     this.epoch = cursor.epoch;
@@ -103,7 +112,9 @@ export class BatchStream {
 
   /** Normalised so that an exhausted epoch reads as the start of the next one. */
   get cursor(): Cursor {
-    return this.index >= this.order.length ? { epoch: this.epoch + 1, index: 0 } : { epoch: this.epoch, index: this.index };
+    return this.index >= this.order.length
+      ? { epoch: this.epoch + 1, index: 0 }
+      : { epoch: this.epoch, index: this.index };
   }
 
   next(): Batch {
@@ -122,10 +133,12 @@ export class BatchStream {
 
 /** Replica `replica` of `replicas`: every replicas-th example, so shards are disjoint, cover all, and differ in size by at most one. */
 export function shardExamples<T>(examples: readonly T[], replica: number, replicas: number): T[] {
-  if (!Number.isInteger(replicas) || replicas < 1) throw new ChorusError(`sharding: replicas must be a positive integer (got ${replicas})`);
+  if (!Number.isInteger(replicas) || replicas < 1)
+    throw new ChorusError(`sharding: replicas must be a positive integer (got ${replicas})`);
   if (!Number.isInteger(replica) || replica < 0 || replica >= replicas) {
     throw new ChorusError(`sharding: replica must be an integer in [0, ${replicas}) (got ${replica})`);
   }
-  if (examples.length < replicas) throw new ChorusError(`sharding: ${examples.length} examples cannot feed ${replicas} replicas`);
+  if (examples.length < replicas)
+    throw new ChorusError(`sharding: ${examples.length} examples cannot feed ${replicas} replicas`);
   return examples.filter((_, i) => i % replicas === replica);
 }

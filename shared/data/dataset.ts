@@ -60,8 +60,10 @@ function exampleFromLine(obj: Record<string, unknown>, opts: DatasetOptions, sou
     if (!Array.isArray(raw)) fail(source, line, '"input_ids" must be an array of integers');
     for (let i = 0; i < raw.length; i++) {
       const v = raw[i];
-      if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) fail(source, line, `"input_ids"[${i}] must be a non-negative integer (got ${JSON.stringify(v)})`);
-      if (vocab !== undefined && v >= vocab) fail(source, line, `"input_ids"[${i}] = ${v} is outside the vocabulary (size ${vocab})`);
+      if (typeof v !== 'number' || !Number.isInteger(v) || v < 0)
+        fail(source, line, `"input_ids"[${i}] must be a non-negative integer (got ${JSON.stringify(v)})`);
+      if (vocab !== undefined && v >= vocab)
+        fail(source, line, `"input_ids"[${i}] = ${v} is outside the vocabulary (size ${vocab})`);
     }
     ids = raw as number[];
     kind = 'ids';
@@ -83,7 +85,12 @@ function exampleFromLine(obj: Record<string, unknown>, opts: DatasetOptions, sou
   } else if ('prompt' in obj || 'completion' in obj) {
     if (typeof obj.prompt !== 'string') fail(source, line, '"prompt" must be a string');
     if (typeof obj.completion !== 'string') fail(source, line, '"completion" must be a string');
-    if (!tok) fail(source, line, '"prompt"/"completion" need a tokenizer (the model directory has none; give "input_ids" instead)');
+    if (!tok)
+      fail(
+        source,
+        line,
+        '"prompt"/"completion" need a tokenizer (the model directory has none; give "input_ids" instead)',
+      );
     const { ids: pc, boundary } = encodeCompletion(tok, obj.prompt, obj.completion);
     ids = [...bos, ...pc, ...eos];
     completionStart = bos.length + boundary;
@@ -95,14 +102,26 @@ function exampleFromLine(obj: Record<string, unknown>, opts: DatasetOptions, sou
 
   if (vocab !== undefined && kind !== 'ids') {
     const bad = ids.find((id) => id >= vocab);
-    if (bad !== undefined) fail(source, line, `token id ${bad} from the tokenizer is outside the model's vocabulary (size ${vocab})`);
+    if (bad !== undefined)
+      fail(source, line, `token id ${bad} from the tokenizer is outside the model's vocabulary (size ${vocab})`);
   }
   const lossMask = Uint8Array.from(mask);
   lossMask[0] = 0;
   if (!lossMask.some((m) => m === 1)) {
-    fail(source, line, kind === 'completion' ? 'the completion is empty: nothing to predict' : `only ${ids.length} token(s): nothing to predict`);
+    fail(
+      source,
+      line,
+      kind === 'completion'
+        ? 'the completion is empty: nothing to predict'
+        : `only ${ids.length} token(s): nothing to predict`,
+    );
   }
-  return { inputIds: Int32Array.from(ids), lossMask, kind, ...(completionStart !== undefined ? { completionStart } : {}) };
+  return {
+    inputIds: Int32Array.from(ids),
+    lossMask,
+    kind,
+    ...(completionStart !== undefined ? { completionStart } : {}),
+  };
 }
 
 /** Parses JSONL text; `source` names the file in errors (as "file:line: …"). */
@@ -118,7 +137,8 @@ export function parseJsonl(text: string, source: string, opts: DatasetOptions = 
     } catch (err) {
       fail(source, i + 1, `not valid JSON (${(err as Error).message})`);
     }
-    if (obj === null || typeof obj !== 'object' || Array.isArray(obj)) fail(source, i + 1, 'each line must be a JSON object');
+    if (obj === null || typeof obj !== 'object' || Array.isArray(obj))
+      fail(source, i + 1, 'each line must be a JSON object');
     out.push(exampleFromLine(obj as Record<string, unknown>, opts, source, i + 1));
   }
   if (out.length === 0) throw new ChorusError(`${source}: no examples (the file is empty)`);

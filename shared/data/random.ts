@@ -8,7 +8,10 @@ export class DataRng {
   private state: number;
 
   constructor(seed: number, stream = 0) {
-    this.state = mix(mix(Math.trunc(seed) ^ Math.imul(Math.floor(seed / 4294967296) | 0, 0x9e3779b9)) ^ Math.imul(stream + 1, 0x85ebca6b));
+    this.state = mix(
+      mix(Math.trunc(seed) ^ Math.imul(Math.floor(seed / 4294967296) | 0, 0x9e3779b9)) ^
+        Math.imul(stream + 1, 0x85ebca6b),
+    );
   }
 
   nextU32(): number {

@@ -79,7 +79,8 @@ export function bytesToUnicode(): string[] {
 
 function tokenContent(v: unknown): string | undefined {
   if (typeof v === 'string') return v;
-  if (v && typeof v === 'object' && typeof (v as { content?: unknown }).content === 'string') return (v as { content: string }).content;
+  if (v && typeof v === 'object' && typeof (v as { content?: unknown }).content === 'string')
+    return (v as { content: string }).content;
   return undefined;
 }
 
@@ -148,14 +149,19 @@ export async function loadTokenizer(modelDir: string, modelVocabSize?: number): 
   const config = (cfg ?? {}) as Record<string, unknown>;
   if (config.chorus_tokenizer !== undefined) {
     if (config.chorus_tokenizer !== 'bytes') {
-      throw new ChorusError(`${cfgPath}: "chorus_tokenizer" must be "bytes" (got ${JSON.stringify(config.chorus_tokenizer)})`);
+      throw new ChorusError(
+        `${cfgPath}: "chorus_tokenizer" must be "bytes" (got ${JSON.stringify(config.chorus_tokenizer)})`,
+      );
     }
     return new ByteTokenizer(modelVocabSize ?? 258);
   }
   const tokPath = join(modelDir, 'tokenizer.json');
   const json = await readJsonIfExists(tokPath);
   if (json === undefined) {
-    const hasSp = await stat(join(modelDir, 'tokenizer.model')).then(() => true, () => false);
+    const hasSp = await stat(join(modelDir, 'tokenizer.model')).then(
+      () => true,
+      () => false,
+    );
     throw new ChorusError(
       `${modelDir}: no tokenizer.json` +
         (hasSp ? ' (only a SentencePiece tokenizer.model, which is not supported: convert it to tokenizer.json)' : '') +
@@ -165,7 +171,9 @@ export async function loadTokenizer(modelDir: string, modelVocabSize?: number): 
   if (json === null || typeof json !== 'object') throw new ChorusError(`${tokPath}: must be a JSON object`);
   const tok = new HfTokenizer(json, config, tokPath);
   if (modelVocabSize !== undefined && tok.vocabSize > modelVocabSize) {
-    throw new ChorusError(`${tokPath}: tokenizer has ids up to ${tok.vocabSize - 1} but the model's vocab_size is ${modelVocabSize}`);
+    throw new ChorusError(
+      `${tokPath}: tokenizer has ids up to ${tok.vocabSize - 1} but the model's vocab_size is ${modelVocabSize}`,
+    );
   }
   return tok;
 }
@@ -182,7 +190,15 @@ export async function writeByteTokenizer(dir: string, vocabSize = 258): Promise<
   const vocab: Record<string, number> = {};
   for (let b = 0; b < 256; b++) vocab[chars[b]] = b;
   const special = byteTok.bosId !== undefined;
-  const added = (id: number, content: string) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+  const added = (id: number, content: string) => ({
+    id,
+    content,
+    single_word: false,
+    lstrip: false,
+    rstrip: false,
+    normalized: false,
+    special: true,
+  });
   const byteLevel = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true };
   const tokenizer = {
     version: '1.0',
@@ -196,16 +212,26 @@ export async function writeByteTokenizer(dir: string, vocabSize = 258): Promise<
           type: 'TemplateProcessing',
           single: [{ SpecialToken: { id: '<s>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
           pair: [
-            { SpecialToken: { id: '<s>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } },
-            { SpecialToken: { id: '<s>', type_id: 1 } }, { Sequence: { id: 'B', type_id: 1 } },
+            { SpecialToken: { id: '<s>', type_id: 0 } },
+            { Sequence: { id: 'A', type_id: 0 } },
+            { SpecialToken: { id: '<s>', type_id: 1 } },
+            { Sequence: { id: 'B', type_id: 1 } },
           ],
           special_tokens: { '<s>': { id: '<s>', ids: [BYTE_BOS_ID], tokens: ['<s>'] } },
         }
       : null,
     decoder: byteLevel,
     model: {
-      type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null,
-      fuse_unk: false, byte_fallback: false, ignore_merges: false, vocab, merges: [],
+      type: 'BPE',
+      dropout: null,
+      unk_token: null,
+      continuing_subword_prefix: null,
+      end_of_word_suffix: null,
+      fuse_unk: false,
+      byte_fallback: false,
+      ignore_merges: false,
+      vocab,
+      merges: [],
     },
   };
   const config: Record<string, unknown> = {
@@ -219,6 +245,9 @@ export async function writeByteTokenizer(dir: string, vocabSize = 258): Promise<
   await writeFile(join(dir, 'tokenizer.json'), JSON.stringify(tokenizer, null, 1) + '\n');
   await writeFile(join(dir, 'tokenizer_config.json'), JSON.stringify(config, null, 2) + '\n');
   if (special) {
-    await writeFile(join(dir, 'special_tokens_map.json'), JSON.stringify({ bos_token: '<s>', eos_token: '</s>', pad_token: '</s>' }, null, 2) + '\n');
+    await writeFile(
+      join(dir, 'special_tokens_map.json'),
+      JSON.stringify({ bos_token: '<s>', eos_token: '</s>', pad_token: '</s>' }, null, 2) + '\n',
+    );
   }
 }

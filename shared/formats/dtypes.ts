@@ -7,12 +7,38 @@
 import { ChorusError } from '../errors.ts';
 
 export type Dtype =
-  | 'F64' | 'F32' | 'F16' | 'BF16' | 'F8_E4M3' | 'F8_E5M2'
-  | 'I64' | 'I32' | 'I16' | 'I8' | 'U64' | 'U32' | 'U16' | 'U8' | 'BOOL';
+  | 'F64'
+  | 'F32'
+  | 'F16'
+  | 'BF16'
+  | 'F8_E4M3'
+  | 'F8_E5M2'
+  | 'I64'
+  | 'I32'
+  | 'I16'
+  | 'I8'
+  | 'U64'
+  | 'U32'
+  | 'U16'
+  | 'U8'
+  | 'BOOL';
 
 export const DTYPE_SIZE: Readonly<Record<Dtype, number>> = {
-  F64: 8, F32: 4, F16: 2, BF16: 2, F8_E4M3: 1, F8_E5M2: 1,
-  I64: 8, I32: 4, I16: 2, I8: 1, U64: 8, U32: 4, U16: 2, U8: 1, BOOL: 1,
+  F64: 8,
+  F32: 4,
+  F16: 2,
+  BF16: 2,
+  F8_E4M3: 1,
+  F8_E5M2: 1,
+  I64: 8,
+  I32: 4,
+  I16: 2,
+  I8: 1,
+  U64: 8,
+  U32: 4,
+  U16: 2,
+  U8: 1,
+  BOOL: 1,
 };
 
 export function isDtype(s: unknown): s is Dtype {
@@ -58,13 +84,13 @@ export function numberToF16Bits(x: number): number {
     let half = m >>> shift;
     const rem = m & ((1 << shift) - 1);
     const mid = 1 << (shift - 1);
-    if (rem > mid || (rem === mid && (half & 1))) half++;
+    if (rem > mid || (rem === mid && half & 1)) half++;
     return sign | half;
   }
   let bits = sign | (e << 10) | (mant >>> 13);
   const rem = mant & 0x1fff;
   // A carry out of the mantissa correctly bumps the exponent (up to Inf).
-  if (rem > 0x1000 || (rem === 0x1000 && (bits & 1))) bits++;
+  if (rem > 0x1000 || (rem === 0x1000 && bits & 1)) bits++;
   return bits;
 }
 
@@ -72,7 +98,7 @@ export function numberToF16Bits(x: number): number {
 export function numberToBf16Bits(x: number): number {
   f32Scratch[0] = x;
   const f = u32Scratch[0];
-  if ((f & 0x7f800000) === 0x7f800000 && (f & 0x7fffff)) return ((f >>> 16) | 0x40) & 0xffff;
+  if ((f & 0x7f800000) === 0x7f800000 && f & 0x7fffff) return ((f >>> 16) | 0x40) & 0xffff;
   const rounded = f + 0x7fff + ((f >>> 16) & 1);
   return (rounded >>> 16) & 0xffff;
 }
@@ -113,7 +139,10 @@ export function decodeToFloat32(dtype: Dtype, bytes: Uint8Array): Float32Array {
   if ((dtype === 'F16' || dtype === 'BF16') && LITTLE_ENDIAN_HOST) {
     // Half-precision base models are the common case: decode through a 16-bit view (a table
     // lookup for F16, a shift for BF16), ~10× faster than per-element DataView math.
-    const u16 = bytes.byteOffset % 2 === 0 ? new Uint16Array(bytes.buffer, bytes.byteOffset, n) : new Uint16Array(bytes.slice().buffer);
+    const u16 =
+      bytes.byteOffset % 2 === 0
+        ? new Uint16Array(bytes.buffer, bytes.byteOffset, n)
+        : new Uint16Array(bytes.slice().buffer);
     if (dtype === 'F16') {
       const table = f16Table();
       for (let i = 0; i < n; i++) out[i] = table[u16[i]];
@@ -125,26 +154,54 @@ export function decodeToFloat32(dtype: Dtype, bytes: Uint8Array): Float32Array {
   }
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   switch (dtype) {
-    case 'F64': for (let i = 0; i < n; i++) out[i] = dv.getFloat64(8 * i, true); break;
-    case 'F32': for (let i = 0; i < n; i++) out[i] = dv.getFloat32(4 * i, true); break;
-    case 'F16': for (let i = 0; i < n; i++) out[i] = f16BitsToNumber(dv.getUint16(2 * i, true)); break;
+    case 'F64':
+      for (let i = 0; i < n; i++) out[i] = dv.getFloat64(8 * i, true);
+      break;
+    case 'F32':
+      for (let i = 0; i < n; i++) out[i] = dv.getFloat32(4 * i, true);
+      break;
+    case 'F16':
+      for (let i = 0; i < n; i++) out[i] = f16BitsToNumber(dv.getUint16(2 * i, true));
+      break;
     case 'BF16': {
       // Widening BF16 is a 16-bit shift: do it on integer views, no float math per element.
       const u = new Uint32Array(out.buffer);
       for (let i = 0; i < n; i++) u[i] = dv.getUint16(2 * i, true) << 16;
       break;
     }
-    case 'F8_E4M3': for (let i = 0; i < n; i++) out[i] = f8e4m3BitsToNumber(bytes[i]); break;
-    case 'F8_E5M2': for (let i = 0; i < n; i++) out[i] = f8e5m2BitsToNumber(bytes[i]); break;
-    case 'I64': for (let i = 0; i < n; i++) out[i] = Number(dv.getBigInt64(8 * i, true)); break;
-    case 'U64': for (let i = 0; i < n; i++) out[i] = Number(dv.getBigUint64(8 * i, true)); break;
-    case 'I32': for (let i = 0; i < n; i++) out[i] = dv.getInt32(4 * i, true); break;
-    case 'U32': for (let i = 0; i < n; i++) out[i] = dv.getUint32(4 * i, true); break;
-    case 'I16': for (let i = 0; i < n; i++) out[i] = dv.getInt16(2 * i, true); break;
-    case 'U16': for (let i = 0; i < n; i++) out[i] = dv.getUint16(2 * i, true); break;
-    case 'I8': for (let i = 0; i < n; i++) out[i] = dv.getInt8(i); break;
-    case 'U8': for (let i = 0; i < n; i++) out[i] = bytes[i]; break;
-    case 'BOOL': for (let i = 0; i < n; i++) out[i] = bytes[i] ? 1 : 0; break;
+    case 'F8_E4M3':
+      for (let i = 0; i < n; i++) out[i] = f8e4m3BitsToNumber(bytes[i]);
+      break;
+    case 'F8_E5M2':
+      for (let i = 0; i < n; i++) out[i] = f8e5m2BitsToNumber(bytes[i]);
+      break;
+    case 'I64':
+      for (let i = 0; i < n; i++) out[i] = Number(dv.getBigInt64(8 * i, true));
+      break;
+    case 'U64':
+      for (let i = 0; i < n; i++) out[i] = Number(dv.getBigUint64(8 * i, true));
+      break;
+    case 'I32':
+      for (let i = 0; i < n; i++) out[i] = dv.getInt32(4 * i, true);
+      break;
+    case 'U32':
+      for (let i = 0; i < n; i++) out[i] = dv.getUint32(4 * i, true);
+      break;
+    case 'I16':
+      for (let i = 0; i < n; i++) out[i] = dv.getInt16(2 * i, true);
+      break;
+    case 'U16':
+      for (let i = 0; i < n; i++) out[i] = dv.getUint16(2 * i, true);
+      break;
+    case 'I8':
+      for (let i = 0; i < n; i++) out[i] = dv.getInt8(i);
+      break;
+    case 'U8':
+      for (let i = 0; i < n; i++) out[i] = bytes[i];
+      break;
+    case 'BOOL':
+      for (let i = 0; i < n; i++) out[i] = bytes[i] ? 1 : 0;
+      break;
   }
   return out;
 }
@@ -167,19 +224,45 @@ export function encodeFromNumbers(dtype: Dtype, data: NumericData, what: string)
     return BigInt(v);
   };
   switch (dtype) {
-    case 'F64': for (let i = 0; i < n; i++) dv.setFloat64(8 * i, num(i), true); break;
-    case 'F32': for (let i = 0; i < n; i++) dv.setFloat32(4 * i, num(i), true); break;
-    case 'F16': for (let i = 0; i < n; i++) dv.setUint16(2 * i, numberToF16Bits(num(i)), true); break;
-    case 'BF16': for (let i = 0; i < n; i++) dv.setUint16(2 * i, numberToBf16Bits(num(i)), true); break;
-    case 'I64': for (let i = 0; i < n; i++) dv.setBigInt64(8 * i, big(i), true); break;
-    case 'U64': for (let i = 0; i < n; i++) dv.setBigUint64(8 * i, big(i), true); break;
-    case 'I32': for (let i = 0; i < n; i++) dv.setInt32(4 * i, num(i), true); break;
-    case 'U32': for (let i = 0; i < n; i++) dv.setUint32(4 * i, num(i), true); break;
-    case 'I16': for (let i = 0; i < n; i++) dv.setInt16(2 * i, num(i), true); break;
-    case 'U16': for (let i = 0; i < n; i++) dv.setUint16(2 * i, num(i), true); break;
-    case 'I8': for (let i = 0; i < n; i++) dv.setInt8(i, num(i)); break;
-    case 'U8': for (let i = 0; i < n; i++) dv.setUint8(i, num(i)); break;
-    case 'BOOL': for (let i = 0; i < n; i++) out[i] = num(i) ? 1 : 0; break;
+    case 'F64':
+      for (let i = 0; i < n; i++) dv.setFloat64(8 * i, num(i), true);
+      break;
+    case 'F32':
+      for (let i = 0; i < n; i++) dv.setFloat32(4 * i, num(i), true);
+      break;
+    case 'F16':
+      for (let i = 0; i < n; i++) dv.setUint16(2 * i, numberToF16Bits(num(i)), true);
+      break;
+    case 'BF16':
+      for (let i = 0; i < n; i++) dv.setUint16(2 * i, numberToBf16Bits(num(i)), true);
+      break;
+    case 'I64':
+      for (let i = 0; i < n; i++) dv.setBigInt64(8 * i, big(i), true);
+      break;
+    case 'U64':
+      for (let i = 0; i < n; i++) dv.setBigUint64(8 * i, big(i), true);
+      break;
+    case 'I32':
+      for (let i = 0; i < n; i++) dv.setInt32(4 * i, num(i), true);
+      break;
+    case 'U32':
+      for (let i = 0; i < n; i++) dv.setUint32(4 * i, num(i), true);
+      break;
+    case 'I16':
+      for (let i = 0; i < n; i++) dv.setInt16(2 * i, num(i), true);
+      break;
+    case 'U16':
+      for (let i = 0; i < n; i++) dv.setUint16(2 * i, num(i), true);
+      break;
+    case 'I8':
+      for (let i = 0; i < n; i++) dv.setInt8(i, num(i));
+      break;
+    case 'U8':
+      for (let i = 0; i < n; i++) dv.setUint8(i, num(i));
+      break;
+    case 'BOOL':
+      for (let i = 0; i < n; i++) out[i] = num(i) ? 1 : 0;
+      break;
     case 'F8_E4M3':
     case 'F8_E5M2':
       throw new ChorusError(`${what}: writing ${dtype} is not supported (pass raw bytes instead)`);

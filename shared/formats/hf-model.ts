@@ -6,7 +6,14 @@ import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path';
 import { ChorusError } from '../errors.ts';
 import { DTYPE_SIZE } from './dtypes.ts';
-import { SafetensorsFile, numelOf, tensorToFloat32, writeSafetensorsFile, type Dtype, type TensorInput } from './safetensors.ts';
+import {
+  SafetensorsFile,
+  numelOf,
+  tensorToFloat32,
+  writeSafetensorsFile,
+  type Dtype,
+  type TensorInput,
+} from './safetensors.ts';
 
 export interface HfTensor {
   shape: number[];
@@ -47,7 +54,8 @@ async function readJson(path: string, what: string): Promise<unknown> {
 export async function readHfConfig(dir: string): Promise<HfConfig> {
   const path = join(dir, 'config.json');
   const raw = await readJson(path, 'model config');
-  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new ChorusError(`${path}: must be a JSON object`);
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw))
+    throw new ChorusError(`${path}: must be a JSON object`);
   return raw as HfConfig;
 }
 
@@ -67,7 +75,9 @@ export function resolveLmHead(config: HfConfig, tensors: HfTensors, source = 'mo
   const name = isTiedConfig(config) ? EMBED_NAME : LM_HEAD_NAME;
   const t = tensors.get(name);
   if (!t) {
-    const why = isTiedConfig(config) ? ' (tie_word_embeddings is true, so lm_head is the embedding)' : ' (tie_word_embeddings is false)';
+    const why = isTiedConfig(config)
+      ? ' (tie_word_embeddings is true, so lm_head is the embedding)'
+      : ' (tie_word_embeddings is false)';
     throw new ChorusError(`${source}: missing tensor "${name}"${why}`);
   }
   return t;
@@ -95,7 +105,9 @@ export async function locateWeights(dir: string): Promise<Map<string, string>> {
     const map = new Map<string, string>();
     for (const [name, file] of Object.entries(wm as Record<string, unknown>)) {
       if (typeof file !== 'string' || file.includes('/') || file.includes('\\')) {
-        throw new ChorusError(`${index}: "weight_map"."${name}" must be a file name in the model directory (got ${JSON.stringify(file)})`);
+        throw new ChorusError(
+          `${index}: "weight_map"."${name}" must be a file name in the model directory (got ${JSON.stringify(file)})`,
+        );
       }
       map.set(name, join(dir, file));
     }
@@ -103,7 +115,9 @@ export async function locateWeights(dir: string): Promise<Map<string, string>> {
   }
   for (const other of ['pytorch_model.bin', 'pytorch_model.bin.index.json']) {
     if (await exists(join(dir, other))) {
-      throw new ChorusError(`${dir}: found ${other}, but only safetensors weights are supported (convert the model to safetensors)`);
+      throw new ChorusError(
+        `${dir}: found ${other}, but only safetensors weights are supported (convert the model to safetensors)`,
+      );
     }
   }
   throw new ChorusError(`${dir}: no ${SINGLE_WEIGHTS} or ${WEIGHTS_INDEX} found`);
@@ -115,7 +129,10 @@ export interface ReadHfOptions {
 }
 
 /** Reads every tensor (upcast to Float32) of a HF model directory, shard by shard. */
-export async function readHfModelDir(dir: string, opts: ReadHfOptions = {}): Promise<{ config: HfConfig; tensors: HfTensors }> {
+export async function readHfModelDir(
+  dir: string,
+  opts: ReadHfOptions = {},
+): Promise<{ config: HfConfig; tensors: HfTensors }> {
   const config = await readHfConfig(dir);
   const where = await locateWeights(dir);
   const byFile = new Map<string, string[]>();
@@ -168,7 +185,10 @@ export function checkLlamaTensors(config: HfConfig, tensors: HfTensors, source: 
   }
   const missing = llamaTensorNames(layers, isTiedConfig(config)).filter((n) => !tensors.has(n));
   if (missing.length > 0) {
-    const shown = missing.slice(0, 8).map((n) => `"${n}"`).join(', ');
+    const shown = missing
+      .slice(0, 8)
+      .map((n) => `"${n}"`)
+      .join(', ');
     throw new ChorusError(`${source}: missing ${missing.length} tensor(s): ${shown}${missing.length > 8 ? ', …' : ''}`);
   }
 }
@@ -186,7 +206,12 @@ export interface WriteHfOptions {
  * Stale weight files from an earlier write are removed first: a leftover model.safetensors would
  * otherwise shadow a new sharded index.
  */
-export async function writeHfModelDir(dir: string, config: HfConfig, tensors: HfTensors, opts: WriteHfOptions = {}): Promise<void> {
+export async function writeHfModelDir(
+  dir: string,
+  config: HfConfig,
+  tensors: HfTensors,
+  opts: WriteHfOptions = {},
+): Promise<void> {
   const dtype = opts.dtype ?? 'F32';
   await mkdir(dir, { recursive: true });
   for (const name of await readdir(dir)) {
@@ -197,7 +222,9 @@ export async function writeHfModelDir(dir: string, config: HfConfig, tensors: Hf
   const entries = [...tensors.entries()].filter(([name]) => !(isTiedConfig(config) && name === LM_HEAD_NAME));
   for (const [name, t] of entries) {
     if (t.data.length !== numelOf(t.shape)) {
-      throw new ChorusError(`writeHfModelDir: tensor "${name}" has shape [${t.shape.join(', ')}] but ${t.data.length} values`);
+      throw new ChorusError(
+        `writeHfModelDir: tensor "${name}" has shape [${t.shape.join(', ')}] but ${t.data.length} values`,
+      );
     }
   }
   const sizeOf = (t: HfTensor) => t.data.length * DTYPE_SIZE[dtype];

@@ -10,7 +10,9 @@ export function pythonRegex(pattern: string, anchored: 'full' | 'start', field: 
   try {
     return new RegExp(anchored === 'full' ? `^(?:${js})$` : `^${js}`);
   } catch (err) {
-    throw new ChorusError(`${field}: invalid regular expression ${JSON.stringify(pattern)} (${(err as Error).message})`);
+    throw new ChorusError(
+      `${field}: invalid regular expression ${JSON.stringify(pattern)} (${(err as Error).message})`,
+    );
   }
 }
 
@@ -25,7 +27,12 @@ export function findPatternKey(patternKeys: Iterable<string>, modulePath: string
   return undefined;
 }
 
-export function lookupPattern(patterns: Record<string, number> | undefined, modulePath: string, fallback: number, field: string): number {
+export function lookupPattern(
+  patterns: Record<string, number> | undefined,
+  modulePath: string,
+  fallback: number,
+  field: string,
+): number {
   if (!patterns) return fallback;
   const key = findPatternKey(Object.keys(patterns), modulePath, field);
   return key === undefined ? fallback : patterns[key];
@@ -45,7 +52,8 @@ function matchesNames(spec: string[] | string, modulePath: string, field: string
 
 /** PEFT's check_target_module_exists for a LoRA config (the "all-linear" shorthand excludes lm_head). */
 export function isTargetModule(spec: TargetSpec, modulePath: string, source: string): boolean {
-  if (spec.excludeModules && matchesNames(spec.excludeModules, modulePath, `${source}: "exclude_modules"`)) return false;
+  if (spec.excludeModules && matchesNames(spec.excludeModules, modulePath, `${source}: "exclude_modules"`))
+    return false;
   const tm = spec.targetModules;
   // PEFT resolves a null target_modules from the model type before saving, so a saved null says
   // nothing: accept whatever modules the weights hold.
@@ -58,10 +66,17 @@ export function isTargetModule(spec: TargetSpec, modulePath: string, source: str
   const want = spec.layersToTransform;
   const usingLayers = want !== null && want !== undefined && (typeof want === 'number' || want.length > 0);
   if (found && usingLayers && typeof tm !== 'string' && !tm.includes(modulePath)) {
-    const patterns = spec.layersPattern == null ? [] : typeof spec.layersPattern === 'string' ? [spec.layersPattern] : spec.layersPattern;
+    const patterns =
+      spec.layersPattern == null
+        ? []
+        : typeof spec.layersPattern === 'string'
+          ? [spec.layersPattern]
+          : spec.layersPattern;
     let m: RegExpExecArray | null = null;
     if (patterns.length === 0) m = /^.*\.[^.]*\.(\d+)\./.exec(modulePath);
-    else for (const p of patterns) if ((m = pythonRegex(`.*\\.${p}\\.(\\d+)\\.`, 'start', `${source}: "layers_pattern"`).exec(modulePath))) break;
+    else
+      for (const p of patterns)
+        if ((m = pythonRegex(`.*\\.${p}\\.(\\d+)\\.`, 'start', `${source}: "layers_pattern"`).exec(modulePath))) break;
     if (!m) found = false;
     else {
       const layer = Number(m[1]);

@@ -40,7 +40,14 @@ export interface ParsedPeftConfig {
   targets: TargetSpec;
 }
 
-function field<T>(raw: Record<string, unknown>, name: string, check: (v: unknown) => v is T, want: string, fallback: T, src: string): T {
+function field<T>(
+  raw: Record<string, unknown>,
+  name: string,
+  check: (v: unknown) => v is T,
+  want: string,
+  fallback: T,
+  src: string,
+): T {
   const v = raw[name];
   if (v === undefined) return fallback;
   if (!check(v)) throw new ChorusError(`${src}: "${name}" must be ${want} (got ${JSON.stringify(v)})`);
@@ -54,7 +61,9 @@ const isStrOrNull = (v: unknown): v is string | null => v === null || typeof v =
 const isNameSpec = (v: unknown): v is string[] | string | null =>
   v === null || typeof v === 'string' || (Array.isArray(v) && v.every((x) => typeof x === 'string'));
 const isLayers = (v: unknown): v is number[] | number | null =>
-  v === null || (typeof v === 'number' && Number.isInteger(v)) || (Array.isArray(v) && v.every((x) => Number.isInteger(x)));
+  v === null ||
+  (typeof v === 'number' && Number.isInteger(v)) ||
+  (Array.isArray(v) && v.every((x) => Number.isInteger(x)));
 
 function isPatternMap(check: (v: unknown) => boolean) {
   return (v: unknown): v is Record<string, number> =>
@@ -62,15 +71,20 @@ function isPatternMap(check: (v: unknown) => boolean) {
 }
 
 export function parsePeftConfig(raw: unknown, src: string): ParsedPeftConfig {
-  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new ChorusError(`${src}: must be a JSON object`);
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw))
+    throw new ChorusError(`${src}: must be a JSON object`);
   const o = raw as Record<string, unknown>;
-  if (o.peft_type !== 'LORA') throw new ChorusError(`${src}: "peft_type" must be "LORA" (got ${JSON.stringify(o.peft_type)})`);
+  if (o.peft_type !== 'LORA')
+    throw new ChorusError(`${src}: "peft_type" must be "LORA" (got ${JSON.stringify(o.peft_type)})`);
   // Features whose weights we cannot represent: refuse rather than load a different model.
   if (o.use_dora === true) throw new ChorusError(`${src}: "use_dora": true (DoRA) is not supported`);
   if (o.lora_bias === true) throw new ChorusError(`${src}: "lora_bias": true is not supported`);
-  if (o.bias !== undefined && o.bias !== 'none') throw new ChorusError(`${src}: "bias": ${JSON.stringify(o.bias)} is not supported (only "none")`);
+  if (o.bias !== undefined && o.bias !== 'none')
+    throw new ChorusError(`${src}: "bias": ${JSON.stringify(o.bias)} is not supported (only "none")`);
   if (o.modules_to_save != null && !(Array.isArray(o.modules_to_save) && o.modules_to_save.length === 0)) {
-    throw new ChorusError(`${src}: "modules_to_save" is not supported (fully trained extra modules); got ${JSON.stringify(o.modules_to_save)}`);
+    throw new ChorusError(
+      `${src}: "modules_to_save" is not supported (fully trained extra modules); got ${JSON.stringify(o.modules_to_save)}`,
+    );
   }
   if (o.layer_replication != null) throw new ChorusError(`${src}: "layer_replication" is not supported`);
 
@@ -107,7 +121,10 @@ export function parsePeftConfig(raw: unknown, src: string): ParsedPeftConfig {
 // Reading
 
 async function exists(path: string): Promise<boolean> {
-  return stat(path).then(() => true, () => false);
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
 }
 
 /** Groups PEFT keys into modules; every other key is an error that names it. */
@@ -123,11 +140,19 @@ function groupKeys(tensors: Map<string, TensorView>, src: string): Map<string, {
             `("${named[1]}.lora_${named[2]}.weight") and would not load this file`,
         );
       }
-      const kind = /lora_magnitude_vector/.test(key) ? ' (DoRA)' : /lora_embedding_/.test(key) ? ' (LoRA on embeddings)' : '';
-      throw new ChorusError(`${src}: unsupported tensor "${key}"${kind}: only lora_A/lora_B weights of linear layers are supported`);
+      const kind = /lora_magnitude_vector/.test(key)
+        ? ' (DoRA)'
+        : /lora_embedding_/.test(key)
+          ? ' (LoRA on embeddings)'
+          : '';
+      throw new ChorusError(
+        `${src}: unsupported tensor "${key}"${kind}: only lora_A/lora_B weights of linear layers are supported`,
+      );
     }
     if (!m[1].startsWith(PEFT_KEY_PREFIX)) {
-      throw new ChorusError(`${src}: key "${key}" lacks the "${PEFT_KEY_PREFIX}" prefix PEFT writes (PEFT would not load it)`);
+      throw new ChorusError(
+        `${src}: key "${key}" lacks the "${PEFT_KEY_PREFIX}" prefix PEFT writes (PEFT would not load it)`,
+      );
     }
     const path = m[1].slice(PEFT_KEY_PREFIX.length);
     const entry = modules.get(path) ?? {};
@@ -146,21 +171,30 @@ export function adapterFromPeft(parsed: ParsedPeftConfig, tensors: Map<string, T
   if (grouped.size === 0) throw new ChorusError(`${src}: no LoRA weights (no "…lora_A.weight" keys)`);
   const leafNames = new Set<string>();
   for (const [path, { a, b }] of [...grouped].sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0))) {
-    if (!a || !b) throw new ChorusError(`${src}: module "${path}" has lora_${a ? 'A' : 'B'} but no lora_${a ? 'B' : 'A'}`);
+    if (!a || !b)
+      throw new ChorusError(`${src}: module "${path}" has lora_${a ? 'A' : 'B'} but no lora_${a ? 'B' : 'A'}`);
     if (a.shape.length !== 2 || b.shape.length !== 2) {
-      throw new ChorusError(`${src}: module "${path}": lora_A ${JSON.stringify(a.shape)} and lora_B ${JSON.stringify(b.shape)} must both be 2-D`);
+      throw new ChorusError(
+        `${src}: module "${path}": lora_A ${JSON.stringify(a.shape)} and lora_B ${JSON.stringify(b.shape)} must both be 2-D`,
+      );
     }
     const [rank, inFeatures] = a.shape;
     const [outFeatures, rankB] = b.shape;
     if (rank !== rankB) {
-      throw new ChorusError(`${src}: module "${path}": mismatched ranks, lora_A is [${a.shape}] (rank ${rank}) but lora_B is [${b.shape}] (rank ${rankB})`);
+      throw new ChorusError(
+        `${src}: module "${path}": mismatched ranks, lora_A is [${a.shape}] (rank ${rank}) but lora_B is [${b.shape}] (rank ${rankB})`,
+      );
     }
     if (!isTargetModule(targets, path, src)) {
-      throw new ChorusError(`${src}: module "${path}" is not matched by target_modules ${JSON.stringify(targets.targetModules)} (PEFT would not load it)`);
+      throw new ChorusError(
+        `${src}: module "${path}" is not matched by target_modules ${JSON.stringify(targets.targetModules)} (PEFT would not load it)`,
+      );
     }
     const r = lookupPattern(config.rankPattern, path, config.r, `${src}: "rank_pattern"`);
     if (rank !== r) {
-      throw new ChorusError(`${src}: module "${path}" has rank ${rank} but the config gives it r = ${r} (check "r" and "rank_pattern")`);
+      throw new ChorusError(
+        `${src}: module "${path}" has rank ${rank} but the config gives it r = ${r} (check "r" and "rank_pattern")`,
+      );
     }
     const alpha = lookupPattern(config.alphaPattern, path, config.loraAlpha, `${src}: "alpha_pattern"`);
     modules.set(path, {
@@ -174,7 +208,8 @@ export function adapterFromPeft(parsed: ParsedPeftConfig, tensors: Map<string, T
     leafNames.add(path.slice(path.lastIndexOf('.') + 1));
   }
   // A regex target_modules says nothing listable: report the module names it actually matched.
-  if (config.targetModulesRegex !== undefined || config.targetModules.length === 0) config.targetModules = [...leafNames].sort();
+  if (config.targetModulesRegex !== undefined || config.targetModules.length === 0)
+    config.targetModules = [...leafNames].sort();
   return { config, modules };
 }
 
@@ -209,7 +244,9 @@ export async function readPeftAdapter(dir: string): Promise<LoraAdapter> {
   const parsed = parsePeftConfig(raw, cfgPath);
   if (!(await exists(weightsPath))) {
     if (await exists(join(dir, 'adapter_model.bin'))) {
-      throw new ChorusError(`${dir}: adapter_model.bin (pickle) is not supported; save the adapter with safetensors (PEFT's default, safe_serialization=True)`);
+      throw new ChorusError(
+        `${dir}: adapter_model.bin (pickle) is not supported; save the adapter with safetensors (PEFT's default, safe_serialization=True)`,
+      );
     }
     throw new ChorusError(`${weightsPath}: adapter weights not found`);
   }
@@ -306,7 +343,10 @@ export function peftConfigText(adapter: LoraAdapter): string {
 }
 
 /** The two files' contents, as writePeftAdapter would write them. */
-export function peftAdapterToBytes(adapter: LoraAdapter, opts: WritePeftOptions = {}): { weights: Uint8Array; configJson: string } {
+export function peftAdapterToBytes(
+  adapter: LoraAdapter,
+  opts: WritePeftOptions = {},
+): { weights: Uint8Array; configJson: string } {
   return {
     weights: serializeSafetensors(peftTensors(adapter, opts), { format: 'pt' }),
     configJson: peftConfigText(adapter),
@@ -361,11 +401,22 @@ export function adapterFromObjectBytes(bytes: Uint8Array, source: string): LoraA
     const { a, b } = grouped.get(path) ?? {};
     if (!a || !b) throw new ChorusError(`${source}: module "${path}" lacks lora_A or lora_B`);
     if (a.shape.length !== 2 || b.shape.length !== 2 || a.shape[0] !== b.shape[1]) {
-      throw new ChorusError(`${source}: module "${path}": lora_A [${a.shape}] and lora_B [${b.shape}] are not [r, in] and [out, r]`);
+      throw new ChorusError(
+        `${source}: module "${path}": lora_A [${a.shape}] and lora_B [${b.shape}] are not [r, in] and [out, r]`,
+      );
     }
-    if (typeof scaling !== 'number' || !Number.isFinite(scaling)) throw new ChorusError(`${source}: module "${path}" has scaling ${JSON.stringify(scaling)}`);
-    modules.set(path, { a: tensorToFloat32(a), b: tensorToFloat32(b), rank: a.shape[0], inFeatures: a.shape[1], outFeatures: b.shape[0], scaling });
+    if (typeof scaling !== 'number' || !Number.isFinite(scaling))
+      throw new ChorusError(`${source}: module "${path}" has scaling ${JSON.stringify(scaling)}`);
+    modules.set(path, {
+      a: tensorToFloat32(a),
+      b: tensorToFloat32(b),
+      rank: a.shape[0],
+      inFeatures: a.shape[1],
+      outFeatures: b.shape[0],
+      scaling,
+    });
   }
-  if (modules.size !== grouped.size) throw new ChorusError(`${source}: ${grouped.size - modules.size} module(s) have weights but no scaling`);
+  if (modules.size !== grouped.size)
+    throw new ChorusError(`${source}: ${grouped.size - modules.size} module(s) have weights but no scaling`);
   return { config, modules };
 }

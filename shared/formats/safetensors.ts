@@ -42,7 +42,9 @@ export interface SafetensorsHeader {
  */
 export function readHeaderLength(first8: Uint8Array, fileLength: number, source: string): number {
   if (fileLength < 8 || first8.byteLength < 8) {
-    throw new ChorusError(`${source}: not a safetensors file (${fileLength} bytes, shorter than the 8-byte header length)`);
+    throw new ChorusError(
+      `${source}: not a safetensors file (${fileLength} bytes, shorter than the 8-byte header length)`,
+    );
   }
   const n = new DataView(first8.buffer, first8.byteOffset, 8).getBigUint64(0, true);
   if (n > BigInt(MAX_HEADER_BYTES)) {
@@ -111,7 +113,8 @@ export function parseHeader(json: Uint8Array, fileLength: number, source: string
   let cursor = 0;
   for (const [name, t] of ordered) {
     if (t.begin !== cursor) {
-      const what = t.begin < cursor ? 'overlaps the previous tensor' : `leaves a hole (previous data ends at ${cursor})`;
+      const what =
+        t.begin < cursor ? 'overlaps the previous tensor' : `leaves a hole (previous data ends at ${cursor})`;
       throw new ChorusError(`${source}: tensor "${name}" data_offsets [${t.begin}, ${t.end}] ${what}`);
     }
     cursor = t.end;
@@ -134,16 +137,22 @@ function parseTensorInfo(name: string, value: unknown, dataLength: number, sourc
   if (typeof v.dtype !== 'string') throw new ChorusError(`${where}: "dtype" is missing or not a string`);
   if (!isDtype(v.dtype)) throw new ChorusError(`${where}: unknown or unsupported dtype "${v.dtype}"`);
   if (!Array.isArray(v.shape) || !v.shape.every(isCount)) {
-    throw new ChorusError(`${where}: "shape" must be an array of non-negative integers (got ${JSON.stringify(v.shape)})`);
+    throw new ChorusError(
+      `${where}: "shape" must be an array of non-negative integers (got ${JSON.stringify(v.shape)})`,
+    );
   }
   const offs = v.data_offsets;
   if (!Array.isArray(offs) || offs.length !== 2 || !offs.every(isCount)) {
-    throw new ChorusError(`${where}: "data_offsets" must be [begin, end] non-negative integers (got ${JSON.stringify(offs)})`);
+    throw new ChorusError(
+      `${where}: "data_offsets" must be [begin, end] non-negative integers (got ${JSON.stringify(offs)})`,
+    );
   }
   const [begin, end] = offs as [number, number];
   if (end < begin) throw new ChorusError(`${where}: data_offsets [${begin}, ${end}] end before begin`);
   if (end > dataLength) {
-    throw new ChorusError(`${where}: data_offsets [${begin}, ${end}] out of range (data buffer holds ${dataLength} bytes)`);
+    throw new ChorusError(
+      `${where}: data_offsets [${begin}, ${end}] out of range (data buffer holds ${dataLength} bytes)`,
+    );
   }
   // Products past 2^53 are inexact in floating point: treat them as unbounded so an absurd shape
   // can never round its way into equality with the offsets.
@@ -234,7 +243,12 @@ export class SafetensorsFile {
     let done = 0;
     // One read call may return fewer bytes than asked (and is capped near 2 GB): loop.
     while (done < bytes.byteLength) {
-      const { bytesRead } = await this.fh.read(bytes, done, Math.min(bytes.byteLength - done, 1 << 30), this.header.dataStart + t.begin + done);
+      const { bytesRead } = await this.fh.read(
+        bytes,
+        done,
+        Math.min(bytes.byteLength - done, 1 << 30),
+        this.header.dataStart + t.begin + done,
+      );
       if (bytesRead === 0) throw new ChorusError(`${this.path}: file shrank while reading tensor "${name}"`);
       done += bytesRead;
     }
@@ -275,7 +289,8 @@ export interface TensorInput {
 export type TensorInputs = Map<string, TensorInput> | Array<TensorInput & { name: string }>;
 
 function entriesOf(tensors: TensorInputs): Array<[string, TensorInput]> {
-  const list: Array<[string, TensorInput]> = tensors instanceof Map ? [...tensors.entries()] : tensors.map((t) => [t.name, t]);
+  const list: Array<[string, TensorInput]> =
+    tensors instanceof Map ? [...tensors.entries()] : tensors.map((t) => [t.name, t]);
   const seen = new Set<string>();
   for (const [name] of list) {
     if (name === '__metadata__') throw new ChorusError('safetensors: "__metadata__" cannot be a tensor name');
@@ -287,12 +302,15 @@ function entriesOf(tensors: TensorInputs): Array<[string, TensorInput]> {
 
 function encodeTensor(name: string, t: TensorInput): Uint8Array {
   if (!isDtype(t.dtype)) throw new ChorusError(`safetensors: tensor "${name}" has unknown dtype "${String(t.dtype)}"`);
-  if (!t.shape.every((d) => isCount(d))) throw new ChorusError(`safetensors: tensor "${name}" has an invalid shape [${t.shape.join(', ')}]`);
+  if (!t.shape.every((d) => isCount(d)))
+    throw new ChorusError(`safetensors: tensor "${name}" has an invalid shape [${t.shape.join(', ')}]`);
   const numel = numelOf(t.shape);
   const bytes = t.data instanceof Uint8Array ? t.data : encodeFromNumbers(t.dtype, t.data, `tensor "${name}"`);
   if (bytes.byteLength !== numel * DTYPE_SIZE[t.dtype]) {
     const got = t.data instanceof Uint8Array ? `${bytes.byteLength} bytes` : `${t.data.length} elements`;
-    throw new ChorusError(`safetensors: tensor "${name}" has shape [${t.shape.join(', ')}] (${numel} elements) but ${got} of data`);
+    throw new ChorusError(
+      `safetensors: tensor "${name}" has shape [${t.shape.join(', ')}] (${numel} elements) but ${got} of data`,
+    );
   }
   return bytes;
 }
@@ -323,7 +341,10 @@ function buildHeader(entries: Array<[string, number, TensorInput]>, metadata?: R
 
 export function serializeSafetensors(tensors: TensorInputs, metadata?: Record<string, string>): Uint8Array {
   const entries = entriesOf(tensors).map(([name, t]) => [name, encodeTensor(name, t), t] as const);
-  const head = buildHeader(entries.map(([name, bytes, t]) => [name, bytes.byteLength, t]), metadata);
+  const head = buildHeader(
+    entries.map(([name, bytes, t]) => [name, bytes.byteLength, t]),
+    metadata,
+  );
   const total = head.byteLength + entries.reduce((s, e) => s + e[1].byteLength, 0);
   const out = new Uint8Array(total);
   out.set(head);
@@ -336,14 +357,22 @@ export function serializeSafetensors(tensors: TensorInputs, metadata?: Record<st
 }
 
 /** Writes tensor by tensor (no whole-file buffer), to `path` via a temporary file and rename. */
-export async function writeSafetensorsFile(path: string, tensors: TensorInputs, metadata?: Record<string, string>): Promise<void> {
+export async function writeSafetensorsFile(
+  path: string,
+  tensors: TensorInputs,
+  metadata?: Record<string, string>,
+): Promise<void> {
   const list = entriesOf(tensors);
   // Encode lazily per tensor but compute sizes first: the header needs every offset.
   const sizes = list.map(([name, t]) => {
-    if (!isDtype(t.dtype)) throw new ChorusError(`safetensors: tensor "${name}" has unknown dtype "${String(t.dtype)}"`);
+    if (!isDtype(t.dtype))
+      throw new ChorusError(`safetensors: tensor "${name}" has unknown dtype "${String(t.dtype)}"`);
     return numelOf(t.shape) * DTYPE_SIZE[t.dtype];
   });
-  const head = buildHeader(list.map(([name, t], i) => [name, sizes[i], t]), metadata);
+  const head = buildHeader(
+    list.map(([name, t], i) => [name, sizes[i], t]),
+    metadata,
+  );
   const tmp = `${path}.tmp-${process.pid}-${Date.now()}`;
   const fh = await open(tmp, 'w');
   try {

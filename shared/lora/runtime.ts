@@ -19,8 +19,14 @@ import { lookupPattern } from '../formats/peft-patterns.ts';
 import { loraDelta } from '../tensor/ops.ts';
 import { layerOfModule, loraScaling, type LoraAdapter, type LoraConfig, type LoraModule } from './types.ts';
 import {
-  MODULE_NAMES, isModuleName, modulePath, moduleShape,
-  type LlamaModel, type LoraContext, type LoraProvider, type ModuleName,
+  MODULE_NAMES,
+  isModuleName,
+  modulePath,
+  moduleShape,
+  type LlamaModel,
+  type LoraContext,
+  type LoraProvider,
+  type ModuleName,
 } from '../model/llama.ts';
 
 export function resolveTargetModules(names: readonly string[], source = 'target_modules'): ModuleName[] {
@@ -67,9 +73,19 @@ export class LoraRuntime implements LoraProvider {
         const rank = lookupPattern(config.rankPattern, path, config.r, 'rank_pattern');
         const alpha = lookupPattern(config.alphaPattern, path, config.loraAlpha, 'alpha_pattern');
         const bound = 1 / Math.sqrt(inFeatures);
-        const a = fillUniform(new Float32Array(rank * inFeatures), deriveSeed(opts.seed, l, MODULE_NAMES.indexOf(name)), -bound, bound);
+        const a = fillUniform(
+          new Float32Array(rank * inFeatures),
+          deriveSeed(opts.seed, l, MODULE_NAMES.indexOf(name)),
+          -bound,
+          bound,
+        );
         const b = new Float32Array(outFeatures * rank);
-        rt.addSlot({ a, b, rank, inFeatures, outFeatures, scaling: loraScaling(alpha, rank, config.useRslora) }, path, l, name);
+        rt.addSlot(
+          { a, b, rank, inFeatures, outFeatures, scaling: loraScaling(alpha, rank, config.useRslora) },
+          path,
+          l,
+          name,
+        );
       });
     }
     return rt;
@@ -95,7 +111,9 @@ export class LoraRuntime implements LoraProvider {
 
   private addSlot(mod: LoraModule, path: string, layer: number, name: ModuleName): void {
     const slot: Slot = {
-      path, layer, name,
+      path,
+      layer,
+      name,
       a: tf.variable(tf.tensor2d(mod.a, [mod.rank, mod.inFeatures]), true),
       b: tf.variable(tf.tensor2d(mod.b, [mod.outFeatures, mod.rank]), true),
       rank: mod.rank,
@@ -159,7 +177,9 @@ export class LoraRuntime implements LoraProvider {
   }
 
   private orderedSlots(): Slot[] {
-    return [...this.slots.values()].sort((x, y) => x.layer - y.layer || MODULE_NAMES.indexOf(x.name) - MODULE_NAMES.indexOf(y.name));
+    return [...this.slots.values()].sort(
+      (x, y) => x.layer - y.layer || MODULE_NAMES.indexOf(x.name) - MODULE_NAMES.indexOf(y.name),
+    );
   }
 
   variables(): tf.Variable[] {
@@ -167,7 +187,9 @@ export class LoraRuntime implements LoraProvider {
   }
 
   variablesOfLayer(layer: number): tf.Variable[] {
-    return this.orderedSlots().filter((s) => s.layer === layer).flatMap((s) => [s.a, s.b]);
+    return this.orderedSlots()
+      .filter((s) => s.layer === layer)
+      .flatMap((s) => [s.a, s.b]);
   }
 
   namedVariables(): Map<string, tf.Variable> {
@@ -197,27 +219,37 @@ export class LoraRuntime implements LoraProvider {
 
 function validateConfig(c: LoraConfig): void {
   if (!Number.isInteger(c.r) || c.r <= 0) throw new ChorusError(`lora r must be a positive integer, got ${c.r}`);
-  if (!Number.isFinite(c.loraAlpha) || c.loraAlpha <= 0) throw new ChorusError(`lora_alpha must be positive, got ${c.loraAlpha}`);
-  if (!(c.loraDropout >= 0 && c.loraDropout < 1)) throw new ChorusError(`lora_dropout must be in [0, 1), got ${c.loraDropout}`);
+  if (!Number.isFinite(c.loraAlpha) || c.loraAlpha <= 0)
+    throw new ChorusError(`lora_alpha must be positive, got ${c.loraAlpha}`);
+  if (!(c.loraDropout >= 0 && c.loraDropout < 1))
+    throw new ChorusError(`lora_dropout must be in [0, 1), got ${c.loraDropout}`);
 }
 
 function parsePath(path: string, model: LlamaModel, source: string): { layer: number; name: ModuleName } {
   const layer = layerOfModule(path);
   const name = path.slice(path.lastIndexOf('.') + 1);
   if (layer < 0 || !isModuleName(name) || modulePath(layer, name) !== path) {
-    throw new ChorusError(`${source}: module path '${path}' is not a Llama linear module (e.g. model.layers.0.self_attn.q_proj)`);
+    throw new ChorusError(
+      `${source}: module path '${path}' is not a Llama linear module (e.g. model.layers.0.self_attn.q_proj)`,
+    );
   }
   if (layer >= model.config.numHiddenLayers) {
-    throw new ChorusError(`${source}: ${path} names layer ${layer}, the model has ${model.config.numHiddenLayers} layers`);
+    throw new ChorusError(
+      `${source}: ${path} names layer ${layer}, the model has ${model.config.numHiddenLayers} layers`,
+    );
   }
   return { layer, name };
 }
 
 function checkModule(mod: LoraModule, path: string, source: string): void {
   if (mod.a.length !== mod.rank * mod.inFeatures) {
-    throw new ChorusError(`${source}: ${path} lora_A holds ${mod.a.length} values, expected ${mod.rank}×${mod.inFeatures}`);
+    throw new ChorusError(
+      `${source}: ${path} lora_A holds ${mod.a.length} values, expected ${mod.rank}×${mod.inFeatures}`,
+    );
   }
   if (mod.b.length !== mod.outFeatures * mod.rank) {
-    throw new ChorusError(`${source}: ${path} lora_B holds ${mod.b.length} values, expected ${mod.outFeatures}×${mod.rank}`);
+    throw new ChorusError(
+      `${source}: ${path} lora_B holds ${mod.b.length} values, expected ${mod.outFeatures}×${mod.rank}`,
+    );
   }
 }

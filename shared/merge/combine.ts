@@ -72,7 +72,7 @@ export function combineEntrywise(
     const t = sparsified(k);
     for (let i = 0; i < size; i++) {
       const v = t[i];
-      if (v === 0 || (v > 0) !== (positive[i] === 1)) continue;
+      if (v === 0 || v > 0 !== (positive[i] === 1)) continue;
       out[i] += w * v;
       agree[i]++;
     }

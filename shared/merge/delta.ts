@@ -20,7 +20,10 @@ export interface ModuleOutcome {
 }
 
 /** Stacks the columns of w_k s_k B_k (→ R×m rows) and the rows of A_k (→ R×n) in float64. */
-export function stackFactors(mods: LoraModule[], coef: number[]): { uCols: Float64Array; vRows: Float64Array; total: number } {
+export function stackFactors(
+  mods: LoraModule[],
+  coef: number[],
+): { uCols: Float64Array; vRows: Float64Array; total: number } {
   const m = mods[0].outFeatures;
   const n = mods[0].inFeatures;
   const total = mods.reduce((s, x) => s + x.rank, 0);
@@ -88,7 +91,7 @@ export function mergeModuleDelta(name: string, mods: LoraModule[], opt: Resolved
   const method = opt.method;
 
   if (method === 'cat' || method === 'linear' || method === 'task_arithmetic' || method === 'svd') {
-    const wanted = opt.rank === 'full' ? undefined : opt.rank ?? (method === 'svd' ? maxRank : undefined);
+    const wanted = opt.rank === 'full' ? undefined : (opt.rank ?? (method === 'svd' ? maxRank : undefined));
     if (method === 'cat' && (wanted === undefined || wanted >= sumRank)) {
       return { module: catModule(mods, coef), report: { name, rank: sumRank, energyKept: 1 } };
     }

@@ -76,11 +76,13 @@ export interface TensorSource {
 /** Checks the options and returns the selected module paths. */
 export function planExtraction(base: Map<string, { shape: number[] }>, options: ExtractOptions): string[] {
   const { rank, energy } = options;
-  if ((rank === undefined) === (energy === undefined)) throw new ChorusError('extract needs exactly one of rank or energy');
+  if ((rank === undefined) === (energy === undefined))
+    throw new ChorusError('extract needs exactly one of rank or energy');
   if (rank !== undefined && !(Number.isInteger(rank) && rank >= 1)) {
     throw new ChorusError(`rank must be a positive integer, got ${rank}`);
   }
-  if (energy !== undefined && !(energy > 0 && energy <= 1)) throw new ChorusError(`energy must be in (0, 1], got ${energy}`);
+  if (energy !== undefined && !(energy > 0 && energy <= 1))
+    throw new ChorusError(`energy must be in (0, 1], got ${energy}`);
   const paths = selectModules(base, options.targets);
   if (paths.length === 0) {
     throw new ChorusError(
@@ -90,7 +92,8 @@ export function planExtraction(base: Map<string, { shape: number[] }>, options: 
     );
   }
   for (const t of options.targets ?? []) {
-    if (!paths.some((p) => p === t || p.endsWith(`.${t}`))) throw new ChorusError(`target ${t} matches no 2-D weight of the base model`);
+    if (!paths.some((p) => p === t || p.endsWith(`.${t}`)))
+      throw new ChorusError(`target ${t} matches no 2-D weight of the base model`);
   }
   return paths;
 }
@@ -98,7 +101,9 @@ export function planExtraction(base: Map<string, { shape: number[] }>, options: 
 function checkPair(name: string, b: { shape: number[] }, t: { shape: number[] } | undefined): void {
   if (!t) throw new ChorusError(`tensor ${name} is in the base model but not in the tuned model`);
   if (t.shape.length !== 2 || t.shape[0] !== b.shape[0] || t.shape[1] !== b.shape[1]) {
-    throw new ChorusError(`tensor ${name} has shape [${b.shape.join(', ')}] in the base model but [${t.shape.join(', ')}] in the tuned model`);
+    throw new ChorusError(
+      `tensor ${name} has shape [${b.shape.join(', ')}] in the base model but [${t.shape.join(', ')}] in the tuned model`,
+    );
   }
 }
 
@@ -114,7 +119,8 @@ export function extractModule(
   const delta = new Float64Array(m * n);
   for (let i = 0; i < delta.length; i++) delta[i] = tuned[i] - base[i];
   const total = frobenius2(delta);
-  if (total === 0) return { report: { name: path, shape: [m, n], rank: 0, energyKept: 1, deltaNorm: 0, skipped: true } };
+  if (total === 0)
+    return { report: { name: path, shape: [m, n], rank: 0, energyKept: 1, deltaNorm: 0, skipped: true } };
   const seed = deriveSeed(options.seed ?? 0, nameHash(path));
   const { svd, r } =
     options.energy !== undefined
@@ -124,12 +130,20 @@ export function extractModule(
   for (let j = 0; j < Math.min(r, svd.k); j++) kept += svd.s[j] * svd.s[j];
   return {
     module: moduleFromSvd(svd, r),
-    report: { name: path, shape: [m, n], rank: r, energyKept: energyFraction(kept, total), deltaNorm: Math.sqrt(total), skipped: false },
+    report: {
+      name: path,
+      shape: [m, n],
+      rank: r,
+      energyKept: energyFraction(kept, total),
+      deltaNorm: Math.sqrt(total),
+      skipped: false,
+    },
   };
 }
 
 function finish(modules: Map<string, LoraModule>, reports: ExtractReport[], options: ExtractOptions): ExtractResult {
-  if (modules.size === 0) throw new ChorusError('the tuned model equals the base model in every selected module: nothing to extract');
+  if (modules.size === 0)
+    throw new ChorusError('the tuned model equals the base model in every selected module: nothing to extract');
   const targets: string[] = [];
   for (const p of modules.keys()) {
     const last = p.slice(p.lastIndexOf('.') + 1);
@@ -164,7 +178,11 @@ export function extractAdapter(
 }
 
 /** Extraction that holds one module of each model in memory at a time (whole models need not fit). */
-export async function extractAdapterFrom(base: TensorSource, tuned: TensorSource, options: ExtractOptions): Promise<ExtractResult> {
+export async function extractAdapterFrom(
+  base: TensorSource,
+  tuned: TensorSource,
+  options: ExtractOptions,
+): Promise<ExtractResult> {
   const paths = planExtraction(base.shapes, options);
   // Every shape is checked before the slow part starts.
   for (const p of paths) checkPair(`${p}.weight`, base.shapes.get(`${p}.weight`)!, tuned.shapes.get(`${p}.weight`));
@@ -173,7 +191,13 @@ export async function extractAdapterFrom(base: TensorSource, tuned: TensorSource
   for (let index = 0; index < paths.length; index++) {
     const path = paths[index];
     const name = `${path}.weight`;
-    const out = extractModule(path, base.shapes.get(name)!.shape, await base.load(name), await tuned.load(name), options);
+    const out = extractModule(
+      path,
+      base.shapes.get(name)!.shape,
+      await base.load(name),
+      await tuned.load(name),
+      options,
+    );
     if (out.module) modules.set(path, out.module);
     reports.push(out.report);
     options.onModule?.(out.report, index, paths.length);
@@ -192,7 +216,13 @@ function topSvd(a: ReturnType<typeof mat>, rank: number, opts: TruncatedSvdOptio
 }
 
 /** Smallest r with Σ_{j<r} σ_j² ≥ energy · total, growing a randomized sketch when the matrix is large. */
-function rankForEnergy(path: string, a: ReturnType<typeof mat>, total: number, energy: number, opts: TruncatedSvdOptions) {
+function rankForEnergy(
+  path: string,
+  a: ReturnType<typeof mat>,
+  total: number,
+  energy: number,
+  opts: TruncatedSvdOptions,
+) {
   const limit = Math.min(a.rows, a.cols);
   const goal = energy * total * (1 - 1e-12);
   const pick = (svd: Svd) => {
@@ -212,10 +242,11 @@ function rankForEnergy(path: string, a: ReturnType<typeof mat>, total: number, e
     }
     // A full SVD of a large matrix is out of reach in JS, and a LoRA of more than half the
     // dimension saves nothing: say so instead of grinding.
-    if (k > 16) throw new ChorusError(
-      `module ${path} [${a.rows}×${a.cols}] needs rank > ${k / 2} to keep ${energy} of its energy: ` +
-        'the delta is not low-rank; use a fixed --rank or a lower --energy',
-    );
+    if (k > 16)
+      throw new ChorusError(
+        `module ${path} [${a.rows}×${a.cols}] needs rank > ${k / 2} to keep ${energy} of its energy: ` +
+          'the delta is not low-rank; use a fixed --rank or a lower --energy',
+      );
   }
   const svd = svdDense(a);
   const r = pick(svd);

@@ -38,9 +38,12 @@ export function mergeModuleFactors(name: string, mods: LoraModule[], opt: Resolv
     const coef = mods.map((x, k) => opt.weights[k] * x.scaling);
     const { uCols, vRows, total } = stackFactors(mods, coef);
     const svd = svdLowRank(uCols, vRows, m, n, total);
-    const wanted = opt.rank === 'full' ? Math.min(sumRank, m, n) : opt.rank ?? maxRank;
+    const wanted = opt.rank === 'full' ? Math.min(sumRank, m, n) : (opt.rank ?? maxRank);
     const rank = Math.min(wanted, m, n);
-    return { module: moduleFromSvd(svd, rank, { split: 'b' }), report: { name, rank, energyKept: svdEnergy(svd, rank) } };
+    return {
+      module: moduleFromSvd(svd, rank, { split: 'b' }),
+      report: { name, rank, energyKept: svdEnergy(svd, rank) },
+    };
   }
 
   const r = mods[0].rank;

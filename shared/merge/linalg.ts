@@ -114,7 +114,8 @@ export function mulTransposedThin(qt: Float64Array, l: number, a: Mat): Float64A
       const q2 = qt[c * m + i + 2];
       const q3 = qt[c * m + i + 3];
       const zr = c * n;
-      for (let j = 0; j < n; j++) z[zr + j] += q0 * data[a0 + j] + q1 * data[a1 + j] + q2 * data[a2 + j] + q3 * data[a3 + j];
+      for (let j = 0; j < n; j++)
+        z[zr + j] += q0 * data[a0 + j] + q1 * data[a1 + j] + q2 * data[a2 + j] + q3 * data[a3 + j];
     }
   }
   for (; i < m; i++) {
@@ -134,7 +135,11 @@ export function mulTransposedThin(qt: Float64Array, l: number, a: Mat): Float64A
  * Returns qt (k×len, rows = orthonormal columns of Q) and r (k×count, upper triangular),
  * k = min(len, count). Rank-deficient inputs are fine: R gets zeros, Q stays orthonormal.
  */
-export function qrColumns(cols: Float64Array, len: number, count: number): { qt: Float64Array; r: Float64Array; k: number } {
+export function qrColumns(
+  cols: Float64Array,
+  len: number,
+  count: number,
+): { qt: Float64Array; r: Float64Array; k: number } {
   const w = Float64Array.from(cols);
   const k = Math.min(len, count);
   const vs: Float64Array[] = [];
@@ -387,5 +392,12 @@ export function truncatedSvd(a: Mat, rank: number, opts: TruncatedSvdOptions = {
 export function truncateSvd(svd: Svd, rank: number): Svd {
   const k = Math.min(rank, svd.k);
   if (k === svd.k) return svd;
-  return { m: svd.m, n: svd.n, k, s: svd.s.slice(0, k), ut: svd.ut.slice(0, k * svd.m), vt: svd.vt.slice(0, k * svd.n) };
+  return {
+    m: svd.m,
+    n: svd.n,
+    k,
+    s: svd.s.slice(0, k),
+    ut: svd.ut.slice(0, k * svd.m),
+    vt: svd.vt.slice(0, k * svd.n),
+  };
 }

@@ -17,7 +17,12 @@ export const MERGE_METHODS = [
 ] as const;
 export type MergeMethod = (typeof MERGE_METHODS)[number];
 
-export const DENSITY_METHODS: ReadonlySet<MergeMethod> = new Set(['ties', 'dare_linear', 'dare_ties', 'magnitude_prune']);
+export const DENSITY_METHODS: ReadonlySet<MergeMethod> = new Set([
+  'ties',
+  'dare_linear',
+  'dare_ties',
+  'magnitude_prune',
+]);
 
 export interface MergeOptions {
   method: MergeMethod;
@@ -68,7 +73,9 @@ export interface ResolvedOptions {
 
 export function resolveOptions(count: number, opts: MergeOptions): ResolvedOptions {
   if (!MERGE_METHODS.includes(opts.method)) {
-    throw new ChorusError(`unknown merge method "${String(opts.method)}" (expected one of ${MERGE_METHODS.join(', ')})`);
+    throw new ChorusError(
+      `unknown merge method "${String(opts.method)}" (expected one of ${MERGE_METHODS.join(', ')})`,
+    );
   }
   if (count < 1) throw new ChorusError('merge needs at least one adapter');
   const labels = opts.labels ?? Array.from({ length: count }, (_, i) => `adapter ${i + 1}`);
@@ -129,7 +136,8 @@ export function checkCompatible(adapters: LoraAdapter[], labels: string[]): stri
       }
     }
     for (const name of mods.keys()) {
-      if (!adapters[0].modules.has(name)) throw new ChorusError(`module ${name} is in ${labels[k]} but not in ${labels[0]}`);
+      if (!adapters[0].modules.has(name))
+        throw new ChorusError(`module ${name} is in ${labels[k]} but not in ${labels[0]}`);
     }
   }
   return names;
@@ -137,12 +145,17 @@ export function checkCompatible(adapters: LoraAdapter[], labels: string[]): stri
 
 function checkModule(name: string, m: LoraModule, label: string) {
   if (m.a.length !== m.rank * m.inFeatures) {
-    throw new ChorusError(`${label}: module ${name} lora_A has ${m.a.length} values, expected [${m.rank}, ${m.inFeatures}]`);
+    throw new ChorusError(
+      `${label}: module ${name} lora_A has ${m.a.length} values, expected [${m.rank}, ${m.inFeatures}]`,
+    );
   }
   if (m.b.length !== m.outFeatures * m.rank) {
-    throw new ChorusError(`${label}: module ${name} lora_B has ${m.b.length} values, expected [${m.outFeatures}, ${m.rank}]`);
+    throw new ChorusError(
+      `${label}: module ${name} lora_B has ${m.b.length} values, expected [${m.outFeatures}, ${m.rank}]`,
+    );
   }
-  if (!Number.isFinite(m.scaling)) throw new ChorusError(`${label}: module ${name} has a non-finite scaling ${m.scaling}`);
+  if (!Number.isFinite(m.scaling))
+    throw new ChorusError(`${label}: module ${name} has a non-finite scaling ${m.scaling}`);
 }
 
 /** FNV-1a of a module name: DARE masks depend on the module, not on iteration order. */

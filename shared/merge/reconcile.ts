@@ -48,7 +48,8 @@ export function reconcileReplicas(replicas: LoraAdapter[], options: ReconcileOpt
   if (replicas.length === 0) throw new ChorusError('reconcile needs at least one replica');
   const labels = options.labels ?? replicas.map((_, i) => `replica ${i}`);
   const raw = options.weights ?? replicas.map(() => 1);
-  if (raw.length !== replicas.length) throw new ChorusError(`weights: ${raw.length} weights for ${replicas.length} replicas`);
+  if (raw.length !== replicas.length)
+    throw new ChorusError(`weights: ${raw.length} weights for ${replicas.length} replicas`);
   const sum = raw.reduce((s, x) => s + x, 0);
   if (!raw.every((x) => Number.isFinite(x) && x >= 0) || !(sum > 0)) {
     throw new ChorusError(`weights must be non-negative numbers with a positive sum, got ${raw.join(',')}`);
@@ -73,7 +74,9 @@ export function reconcileReplicas(replicas: LoraAdapter[], options: ReconcileOpt
     reports.push(out.report);
   }
   const config =
-    method === 'cat' ? unitScalingConfig(modules, replicas[0].config) : { ...replicas[0].config, targetModules: [...replicas[0].config.targetModules] };
+    method === 'cat'
+      ? unitScalingConfig(modules, replicas[0].config)
+      : { ...replicas[0].config, targetModules: [...replicas[0].config.targetModules] };
   if (method !== 'cat' && options.rank !== undefined && options.rank !== config.r) {
     // Keep the scaling the replicas train with: alpha follows the rank as alpha/r (or /√r) did.
     const s = first(modules).scaling;
@@ -96,7 +99,10 @@ function reconcileModule(
 ): { module: LoraModule; report: ModuleReport } {
   const { rank: r, inFeatures: n, outFeatures: m, scaling: s } = mods[0];
   if (method === 'cat') {
-    const mod = catModule(mods, w.map((x) => x * s));
+    const mod = catModule(
+      mods,
+      w.map((x) => x * s),
+    );
     return { module: mod, report: { name, rank: mod.rank, energyKept: 1 } };
   }
   const sameA = mods.every((x) => x.a === mods[0].a || arraysEqual(x.a, mods[0].a));
@@ -113,10 +119,16 @@ function reconcileModule(
     if (sameA) a.set(mods[0].a);
     else a.set(accA);
     b.set(accB);
-    return { module: { a, b, rank: r, inFeatures: n, outFeatures: m, scaling: s }, report: { name, rank: r, energyKept: 1 } };
+    return {
+      module: { a, b, rank: r, inFeatures: n, outFeatures: m, scaling: s },
+      report: { name, rank: r, energyKept: 1 },
+    };
   }
   if (!(Number.isInteger(rank) && rank >= 1)) throw new ChorusError(`rank must be a positive integer, got ${rank}`);
-  const { uCols, vRows, total } = stackFactors(mods, w.map((x) => x * s));
+  const { uCols, vRows, total } = stackFactors(
+    mods,
+    w.map((x) => x * s),
+  );
   const svd = svdLowRank(uCols, vRows, m, n, total);
   let rowNorm2 = 0;
   for (const x of mods) for (let i = 0; i < x.a.length; i++) rowNorm2 += x.a[i] * x.a[i];

@@ -33,7 +33,13 @@ export interface LlamaConfig {
 
 export type RopeScaling =
   | { type: 'linear'; factor: number }
-  | { type: 'llama3'; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositionEmbeddings: number };
+  | {
+      type: 'llama3';
+      factor: number;
+      lowFreqFactor: number;
+      highFreqFactor: number;
+      originalMaxPositionEmbeddings: number;
+    };
 
 function parseRopeScaling(v: unknown, source: string): RopeScaling | null {
   if (v === undefined || v === null) return null;
@@ -59,7 +65,8 @@ function parseRopeScaling(v: unknown, source: string): RopeScaling | null {
       highFreqFactor: num('high_freq_factor'),
       originalMaxPositionEmbeddings: num('original_max_position_embeddings'),
     };
-    if (r.highFreqFactor <= r.lowFreqFactor) throw new ChorusError(`${field}.high_freq_factor must exceed low_freq_factor`);
+    if (r.highFreqFactor <= r.lowFreqFactor)
+      throw new ChorusError(`${field}.high_freq_factor must exceed low_freq_factor`);
     return r;
   }
   throw new ChorusError(`${field}: type ${JSON.stringify(type)} is not supported (null, "linear" or "llama3")`);
@@ -69,8 +76,11 @@ function ropeScalingJson(r: RopeScaling | null): Record<string, unknown> | null 
   if (!r) return null;
   if (r.type === 'linear') return { rope_type: 'linear', factor: r.factor };
   return {
-    rope_type: 'llama3', factor: r.factor, low_freq_factor: r.lowFreqFactor,
-    high_freq_factor: r.highFreqFactor, original_max_position_embeddings: r.originalMaxPositionEmbeddings,
+    rope_type: 'llama3',
+    factor: r.factor,
+    low_freq_factor: r.lowFreqFactor,
+    high_freq_factor: r.highFreqFactor,
+    original_max_position_embeddings: r.originalMaxPositionEmbeddings,
   };
 }
 
@@ -98,10 +108,24 @@ export function ropeInverseFrequencies(c: Pick<LlamaConfig, 'headDim' | 'ropeThe
 }
 
 const KNOWN_KEYS = new Set([
-  'hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads',
-  'num_key_value_heads', 'head_dim', 'vocab_size', 'rms_norm_eps', 'rope_theta',
-  'tie_word_embeddings', 'max_position_embeddings', 'initializer_range', 'architectures',
-  'model_type', 'rope_scaling', 'attention_bias', 'mlp_bias', 'hidden_act',
+  'hidden_size',
+  'intermediate_size',
+  'num_hidden_layers',
+  'num_attention_heads',
+  'num_key_value_heads',
+  'head_dim',
+  'vocab_size',
+  'rms_norm_eps',
+  'rope_theta',
+  'tie_word_embeddings',
+  'max_position_embeddings',
+  'initializer_range',
+  'architectures',
+  'model_type',
+  'rope_scaling',
+  'attention_bias',
+  'mlp_bias',
+  'hidden_act',
 ]);
 
 const SUPPORTED_MODEL_TYPES = new Set(['llama']);
@@ -140,7 +164,8 @@ export function parseLlamaConfig(json: unknown, source = 'config.json'): LlamaCo
   }
   const ropeScaling = parseRopeScaling(o.rope_scaling, source);
   for (const key of ['attention_bias', 'mlp_bias'] as const) {
-    if (o[key] === true) throw new ChorusError(`${source}: ${key}=true is not supported (Llama linear layers have no bias)`);
+    if (o[key] === true)
+      throw new ChorusError(`${source}: ${key}=true is not supported (Llama linear layers have no bias)`);
   }
   if (o.hidden_act !== undefined && o.hidden_act !== 'silu') {
     throw new ChorusError(`${source}: hidden_act ${JSON.stringify(o.hidden_act)} is not supported (only "silu")`);
@@ -155,7 +180,9 @@ export function parseLlamaConfig(json: unknown, source = 'config.json'): LlamaCo
     );
   }
   if (o.head_dim === undefined && hiddenSize % numAttentionHeads !== 0) {
-    throw new ChorusError(`${source}: hidden_size (${hiddenSize}) must be divisible by num_attention_heads (${numAttentionHeads})`);
+    throw new ChorusError(
+      `${source}: hidden_size (${hiddenSize}) must be divisible by num_attention_heads (${numAttentionHeads})`,
+    );
   }
   const headDim = positiveInt(o, 'head_dim', source, hiddenSize / numAttentionHeads);
   if (headDim % 2 !== 0) throw new ChorusError(`${source}: head_dim (${headDim}) must be even for rotary embeddings`);

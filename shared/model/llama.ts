@@ -45,13 +45,20 @@ export function moduleShape(c: LlamaConfig, name: ModuleName): { inFeatures: num
   const q = c.numAttentionHeads * c.headDim;
   const kv = c.numKeyValueHeads * c.headDim;
   switch (name) {
-    case 'q_proj': return { inFeatures: c.hiddenSize, outFeatures: q };
-    case 'k_proj': return { inFeatures: c.hiddenSize, outFeatures: kv };
-    case 'v_proj': return { inFeatures: c.hiddenSize, outFeatures: kv };
-    case 'o_proj': return { inFeatures: q, outFeatures: c.hiddenSize };
-    case 'gate_proj': return { inFeatures: c.hiddenSize, outFeatures: c.intermediateSize };
-    case 'up_proj': return { inFeatures: c.hiddenSize, outFeatures: c.intermediateSize };
-    case 'down_proj': return { inFeatures: c.intermediateSize, outFeatures: c.hiddenSize };
+    case 'q_proj':
+      return { inFeatures: c.hiddenSize, outFeatures: q };
+    case 'k_proj':
+      return { inFeatures: c.hiddenSize, outFeatures: kv };
+    case 'v_proj':
+      return { inFeatures: c.hiddenSize, outFeatures: kv };
+    case 'o_proj':
+      return { inFeatures: q, outFeatures: c.hiddenSize };
+    case 'gate_proj':
+      return { inFeatures: c.hiddenSize, outFeatures: c.intermediateSize };
+    case 'up_proj':
+      return { inFeatures: c.hiddenSize, outFeatures: c.intermediateSize };
+    case 'down_proj':
+      return { inFeatures: c.intermediateSize, outFeatures: c.hiddenSize };
   }
 }
 
@@ -124,7 +131,14 @@ export class LlamaModel {
   private halfSwap: tf.Tensor2D | null = null;
   private disposed = false;
 
-  private constructor(config: LlamaConfig, embed: tf.Tensor2D, layers: LayerWeights[], finalNorm: tf.Tensor1D, lmHeadT: tf.Tensor2D | null, trainable: boolean) {
+  private constructor(
+    config: LlamaConfig,
+    embed: tf.Tensor2D,
+    layers: LayerWeights[],
+    finalNorm: tf.Tensor1D,
+    lmHeadT: tf.Tensor2D | null,
+    trainable: boolean,
+  ) {
     this.config = config;
     this.embed = embed;
     this.layers = layers;
@@ -138,7 +152,12 @@ export class LlamaModel {
    * shape; extra tensors (e.g. rotary inv_freq buffers) are ignored. With tie_word_embeddings the
    * embedding doubles as lm_head, as HF ties them (a stored lm_head.weight is then ignored).
    */
-  static fromTensors(config: LlamaConfig, weights: Map<string, TensorData>, source = 'model weights', opts: ModelOptions = {}): LlamaModel {
+  static fromTensors(
+    config: LlamaConfig,
+    weights: Map<string, TensorData>,
+    source = 'model weights',
+    opts: ModelOptions = {},
+  ): LlamaModel {
     const shapes = expectedShapes(config);
     for (const [name, shape] of shapes) {
       const t = weights.get(name);
@@ -148,7 +167,9 @@ export class LlamaModel {
       }
       const numel = shape.reduce((a, b) => a * b, 1);
       if (t.data.length !== numel) {
-        throw new ChorusError(`${source}: tensor ${name} holds ${t.data.length} values, shape [${shape}] needs ${numel}`);
+        throw new ChorusError(
+          `${source}: tensor ${name} holds ${t.data.length} values, shape [${shape}] needs ${numel}`,
+        );
       }
     }
     const trainable = opts.trainable ?? false;
@@ -181,7 +202,11 @@ export class LlamaModel {
       });
     }
     const finalNorm = get1('model.norm.weight');
-    const lmHeadT = config.tieWordEmbeddings ? (trainable ? null : get2T('model.embed_tokens.weight')) : get2T('lm_head.weight');
+    const lmHeadT = config.tieWordEmbeddings
+      ? trainable
+        ? null
+        : get2T('model.embed_tokens.weight')
+      : get2T('lm_head.weight');
     return new LlamaModel(config, embed, layers, finalNorm, lmHeadT, trainable);
   }
 
@@ -207,7 +232,8 @@ export class LlamaModel {
   /** The weights as an HF state dict (lm_head omitted when tied, as HF's save_pretrained does). */
   toTensorMap(): Map<string, TensorData> {
     const out = new Map<string, TensorData>();
-    const put = (name: string, t: tf.Tensor) => out.set(name, { shape: t.shape.slice(), data: new Float32Array(t.dataSync() as Float32Array) });
+    const put = (name: string, t: tf.Tensor) =>
+      out.set(name, { shape: t.shape.slice(), data: new Float32Array(t.dataSync() as Float32Array) });
     const putT = (name: string, t: tf.Tensor2D) => {
       const [r, c] = t.shape;
       out.set(name, { shape: [c, r], data: transpose2d(t.dataSync() as Float32Array, r, c) });
@@ -265,7 +291,13 @@ export class LlamaModel {
     return tf.mul(weight, tf.mul(x, tf.rsqrt(tf.add(variance, this.config.rmsNormEps))));
   }
 
-  private linear(x: tf.Tensor2D, layer: number, name: ModuleName, lora: LoraProvider | undefined, ctx: LoraContext): tf.Tensor2D {
+  private linear(
+    x: tf.Tensor2D,
+    layer: number,
+    name: ModuleName,
+    lora: LoraProvider | undefined,
+    ctx: LoraContext,
+  ): tf.Tensor2D {
     const wT = this.layers[layer].projT[name];
     const base = this.trainable ? matMul2d(x, wT) : linearT(x, wT);
     if (!lora) return base;
@@ -293,10 +325,13 @@ export class LlamaModel {
   forward(inputIds: tf.Tensor, opts: ForwardOptions = {}): tf.Tensor3D {
     if (this.disposed) throw new Error('LlamaModel used after dispose()');
     const c = this.config;
-    if (inputIds.rank !== 2) throw new ChorusError(`forward: input ids must be [batch, seq], got shape [${inputIds.shape}]`);
+    if (inputIds.rank !== 2)
+      throw new ChorusError(`forward: input ids must be [batch, seq], got shape [${inputIds.shape}]`);
     const [B, T] = inputIds.shape as [number, number];
     if (opts.activeLayers && opts.activeLayers.length !== c.numHiddenLayers) {
-      throw new ChorusError(`forward: activeLayers has ${opts.activeLayers.length} entries, the model has ${c.numHiddenLayers} layers`);
+      throw new ChorusError(
+        `forward: activeLayers has ${opts.activeLayers.length} entries, the model has ${c.numHiddenLayers} layers`,
+      );
     }
     const { cos, sin, mask } = this.tables(T);
     const nh = c.numAttentionHeads;
@@ -312,7 +347,8 @@ export class LlamaModel {
       const w = this.layers[l];
       const lora = opts.lora && (opts.activeLayers ? opts.activeLayers[l] : true) ? opts.lora : undefined;
       const x = this.rmsNorm(h, w.inputNorm) as tf.Tensor2D;
-      const heads = (t: tf.Tensor2D, n: number) => tf.transpose(tf.reshape(t, [B, T, n, hd]), [0, 2, 1, 3]) as tf.Tensor4D;
+      const heads = (t: tf.Tensor2D, n: number) =>
+        tf.transpose(tf.reshape(t, [B, T, n, hd]), [0, 2, 1, 3]) as tf.Tensor4D;
       const q = this.rope(heads(this.linear(x, l, 'q_proj', lora, ctx), nh), cos, sin);
       const k = this.rope(heads(this.linear(x, l, 'k_proj', lora, ctx), nkv), cos, sin);
       const v = heads(this.linear(x, l, 'v_proj', lora, ctx), nkv);

@@ -29,19 +29,27 @@ function checkBatch(model: LlamaModel, b: TokenBatch): void {
     throw new ChorusError(`batch: batchSize must be ≥ 1 and seqLen ≥ 2, got ${b.batchSize}×${b.seqLen}`);
   }
   if (b.inputIds.length !== n || b.targetMask.length !== n) {
-    throw new ChorusError(`batch: inputIds (${b.inputIds.length}) and targetMask (${b.targetMask.length}) must both hold ${b.batchSize}×${b.seqLen} values`);
+    throw new ChorusError(
+      `batch: inputIds (${b.inputIds.length}) and targetMask (${b.targetMask.length}) must both hold ${b.batchSize}×${b.seqLen} values`,
+    );
   }
   const V = model.config.vocabSize;
   for (let i = 0; i < n; i++) {
     const id = b.inputIds[i];
     if (id < 0 || id >= V) {
-      throw new ChorusError(`batch: token id ${id} at row ${Math.floor(i / b.seqLen)}, position ${i % b.seqLen} is outside the vocabulary (size ${V})`);
+      throw new ChorusError(
+        `batch: token id ${id} at row ${Math.floor(i / b.seqLen)}, position ${i % b.seqLen} is outside the vocabulary (size ${V})`,
+      );
     }
   }
 }
 
 /** Per-position negative log-likelihood [B, T-1] and the weights [B, T-1] of the loss-bearing ones. */
-function nll(model: LlamaModel, batch: TokenBatch, opts: ForwardOptions): { nll: tf.Tensor2D; weights: tf.Tensor2D; logits: tf.Tensor3D; targets: tf.Tensor2D } {
+function nll(
+  model: LlamaModel,
+  batch: TokenBatch,
+  opts: ForwardOptions,
+): { nll: tf.Tensor2D; weights: tf.Tensor2D; logits: tf.Tensor3D; targets: tf.Tensor2D } {
   const { batchSize: B, seqLen: T } = batch;
   const ids = tf.tensor2d(batch.inputIds, [B, T], 'int32');
   const logits = tf.slice(model.forward(ids, opts), [0, 0, 0], [B, T - 1, -1]) as tf.Tensor3D;
@@ -82,16 +90,18 @@ export function evaluate(
       batchSize: n,
       seqLen: T,
     };
-    const [lossSum, hits, tokens] = tf.tidy(() => {
-      const { nll: l, weights, logits, targets } = nll(model, chunk, { ...opts, training: false });
-      const bearing = tf.notEqual(weights, 0);
-      const hit = tf.logicalAnd(bearing, tf.equal(tf.argMax(logits, -1), targets));
-      return [tf.sum(tf.mul(l, weights)), tf.sum(tf.cast(hit, 'float32')), tf.sum(tf.cast(bearing, 'float32'))];
-    }).map((t) => {
-      const v = t.dataSync()[0];
-      t.dispose();
-      return v;
-    });
+    const [lossSum, hits, tokens] = tf
+      .tidy(() => {
+        const { nll: l, weights, logits, targets } = nll(model, chunk, { ...opts, training: false });
+        const bearing = tf.notEqual(weights, 0);
+        const hit = tf.logicalAnd(bearing, tf.equal(tf.argMax(logits, -1), targets));
+        return [tf.sum(tf.mul(l, weights)), tf.sum(tf.cast(hit, 'float32')), tf.sum(tf.cast(bearing, 'float32'))];
+      })
+      .map((t) => {
+        const v = t.dataSync()[0];
+        t.dispose();
+        return v;
+      });
     out.lossSum += lossSum;
     out.correct += hits;
     out.tokens += tokens;

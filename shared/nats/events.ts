@@ -20,9 +20,23 @@ export const eventDataSchemas = {
     shards: z.number().int(),
   }),
   /** A shard got a device (also after a move: attempt > 1). */
-  'shard.assigned': z.object({ ...shardRef, workerId: z.string(), workerName: z.string(), device: z.string(), attempt: z.number().int(), resumeStep: z.number().int() }),
+  'shard.assigned': z.object({
+    ...shardRef,
+    workerId: z.string(),
+    workerName: z.string(),
+    device: z.string(),
+    attempt: z.number().int(),
+    resumeStep: z.number().int(),
+  }),
   'shard.started': z.object({ ...shardRef, workerId: z.string(), step: z.number().int() }),
-  'shard.finished': z.object({ ...shardRef, steps: z.number().int(), tokens: z.number(), finalLoss: z.number().nullable(), object: z.string(), sha256: z.string() }),
+  'shard.finished': z.object({
+    ...shardRef,
+    steps: z.number().int(),
+    tokens: z.number(),
+    finalLoss: z.number().nullable(),
+    object: z.string(),
+    sha256: z.string(),
+  }),
   /** The shard lost its worker or crashed; it will be reassigned (`willRetry`) or fails the job. */
   'shard.failed': z.object({ ...shardRef, workerId: z.string(), error: z.string(), willRetry: z.boolean() }),
   /** Per optimiser step of one replica. */
@@ -38,9 +52,24 @@ export const eventDataSchemas = {
     activeLayers: z.array(z.number().int()),
   }),
   /** One replica's adapter at the end of a round (sync: weights), in the object store. */
-  'round.adapter_ready': z.object({ ...shardRef, round: z.number().int(), step: z.number().int(), object: z.string(), sha256: z.string(), bytes: z.number() }),
+  'round.adapter_ready': z.object({
+    ...shardRef,
+    round: z.number().int(),
+    step: z.number().int(),
+    object: z.string(),
+    sha256: z.string(),
+    bytes: z.number(),
+  }),
   /** The reconciled adapter of a round; replicas continue from it. */
-  'round.merged': z.object({ task: z.string(), round: z.number().int(), step: z.number().int(), method: z.string(), object: z.string(), sha256: z.string(), bytes: z.number() }),
+  'round.merged': z.object({
+    task: z.string(),
+    round: z.number().int(),
+    step: z.number().int(),
+    method: z.string(),
+    object: z.string(),
+    sha256: z.string(),
+    bytes: z.number(),
+  }),
   /** Per-layer CoTo figures of a task adapter (aggregated over replicas). */
   'coto.layers': z.object({
     task: z.string(),
@@ -54,7 +83,13 @@ export const eventDataSchemas = {
   /** Result report (JSON) stored in the object store. */
   'report.ready': z.object({ object: z.string(), artifacts: z.array(z.string()) }),
   /** Worker lifecycle. */
-  'worker.state': z.object({ workerId: z.string(), name: z.string(), state: z.enum(['online', 'dead', 'left']), devices: z.array(z.string()), reason: z.string() }),
+  'worker.state': z.object({
+    workerId: z.string(),
+    name: z.string(),
+    state: z.enum(['online', 'dead', 'left']),
+    devices: z.array(z.string()),
+    reason: z.string(),
+  }),
 } as const;
 
 export type EventType = keyof typeof eventDataSchemas;
@@ -78,10 +113,25 @@ export function parseEvent(json: string | Uint8Array, seq?: number): ChorusEvent
   const schema = eventDataSchemas[raw.type as EventType];
   if (!schema) throw new Error(`unknown event type ${JSON.stringify(raw.type)}`);
   const data = schema.parse(raw.data);
-  return { type: raw.type, jobId: raw.jobId ?? null, timeMs: raw.timeMs ?? 0, data, ...(seq !== undefined ? { seq } : {}) } as ChorusEvent;
+  return {
+    type: raw.type,
+    jobId: raw.jobId ?? null,
+    timeMs: raw.timeMs ?? 0,
+    data,
+    ...(seq !== undefined ? { seq } : {}),
+  } as ChorusEvent;
 }
 
 /** The gRPC JobEvent form (data as JSON text) → a validated event. */
-export function eventFromWire(ev: { seq: number; type: string; jobId: string; timeMs: number; data: string }): ChorusEvent {
-  return parseEvent(JSON.stringify({ type: ev.type, jobId: ev.jobId || null, timeMs: ev.timeMs, data: JSON.parse(ev.data) }), ev.seq);
+export function eventFromWire(ev: {
+  seq: number;
+  type: string;
+  jobId: string;
+  timeMs: number;
+  data: string;
+}): ChorusEvent {
+  return parseEvent(
+    JSON.stringify({ type: ev.type, jobId: ev.jobId || null, timeMs: ev.timeMs, data: JSON.parse(ev.data) }),
+    ev.seq,
+  );
 }

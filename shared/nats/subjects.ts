@@ -52,10 +52,12 @@ function token(id: string): string {
 export const objectNames = {
   replicaRound: (jobId: string, task: string, replica: number, round: number) =>
     `jobs/${jobId}/tasks/${task}/rounds/${round}/replica-${replica}.safetensors`,
-  roundMerged: (jobId: string, task: string, round: number) => `jobs/${jobId}/tasks/${task}/rounds/${round}/merged.safetensors`,
+  roundMerged: (jobId: string, task: string, round: number) =>
+    `jobs/${jobId}/tasks/${task}/rounds/${round}/merged.safetensors`,
   gradTotal: (jobId: string, task: string, step: number) => `jobs/${jobId}/tasks/${task}/grads/${step}.bin`,
   checkpoint: (jobId: string, shardId: string) => `jobs/${jobId}/checkpoints/${shardId}.safetensors`,
-  shardFinal: (jobId: string, task: string, replica: number) => `jobs/${jobId}/tasks/${task}/final/replica-${replica}.safetensors`,
+  shardFinal: (jobId: string, task: string, replica: number) =>
+    `jobs/${jobId}/tasks/${task}/final/replica-${replica}.safetensors`,
   taskAdapter: (jobId: string, task: string) => `jobs/${jobId}/result/${task}/adapter_model.safetensors`,
   taskConfig: (jobId: string, task: string) => `jobs/${jobId}/result/${task}/adapter_config.json`,
   mergedAdapter: (jobId: string) => `jobs/${jobId}/result/merged/adapter_model.safetensors`,

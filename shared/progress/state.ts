@@ -112,7 +112,8 @@ export function applyEvent(job: JobView, ev: ChorusEvent): JobView {
     case 'job.submitted':
       job.name = ev.data.name;
       job.tasks = ev.data.tasks;
-      for (const s of job.shards.values()) if (!s.totalSteps) s.totalSteps = job.tasks.find((t) => t.name === s.task)?.steps ?? 0;
+      for (const s of job.shards.values())
+        if (!s.totalSteps) s.totalSteps = job.tasks.find((t) => t.name === s.task)?.steps ?? 0;
       break;
     case 'job.state':
       job.state = ev.data.state;

@@ -10,15 +10,27 @@ import YAML from 'yaml';
 import { ChorusError, errorMessage } from '../errors.ts';
 
 export const LORA_TARGET_MODULES = [
-  'q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj',
+  'q_proj',
+  'k_proj',
+  'v_proj',
+  'o_proj',
+  'gate_proj',
+  'up_proj',
+  'down_proj',
 ] as const;
 export const MERGE_METHODS = [
-  'linear', 'task_arithmetic', 'cat', 'svd', 'ties', 'dare_linear', 'dare_ties', 'magnitude_prune',
+  'linear',
+  'task_arithmetic',
+  'cat',
+  'svd',
+  'ties',
+  'dare_linear',
+  'dare_ties',
+  'magnitude_prune',
 ] as const;
 export const LR_SCHEDULES = ['cosine', 'linear', 'constant'] as const;
 
-const int = (min: number) =>
-  z.int({ error: 'must be an integer' }).gte(min, `must be >= ${min}`);
+const int = (min: number) => z.int({ error: 'must be an integer' }).gte(min, `must be >= ${min}`);
 const num = () => z.number({ error: 'must be a number' }).refine(Number.isFinite, 'must be finite');
 const positive = () => num().gt(0, 'must be > 0');
 const fraction = (lowInclusive: boolean) =>
@@ -52,10 +64,10 @@ const trainingFields = z.strictObject({
   schedule: z.enum(LR_SCHEDULES, { error: `must be one of ${LR_SCHEDULES.join(', ')}` }),
   min_lr_ratio: fraction(true),
   weight_decay: num().gte(0, 'must be >= 0'),
-  betas: z.tuple([
-    num().gte(0, 'must be >= 0').lt(1, 'must be < 1'),
-    num().gte(0, 'must be >= 0').lt(1, 'must be < 1'),
-  ], { error: 'must be a list of two numbers [beta1, beta2]' }),
+  betas: z.tuple(
+    [num().gte(0, 'must be >= 0').lt(1, 'must be < 1'), num().gte(0, 'must be >= 0').lt(1, 'must be < 1')],
+    { error: 'must be a list of two numbers [beta1, beta2]' },
+  ),
   eps: positive(),
   /** 0 turns clipping off. */
   max_grad_norm: num().gte(0, 'must be >= 0'),
@@ -74,20 +86,38 @@ export type CotoSpec = z.infer<typeof cotoFields>;
 export type TrainingSpec = z.infer<typeof trainingFields>;
 
 export const DEFAULT_LORA: LoraSpec = {
-  r: 8, alpha: 16, dropout: 0, target_modules: ['q_proj', 'v_proj'], use_rslora: false,
+  r: 8,
+  alpha: 16,
+  dropout: 0,
+  target_modules: ['q_proj', 'v_proj'],
+  use_rslora: false,
 };
 export const DEFAULT_COTO: CotoSpec = { enabled: true, p_start: 0.1, p_end: 1.0, ramp_fraction: 0.75 };
 /** Everything but `steps`, which a spec must give (top level or per task). */
 export const DEFAULT_TRAINING: Omit<TrainingSpec, 'steps'> = {
-  batch_size: 8, seq_len: 128, grad_accum: 1, lr: 1e-3, warmup_steps: 0, schedule: 'cosine',
-  min_lr_ratio: 0, weight_decay: 0, betas: [0.9, 0.999], eps: 1e-8, max_grad_norm: 1.0,
-  eval_every: 50, eval_batches: 4, checkpoint_every: 100, keep_checkpoints: 3, log_every: 10,
+  batch_size: 8,
+  seq_len: 128,
+  grad_accum: 1,
+  lr: 1e-3,
+  warmup_steps: 0,
+  schedule: 'cosine',
+  min_lr_ratio: 0,
+  weight_decay: 0,
+  betas: [0.9, 0.999],
+  eps: 1e-8,
+  max_grad_norm: 1.0,
+  eval_every: 50,
+  eval_batches: 4,
+  checkpoint_every: 100,
+  keep_checkpoints: 3,
+  log_every: 10,
 };
 
 const dataFields = z.strictObject({ train: path(), eval: path().optional() });
 
 const taskFields = z.strictObject({
-  name: z.string({ error: 'must be a string' })
+  name: z
+    .string({ error: 'must be a string' })
     .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'must be letters, digits, "_", "." or "-"'),
   data: dataFields,
   replicas: int(1).optional(),
@@ -97,14 +127,18 @@ const taskFields = z.strictObject({
   training: trainingFields.partial().optional(),
 });
 
-const syncFields = z.discriminatedUnion('mode', [
-  z.strictObject({ mode: z.literal('gradients') }),
-  z.strictObject({
-    mode: z.literal('weights'),
-    every: int(1),
-    method: z.enum(['mean', 'cat_svd'], { error: 'must be mean or cat_svd' }).optional(),
-  }),
-], { error: 'must be {mode: gradients} or {mode: weights, every: N, method: mean|cat_svd}' });
+const syncFields = z.discriminatedUnion(
+  'mode',
+  [
+    z.strictObject({ mode: z.literal('gradients') }),
+    z.strictObject({
+      mode: z.literal('weights'),
+      every: int(1),
+      method: z.enum(['mean', 'cat_svd'], { error: 'must be mean or cat_svd' }).optional(),
+    }),
+  ],
+  { error: 'must be {mode: gradients} or {mode: weights, every: N, method: mean|cat_svd}' },
+);
 
 const mergeFields = z.strictObject({
   method: z.enum(MERGE_METHODS, { error: `must be one of ${MERGE_METHODS.join(', ')}` }),
@@ -126,9 +160,11 @@ const fileFields = z.strictObject({
   data: dataFields.optional(),
   tasks: z.array(taskFields).min(1, 'must list at least one task').optional(),
   sync: syncFields.optional(),
-  merge: z.union([z.literal('none'), mergeFields], {
-    error: 'must be "none" or {method: …}',
-  }).optional(),
+  merge: z
+    .union([z.literal('none'), mergeFields], {
+      error: 'must be "none" or {method: …}',
+    })
+    .optional(),
 });
 
 type FileSpec = z.infer<typeof fileFields>;
@@ -203,7 +239,12 @@ function issueLines(issues: z.core.$ZodIssue[], input: unknown): string[] {
       // A union whose branches all failed: report the branch errors that went deepest.
       const nested = issue.errors.flat();
       if (nested.some((n) => n.path.length > 0)) {
-        lines.push(...issueLines(nested.map((n) => ({ ...n, path: [...issue.path, ...n.path] })), input));
+        lines.push(
+          ...issueLines(
+            nested.map((n) => ({ ...n, path: [...issue.path, ...n.path] })),
+            input,
+          ),
+        );
         continue;
       }
     }
@@ -213,9 +254,7 @@ function issueLines(issues: z.core.$ZodIssue[], input: unknown): string[] {
 }
 
 function fail(source: string, problems: string[]): never {
-  throw new ChorusError(
-    `invalid job spec ${source}:\n${problems.map((p) => `  - ${p}`).join('\n')}`,
-  );
+  throw new ChorusError(`invalid job spec ${source}:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
 }
 
 function absolutise(p: string, baseDir: string): string {
@@ -232,10 +271,13 @@ export function parseJobSpec(text: string, opts: { sourcePath?: string } = {}): 
   const source = opts.sourcePath ?? '<job spec>';
   const doc = YAML.parseDocument(text, { prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length > 0) {
-    fail(source, doc.errors.map((e) => {
-      const pos = e.linePos?.[0];
-      return `${pos ? `line ${pos.line}, column ${pos.col}: ` : ''}${e.message.split('\n')[0].replace(/ at line \d+, column \d+:?$/, '')}`;
-    }));
+    fail(
+      source,
+      doc.errors.map((e) => {
+        const pos = e.linePos?.[0];
+        return `${pos ? `line ${pos.line}, column ${pos.col}: ` : ''}${e.message.split('\n')[0].replace(/ at line \d+, column \d+:?$/, '')}`;
+      }),
+    );
   }
   const raw: unknown = doc.toJS();
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
@@ -272,9 +314,10 @@ function normalise(f: FileSpec, baseDir: string, source: string): JobSpec {
   const tasks: TaskSpecEntry[] = f.tasks
     ? f.tasks.map((t) => ({ ...t, data: data(t.data), replicas: t.replicas ?? 1 }))
     : [{ name: 'default', data: data(f.data!), replicas: 1 }];
-  const sync: SyncSpec = f.sync?.mode === 'weights'
-    ? { mode: 'weights', every: f.sync.every, method: f.sync.method ?? 'cat_svd' }
-    : { mode: 'gradients' };
+  const sync: SyncSpec =
+    f.sync?.mode === 'weights'
+      ? { mode: 'weights', every: f.sync.every, method: f.sync.method ?? 'cat_svd' }
+      : { mode: 'gradients' };
   return {
     ...(f.name !== undefined ? { name: f.name } : {}),
     base_model: absolutise(f.base_model, baseDir),
@@ -298,10 +341,13 @@ function crossChecks(spec: JobSpec): string[] {
     // Where a bad value came from: the task's override, or the top level.
     const where = (section: 'training' | 'coto' | 'lora', field: string) =>
       (t[section] as Record<string, unknown> | undefined)?.[field] !== undefined
-        ? `tasks[${i}].${section}.${field}` : `${section}.${field}`;
+        ? `tasks[${i}].${section}.${field}`
+        : `${section}.${field}`;
     const { training, coto } = resolveTaskEntry(spec, t);
     if (training.steps === undefined) {
-      problems.push(`${spec.tasks.length > 1 || spec.tasks[0].name !== 'default' ? `tasks[${i}].` : ''}training.steps: required`);
+      problems.push(
+        `${spec.tasks.length > 1 || spec.tasks[0].name !== 'default' ? `tasks[${i}].` : ''}training.steps: required`,
+      );
       return;
     }
     if (training.warmup_steps > training.steps) {
@@ -334,9 +380,7 @@ function resolveTaskEntry(spec: JobSpec, t: TaskSpecEntry) {
 export function resolveTask(spec: JobSpec, name?: string): ResolvedTask {
   const t = name === undefined ? spec.tasks[0] : spec.tasks.find((x) => x.name === name);
   if (!t) {
-    throw new ChorusError(
-      `job spec has no task named "${name}" (tasks: ${spec.tasks.map((x) => x.name).join(', ')})`,
-    );
+    throw new ChorusError(`job spec has no task named "${name}" (tasks: ${spec.tasks.map((x) => x.name).join(', ')})`);
   }
   const { lora, coto, training } = resolveTaskEntry(spec, t);
   return {

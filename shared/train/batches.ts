@@ -2,7 +2,13 @@
 // (shardExamples), an endless seeded-shuffle batch stream whose cursor checkpoints save and
 // --resume restores, and in-order evaluation batches.
 import { ChorusError } from '../errors.ts';
-import { BatchStream as DataStream, makeBatches, shardExamples, type Cursor, type TokenExample } from '../data/batches.ts';
+import {
+  BatchStream as DataStream,
+  makeBatches,
+  shardExamples,
+  type Cursor,
+  type TokenExample,
+} from '../data/batches.ts';
 import type { TokenBatch } from '../model/loss.ts';
 
 export type TrainExample = TokenExample;
@@ -23,7 +29,10 @@ export class BatchStream {
   private readonly shard: TrainExample[];
   private stream: DataStream;
 
-  constructor(examples: readonly TrainExample[], private readonly opts: BatchStreamOptions) {
+  constructor(
+    examples: readonly TrainExample[],
+    private readonly opts: BatchStreamOptions,
+  ) {
     if (examples.length < opts.replicas) {
       throw new ChorusError(`${opts.source}: ${examples.length} examples cannot feed ${opts.replicas} replicas`);
     }
@@ -33,7 +42,11 @@ export class BatchStream {
 
   private open(cursor: Cursor): DataStream {
     const o = this.opts;
-    return new DataStream(this.shard, { batchSize: o.batchSize, seqLen: o.seqLen, padId: o.padId, seed: o.seed }, cursor);
+    return new DataStream(
+      this.shard,
+      { batchSize: o.batchSize, seqLen: o.seqLen, padId: o.padId, seed: o.seed },
+      cursor,
+    );
   }
 
   next(): TokenBatch {
@@ -50,7 +63,13 @@ export class BatchStream {
 }
 
 /** Evaluation batches in file order, the last one possibly smaller; at most maxBatches. */
-export function evalBatches(examples: readonly TrainExample[], batchSize: number, seqLen: number, maxBatches = Infinity, padId = 0): TokenBatch[] {
+export function evalBatches(
+  examples: readonly TrainExample[],
+  batchSize: number,
+  seqLen: number,
+  maxBatches = Infinity,
+  padId = 0,
+): TokenBatch[] {
   if (examples.length === 0) return [];
   return makeBatches(examples, { batchSize, seqLen, padId, seed: 0, shuffle: false }).slice(0, maxBatches);
 }

@@ -8,7 +8,12 @@ import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promise
 import { join } from 'node:path';
 import { ChorusError, errorMessage } from '../errors.ts';
 import { readPeftAdapter, writePeftAdapter } from '../formats/peft.ts';
-import { readSafetensorsFile, tensorToFloat32, writeSafetensorsFile, type TensorInput } from '../formats/safetensors.ts';
+import {
+  readSafetensorsFile,
+  tensorToFloat32,
+  writeSafetensorsFile,
+  type TensorInput,
+} from '../formats/safetensors.ts';
 import type { AdapterTrainer, TrainerState } from './trainer.ts';
 
 export const CHECKPOINTS_DIR = 'checkpoints';
@@ -47,7 +52,10 @@ export async function saveCheckpoint(runDir: string, trainer: AdapterTrainer): P
   trainer.layout.slots.forEach((slot, i) => {
     const a = [slot.offset, slot.offset + slot.aLength] as const;
     const b = [slot.offset + slot.aLength, slot.offset + slot.aLength + slot.bLength] as const;
-    for (const [kind, arr] of [['exp_avg', s.expAvg], ['exp_avg_sq', s.expAvgSq]] as const) {
+    for (const [kind, arr] of [
+      ['exp_avg', s.expAvg],
+      ['exp_avg_sq', s.expAvgSq],
+    ] as const) {
       tensors.set(`${kind}.${slot.path}.lora_A`, { dtype: 'F32', shape: [slot.aLength], data: arr.slice(...a) });
       tensors.set(`${kind}.${slot.path}.lora_B`, { dtype: 'F32', shape: [slot.bLength], data: arr.slice(...b) });
     }
@@ -112,39 +120,50 @@ export async function loadCheckpoint(dir: string, trainer: AdapterTrainer): Prom
   if (json.format !== STATE_FORMAT || json.version !== STATE_VERSION) {
     throw new ChorusError(`${statePath}: not a ${STATE_FORMAT} v${STATE_VERSION} file`);
   }
-  if (!Number.isInteger(json.step) || json.step < 0) throw new ChorusError(`${statePath}: step must be a non-negative integer`);
+  if (!Number.isInteger(json.step) || json.step < 0)
+    throw new ChorusError(`${statePath}: step must be a non-negative integer`);
   const adapter = await readPeftAdapter(dir);
   const params = trainer.layout.flatten(adapter);
   const opt = await readSafetensorsFile(join(dir, OPTIMIZER_FILE));
   const expAvg = new Float32Array(trainer.layout.size);
   const expAvgSq = new Float32Array(trainer.layout.size);
   const moduleSteps = trainer.layout.slots.map((slot) => {
-    for (const [kind, arr] of [['exp_avg', expAvg], ['exp_avg_sq', expAvgSq]] as const) {
+    for (const [kind, arr] of [
+      ['exp_avg', expAvg],
+      ['exp_avg_sq', expAvgSq],
+    ] as const) {
       for (const [which, offset, length] of [
-        ['A', slot.offset, slot.aLength], ['B', slot.offset + slot.aLength, slot.bLength],
+        ['A', slot.offset, slot.aLength],
+        ['B', slot.offset + slot.aLength, slot.bLength],
       ] as const) {
         const name = `${kind}.${slot.path}.lora_${which}`;
         const view = opt.tensors.get(name);
         if (!view) throw new ChorusError(`${join(dir, OPTIMIZER_FILE)}: missing tensor "${name}"`);
         const values = tensorToFloat32(view);
         if (values.length !== length) {
-          throw new ChorusError(`${join(dir, OPTIMIZER_FILE)}: "${name}" holds ${values.length} values, expected ${length}`);
+          throw new ChorusError(
+            `${join(dir, OPTIMIZER_FILE)}: "${name}" holds ${values.length} values, expected ${length}`,
+          );
         }
         arr.set(values, offset);
       }
     }
     const t = json.module_steps?.[slot.path];
-    if (!Number.isInteger(t) || t < 0) throw new ChorusError(`${statePath}: module_steps["${slot.path}"] is missing or invalid`);
+    if (!Number.isInteger(t) || t < 0)
+      throw new ChorusError(`${statePath}: module_steps["${slot.path}"] is missing or invalid`);
     return t;
   });
-  trainer.restore({
-    step: json.step,
-    params,
-    expAvg,
-    expAvgSq,
-    moduleSteps,
-    cursor: json.data_cursor,
-    activation: json.activation,
-    seed: json.seed,
-  }, statePath);
+  trainer.restore(
+    {
+      step: json.step,
+      params,
+      expAvg,
+      expAvgSq,
+      moduleSteps,
+      cursor: json.data_cursor,
+      activation: json.activation,
+      seed: json.seed,
+    },
+    statePath,
+  );
 }

@@ -19,7 +19,10 @@ export interface EvalOptions {
 }
 
 export function evaluateExamples(
-  model: LlamaModel, lora: LoraProvider | undefined, examples: readonly TrainExample[], o: EvalOptions,
+  model: LlamaModel,
+  lora: LoraProvider | undefined,
+  examples: readonly TrainExample[],
+  o: EvalOptions,
 ): EvalSummary {
   let lossSum = 0;
   let tokens = 0;

@@ -38,13 +38,19 @@ export function foldAdapter(tensors: HfTensors, adapter: LoraAdapter, source = '
 /** Files of a model directory that are not weights or config and travel with it (tokenizer etc.). */
 const COPIED = /^(tokenizer.*|special_tokens_map\.json|generation_config\.json|vocab\.json|merges\.txt)$/;
 
-export async function exportMerged(modelDir: string, adapterDir: string, outDir: string, opts: { dtype?: 'F32' | 'F16' | 'BF16' } = {}): Promise<{ modules: number }> {
+export async function exportMerged(
+  modelDir: string,
+  adapterDir: string,
+  outDir: string,
+  opts: { dtype?: 'F32' | 'F16' | 'BF16' } = {},
+): Promise<{ modules: number }> {
   const adapter = await readPeftAdapter(adapterDir);
   const { config, tensors } = await readHfModelDir(modelDir);
   foldAdapter(tensors, adapter, adapterDir);
   await writeHfModelDir(outDir, config, tensors, { dtype: opts.dtype });
   for (const f of await readdir(modelDir)) {
-    if (COPIED.test(f) && f !== SINGLE_WEIGHTS && f !== WEIGHTS_INDEX) await copyFile(join(modelDir, f), join(outDir, f));
+    if (COPIED.test(f) && f !== SINGLE_WEIGHTS && f !== WEIGHTS_INDEX)
+      await copyFile(join(modelDir, f), join(outDir, f));
   }
   return { modules: adapter.modules.size };
 }

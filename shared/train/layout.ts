@@ -35,8 +35,9 @@ export class FlatLayout {
   }
 
   static fromAdapter(adapter: LoraAdapter, numLayers: number): FlatLayout {
-    const paths = [...adapter.modules.keys()].sort((x, y) =>
-      layerOfModule(x) - layerOfModule(y) || moduleOrder(x) - moduleOrder(y) || (x < y ? -1 : x > y ? 1 : 0));
+    const paths = [...adapter.modules.keys()].sort(
+      (x, y) => layerOfModule(x) - layerOfModule(y) || moduleOrder(x) - moduleOrder(y) || (x < y ? -1 : x > y ? 1 : 0),
+    );
     let offset = 0;
     const slots = paths.map((path) => {
       const m = adapter.modules.get(path)!;

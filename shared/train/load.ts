@@ -16,7 +16,10 @@ export async function loadBaseModel(dir: string): Promise<LlamaModel> {
 export class DataLoader {
   private tokenizer: Promise<Tokenizer> | null = null;
 
-  constructor(private readonly modelDir: string, private readonly vocabSize: number) {}
+  constructor(
+    private readonly modelDir: string,
+    private readonly vocabSize: number,
+  ) {}
 
   /** The pad id to use: the tokenizer's when one was loaded, else 0 (padding is masked anyway). */
   async padId(): Promise<number> {

@@ -88,7 +88,12 @@ function pickTask(specPath: string, name: string | undefined): ResolvedTask {
 }
 
 /** Says how many examples training.seq_len cuts, and how many lose every loss-bearing token. */
-function warnTruncation(file: string, examples: readonly { inputIds: Int32Array; lossMask: Uint8Array }[], seqLen: number, log: (s: string) => void): void {
+function warnTruncation(
+  file: string,
+  examples: readonly { inputIds: Int32Array; lossMask: Uint8Array }[],
+  seqLen: number,
+  log: (s: string) => void,
+): void {
   let cut = 0;
   let empty = 0;
   let longest = 0;
@@ -99,8 +104,10 @@ function warnTruncation(file: string, examples: readonly { inputIds: Int32Array;
     if (!e.lossMask.subarray(1, seqLen).some((m) => m !== 0)) empty++;
   }
   if (cut === 0) return;
-  log(`${file}: ${cut} of ${examples.length} examples are longer than training.seq_len (${seqLen}; longest ${longest} tokens) and are cut` +
-    (empty > 0 ? `; ${empty} of them keep no loss-bearing token and teach nothing` : ''));
+  log(
+    `${file}: ${cut} of ${examples.length} examples are longer than training.seq_len (${seqLen}; longest ${longest} tokens) and are cut` +
+      (empty > 0 ? `; ${empty} of them keep no loss-bearing token and teach nothing` : ''),
+  );
 }
 
 /** Compares the task of this invocation with the one the run was started with. */
@@ -114,8 +121,9 @@ async function checkRunFile(outDir: string, task: ResolvedTask, resuming: boolea
       before = undefined;
     }
     if (before?.task) {
-      const changed = (['name', 'baseModel', 'data', 'seed', 'lora', 'coto', 'training'] as const)
-        .filter((k) => JSON.stringify(before!.task![k]) !== JSON.stringify(task[k]));
+      const changed = (['name', 'baseModel', 'data', 'seed', 'lora', 'coto', 'training'] as const).filter(
+        (k) => JSON.stringify(before!.task![k]) !== JSON.stringify(task[k]),
+      );
       if (changed.length > 0) {
         throw new ChorusError(
           `${outDir}: --resume needs the same job as the run it continues; changed: ${changed.join(', ')} ` +
@@ -158,7 +166,12 @@ export async function runLocalTraining(o: LocalTrainOptions): Promise<LocalTrain
     warnTruncation(task.data.train, examples, task.training.seq_len, log);
     if (task.data.eval && evalExamples) warnTruncation(task.data.eval, evalExamples, task.training.seq_len, log);
     return AdapterTrainer.create({
-      model, task, examples, evalExamples, baseModelName: task.baseModel, padId: await loader.padId(),
+      model,
+      task,
+      examples,
+      evalExamples,
+      baseModelName: task.baseModel,
+      padId: await loader.padId(),
     });
   })().catch((err) => {
     model.dispose();
@@ -173,7 +186,11 @@ export async function runLocalTraining(o: LocalTrainOptions): Promise<LocalTrain
 }
 
 async function loop(
-  o: LocalTrainOptions, task: ResolvedTask, backend: string, trainer: AdapterTrainer, log: (s: string) => void,
+  o: LocalTrainOptions,
+  task: ResolvedTask,
+  backend: string,
+  trainer: AdapterTrainer,
+  log: (s: string) => void,
 ): Promise<LocalTrainResult> {
   const tr = task.training;
   const metricsFile = join(o.outDir, METRICS_FILE);
@@ -186,7 +203,9 @@ async function loop(
     log(`resuming from ${existing} (step ${trainer.step} of ${tr.steps})`);
   } else {
     if (existing) {
-      throw new ChorusError(`${o.outDir} already holds checkpoints (${existing}): pass --resume to continue it, or choose another --out`);
+      throw new ChorusError(
+        `${o.outDir} already holds checkpoints (${existing}): pass --resume to continue it, or choose another --out`,
+      );
     }
     if (o.resume) log(`no checkpoint in ${o.outDir}: starting from step 0`);
     await checkRunFile(o.outDir, task, false);
@@ -233,8 +252,12 @@ async function loop(
     if (task.data.eval && tr.eval_every > 0 && (done % tr.eval_every === 0 || done === tr.steps)) {
       const e = trainer.evaluate({ maxBatches: tr.eval_batches });
       lastEval = {
-        type: 'eval', step: done, eval_loss: e.loss, eval_perplexity: e.perplexity,
-        eval_accuracy: e.accuracy, eval_tokens: e.tokens,
+        type: 'eval',
+        step: done,
+        eval_loss: e.loss,
+        eval_perplexity: e.perplexity,
+        eval_accuracy: e.accuracy,
+        eval_tokens: e.tokens,
       };
       await emit(lastEval);
     }
@@ -243,7 +266,10 @@ async function loop(
       await pruneCheckpoints(o.outDir, tr.keep_checkpoints);
       savedAt = done;
     }
-    if ((o.stopAtStep !== undefined && done >= o.stopAtStep && done < tr.steps) || (o.shouldStop?.() && done < tr.steps)) {
+    if (
+      (o.stopAtStep !== undefined && done >= o.stopAtStep && done < tr.steps) ||
+      (o.shouldStop?.() && done < tr.steps)
+    ) {
       stopped = true;
       break;
     }

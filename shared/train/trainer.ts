@@ -86,7 +86,6 @@ export interface StepResult extends ApplyResult {
   seconds: number;
 }
 
-
 /** Everything needed to continue training exactly (plain data: serialisable). */
 export interface TrainerState {
   /** Optimiser steps completed (the next step to run). */
@@ -161,7 +160,13 @@ export class AdapterTrainer {
 
   static create(opts: TrainerOptions): AdapterTrainer {
     const { replica = 0, replicas = 1 } = opts;
-    if (!Number.isInteger(replicas) || replicas < 1 || !Number.isInteger(replica) || replica < 0 || replica >= replicas) {
+    if (
+      !Number.isInteger(replicas) ||
+      replicas < 1 ||
+      !Number.isInteger(replica) ||
+      replica < 0 ||
+      replica >= replicas
+    ) {
       throw new ChorusError(`trainer: replica ${replica} of ${replicas} is not valid`);
     }
     const l = opts.task.lora;
@@ -191,7 +196,9 @@ export class AdapterTrainer {
     const c = this.task.coto;
     if (!c.enabled) return 1;
     return cotoProbability(step, this.task.training.steps, {
-      pStart: c.p_start, pEnd: c.p_end, rampFraction: c.ramp_fraction,
+      pStart: c.p_start,
+      pEnd: c.p_end,
+      rampFraction: c.ramp_fraction,
     });
   }
 
@@ -224,9 +231,19 @@ export class AdapterTrainer {
       const count = countTargets(batch);
       if (count === 0) continue;
       const dropoutSeed = deriveSeed(this.seed, step, this.replica, micro);
-      const lossOf = () => tf.tidy(() => tf.mul(nextTokenLoss(this.model, batch, {
-        lora: this.runtime, activeLayers, training: true, dropoutSeed,
-      }), count) as tf.Scalar);
+      const lossOf = () =>
+        tf.tidy(
+          () =>
+            tf.mul(
+              nextTokenLoss(this.model, batch, {
+                lora: this.runtime,
+                activeLayers,
+                training: true,
+                dropoutSeed,
+              }),
+              count,
+            ) as tf.Scalar,
+        );
       tokens += count;
       if (varList.length === 0) {
         // The active layers carry no LoRA module (an adapter limited to some layers): loss only.
@@ -269,8 +286,17 @@ export class AdapterTrainer {
       this.layout.slots.forEach((s, i) => {
         if (!activeLayers[s.layer]) return;
         this.moduleSteps[i] += 1;
-        adamwUpdate(this.params, gradSums, this.expAvg, this.expAvgSq, s.offset, s.aLength + s.bLength,
-          this.moduleSteps[i], scale * clipCoef, h);
+        adamwUpdate(
+          this.params,
+          gradSums,
+          this.expAvg,
+          this.expAvgSq,
+          s.offset,
+          s.aLength + s.bLength,
+          this.moduleSteps[i],
+          scale * clipCoef,
+          h,
+        );
       });
       this.pushParams(activeLayers);
     }
@@ -330,16 +356,26 @@ export class AdapterTrainer {
 
   restore(s: TrainerState, source = 'trainer state'): void {
     const n = this.layout.size;
-    for (const [name, arr] of [['params', s.params], ['expAvg', s.expAvg], ['expAvgSq', s.expAvgSq]] as const) {
-      if (arr.length !== n) throw new ChorusError(`${source}: ${name} holds ${arr.length} values, the adapter has ${n}`);
+    for (const [name, arr] of [
+      ['params', s.params],
+      ['expAvg', s.expAvg],
+      ['expAvgSq', s.expAvgSq],
+    ] as const) {
+      if (arr.length !== n)
+        throw new ChorusError(`${source}: ${name} holds ${arr.length} values, the adapter has ${n}`);
     }
     if (s.moduleSteps.length !== this.layout.slots.length) {
-      throw new ChorusError(`${source}: moduleSteps lists ${s.moduleSteps.length} modules, the adapter has ${this.layout.slots.length}`);
+      throw new ChorusError(
+        `${source}: moduleSteps lists ${s.moduleSteps.length} modules, the adapter has ${this.layout.slots.length}`,
+      );
     }
-    if (s.seed !== this.seed) throw new ChorusError(`${source}: was trained with seed ${s.seed}, this run uses ${this.seed}`);
+    if (s.seed !== this.seed)
+      throw new ChorusError(`${source}: was trained with seed ${s.seed}, this run uses ${this.seed}`);
     const counts = ActivationCounter.fromJSON(s.activation, `${source}: activation`);
     if (counts.numLayers !== this.numLayers) {
-      throw new ChorusError(`${source}: activation counts are for ${counts.numLayers} layers, the model has ${this.numLayers}`);
+      throw new ChorusError(
+        `${source}: activation counts are for ${counts.numLayers} layers, the model has ${this.numLayers}`,
+      );
     }
     this.data.seek(s.cursor);
     this.params.set(s.params);
@@ -359,7 +395,10 @@ export class AdapterTrainer {
   evaluate(opts: { maxBatches?: number; examples?: TrainExample[] } = {}): EvalSummary {
     const tr = this.task.training;
     return evaluateExamples(this.model, this.runtime, opts.examples ?? this.evalExamples, {
-      batchSize: tr.batch_size, seqLen: tr.seq_len, padId: this.padId, maxBatches: opts.maxBatches,
+      batchSize: tr.batch_size,
+      seqLen: tr.seq_len,
+      padId: this.padId,
+      maxBatches: opts.maxBatches,
     });
   }
 

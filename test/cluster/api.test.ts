@@ -43,9 +43,16 @@ test('no token or a wrong token → UNAUTHENTICATED; a worker token on the clien
     assert.equal((await code(bad.workers()))[0], grpc.status.UNAUTHENTICATED);
     assert.equal((await code(bad.submit('{}')))[0], grpc.status.UNAUTHENTICATED);
     assert.equal((await code(worker.list()))[0], grpc.status.PERMISSION_DENIED);
-    assert.equal((await code(worker.submit(h.jobSpec(dir, { data: { train: join(dir, 'a.jsonl') } }))))[0], grpc.status.PERMISSION_DENIED);
+    assert.equal(
+      (await code(worker.submit(h.jobSpec(dir, { data: { train: join(dir, 'a.jsonl') } }))))[0],
+      grpc.status.PERMISSION_DENIED,
+    );
     // The watch stream checks too.
-    const [c] = await code((async () => { for await (const _ of none.watch('x')) void _; })());
+    const [c] = await code(
+      (async () => {
+        for await (const _ of none.watch('x')) void _;
+      })(),
+    );
     assert.equal(c, grpc.status.UNAUTHENTICATED);
   } finally {
     none.close();
@@ -74,11 +81,20 @@ test('bad specs → INVALID_ARGUMENT naming the field', async () => {
   const c = h.client(coord.address);
   try {
     const cases: Array<[string, RegExp]> = [
-      [h.jobSpec(dir, { data: { train: join(dir, 'a.jsonl') }, training: { steps: 0 } }), /training\.steps: must be >= 1/],
-      [h.jobSpec(dir, { tasks: [{ name: 'a', data: { train: 'x' }, replicas: 0 }] }), /tasks\[0\]\.replicas: must be >= 1/],
+      [
+        h.jobSpec(dir, { data: { train: join(dir, 'a.jsonl') }, training: { steps: 0 } }),
+        /training\.steps: must be >= 1/,
+      ],
+      [
+        h.jobSpec(dir, { tasks: [{ name: 'a', data: { train: 'x' }, replicas: 0 }] }),
+        /tasks\[0\]\.replicas: must be >= 1/,
+      ],
       [h.jobSpec(dir, { data: { train: 'x' }, sync: { mode: 'weights' } }), /sync\.every/],
       [h.jobSpec(dir, { data: { train: 'x' }, merge: { method: 'nope' } }), /merge\.method: must be one of/],
-      [h.jobSpec(dir, { data: { train: 'x' }, lora: { r: 4, target_modules: ['qq_proj'] } }), /lora\.target_modules\[0\]/],
+      [
+        h.jobSpec(dir, { data: { train: 'x' }, lora: { r: 4, target_modules: ['qq_proj'] } }),
+        /lora\.target_modules\[0\]/,
+      ],
       ['base_model: [unclosed', /line 1/],
     ];
     for (const [spec, re] of cases) {
@@ -96,7 +112,11 @@ test('bad specs → INVALID_ARGUMENT naming the field', async () => {
 test('health service answers SERVING without a token', async () => {
   const { HealthClient } = await healthClient();
   const hc = new HealthClient(coord.address, grpc.credentials.createInsecure());
-  const res = await new Promise<{ status: string }>((resolve, reject) => hc.check({ service: 'chorus.v1.JobService' }, (e: Error | null, r: { status: string }) => (e ? reject(e) : resolve(r))));
+  const res = await new Promise<{ status: string }>((resolve, reject) =>
+    hc.check({ service: 'chorus.v1.JobService' }, (e: Error | null, r: { status: string }) =>
+      e ? reject(e) : resolve(r),
+    ),
+  );
   assert.equal(res.status, 'SERVING');
   hc.close();
 });
@@ -110,7 +130,10 @@ test('blobs round-trip in chunks through the object store', async () => {
     const back = await c.downloadBlob('uploads/test/blob.bin');
     assert.equal(Buffer.compare(back, Buffer.from(data)), 0);
     // Clients write inputs only; job outputs are the workers' (and the other way round).
-    assert.equal((await code(c.uploadBlob('jobs/j1/result/report.json', data.subarray(0, 10))))[0], grpc.status.PERMISSION_DENIED);
+    assert.equal(
+      (await code(c.uploadBlob('jobs/j1/result/report.json', data.subarray(0, 10))))[0],
+      grpc.status.PERMISSION_DENIED,
+    );
     const w = h.client(coord.address, h.TOKENS.worker);
     try {
       assert.equal((await code(w.uploadBlob('uploads/x', data.subarray(0, 10))))[0], grpc.status.PERMISSION_DENIED);
@@ -118,7 +141,10 @@ test('blobs round-trip in chunks through the object store', async () => {
     } finally {
       w.close();
     }
-    assert.equal((await code(c.uploadBlob('uploads/../jobs/x', data.subarray(0, 10))))[0], grpc.status.INVALID_ARGUMENT);
+    assert.equal(
+      (await code(c.uploadBlob('uploads/../jobs/x', data.subarray(0, 10))))[0],
+      grpc.status.INVALID_ARGUMENT,
+    );
   } finally {
     c.close();
   }
@@ -127,7 +153,19 @@ test('blobs round-trip in chunks through the object store', async () => {
 async function healthClient() {
   const protoLoader = await import('@grpc/proto-loader');
   const { protoPath } = await import('grpc-health-check');
-  const def = protoLoader.loadSync(protoPath, { keepCase: true, longs: String, enums: String, defaults: true, oneofs: true });
-  const pkg = grpc.loadPackageDefinition(def) as unknown as { grpc: { health: { v1: { Health: new (addr: string, creds: grpc.ChannelCredentials) => grpc.Client & { check: Function } } } } };
+  const def = protoLoader.loadSync(protoPath, {
+    keepCase: true,
+    longs: String,
+    enums: String,
+    defaults: true,
+    oneofs: true,
+  });
+  const pkg = grpc.loadPackageDefinition(def) as unknown as {
+    grpc: {
+      health: {
+        v1: { Health: new (addr: string, creds: grpc.ChannelCredentials) => grpc.Client & { check: Function } };
+      };
+    };
+  };
   return { HealthClient: pkg.grpc.health.v1.Health };
 }

@@ -36,7 +36,15 @@ test('2 tasks × 2 replicas with weight rounds and a final merge → PEFT direct
   try {
     await h.waitWorkers(c, 2);
     const spec = h.jobSpec(dir, {
-      training: { steps: STEPS, batch_size: 4, seq_len: 8, lr: 0.01, warmup_steps: 0, eval_every: 0, checkpoint_every: 2 },
+      training: {
+        steps: STEPS,
+        batch_size: 4,
+        seq_len: 8,
+        lr: 0.01,
+        warmup_steps: 0,
+        eval_every: 0,
+        checkpoint_every: 2,
+      },
       tasks: [
         { name: 'count1', data: { train: join(dir, 'a.jsonl') }, replicas: 2 },
         { name: 'count3', data: { train: join(dir, 'b.jsonl') }, replicas: 2 },
@@ -58,7 +66,11 @@ test('2 tasks × 2 replicas with weight rounds and a final merge → PEFT direct
       assert.equal(cfg.peft_type, 'LORA');
       const adapter = await readPeftAdapter(join(out, task));
       assert.equal(adapter.modules.size, 2 * 2); // 2 layers × (q_proj, v_proj)
-      for (const m of adapter.modules.values()) assert.ok(m.b.some((x) => x !== 0), 'B moved away from its zero init');
+      for (const m of adapter.modules.values())
+        assert.ok(
+          m.b.some((x) => x !== 0),
+          'B moved away from its zero init',
+        );
     }
     const report = JSON.parse(readFileSync(join(out, 'report.json'), 'utf8'));
     assert.equal(report.tasks.length, 2);
@@ -67,10 +79,17 @@ test('2 tasks × 2 replicas with weight rounds and a final merge → PEFT direct
       // Activation counts: every optimiser step of both replicas activated at least one layer.
       const total = t.layers.reduce((s: number, l: { activations: number }) => s + l.activations, 0);
       assert.ok(total >= STEPS * 2 && total <= STEPS * 2 * 2, `activations ${total}`);
-      assert.equal(t.layers.filter((l: { shapley: number | null }) => typeof l.shapley === 'number').length, 2, 'Shapley per layer');
+      assert.equal(
+        t.layers.filter((l: { shapley: number | null }) => typeof l.shapley === 'number').length,
+        2,
+        'Shapley per layer',
+      );
       // Efficiency: the layers' Shapley values add up to what all adapters together gain.
       const sum = t.layers.reduce((s: number, l: { shapley: number }) => s + l.shapley, 0);
-      assert.ok(Math.abs(sum - (t.coalitionLoss.noAdapters - t.coalitionLoss.allAdapters)) < 1e-9, `Σφ ${sum} vs ${JSON.stringify(t.coalitionLoss)}`);
+      assert.ok(
+        Math.abs(sum - (t.coalitionLoss.noAdapters - t.coalitionLoss.allAdapters)) < 1e-9,
+        `Σφ ${sum} vs ${JSON.stringify(t.coalitionLoss)}`,
+      );
       assert.ok(t.coalitionLoss.allAdapters < t.coalitionLoss.noAdapters, 'the trained adapters lower the loss');
     }
     assert.equal(report.merge.method, 'linear');
@@ -115,7 +134,11 @@ test('the CLI lists, shows and watches the job', async () => {
   assert.match(jobs.output(), new RegExp(`${jobId}\\s+succeeded\\s+4/4`));
   const watch = h.chorus(['watch', jobId, '--json'], env);
   assert.equal(await watch.exited, 0, watch.output());
-  const lines = watch.output().trim().split('\n').filter((l) => l.startsWith('{'));
+  const lines = watch
+    .output()
+    .trim()
+    .split('\n')
+    .filter((l) => l.startsWith('{'));
   assert.equal(JSON.parse(lines[0]).type, 'job.submitted');
   const workers = h.chorus(['workers'], env);
   assert.equal(await workers.exited, 0);

@@ -35,14 +35,28 @@ after(async () => {
 });
 
 const STEPS = 40;
-const spec = () => h.jobSpec(dir, {
-  training: { steps: STEPS, batch_size: 4, seq_len: 8, lr: 0.01, warmup_steps: 0, eval_every: 0, checkpoint_every: 4 },
-  tasks: [{ name: 'a', data: { train: join(dir, 'a.jsonl') }, replicas: 2 }],
-  sync: { mode: 'gradients' },
-});
+const spec = () =>
+  h.jobSpec(dir, {
+    training: {
+      steps: STEPS,
+      batch_size: 4,
+      seq_len: 8,
+      lr: 0.01,
+      warmup_steps: 0,
+      eval_every: 0,
+      checkpoint_every: 4,
+    },
+    tasks: [{ name: 'a', data: { train: join(dir, 'a.jsonl') }, replicas: 2 }],
+    sync: { mode: 'gradients' },
+  });
 
 /** Resolves when some metrics event reaches `step`; collects all events into `into`. */
-async function follow(c: ChorusClient, id: string, into: ChorusEvent[], onStep: { step: number; fn: () => void }): Promise<void> {
+async function follow(
+  c: ChorusClient,
+  id: string,
+  into: ChorusEvent[],
+  onStep: { step: number; fn: () => void },
+): Promise<void> {
   let fired = false;
   for await (const ev of c.watch(id)) {
     into.push(ev);
@@ -79,7 +93,12 @@ test('a worker killed with SIGKILL mid-job: its shard moves, resumes, and the jo
     assert.ok(failed[0].type === 'shard.failed' && failed[0].data.willRetry);
     const moved = events.filter((e) => e.type === 'shard.assigned' && e.data.attempt === 2);
     assert.equal(moved.length, 1);
-    assert.ok(moved[0].type === 'shard.assigned' && moved[0].data.resumeStep >= 4 && !moved[0].data.workerName.startsWith(victim), 'resumed from a checkpoint on another worker');
+    assert.ok(
+      moved[0].type === 'shard.assigned' &&
+        moved[0].data.resumeStep >= 4 &&
+        !moved[0].data.workerName.startsWith(victim),
+      'resumed from a checkpoint on another worker',
+    );
     // The moved replica replayed its lost steps with the stored sums: replicas still agree bit for bit.
     const finals = await Promise.all([0, 1].map((r) => c.downloadBlob(objectNames.shardFinal(id, 'a', r))));
     assert.equal(Buffer.compare(finals[0], finals[1]), 0);
@@ -116,13 +135,19 @@ test('the coordinator killed mid-job, a worker killed while it is down, the coor
     const job = await Promise.race([
       c.wait(id),
       new Promise<never>((_, reject) => setTimeout(() => reject(new Error('timed out')), 90_000).unref()),
-    ]).catch((err) => assert.fail(`${err.message}\n${procs.map((p) => `--- ${p.child.spawnargs.slice(2, 4).join(' ')}\n${p.output().slice(-3000)}`).join('\n')}`));
+    ]).catch((err) =>
+      assert.fail(
+        `${err.message}\n${procs.map((p) => `--- ${p.child.spawnargs.slice(2, 4).join(' ')}\n${p.output().slice(-3000)}`).join('\n')}`,
+      ),
+    );
     assert.equal(job.state, 'succeeded', `${job.reason}\n${procs.map((p) => p.output().slice(-3000)).join('\n---\n')}`);
     assert.ok(job.shards.every((s) => s.step === STEPS));
     assert.ok(job.shards[1].attempts >= 2, 'replica 1 moved');
     const finals = await Promise.all([0, 1].map((r) => c.downloadBlob(objectNames.shardFinal(id, 'a', r))));
     assert.equal(Buffer.compare(finals[0], finals[1]), 0, 'the replayed replica is bit-identical to the other');
-    t.diagnostic(`durable sums replayed: ${(coord.output().match(/with the sum stored in the object store/g) ?? []).length}`);
+    t.diagnostic(
+      `durable sums replayed: ${(coord.output().match(/with the sum stored in the object store/g) ?? []).length}`,
+    );
   } finally {
     c.close();
   }

@@ -30,7 +30,17 @@ after(async () => {
   await h.cleanNats(prefix);
 });
 
-const training = { steps: 5, batch_size: 4, seq_len: 8, lr: 0.02, warmup_steps: 0, eval_every: 0, checkpoint_every: 2, max_grad_norm: 1.0, weight_decay: 0.01 };
+const training = {
+  steps: 5,
+  batch_size: 4,
+  seq_len: 8,
+  lr: 0.02,
+  warmup_steps: 0,
+  eval_every: 0,
+  checkpoint_every: 2,
+  max_grad_norm: 1.0,
+  weight_decay: 0.01,
+};
 
 test('2 gradient-synced replicas ≡ one process with the global batch', async (t) => {
   const c = h.client(coord.address);
@@ -38,7 +48,11 @@ test('2 gradient-synced replicas ≡ one process with the global batch', async (
   let replicaBytes: Buffer[];
   try {
     await h.waitWorkers(c, 2);
-    const spec = h.jobSpec(dir, { training, tasks: [{ name: 'a', data: { train: join(dir, 'a.jsonl') }, replicas: 2 }], sync: { mode: 'gradients' } });
+    const spec = h.jobSpec(dir, {
+      training,
+      tasks: [{ name: 'a', data: { train: join(dir, 'a.jsonl') }, replicas: 2 }],
+      sync: { mode: 'gradients' },
+    });
     const id = await c.submit(spec);
     const job = await c.wait(id);
     assert.equal(job.state, 'succeeded', job.reason);
@@ -54,10 +68,16 @@ test('2 gradient-synced replicas ≡ one process with the global batch', async (
 
   // The single-process reference: same spec, one replica, batch 8.
   await initEngine(process.env.CHORUS_TEST_BACKEND ?? 'wasm', { quiet: true });
-  const ref = parseJobSpec(h.jobSpec(dir, { training: { ...training, batch_size: 8 }, data: { train: join(dir, 'a.jsonl') } }));
+  const ref = parseJobSpec(
+    h.jobSpec(dir, { training: { ...training, batch_size: 8 }, data: { train: join(dir, 'a.jsonl') } }),
+  );
   const task = resolveTask(ref);
   const model = await loadModel(task.baseModel);
-  const trainer = AdapterTrainer.create({ model, task, examples: await loadExamples(task.data.train, task.baseModel, model.config.vocabSize) });
+  const trainer = AdapterTrainer.create({
+    model,
+    task,
+    examples: await loadExamples(task.data.train, task.baseModel, model.config.vocabSize),
+  });
   for (let s = 0; s < training.steps; s++) trainer.trainStep();
   const single = trainer.getAdapter();
   trainer.dispose();
@@ -66,7 +86,10 @@ test('2 gradient-synced replicas ≡ one process with the global batch', async (
   let maxAbs = 0;
   for (const [path, m] of single.modules) {
     const other = clusterAdapter.modules.get(path)!;
-    for (const [x, y] of [[m.a, other.a], [m.b, other.b]] as const) {
+    for (const [x, y] of [
+      [m.a, other.a],
+      [m.b, other.b],
+    ] as const) {
       for (let i = 0; i < x.length; i++) {
         maxDiff = Math.max(maxDiff, Math.abs(x[i] - y[i]));
         maxAbs = Math.max(maxAbs, Math.abs(x[i]));

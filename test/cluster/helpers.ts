@@ -24,7 +24,14 @@ export function tmp(prefix = 'chorus-cluster-'): string {
 export const TINY = { hidden: 16, layers: 2, heads: 2, kvHeads: 1, vocab: 32, intermediate: 32 };
 
 export async function writeTinyModel(dir: string, seed = 7): Promise<string> {
-  const config = makeLlamaConfig({ hiddenSize: TINY.hidden, numHiddenLayers: TINY.layers, numAttentionHeads: TINY.heads, numKeyValueHeads: TINY.kvHeads, vocabSize: TINY.vocab, intermediateSize: TINY.intermediate });
+  const config = makeLlamaConfig({
+    hiddenSize: TINY.hidden,
+    numHiddenLayers: TINY.layers,
+    numAttentionHeads: TINY.heads,
+    numKeyValueHeads: TINY.kvHeads,
+    vocabSize: TINY.vocab,
+    intermediateSize: TINY.intermediate,
+  });
   await writeHfModelDir(dir, llamaConfigToJson(config), initRandomWeights(config, seed));
   return dir;
 }
@@ -65,7 +72,22 @@ export function chorus(args: string[], env: Record<string, string> = {}): Proc {
 }
 
 export async function startCoordinator(prefix: string, extra: string[] = []): Promise<Proc & { address: string }> {
-  const p = chorus(['coordinator', '--listen', '127.0.0.1:0', '--nats', NATS_URL, '--prefix', prefix, '--client-token', TOKENS.client, '--worker-token', TOKENS.worker, '--heartbeat-timeout', '2s', ...extra]);
+  const p = chorus([
+    'coordinator',
+    '--listen',
+    '127.0.0.1:0',
+    '--nats',
+    NATS_URL,
+    '--prefix',
+    prefix,
+    '--client-token',
+    TOKENS.client,
+    '--worker-token',
+    TOKENS.worker,
+    '--heartbeat-timeout',
+    '2s',
+    ...extra,
+  ]);
   const address = await waitFor(p, /ready (\S+)/, 30_000);
   return { ...p, address };
 }
@@ -73,7 +95,21 @@ export async function startCoordinator(prefix: string, extra: string[] = []): Pr
 export async function startCoordinatorAt(prefix: string, address: string): Promise<Proc & { address: string }> {
   // Reuse the port: workers reconnect to the address they know.
   for (let i = 0; i < 20; i++) {
-    const p = chorus(['coordinator', '--listen', address, '--nats', NATS_URL, '--prefix', prefix, '--client-token', TOKENS.client, '--worker-token', TOKENS.worker, '--heartbeat-timeout', '2s']);
+    const p = chorus([
+      'coordinator',
+      '--listen',
+      address,
+      '--nats',
+      NATS_URL,
+      '--prefix',
+      prefix,
+      '--client-token',
+      TOKENS.client,
+      '--worker-token',
+      TOKENS.worker,
+      '--heartbeat-timeout',
+      '2s',
+    ]);
     try {
       await waitFor(p, /ready (\S+)/, 30_000);
       return { ...p, address };
@@ -95,7 +131,8 @@ export function waitFor(p: Proc, re: RegExp, timeoutMs: number): Promise<string>
     const check = () => {
       const m = re.exec(p.output());
       if (m) return resolve(m[1] ?? m[0]);
-      if (p.child.exitCode !== null) return reject(new Error(`process exited (${p.child.exitCode}) before ${re}:\n${p.output()}`));
+      if (p.child.exitCode !== null)
+        return reject(new Error(`process exited (${p.child.exitCode}) before ${re}:\n${p.output()}`));
       if (Date.now() - started > timeoutMs) return reject(new Error(`timed out waiting for ${re}:\n${p.output()}`));
       setTimeout(check, 50);
     };
@@ -116,13 +153,15 @@ export async function waitWorkers(c: ChorusClient, n: number, timeoutMs = 30_000
 }
 
 export async function stopAll(procs: Proc[]): Promise<void> {
-  await Promise.all(procs.map(async (p) => {
-    if (p.child.exitCode !== null || p.child.signalCode) return;
-    p.child.kill('SIGTERM');
-    const t = setTimeout(() => p.child.kill('SIGKILL'), 8000);
-    await p.exited;
-    clearTimeout(t);
-  }));
+  await Promise.all(
+    procs.map(async (p) => {
+      if (p.child.exitCode !== null || p.child.signalCode) return;
+      p.child.kill('SIGTERM');
+      const t = setTimeout(() => p.child.kill('SIGKILL'), 8000);
+      await p.exited;
+      clearTimeout(t);
+    }),
+  );
 }
 
 /** Deletes the test's streams, buckets and object store. */
@@ -145,7 +184,16 @@ export function jobSpec(dir: string, over: Record<string, unknown> = {}): string
     base_model: join(dir, 'model'),
     seed: 5,
     lora: { r: 4, alpha: 8, target_modules: ['q_proj', 'v_proj'] },
-    training: { steps: 6, batch_size: 4, seq_len: 8, lr: 0.01, warmup_steps: 0, eval_every: 0, checkpoint_every: 2, log_every: 1 },
+    training: {
+      steps: 6,
+      batch_size: 4,
+      seq_len: 8,
+      lr: 0.01,
+      warmup_steps: 0,
+      eval_every: 0,
+      checkpoint_every: 2,
+      log_every: 1,
+    },
     ...over,
   });
 }

@@ -26,5 +26,10 @@ test('regenerating the protobuf code yields the committed files', () => {
   assert.equal(r.status, 0, r.stderr);
   const committed = join(ROOT, 'shared/gen');
   assert.deepEqual(files(out), files(committed));
-  for (const f of files(out)) assert.equal(readFileSync(join(out, f), 'utf8'), readFileSync(join(committed, f), 'utf8'), `shared/gen/${f} differs`);
+  for (const f of files(out))
+    assert.equal(
+      readFileSync(join(out, f), 'utf8'),
+      readFileSync(join(committed, f), 'utf8'),
+      `shared/gen/${f} differs`,
+    );
 });

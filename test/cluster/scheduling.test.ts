@@ -24,18 +24,27 @@ after(async () => {
   await h.cleanNats(prefix);
 });
 
-const spec = (steps: number, replicas = 2) => h.jobSpec(dir, {
-  training: { steps, batch_size: 4, seq_len: 8, lr: 0.01, warmup_steps: 0, eval_every: 0, checkpoint_every: 3 },
-  tasks: [{ name: 'a', data: { train: join(dir, 'a.jsonl') }, replicas }],
-  sync: { mode: 'weights', every: 3 },
-});
+const spec = (steps: number, replicas = 2) =>
+  h.jobSpec(dir, {
+    training: { steps, batch_size: 4, seq_len: 8, lr: 0.01, warmup_steps: 0, eval_every: 0, checkpoint_every: 3 },
+    tasks: [{ name: 'a', data: { train: join(dir, 'a.jsonl') }, replicas }],
+    sync: { mode: 'weights', every: 3 },
+  });
 
-async function until(c: ChorusClient, id: string, pred: (j: Awaited<ReturnType<ChorusClient['get']>>) => boolean, ms = 30_000) {
+async function until(
+  c: ChorusClient,
+  id: string,
+  pred: (j: Awaited<ReturnType<ChorusClient['get']>>) => boolean,
+  ms = 30_000,
+) {
   const start = Date.now();
   for (;;) {
     const j = await c.get(id);
     if (pred(j)) return j;
-    if (Date.now() - start > ms) assert.fail(`timed out; job is ${j.state}: ${j.reason}\n${procs.map((p) => p.output().slice(-2000)).join('\n---\n')}`);
+    if (Date.now() - start > ms)
+      assert.fail(
+        `timed out; job is ${j.state}: ${j.reason}\n${procs.map((p) => p.output().slice(-2000)).join('\n---\n')}`,
+      );
     await new Promise((r) => setTimeout(r, 100));
   }
 }
@@ -51,7 +60,10 @@ test('gang admission, two jobs at once, graceful worker exit on SIGTERM, cancel'
     const id = await c.submit(spec(200));
     const queued = await until(c, id, (j) => /needs 2, 1 free/.test(j.reason));
     assert.equal(queued.state, 'queued');
-    assert.ok(queued.shards.every((s) => s.state === 'pending'), 'no shard starts before the gang fits');
+    assert.ok(
+      queued.shards.every((s) => s.state === 'pending'),
+      'no shard starts before the gang fits',
+    );
 
     const w2 = h.startWorker(coord.address, 's2');
     procs.push(w2);

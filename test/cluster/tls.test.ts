@@ -21,13 +21,75 @@ function openssl(...args: string[]): void {
 }
 
 before(async () => {
-  openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=chorus-test-ca');
+  openssl(
+    'req',
+    '-x509',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-keyout',
+    'ca.key',
+    '-out',
+    'ca.pem',
+    '-days',
+    '2',
+    '-subj',
+    '/CN=chorus-test-ca',
+  );
   writeFileSync(f('server.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
-  openssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=127.0.0.1');
-  openssl('x509', '-req', '-in', 'server.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.pem', '-days', '2', '-extfile', 'server.ext');
+  openssl(
+    'req',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-keyout',
+    'server.key',
+    '-out',
+    'server.csr',
+    '-subj',
+    '/CN=127.0.0.1',
+  );
+  openssl(
+    'x509',
+    '-req',
+    '-in',
+    'server.csr',
+    '-CA',
+    'ca.pem',
+    '-CAkey',
+    'ca.key',
+    '-CAcreateserial',
+    '-out',
+    'server.pem',
+    '-days',
+    '2',
+    '-extfile',
+    'server.ext',
+  );
   openssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'worker.key', '-out', 'worker.csr', '-subj', '/CN=worker');
-  openssl('x509', '-req', '-in', 'worker.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'worker.pem', '-days', '2');
-  coord = await h.startCoordinator(prefix, ['--tls-cert', f('server.pem'), '--tls-key', f('server.key'), '--tls-ca', f('ca.pem')]);
+  openssl(
+    'x509',
+    '-req',
+    '-in',
+    'worker.csr',
+    '-CA',
+    'ca.pem',
+    '-CAkey',
+    'ca.key',
+    '-CAcreateserial',
+    '-out',
+    'worker.pem',
+    '-days',
+    '2',
+  );
+  coord = await h.startCoordinator(prefix, [
+    '--tls-cert',
+    f('server.pem'),
+    '--tls-key',
+    f('server.key'),
+    '--tls-ca',
+    f('ca.pem'),
+  ]);
   procs.push(coord);
 });
 
@@ -45,10 +107,30 @@ test('mTLS: clients need the CA and a certificate; workers register over mTLS', 
   const noCert = new ChorusClient({ address: coord.address, token: h.TOKENS.client, tls: { ca } });
   await assert.rejects(noCert.list());
   noCert.close();
-  const good = new ChorusClient({ address: coord.address, token: h.TOKENS.client, tls: { ca, cert: readFileSync(f('worker.pem')), key: readFileSync(f('worker.key')) } });
+  const good = new ChorusClient({
+    address: coord.address,
+    token: h.TOKENS.client,
+    tls: { ca, cert: readFileSync(f('worker.pem')), key: readFileSync(f('worker.key')) },
+  });
   try {
     assert.deepEqual(await good.list(), []);
-    const w = h.chorus(['worker', '--coordinator', coord.address, '--devices', 'cpu:1', '--name', 'tlsw', '--token', h.TOKENS.worker, '--tls-ca', f('ca.pem'), '--tls-cert', f('worker.pem'), '--tls-key', f('worker.key')]);
+    const w = h.chorus([
+      'worker',
+      '--coordinator',
+      coord.address,
+      '--devices',
+      'cpu:1',
+      '--name',
+      'tlsw',
+      '--token',
+      h.TOKENS.worker,
+      '--tls-ca',
+      f('ca.pem'),
+      '--tls-cert',
+      f('worker.pem'),
+      '--tls-key',
+      f('worker.key'),
+    ]);
     procs.push(w);
     await h.waitFor(w, /(registered as \S+)/, 30_000);
     const ws = await good.workers();

@@ -23,34 +23,58 @@ test('gang admission: a job starts only when all its shards fit; running jobs re
     { workerId: 'w1', device: 'cpu:1' },
     { workerId: 'w2', device: 'cpu:0' },
   ];
-  const r = schedule([
-    { id: 'big', state: 'queued', pendingShards: ['b0', 'b1', 'b2', 'b3'] },
-    { id: 'small', state: 'queued', pendingShards: ['s0', 's1'] },
-  ], free);
-  assert.deepEqual(r.placements.map((p) => p.shardId), ['s0', 's1']);
-  assert.deepEqual(r.placements.map((p) => p.workerId), ['w1', 'w2'], 'round-robin over workers');
+  const r = schedule(
+    [
+      { id: 'big', state: 'queued', pendingShards: ['b0', 'b1', 'b2', 'b3'] },
+      { id: 'small', state: 'queued', pendingShards: ['s0', 's1'] },
+    ],
+    free,
+  );
+  assert.deepEqual(
+    r.placements.map((p) => p.shardId),
+    ['s0', 's1'],
+  );
+  assert.deepEqual(
+    r.placements.map((p) => p.workerId),
+    ['w1', 'w2'],
+    'round-robin over workers',
+  );
   assert.match(r.waiting.get('big')!, /needs 4, 3 free/);
-  const r2 = schedule([
-    { id: 'q', state: 'queued', pendingShards: ['q0', 'q1', 'q2'] },
-    { id: 'run', state: 'running', pendingShards: ['m0'] },
-  ], free);
-  assert.deepEqual(r2.placements.map((p) => p.shardId), ['m0'], 'the moved shard first; the 3-shard gang no longer fits');
+  const r2 = schedule(
+    [
+      { id: 'q', state: 'queued', pendingShards: ['q0', 'q1', 'q2'] },
+      { id: 'run', state: 'running', pendingShards: ['m0'] },
+    ],
+    free,
+  );
+  assert.deepEqual(
+    r2.placements.map((p) => p.shardId),
+    ['m0'],
+    'the moved shard first; the 3-shard gang no longer fits',
+  );
 });
 
 test('gradient sums: float64 sum in replica order, identical for every arrival order, kept for replay', () => {
   const R = 3;
   const n = 1000;
-  const parts = Array.from({ length: R }, (_, r) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.37 + r) * 10 ** ((i % 7) - 3)));
+  const parts = Array.from({ length: R }, (_, r) =>
+    Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.37 + r) * 10 ** ((i % 7) - 3)),
+  );
   const expected = new Float32Array(n);
   for (let i = 0; i < n; i++) {
     let s = 0;
     for (let r = 0; r < R; r++) s += parts[r][i];
     expected[i] = s;
   }
-  for (const order of [[0, 1, 2], [2, 0, 1], [1, 2, 0]]) {
+  for (const order of [
+    [0, 1, 2],
+    [2, 0, 1],
+    [1, 2, 0],
+  ]) {
     const agg = new GradientAggregator(R);
     let out = null;
-    for (const r of order) out = agg.add(7, { replica: r, sums: new Uint8Array(parts[r].buffer.slice(0)), tokens: 10 + r, lossSum: r });
+    for (const r of order)
+      out = agg.add(7, { replica: r, sums: new Uint8Array(parts[r].buffer.slice(0)), tokens: 10 + r, lossSum: r });
     assert.ok(out?.fresh);
     assert.deepEqual(new Float32Array(out!.total.sums.buffer), expected);
     assert.equal(out!.total.tokens, 33);
@@ -63,7 +87,7 @@ test('gradient sums: float64 sum in replica order, identical for every arrival o
   }
 });
 
-test('Shapley: exact on an additive game equals each layer\'s own effect; sampling is unbiased on a game with interactions', () => {
+test("Shapley: exact on an additive game equals each layer's own effect; sampling is unbiased on a game with interactions", () => {
   const effect = [0.5, -0.2, 0.1, 0.3];
   const loss = (c: number[]) => 3 - c.reduce((s, l) => s + effect[l], 0);
   const exact = shapleyPlan(4, 0, 'k');
@@ -106,9 +130,18 @@ test('tokens: generated once into a 0600 file, reused, roles told apart', () => 
     }
     return -1;
   };
-  assert.equal(codeOf(() => auth.authorize(md(), ['client'])), grpc.status.UNAUTHENTICATED);
-  assert.equal(codeOf(() => auth.authorize(md('x'), ['client'])), grpc.status.UNAUTHENTICATED);
-  assert.equal(codeOf(() => auth.authorize(md(a.tokens.worker), ['client'])), grpc.status.PERMISSION_DENIED);
+  assert.equal(
+    codeOf(() => auth.authorize(md(), ['client'])),
+    grpc.status.UNAUTHENTICATED,
+  );
+  assert.equal(
+    codeOf(() => auth.authorize(md('x'), ['client'])),
+    grpc.status.UNAUTHENTICATED,
+  );
+  assert.equal(
+    codeOf(() => auth.authorize(md(a.tokens.worker), ['client'])),
+    grpc.status.PERMISSION_DENIED,
+  );
   assert.equal(new Authenticator(null).authorize(md(), ['worker']), null);
 });
 
@@ -119,7 +152,19 @@ test('NATS names derive from one prefix; bad prefixes and ids are refused', () =
   assert.equal(n.jobFilter('j1'), 't1.job.j1.>');
   assert.throws(() => natsNames('a.b'), /prefix/);
   assert.throws(() => n.jobEvent('a.b', 'x'), /subject token/);
-  const ev = makeEvent('metrics', 'j1', { shardId: 's', task: 't', replica: 0, step: 1, totalSteps: 2, loss: 1, lr: 0.1, p: 0.5, tokens: 3, tokensPerSec: 4, activeLayers: [0] });
+  const ev = makeEvent('metrics', 'j1', {
+    shardId: 's',
+    task: 't',
+    replica: 0,
+    step: 1,
+    totalSteps: 2,
+    loss: 1,
+    lr: 0.1,
+    p: 0.5,
+    tokens: 3,
+    tokensPerSec: 4,
+    activeLayers: [0],
+  });
   assert.deepEqual(parseEvent(JSON.stringify(ev)), ev);
   assert.throws(() => parseEvent(JSON.stringify({ ...ev, type: 'nope' })), /unknown event type/);
   assert.throws(() => parseEvent(JSON.stringify({ ...ev, data: { ...ev.data, step: 'x' } })));
@@ -128,17 +173,47 @@ test('NATS names derive from one prefix; bad prefixes and ids are refused', () =
 test('adapters and checkpoints survive the object-store encoding exactly', () => {
   const adapter = {
     config: { r: 2, loraAlpha: 4, targetModules: ['q_proj'], loraDropout: 0, useRslora: false },
-    modules: new Map([['model.layers.0.self_attn.q_proj', { a: Float32Array.from([1, 2, 3, 4, 5, 6]), b: Float32Array.from([0.5, -1, 2, 3]), rank: 2, inFeatures: 3, outFeatures: 2, scaling: 2 }]]),
+    modules: new Map([
+      [
+        'model.layers.0.self_attn.q_proj',
+        {
+          a: Float32Array.from([1, 2, 3, 4, 5, 6]),
+          b: Float32Array.from([0.5, -1, 2, 3]),
+          rank: 2,
+          inFeatures: 3,
+          outFeatures: 2,
+          scaling: 2,
+        },
+      ],
+    ]),
   };
   const back = adapterFromObjectBytes(adapterToObjectBytes(adapter), 'x');
   assert.deepEqual(back, adapter);
-  const state = { step: 5, params: Float32Array.from([1, 2]), expAvg: Float32Array.from([3, 4]), expAvgSq: Float32Array.from([5, 6]), moduleSteps: [4], cursor: { epoch: 1, index: 2 }, activation: { numLayers: 1, steps: 5, counts: [4] }, seed: 9 };
+  const state = {
+    step: 5,
+    params: Float32Array.from([1, 2]),
+    expAvg: Float32Array.from([3, 4]),
+    expAvgSq: Float32Array.from([5, 6]),
+    moduleSteps: [4],
+    cursor: { epoch: 1, index: 2 },
+    activation: { numLayers: 1, steps: 5, counts: [4] },
+    seed: 9,
+  };
   assert.deepEqual(decodeCheckpoint(encodeCheckpoint(state), 'c'), state);
 });
 
 test('--devices parsing', () => {
-  assert.deepEqual(parseDevices('cpu:2').map((d) => d.id), ['cpu:0', 'cpu:1']);
-  assert.deepEqual(parseDevices('gpu:0,3').map((d) => [d.id, d.kind, d.index]), [['gpu:0', 'gpu', 0], ['gpu:3', 'gpu', 3]]);
+  assert.deepEqual(
+    parseDevices('cpu:2').map((d) => d.id),
+    ['cpu:0', 'cpu:1'],
+  );
+  assert.deepEqual(
+    parseDevices('gpu:0,3').map((d) => [d.id, d.kind, d.index]),
+    [
+      ['gpu:0', 'gpu', 0],
+      ['gpu:3', 'gpu', 3],
+    ],
+  );
   assert.throws(() => parseDevices('tpu:1'), /--devices/);
 });
 
@@ -167,7 +242,15 @@ test('NATS URLs lose their credentials before they reach a message', async () =>
 
 test('GPU runner processes do not inherit the worker token or NATS secrets', async () => {
   const { runnerEnv } = await import('../../worker/runner-host.ts');
-  const env = runnerEnv({ PATH: '/bin', CHORUS_TOKEN: 't', CHORUS_WORKER_TOKEN: 'w', CHORUS_CLIENT_TOKEN: 'c', NATS_TOKEN: 'n', NATS_PASSWORD: 'p', CHORUS_BACKEND: 'wasm' });
+  const env = runnerEnv({
+    PATH: '/bin',
+    CHORUS_TOKEN: 't',
+    CHORUS_WORKER_TOKEN: 'w',
+    CHORUS_CLIENT_TOKEN: 'c',
+    NATS_TOKEN: 'n',
+    NATS_PASSWORD: 'p',
+    CHORUS_BACKEND: 'wasm',
+  });
   assert.deepEqual(env, { PATH: '/bin', CHORUS_BACKEND: 'wasm' });
 });
 
@@ -175,9 +258,15 @@ test('TLS files: a missing one is named with its flag; cert and key go together'
   const { clientTlsFiles } = await import('../../shared/client/tls.ts');
   const { serverCredentials } = await import('../../coordinator/server.ts');
   assert.equal(clientTlsFiles({}), null);
-  assert.throws(() => clientTlsFiles({ tlsCa: '/nonexistent/ca.pem' }), /--tls-ca: cannot read \/nonexistent\/ca\.pem \(ENOENT\)/);
+  assert.throws(
+    () => clientTlsFiles({ tlsCa: '/nonexistent/ca.pem' }),
+    /--tls-ca: cannot read \/nonexistent\/ca\.pem \(ENOENT\)/,
+  );
   assert.throws(() => clientTlsFiles({ tlsCert: 'c.pem' }), /--tls-cert and --tls-key go together/);
-  assert.throws(() => serverCredentials({ cert: '/nonexistent/cert.pem', key: 'k' }), /--tls-cert: cannot read \/nonexistent\/cert\.pem/);
+  assert.throws(
+    () => serverCredentials({ cert: '/nonexistent/cert.pem', key: 'k' }),
+    /--tls-cert: cannot read \/nonexistent\/cert\.pem/,
+  );
 });
 
 test('tokens: a token file others can read, or one with a non-string token, is refused', async () => {

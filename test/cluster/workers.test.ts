@@ -18,14 +18,17 @@ const procs: h.Proc[] = [];
 before(async () => {
   await h.writeTinyModel(join(dir, 'model'));
   h.writeTaskData(join(dir, 'train.jsonl'), 8, 8, 1);
-  writeFileSync(join(dir, 'job.yaml'), [
-    'name: uploaded',
-    'base_model: ./model',
-    'lora: {r: 2, alpha: 4, target_modules: [q_proj]}',
-    'training: {steps: 3, batch_size: 4, seq_len: 8, eval_every: 0}',
-    'data: {train: ./train.jsonl}',
-    '',
-  ].join('\n'));
+  writeFileSync(
+    join(dir, 'job.yaml'),
+    [
+      'name: uploaded',
+      'base_model: ./model',
+      'lora: {r: 2, alpha: 4, target_modules: [q_proj]}',
+      'training: {steps: 3, batch_size: 4, seq_len: 8, eval_every: 0}',
+      'data: {train: ./train.jsonl}',
+      '',
+    ].join('\n'),
+  );
   coord = await h.startCoordinator(prefix);
   procs.push(coord);
 });
@@ -45,7 +48,21 @@ test('a job submitted with --upload runs on a worker that never saw its files', 
   rmSync(join(dir, 'model'), { recursive: true });
   rmSync(join(dir, 'train.jsonl'));
 
-  procs.push(h.chorus(['worker', '--coordinator', coord.address, '--devices', 'cpu:1', '--name', 'u1', '--token', h.TOKENS.worker, '--cache-dir', cache]));
+  procs.push(
+    h.chorus([
+      'worker',
+      '--coordinator',
+      coord.address,
+      '--devices',
+      'cpu:1',
+      '--name',
+      'u1',
+      '--token',
+      h.TOKENS.worker,
+      '--cache-dir',
+      cache,
+    ]),
+  );
   const c = h.client(coord.address);
   try {
     const job = await c.wait(id);
@@ -76,13 +93,31 @@ test('a job whose data a worker cannot read fails with a reason naming the file'
 test('a GPU-style runner (one child process per device) trains next to a thread runner', async () => {
   // --devices gpu:0 takes the GPU path: a child process with CUDA_VISIBLE_DEVICES=0. Without CUDA
   // here, the process runs the backend CHORUS_BACKEND names (wasm in tests): same code path.
-  const g = h.chorus(['worker', '--coordinator', coord.address, '--devices', 'gpu:0', '--name', 'gpuish', '--token', h.TOKENS.worker, '--cache-dir', cache]);
+  const g = h.chorus([
+    'worker',
+    '--coordinator',
+    coord.address,
+    '--devices',
+    'gpu:0',
+    '--name',
+    'gpuish',
+    '--token',
+    h.TOKENS.worker,
+    '--cache-dir',
+    cache,
+  ]);
   procs.push(g);
   await h.waitFor(g, /(registered as \S+)/, 30_000);
   const c = h.client(coord.address);
   try {
     h.writeTaskData(join(dir, 'two.jsonl'), 8, 8, 2);
-    const id = await c.submit(h.jobSpec(dir, { base_model: join(dir, 'model2'), tasks: [{ name: 't', data: { train: join(dir, 'two.jsonl') }, replicas: 2 }], sync: { mode: 'gradients' } }));
+    const id = await c.submit(
+      h.jobSpec(dir, {
+        base_model: join(dir, 'model2'),
+        tasks: [{ name: 't', data: { train: join(dir, 'two.jsonl') }, replicas: 2 }],
+        sync: { mode: 'gradients' },
+      }),
+    );
     const job = await c.wait(id);
     assert.equal(job.state, 'succeeded', `${job.reason}\n${g.output()}`);
     assert.deepEqual(job.shards.map((s) => s.device).sort(), ['cpu:0', 'gpu:0']);

@@ -5,20 +5,24 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import {
-  ActivationCounter, cotoMask, cotoMaskForStep, cotoProbability, cotoUniform,
+  ActivationCounter,
+  cotoMask,
+  cotoMaskForStep,
+  cotoProbability,
+  cotoUniform,
 } from '../../shared/coto/schedule.ts';
 import { ChorusError } from '../../shared/errors.ts';
 
 test('probability: p0 + (p1 − p0)·step/ceil(0.75·total), capped at p1', () => {
   // total 100 → ramp over ceil(75) = 75 steps.
   assert.equal(cotoProbability(0, 100), 0.1);
-  assert.ok(Math.abs(cotoProbability(30, 100) - (0.1 + 0.9 * 30 / 75)) < 1e-15); // 0.46
+  assert.ok(Math.abs(cotoProbability(30, 100) - (0.1 + (0.9 * 30) / 75)) < 1e-15); // 0.46
   assert.ok(Math.abs(cotoProbability(30, 100) - 0.46) < 1e-12);
   assert.equal(cotoProbability(75, 100), 1);
   assert.equal(cotoProbability(99, 100), 1);
   // total 10 → ceil(7.5) = 8 ramp steps: step 4 gives 0.1 + 0.9·4/8 = 0.55.
   assert.ok(Math.abs(cotoProbability(4, 10) - 0.55) < 1e-12);
-  assert.ok(Math.abs(cotoProbability(7, 10) - (0.1 + 0.9 * 7 / 8)) < 1e-12);
+  assert.ok(Math.abs(cotoProbability(7, 10) - (0.1 + (0.9 * 7) / 8)) < 1e-12);
   assert.equal(cotoProbability(8, 10), 1);
   // Configurable: from 0 to 0.8 over the first half of 20 steps (10 steps): step 5 → 0.4.
   assert.ok(Math.abs(cotoProbability(5, 20, { pStart: 0, pEnd: 0.8, rampFraction: 0.5 }) - 0.4) < 1e-12);
@@ -31,7 +35,13 @@ test('probability: p0 + (p1 − p0)·step/ceil(0.75·total), capped at p1', () =
 
 test('uniforms are a pure function of (seed, step, layer, attempt) and spread over [0, 1)', () => {
   assert.equal(cotoUniform(42, 7, 3, 0), cotoUniform(42, 7, 3, 0));
-  const keys: Array<[number, number, number, number]> = [[42, 7, 3, 0], [43, 7, 3, 0], [42, 8, 3, 0], [42, 7, 4, 0], [42, 7, 3, 1]];
+  const keys: Array<[number, number, number, number]> = [
+    [42, 7, 3, 0],
+    [43, 7, 3, 0],
+    [42, 8, 3, 0],
+    [42, 7, 4, 0],
+    [42, 7, 3, 1],
+  ];
   const values = keys.map((k) => cotoUniform(...k));
   assert.equal(new Set(values).size, values.length);
   // Big seeds (beyond 2^32) and bigint seeds are distinct keys too.
@@ -39,7 +49,8 @@ test('uniforms are a pure function of (seed, step, layer, attempt) and spread ov
   assert.equal(cotoUniform(2n ** 40n, 0, 0, 0), cotoUniform(2 ** 40, 0, 0, 0));
   // Decile histogram of 20000 draws: each bin expects 2000 (s.d. ≈ 42); allow ±200.
   const bins = new Array<number>(10).fill(0);
-  for (let step = 0; step < 2000; step++) for (let layer = 0; layer < 10; layer++) bins[Math.floor(cotoUniform(1, step, layer, 0) * 10)]++;
+  for (let step = 0; step < 2000; step++)
+    for (let layer = 0; layer < 10; layer++) bins[Math.floor(cotoUniform(1, step, layer, 0) * 10)]++;
   for (const b of bins) assert.ok(Math.abs(b - 2000) < 200, `bins ${bins}`);
 });
 
@@ -54,7 +65,8 @@ test('masks are deterministic and the activation rate matches p', () => {
     const expected = p / (1 - (1 - p) ** 16);
     const se = Math.sqrt((p * (1 - p)) / (steps * 16));
     assert.ok(Math.abs(rate - expected) < 5 * se, `p=${p}: rate ${rate}, expected ${expected} ± ${5 * se}`);
-    for (const r of counter.rates()) assert.ok(Math.abs(r - expected) < 5 * Math.sqrt((p * (1 - p)) / steps), `per-layer rate ${r}`);
+    for (const r of counter.rates())
+      assert.ok(Math.abs(r - expected) < 5 * Math.sqrt((p * (1 - p)) / steps), `per-layer rate ${r}`);
   }
 });
 
@@ -83,7 +95,10 @@ test('another Node process computes the same masks', () => {
   const theirs = JSON.parse(res.stdout) as boolean[][];
   const ours = Array.from({ length: 60 }, (_, step) => cotoMaskForStep(1234, step, 60, 8));
   assert.deepEqual(theirs, ours);
-  assert.ok(ours.some((m) => !m.every(Boolean)), 'masks vary during the ramp');
+  assert.ok(
+    ours.some((m) => !m.every(Boolean)),
+    'masks vary during the ramp',
+  );
 });
 
 test('ActivationCounter: counts, merging and a JSON round trip with validation', () => {
@@ -96,6 +111,12 @@ test('ActivationCounter: counts, merging and a JSON round trip with validation',
   assert.deepEqual(d.toJSON(), { numLayers: 3, steps: 4, counts: [2, 0, 4] });
   assert.deepEqual(d.rates(), [0.5, 0, 1]);
   assert.throws(() => c.record([true]), /mask has 1 layers, expected 3/);
-  assert.throws(() => ActivationCounter.fromJSON({ numLayers: 2, steps: 1, counts: [1, 2] }, 'ckpt/coto.json'), /ckpt\/coto\.json: a layer count exceeds steps/);
-  assert.throws(() => ActivationCounter.fromJSON({ numLayers: 2, steps: 1, counts: [1] }), /counts must be 2 non-negative integers/);
+  assert.throws(
+    () => ActivationCounter.fromJSON({ numLayers: 2, steps: 1, counts: [1, 2] }, 'ckpt/coto.json'),
+    /ckpt\/coto\.json: a layer count exceeds steps/,
+  );
+  assert.throws(
+    () => ActivationCounter.fromJSON({ numLayers: 2, steps: 1, counts: [1] }),
+    /counts must be 2 non-negative integers/,
+  );
 });

@@ -35,12 +35,16 @@ test('{"prompt","completion"}: loss only on the completion (and EOS)', () => {
 test('prompt/completion boundary: joint tokenisation when the prompt is a prefix, else concatenation', () => {
   // A toy tokenizer with one merge ("ab" → 300) and words "xy" → 301: enough to exercise both paths.
   const toy: Tokenizer = {
-    kind: 'hf', vocabSize: 400, padId: 0,
+    kind: 'hf',
+    vocabSize: 400,
+    padId: 0,
     encode(text: string) {
       const out: number[] = [];
       for (let i = 0; i < text.length; i++) {
-        if (text.startsWith('ab', i)) { out.push(300); i++; }
-        else out.push(text.charCodeAt(i));
+        if (text.startsWith('ab', i)) {
+          out.push(300);
+          i++;
+        } else out.push(text.charCodeAt(i));
       }
       return out;
     },
@@ -56,7 +60,9 @@ test('prompt/completion boundary: joint tokenisation when the prompt is a prefix
 });
 
 test('{"input_ids"}: verbatim ids, optional loss_mask, no tokenizer needed, checked against the vocab', () => {
-  const exs = parseJsonl('{"input_ids": [5, 6, 7]}\n\n{"input_ids": [1, 2, 3, 4], "loss_mask": [1, 0, 1, 1]}\n', 'd', { vocabSize: 8 });
+  const exs = parseJsonl('{"input_ids": [5, 6, 7]}\n\n{"input_ids": [1, 2, 3, 4], "loss_mask": [1, 0, 1, 1]}\n', 'd', {
+    vocabSize: 8,
+  });
   assert.deepEqual([...exs[0].inputIds], [5, 6, 7]);
   assert.deepEqual([...exs[0].lossMask], [0, 1, 1]);
   assert.deepEqual([...exs[1].lossMask], [0, 0, 1, 1]);
@@ -66,11 +72,14 @@ test('{"input_ids"}: verbatim ids, optional loss_mask, no tokenizer needed, chec
 
 test('bad lines give errors naming the file and line', async () => {
   const bad = (text: string, re: RegExp, opts = {}) =>
-    assert.throws(() => parseJsonl(text, 'data.jsonl', opts), (e: Error) => {
-      assert.ok(e instanceof ChorusError, String(e));
-      assert.match(e.message, re);
-      return true;
-    });
+    assert.throws(
+      () => parseJsonl(text, 'data.jsonl', opts),
+      (e: Error) => {
+        assert.ok(e instanceof ChorusError, String(e));
+        assert.match(e.message, re);
+        return true;
+      },
+    );
   bad('{"text": "a"}\n{"text": oops}\n', /^data\.jsonl:2: not valid JSON/, { tokenizer: bytes });
   bad('\n\n[1, 2]\n', /^data\.jsonl:3: each line must be a JSON object/);
   bad('{"txt": "a"}', /^data\.jsonl:1: expected an object with "text", "prompt" and "completion", or "input_ids"/);
@@ -78,11 +87,20 @@ test('bad lines give errors naming the file and line', async () => {
   bad('{"text": "a"}', /^data\.jsonl:1: "text" needs a tokenizer/);
   bad('{"prompt": "a"}', /^data\.jsonl:1: "completion" must be a string/, { tokenizer: bytes });
   bad('{"input_ids": [1, 2.5]}', /^data\.jsonl:1: "input_ids"\[1\] must be a non-negative integer \(got 2.5\)/);
-  bad('{"input_ids": [1, 9]}', /^data\.jsonl:1: "input_ids"\[1\] = 9 is outside the vocabulary \(size 8\)/, { vocabSize: 8 });
+  bad('{"input_ids": [1, 9]}', /^data\.jsonl:1: "input_ids"\[1\] = 9 is outside the vocabulary \(size 8\)/, {
+    vocabSize: 8,
+  });
   bad('{"input_ids": [1]}', /^data\.jsonl:1: only 1 token\(s\): nothing to predict/);
   bad('{"input_ids": [1, 2], "loss_mask": [1]}', /"loss_mask" must be an array of 0\/1 as long as "input_ids" \(2\)/);
-  bad('{"prompt": "a", "completion": ""}', /^data\.jsonl:1: the completion is empty/, { tokenizer: bytes, addEos: false });
-  bad('{"text": "é"}', /token id 195 from the tokenizer is outside the model's vocabulary \(size 100\)/, { tokenizer: bytes, vocabSize: 100, addBos: false });
+  bad('{"prompt": "a", "completion": ""}', /^data\.jsonl:1: the completion is empty/, {
+    tokenizer: bytes,
+    addEos: false,
+  });
+  bad('{"text": "é"}', /token id 195 from the tokenizer is outside the model's vocabulary \(size 100\)/, {
+    tokenizer: bytes,
+    vocabSize: 100,
+    addBos: false,
+  });
   bad('\n  \n', /^data\.jsonl: no examples/);
   const dir = await mkdtemp(join(tmpdir(), 'ds-'));
   try {
@@ -121,21 +139,39 @@ function checkRow(batch: Batch, r: number, ex: Example, padId: number): void {
 test('makeBatches: one epoch covers every example once; truncation and padding are masked', () => {
   const exs = idsExamples(11, (i) => 2 + (i % 7));
   const batches = makeBatches(exs, { batchSize: 4, seqLen: 5, padId: 99, seed: 7 });
-  assert.deepEqual(batches.map((b) => b.batchSize), [4, 4, 3]);
+  assert.deepEqual(
+    batches.map((b) => b.batchSize),
+    [4, 4, 3],
+  );
   const seen = batches.flatMap((b) => b.exampleIndices).sort((a, b) => a - b);
-  assert.deepEqual(seen, Array.from({ length: 11 }, (_, i) => i));
+  assert.deepEqual(
+    seen,
+    Array.from({ length: 11 }, (_, i) => i),
+  );
   for (const b of batches) {
     assert.equal(b.inputIds.length, b.batchSize * 5);
     b.exampleIndices.forEach((e, r) => checkRow(b, r, exs[e], 99));
   }
   // Same seed and epoch → same order; another epoch or seed → another order.
   const again = makeBatches(exs, { batchSize: 4, seqLen: 5, padId: 99, seed: 7 });
-  assert.deepEqual(again.map((b) => b.exampleIndices), batches.map((b) => b.exampleIndices));
+  assert.deepEqual(
+    again.map((b) => b.exampleIndices),
+    batches.map((b) => b.exampleIndices),
+  );
   const e1 = makeBatches(exs, { batchSize: 4, seqLen: 5, padId: 99, seed: 7, epochOffset: 1 });
-  assert.notDeepEqual(e1.map((b) => b.exampleIndices), batches.map((b) => b.exampleIndices));
+  assert.notDeepEqual(
+    e1.map((b) => b.exampleIndices),
+    batches.map((b) => b.exampleIndices),
+  );
   const unshuffled = makeBatches(exs, { batchSize: 4, seqLen: 5, padId: 99, seed: 7, shuffle: false });
-  assert.deepEqual(unshuffled.flatMap((b) => b.exampleIndices), Array.from({ length: 11 }, (_, i) => i));
-  assert.throws(() => makeBatches(exs, { batchSize: 0, seqLen: 5, padId: 0, seed: 1 }), /batchSize must be a positive integer/);
+  assert.deepEqual(
+    unshuffled.flatMap((b) => b.exampleIndices),
+    Array.from({ length: 11 }, (_, i) => i),
+  );
+  assert.throws(
+    () => makeBatches(exs, { batchSize: 0, seqLen: 5, padId: 0, seed: 1 }),
+    /batchSize must be a positive integer/,
+  );
 });
 
 test('BatchStream: full batches across epochs; a cursor resumes the identical sequence', () => {
@@ -151,7 +187,11 @@ test('BatchStream: full batches across epochs; a cursor resumes the identical se
   assert.deepEqual(saved, { epoch: 2, index: 0 }); // 5 batches × 4 = 20 = two epochs of 10
   // Each epoch is a permutation of all examples.
   const flat = seq.flatMap((b) => b.exampleIndices);
-  for (let e = 0; e < 4; e++) assert.deepEqual(flat.slice(10 * e, 10 * e + 10).sort((a, b) => a - b), [...Array(10).keys()]);
+  for (let e = 0; e < 4; e++)
+    assert.deepEqual(
+      flat.slice(10 * e, 10 * e + 10).sort((a, b) => a - b),
+      [...Array(10).keys()],
+    );
   assert.deepEqual(flat.slice(0, 10), [...epochPermutation(10, 123, 0)]);
   const resumed = new BatchStream(exs, opts, saved);
   for (let i = 5; i < 12; i++) {
@@ -162,7 +202,9 @@ test('BatchStream: full batches across epochs; a cursor resumes the identical se
   }
   // A cursor in mid-epoch, through JSON (as a checkpoint stores it).
   const s2 = new BatchStream(exs, opts);
-  s2.next(); s2.next(); s2.next();
+  s2.next();
+  s2.next();
+  s2.next();
   const mid = JSON.parse(JSON.stringify(s2.cursor));
   assert.deepEqual(mid, { epoch: 1, index: 2 });
   assert.deepEqual(new BatchStream(exs, opts, mid).next().exampleIndices, seq[3].exampleIndices);
@@ -183,7 +225,10 @@ test('shuffle is uniform over permutations (n = 4, 24 000 epochs)', () => {
 test('shardExamples: disjoint, covering, balanced', () => {
   const items = Array.from({ length: 23 }, (_, i) => i);
   const shards = [0, 1, 2, 3, 4].map((r) => shardExamples(items, r, 5));
-  assert.deepEqual(shards.flat().sort((a, b) => a - b), items);
+  assert.deepEqual(
+    shards.flat().sort((a, b) => a - b),
+    items,
+  );
   assert.equal(new Set(shards.flat()).size, 23);
   const sizes = shards.map((s) => s.length);
   assert.ok(Math.max(...sizes) - Math.min(...sizes) <= 1);
@@ -206,7 +251,10 @@ test('prompt/completion through a real BPE tokenizer.json with a merge (HF libra
     await writeFile(join(dir, 'tokenizer_config.json'), JSON.stringify(cfg));
     const tok = await loadTokenizer(dir, 300);
     assert.deepEqual(tok.encode('xab'), [120, 258]);
-    const [joint, split] = parseJsonl('{"prompt": "x", "completion": "ab"}\n{"prompt": "xa", "completion": "b"}', 'd', { tokenizer: tok, vocabSize: 300 });
+    const [joint, split] = parseJsonl('{"prompt": "x", "completion": "ab"}\n{"prompt": "xa", "completion": "b"}', 'd', {
+      tokenizer: tok,
+      vocabSize: 300,
+    });
     assert.deepEqual([...joint.inputIds], [256, 120, 258, 257]);
     assert.deepEqual([...joint.lossMask], [0, 0, 1, 1]);
     // "xab" would merge across the boundary, so the prompt's tokens [x, a] stay and "b" follows.

@@ -39,6 +39,9 @@ test('the base knows its pretraining ops and not the task ops', async () => {
   for (const op of TASK_OPS) assert.ok((await score(op)) <= 0.05, `task op ${op.name}`);
   // The format is shared: a task prompt gets a well-formed answer of the right length, just the wrong rule.
   const [ex] = generate(TASK_OPS[0], 1, 1);
-  const out = await greedyExactMatch([makeExample(TASK_OPS[0], ex.prompt.split(':')[1].slice(0, -1))], engineLastLogits(model));
+  const out = await greedyExactMatch(
+    [makeExample(TASK_OPS[0], ex.prompt.split(':')[1].slice(0, -1))],
+    engineLastLogits(model),
+  );
   assert.equal(out.samples[0].got.length, out.samples[0].expected.length);
 });

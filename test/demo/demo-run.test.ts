@@ -13,10 +13,14 @@ const root = new URL('../..', import.meta.url).pathname;
 test('the demo runs a short job to the end and prints the score table', { timeout: 300_000 }, async () => {
   const runs = mkdtempSync(join(tmpdir(), 'chorus-demo-run-'));
   try {
-    const demo = spawn(process.execPath, ['--import', 'tsx', 'cli/demo/main.ts', '--steps', '6', '--dashboard-port', '0', '--runs', runs], {
-      cwd: root,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const demo = spawn(
+      process.execPath,
+      ['--import', 'tsx', 'cli/demo/main.ts', '--steps', '6', '--dashboard-port', '0', '--runs', runs],
+      {
+        cwd: root,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     let out = '';
     demo.stdout!.on('data', (b) => (out += b));
     demo.stderr!.on('data', (b) => (out += b));
@@ -43,7 +47,13 @@ test('the demo runs a short job to the end and prints the score table', { timeou
     // Not a TTY here: progress comes as plain lines with loss and p(t).
     assert.match(out, /revup\/r0 step \d+\/6 loss \d+\.\d{4} p\(t\) \d\.\d\d/);
     assert.match(out, /task\s+rule\s+base\s+task adapter\s+merged \(linear\)/);
-    for (const op of TASK_OPS) assert.match(out, new RegExp(`\\n${op.name}\\s+${op.description.replace(/[()]/g, '.')}\\s+\\d+\\.\\d%\\s+\\d+\\.\\d%\\s+\\d+\\.\\d%`));
+    for (const op of TASK_OPS)
+      assert.match(
+        out,
+        new RegExp(
+          `\\n${op.name}\\s+${op.description.replace(/[()]/g, '.')}\\s+\\d+\\.\\d%\\s+\\d+\\.\\d%\\s+\\d+\\.\\d%`,
+        ),
+      );
     const [jobId] = readdirSync(runs);
     const dir = join(runs, jobId);
     for (const name of [...TASK_OPS.map((o) => o.name), 'merged']) {
@@ -52,7 +62,10 @@ test('the demo runs a short job to the end and prints the score table', { timeou
       assert.equal(cfg.peft_type, 'LORA');
     }
     const scores = JSON.parse(readFileSync(join(dir, 'scores.json'), 'utf8'));
-    assert.deepEqual(scores.map((r: { task: string }) => r.task), TASK_OPS.map((o) => o.name));
+    assert.deepEqual(
+      scores.map((r: { task: string }) => r.task),
+      TASK_OPS.map((o) => o.name),
+    );
     assert.ok(existsSync(join(dir, 'report.json')));
     assert.ok(existsSync(join(dir, 'logs', 'coordinator.log')));
   } finally {

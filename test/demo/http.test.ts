@@ -10,21 +10,73 @@ import { jetStreamEvents, startHttpServer } from '../../coordinator/http/index.t
 const JOB = 'j1';
 const ref = (replica: number) => ({ shardId: `s${replica}`, task: 'rev', replica });
 const metric = (replica: number, step: number, loss: number): ChorusEvent =>
-  makeEvent('metrics', JOB, { ...ref(replica), step, totalSteps: 20, loss, lr: 1e-3, p: 0.1 + 0.05 * step, tokens: 64 * step, tokensPerSec: 500 + replica, activeLayers: [0, 1] });
+  makeEvent('metrics', JOB, {
+    ...ref(replica),
+    step,
+    totalSteps: 20,
+    loss,
+    lr: 1e-3,
+    p: 0.1 + 0.05 * step,
+    tokens: 64 * step,
+    tokensPerSec: 500 + replica,
+    activeLayers: [0, 1],
+  });
 
 function events(): ChorusEvent[] {
   return [
-    makeEvent('worker.state', null, { workerId: 'w1', name: 'node-a', state: 'online', devices: ['cpu:0', 'cpu:1'], reason: '' }),
-    makeEvent('worker.state', null, { workerId: 'w2', name: 'node-b', state: 'online', devices: ['cpu:0'], reason: '' }),
+    makeEvent('worker.state', null, {
+      workerId: 'w1',
+      name: 'node-a',
+      state: 'online',
+      devices: ['cpu:0', 'cpu:1'],
+      reason: '',
+    }),
+    makeEvent('worker.state', null, {
+      workerId: 'w2',
+      name: 'node-b',
+      state: 'online',
+      devices: ['cpu:0'],
+      reason: '',
+    }),
     makeEvent('job.submitted', JOB, { name: 'demo', tasks: [{ name: 'rev', replicas: 2, steps: 20 }], shards: 2 }),
     makeEvent('job.state', JOB, { state: 'running', previous: 'queued', reason: '' }),
-    makeEvent('shard.assigned', JOB, { ...ref(0), workerId: 'w1', workerName: 'node-a', device: 'cpu:0', attempt: 1, resumeStep: 0 }),
-    makeEvent('shard.assigned', JOB, { ...ref(1), workerId: 'w2', workerName: 'node-b', device: 'cpu:0', attempt: 1, resumeStep: 0 }),
-    metric(0, 1, 2.5), metric(1, 1, 2.6), metric(0, 2, 2.0), metric(1, 2, 2.1), metric(0, 3, 1.5),
+    makeEvent('shard.assigned', JOB, {
+      ...ref(0),
+      workerId: 'w1',
+      workerName: 'node-a',
+      device: 'cpu:0',
+      attempt: 1,
+      resumeStep: 0,
+    }),
+    makeEvent('shard.assigned', JOB, {
+      ...ref(1),
+      workerId: 'w2',
+      workerName: 'node-b',
+      device: 'cpu:0',
+      attempt: 1,
+      resumeStep: 0,
+    }),
+    metric(0, 1, 2.5),
+    metric(1, 1, 2.6),
+    metric(0, 2, 2.0),
+    metric(1, 2, 2.1),
+    metric(0, 3, 1.5),
     // a replayed step must not count twice
     metric(0, 3, 1.5),
-    makeEvent('coto.layers', JOB, { task: 'rev', activationCounts: [3, 5], meanLossActive: [1.2, 1.1], meanLossInactive: [1.4, null], shapley: [0.2, 0.1] }),
-    makeEvent('worker.state', null, { workerId: 'w2', name: 'node-b', state: 'dead', devices: ['cpu:0'], reason: 'no heartbeat for 5 s' }),
+    makeEvent('coto.layers', JOB, {
+      task: 'rev',
+      activationCounts: [3, 5],
+      meanLossActive: [1.2, 1.1],
+      meanLossInactive: [1.4, null],
+      shapley: [0.2, 0.1],
+    }),
+    makeEvent('worker.state', null, {
+      workerId: 'w2',
+      name: 'node-b',
+      state: 'dead',
+      devices: ['cpu:0'],
+      reason: 'no heartbeat for 5 s',
+    }),
   ];
 }
 
@@ -54,8 +106,14 @@ test('metrics, JSON API, page and SSE from ingested events', async () => {
     assert.equal(list[0].state, 'running');
     assert.ok(Math.abs(list[0].progress - 5 / 40) < 1e-12);
     const job = await (await fetch(`${http.url}/api/jobs/${JOB}`)).json();
-    assert.deepEqual(job.shards.map((s: { step: number }) => s.step), [3, 2]);
-    assert.deepEqual(job.shards[0].curve.map((p: number[]) => p[1]), [2.5, 2.0, 1.5]);
+    assert.deepEqual(
+      job.shards.map((s: { step: number }) => s.step),
+      [3, 2],
+    );
+    assert.deepEqual(
+      job.shards[0].curve.map((p: number[]) => p[1]),
+      [2.5, 2.0, 1.5],
+    );
     assert.deepEqual(job.layers.rev.shapley, [0.2, 0.1]);
     assert.equal((await fetch(`${http.url}/api/jobs/nope`)).status, 404);
     const page = await (await fetch(`${http.url}/`)).text();
@@ -102,7 +160,12 @@ test('fed from a real JetStream stream, including events published before it sta
   const js = nc.jetstream();
   const evs = events();
   const publish = (ev: ChorusEvent) =>
-    js.publish(ev.jobId ? names.jobEvent(ev.jobId, ev.type) : names.workerEvent((ev.data as { workerId: string }).workerId, ev.type), JSON.stringify(ev));
+    js.publish(
+      ev.jobId
+        ? names.jobEvent(ev.jobId, ev.type)
+        : names.workerEvent((ev.data as { workerId: string }).workerId, ev.type),
+      JSON.stringify(ev),
+    );
   for (const ev of evs.slice(0, 6)) await publish(ev);
   const source = jetStreamEvents(nc, prefix);
   const http = await startHttpServer({ port: 0, events: source });
@@ -125,7 +188,10 @@ test('fed from a real JetStream stream, including events published before it sta
   }
   assert.ok(job?.layers.rev, 'all events arrived');
   assert.equal(job.state, 'running');
-  assert.deepEqual(job.shards.map((s: { worker: string }) => s.worker), ['node-a', 'node-b']);
+  assert.deepEqual(
+    job.shards.map((s: { worker: string }) => s.worker),
+    ['node-a', 'node-b'],
+  );
   const metrics = await (await fetch(`${http.url}/metrics`)).text();
   assert.equal(metricValue(metrics, 'chorus_steps_total'), 5);
   assert.equal(metricValue(metrics, 'chorus_workers_alive'), 1);
@@ -139,9 +205,32 @@ test("the dashboard page's script compiles and draws log-scale loss charts", asy
     barChart(values: number[], label: string): string;
   };
   const labels = (svg: string) => [...svg.matchAll(/text-anchor="end">([^<]*)/g)].map((m) => m[1]);
-  const loss = page.lineChart([{ label: 'r0', points: [[1, 10], [2, 1], [3, 0.01]] }], { log: true });
+  const loss = page.lineChart(
+    [
+      {
+        label: 'r0',
+        points: [
+          [1, 10],
+          [2, 1],
+          [3, 0.01],
+        ],
+      },
+    ],
+    { log: true },
+  );
   assert.deepEqual(labels(loss), ['0.01', '0.056', '0.32', '1.8', '10', 'step 3']);
-  const p = page.lineChart([{ label: 'p(t)', points: [[1, 0.1], [2, 0.5]] }], { ymin: 0, ymax: 1 });
+  const p = page.lineChart(
+    [
+      {
+        label: 'p(t)',
+        points: [
+          [1, 0.1],
+          [2, 0.5],
+        ],
+      },
+    ],
+    { ymin: 0, ymax: 1 },
+  );
   assert.deepEqual(labels(p), ['0.00', '0.25', '0.50', '0.75', '1.00', 'step 2']);
   assert.match(page.barChart([3, 5], 'activation count per layer'), /<title>layer 1: 5\.000<\/title>/);
 });

@@ -20,11 +20,15 @@ const alive = (pid: number) => {
 
 test('Ctrl-C during the demo stops every process it started', { timeout: 180_000 }, async () => {
   const runs = mkdtempSync(join(tmpdir(), 'chorus-demo-int-'));
-  const demo = spawn(process.execPath, ['--import', 'tsx', 'cli/demo/main.ts', '--no-dashboard', '--steps', '400', '--runs', runs], {
-    cwd: root,
-    stdio: ['ignore', 'pipe', 'pipe'],
-    detached: true,
-  });
+  const demo = spawn(
+    process.execPath,
+    ['--import', 'tsx', 'cli/demo/main.ts', '--no-dashboard', '--steps', '400', '--runs', runs],
+    {
+      cwd: root,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    },
+  );
   let out = '';
   demo.stdout!.on('data', (b) => (out += b));
   demo.stderr!.on('data', (b) => (out += b));

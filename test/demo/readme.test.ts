@@ -16,7 +16,10 @@ test('the job spec example in README.md parses', () => {
   try {
     writeFileSync(join(dir, 'job.yaml'), block[1]);
     const spec = loadJobSpec(join(dir, 'job.yaml'));
-    assert.deepEqual(spec.tasks.map((t) => t.name), ['revup', 'rotup']);
+    assert.deepEqual(
+      spec.tasks.map((t) => t.name),
+      ['revup', 'rotup'],
+    );
     assert.equal(resolveTask(spec, 'revup').training.steps, 200);
     assert.equal(spec.tasks[0].data.train, join(dir, 'data/revup.train.jsonl'));
   } finally {
@@ -26,7 +29,14 @@ test('the job spec example in README.md parses', () => {
 
 test('demo/job.yaml: three tasks, two replicas each, CoTo on, a final merge', () => {
   const spec = loadJobSpec(join(root, 'demo/job.yaml'));
-  assert.deepEqual(spec.tasks.map((t) => [t.name, t.replicas]), [['revup', 2], ['rotup', 2], ['rotrev', 2]]);
+  assert.deepEqual(
+    spec.tasks.map((t) => [t.name, t.replicas]),
+    [
+      ['revup', 2],
+      ['rotup', 2],
+      ['rotrev', 2],
+    ],
+  );
   for (const t of spec.tasks) assert.equal(resolveTask(spec, t.name).coto.enabled, true);
   assert.notEqual(spec.merge, 'none');
   assert.equal(spec.base_model, join(root, 'demo/base'));
@@ -36,6 +46,11 @@ test('demo/job-plain-lora.yaml is demo/job.yaml with CoTo off', () => {
   const coto = loadJobSpec(join(root, 'demo/job.yaml'));
   const plain = loadJobSpec(join(root, 'demo/job-plain-lora.yaml'));
   for (const t of plain.tasks) assert.equal(resolveTask(plain, t.name).coto.enabled, false);
-  const strip = (s: typeof coto) => ({ ...s, name: undefined, sourcePath: undefined, coto: { ...s.coto, enabled: undefined } });
+  const strip = (s: typeof coto) => ({
+    ...s,
+    name: undefined,
+    sourcePath: undefined,
+    coto: { ...s.coto, enabled: undefined },
+  });
   assert.deepEqual(strip(plain), strip(coto));
 });

@@ -5,7 +5,17 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ALL_OPS, BASE_OPS, TASK_OPS, MAX_LEN, MIN_LEN, findOp, generate, inputOf, writeTaskData } from '../../demo/tasks.ts';
+import {
+  ALL_OPS,
+  BASE_OPS,
+  TASK_OPS,
+  MAX_LEN,
+  MIN_LEN,
+  findOp,
+  generate,
+  inputOf,
+  writeTaskData,
+} from '../../demo/tasks.ts';
 import { DATA_DEFAULTS } from '../../demo/make-data.ts';
 import { completionBatch } from '../../demo/score.ts';
 import { ChorusError } from '../../shared/errors.ts';
@@ -39,17 +49,36 @@ test('generation is deterministic, in range, and eval never overlaps train', () 
   }
   const dir = mkdtempSync(join(tmpdir(), 'chorus-tasks-'));
   try {
-    const files = writeTaskData(dir, TASK_OPS.map((o) => o.name), DATA_DEFAULTS);
+    const files = writeTaskData(
+      dir,
+      TASK_OPS.map((o) => o.name),
+      DATA_DEFAULTS,
+    );
     for (const f of files) {
       const train = readFileSync(f.train, 'utf8');
       const evalText = readFileSync(f.eval, 'utf8');
-      assert.equal(train, readFileSync(new URL(`../../demo/data/${f.task}.train.jsonl`, import.meta.url), 'utf8'), `${f.task} train file is regenerated identically`);
+      assert.equal(
+        train,
+        readFileSync(new URL(`../../demo/data/${f.task}.train.jsonl`, import.meta.url), 'utf8'),
+        `${f.task} train file is regenerated identically`,
+      );
       assert.equal(evalText, readFileSync(new URL(`../../demo/data/${f.task}.eval.jsonl`, import.meta.url), 'utf8'));
-      const trainInputs = new Set(train.trim().split('\n').map((l) => inputOf(JSON.parse(l))));
-      const evalInputs = evalText.trim().split('\n').map((l) => inputOf(JSON.parse(l)));
+      const trainInputs = new Set(
+        train
+          .trim()
+          .split('\n')
+          .map((l) => inputOf(JSON.parse(l))),
+      );
+      const evalInputs = evalText
+        .trim()
+        .split('\n')
+        .map((l) => inputOf(JSON.parse(l)));
       assert.equal(trainInputs.size, DATA_DEFAULTS.train);
       assert.equal(evalInputs.length, DATA_DEFAULTS.eval);
-      assert.ok(evalInputs.every((i) => !trainInputs.has(i)), `${f.task}: eval inputs are unseen`);
+      assert.ok(
+        evalInputs.every((i) => !trainInputs.has(i)),
+        `${f.task}: eval inputs are unseen`,
+      );
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -57,11 +86,17 @@ test('generation is deterministic, in range, and eval never overlaps train', () 
 });
 
 test('training rows weight exactly the completion bytes', () => {
-  const { ids, weights } = completionBatch([{ prompt: 'rev:ab=', completion: 'ba\n' }, { prompt: 'rev:abc=', completion: 'cba\n' }]);
+  const { ids, weights } = completionBatch([
+    { prompt: 'rev:ab=', completion: 'ba\n' },
+    { prompt: 'rev:abc=', completion: 'cba\n' },
+  ]);
   assert.equal(ids[0].length, 12);
   assert.deepEqual(ids[0].slice(0, 10), [...Buffer.from('rev:ab=ba\n')]);
   assert.deepEqual(ids[0].slice(10), [0, 0]);
   // Position t predicts ids[t+1]: the targets are 'b', 'a', '\n' (positions 6, 7, 8).
   assert.deepEqual(weights[0], [0, 0, 0, 0, 0, 0, 1, 1, 1, 0, 0, 0]);
-  assert.equal(weights[1].reduce((a, b) => a + b, 0), 4);
+  assert.equal(
+    weights[1].reduce((a, b) => a + b, 0),
+    4,
+  );
 });

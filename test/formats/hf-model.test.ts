@@ -20,12 +20,22 @@ const I = 12;
 
 function tinyLlama(layers: number, tied: boolean): { config: Record<string, unknown>; tensors: HfTensors } {
   const config = {
-    architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: H, intermediate_size: I,
-    num_hidden_layers: layers, num_attention_heads: 2, num_key_value_heads: 1, vocab_size: V,
-    rms_norm_eps: 1e-6, rope_theta: 10000, tie_word_embeddings: tied,
+    architectures: ['LlamaForCausalLM'],
+    model_type: 'llama',
+    hidden_size: H,
+    intermediate_size: I,
+    num_hidden_layers: layers,
+    num_attention_heads: 2,
+    num_key_value_heads: 1,
+    vocab_size: V,
+    rms_norm_eps: 1e-6,
+    rope_theta: 10000,
+    tie_word_embeddings: tied,
   };
   const shapes: Record<string, number[]> = {
-    'model.embed_tokens.weight': [V, H], 'model.norm.weight': [H], 'lm_head.weight': [V, H],
+    'model.embed_tokens.weight': [V, H],
+    'model.norm.weight': [H],
+    'lm_head.weight': [V, H],
   };
   for (let l = 0; l < layers; l++) {
     const p = `model.layers.${l}`;
@@ -107,7 +117,8 @@ test('BF16 and F16 weights are upcast to Float32 (values equal their rounded hal
       const y = back.tensors.get('model.norm.weight')!.data;
       // Independent bound: BF16 keeps 8 significant bits, F16 11: relative error ≤ 2^-8 / 2^-11.
       const tol = dtype === 'BF16' ? 2 ** -8 : 2 ** -11;
-      for (let i = 0; i < x.length; i++) assert.ok(Math.abs(y[i] - x[i]) <= tol * Math.abs(x[i]), `${dtype} ${x[i]} → ${y[i]}`);
+      for (let i = 0; i < x.length; i++)
+        assert.ok(Math.abs(y[i] - x[i]) <= tol * Math.abs(x[i]), `${dtype} ${x[i]} → ${y[i]}`);
     }
   }));
 
@@ -121,14 +132,21 @@ test('tied embeddings: lm_head is not stored and resolves to the embedding', () 
     checkLlamaTensors(back.config, back.tensors, dir);
     assert.equal(resolveLmHead(back.config, back.tensors), back.tensors.get('model.embed_tokens.weight'));
     const untied = { ...back.config, tie_word_embeddings: false };
-    assert.throws(() => resolveLmHead(untied, back.tensors, dir), /missing tensor "lm_head.weight" \(tie_word_embeddings is false\)/);
+    assert.throws(
+      () => resolveLmHead(untied, back.tensors, dir),
+      /missing tensor "lm_head.weight" \(tie_word_embeddings is false\)/,
+    );
   }));
 
 test('errors name missing tensors, shards and unsupported formats', () =>
   withDir(async (dir) => {
     const { config, tensors } = tinyLlama(2, false);
     tensors.delete('model.layers.1.mlp.up_proj.weight');
-    assert.throws(() => checkLlamaTensors(config, tensors, 'm'), (e: Error) => e instanceof ChorusError && /m: missing 1 tensor\(s\): "model.layers.1.mlp.up_proj.weight"/.test(e.message));
+    assert.throws(
+      () => checkLlamaTensors(config, tensors, 'm'),
+      (e: Error) =>
+        e instanceof ChorusError && /m: missing 1 tensor\(s\): "model.layers.1.mlp.up_proj.weight"/.test(e.message),
+    );
 
     await assert.rejects(readHfModelDir(dir), /config.json: model config not found/);
     await writeFile(join(dir, 'config.json'), JSON.stringify(config));
@@ -141,14 +159,30 @@ test('errors name missing tensors, shards and unsupported formats', () =>
     await writeFile(join(dir, 'model-00001-of-00002.safetensors'), shard);
     await writeFile(
       join(dir, 'model.safetensors.index.json'),
-      JSON.stringify({ weight_map: { 'model.norm.weight': 'model-00001-of-00002.safetensors', 'lm_head.weight': 'model-00002-of-00002.safetensors' } }),
+      JSON.stringify({
+        weight_map: {
+          'model.norm.weight': 'model-00001-of-00002.safetensors',
+          'lm_head.weight': 'model-00002-of-00002.safetensors',
+        },
+      }),
     );
-    await assert.rejects(readHfModelDir(dir), /shard .*model-00002-of-00002.safetensors \(holding "lm_head.weight"\) does not exist/);
+    await assert.rejects(
+      readHfModelDir(dir),
+      /shard .*model-00002-of-00002.safetensors \(holding "lm_head.weight"\) does not exist/,
+    );
     await writeFile(
       join(dir, 'model.safetensors.index.json'),
-      JSON.stringify({ weight_map: { 'model.norm.weight': 'model-00001-of-00002.safetensors', 'lm_head.weight': 'model-00001-of-00002.safetensors' } }),
+      JSON.stringify({
+        weight_map: {
+          'model.norm.weight': 'model-00001-of-00002.safetensors',
+          'lm_head.weight': 'model-00001-of-00002.safetensors',
+        },
+      }),
     );
     await assert.rejects(readHfModelDir(dir), /model-00001-of-00002.safetensors: missing tensor "lm_head.weight"/);
-    await writeFile(join(dir, 'model.safetensors.index.json'), JSON.stringify({ weight_map: { a: '../x.safetensors' } }));
+    await writeFile(
+      join(dir, 'model.safetensors.index.json'),
+      JSON.stringify({ weight_map: { a: '../x.safetensors' } }),
+    );
     await assert.rejects(readHfModelDir(dir), /"weight_map"."a" must be a file name/);
   }));

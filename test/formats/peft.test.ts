@@ -3,7 +3,12 @@ import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { peftAdapterFromBytes, peftAdapterToBytes, readPeftAdapter, writePeftAdapter } from '../../shared/formats/peft.ts';
+import {
+  peftAdapterFromBytes,
+  peftAdapterToBytes,
+  readPeftAdapter,
+  writePeftAdapter,
+} from '../../shared/formats/peft.ts';
 import { findPatternKey, isTargetModule } from '../../shared/formats/peft-patterns.ts';
 import { parseSafetensors, serializeSafetensors } from '../../shared/formats/safetensors.ts';
 import type { LoraAdapter, LoraModule } from '../../shared/lora/types.ts';
@@ -27,7 +32,14 @@ function mod(rank: number, inF: number, outF: number, scaling: number, seed: num
 test('round trip: PEFT key names, metadata, config fields, values and scaling', () =>
   withDir(async (dir) => {
     const adapter: LoraAdapter = {
-      config: { r: 4, loraAlpha: 8, targetModules: ['q_proj', 'v_proj'], loraDropout: 0.05, useRslora: false, baseModelNameOrPath: 'base/' },
+      config: {
+        r: 4,
+        loraAlpha: 8,
+        targetModules: ['q_proj', 'v_proj'],
+        loraDropout: 0.05,
+        useRslora: false,
+        baseModelNameOrPath: 'base/',
+      },
       modules: new Map([
         ['model.layers.0.self_attn.q_proj', mod(4, 8, 8, 2, 1)],
         ['model.layers.0.self_attn.v_proj', mod(4, 8, 4, 2, 2)],
@@ -84,7 +96,10 @@ test('per-module ranks and scalings survive through rank_pattern / alpha_pattern
       };
       await writePeftAdapter(dir, adapter);
       const cfg = JSON.parse(await readFile(join(dir, 'adapter_config.json'), 'utf8'));
-      assert.deepEqual(cfg.rank_pattern, { 'model.layers.0.self_attn.v_proj': 8, 'model.layers.10.self_attn.q_proj': 2 });
+      assert.deepEqual(cfg.rank_pattern, {
+        'model.layers.0.self_attn.v_proj': 8,
+        'model.layers.10.self_attn.q_proj': 2,
+      });
       const vAlpha = useRslora ? 0.75 * Math.sqrt(8) : 6;
       assert.deepEqual(Object.keys(cfg.alpha_pattern), ['model.layers.0.self_attn.v_proj']);
       assert.ok(Math.abs(cfg.alpha_pattern['model.layers.0.self_attn.v_proj'] - vAlpha) < 1e-12);
@@ -97,11 +112,19 @@ test('per-module ranks and scalings survive through rank_pattern / alpha_pattern
   }));
 
 /** A directory laid out exactly as PEFT's save_pretrained writes it, built key by key. */
-async function writePeftStyle(dir: string, config: Record<string, unknown>, tensors: Array<{ name: string; shape: number[]; data: number[] }>, dtype: 'F16' | 'BF16' | 'F32' = 'BF16') {
+async function writePeftStyle(
+  dir: string,
+  config: Record<string, unknown>,
+  tensors: Array<{ name: string; shape: number[]; data: number[] }>,
+  dtype: 'F16' | 'BF16' | 'F32' = 'BF16',
+) {
   await writeFile(join(dir, 'adapter_config.json'), JSON.stringify(config));
   await writeFile(
     join(dir, 'adapter_model.safetensors'),
-    serializeSafetensors(tensors.map((t) => ({ ...t, dtype })), { format: 'pt' }),
+    serializeSafetensors(
+      tensors.map((t) => ({ ...t, dtype })),
+      { format: 'pt' },
+    ),
   );
 }
 
@@ -127,10 +150,22 @@ test('reads a hand-built PEFT file (BF16, suffix rank_pattern, alpha_pattern, rs
       await writePeftStyle(
         dir,
         {
-          peft_type: 'LORA', task_type: 'CAUSAL_LM', r: 4, lora_alpha: 16, use_rslora: true, lora_dropout: 0.1,
-          target_modules: ['v_proj', 'q_proj'], bias: 'none', fan_in_fan_out: false, modules_to_save: null,
-          rank_pattern: { v_proj: 2 }, alpha_pattern: { 'layers.1.self_attn.q_proj': 32 }, init_lora_weights: true,
-          base_model_name_or_path: 'meta-llama/Llama-3.2-1B', inference_mode: true, use_dora: false,
+          peft_type: 'LORA',
+          task_type: 'CAUSAL_LM',
+          r: 4,
+          lora_alpha: 16,
+          use_rslora: true,
+          lora_dropout: 0.1,
+          target_modules: ['v_proj', 'q_proj'],
+          bias: 'none',
+          fan_in_fan_out: false,
+          modules_to_save: null,
+          rank_pattern: { v_proj: 2 },
+          alpha_pattern: { 'layers.1.self_attn.q_proj': 32 },
+          init_lora_weights: true,
+          base_model_name_or_path: 'meta-llama/Llama-3.2-1B',
+          inference_mode: true,
+          use_dora: false,
         },
         tensors,
         dtype,
@@ -159,7 +194,10 @@ test('PEFT pattern and target matching semantics', () => {
   assert.equal(findPatternKey(keys, 'model.layers.11.self_attn.q_proj', 'f'), 'q_proj');
   assert.equal(findPatternKey(keys, 'model.layers.1.self_attn.xq_proj', 'f'), undefined);
   assert.equal(findPatternKey(keys, 'model.layers.1.self_attn.v_proj', 'f'), undefined);
-  assert.equal(findPatternKey(['model.layers.1.self_attn.q_proj'], 'model.layers.1.self_attn.q_proj', 'f'), 'model.layers.1.self_attn.q_proj');
+  assert.equal(
+    findPatternKey(['model.layers.1.self_attn.q_proj'], 'model.layers.1.self_attn.q_proj', 'f'),
+    'model.layers.1.self_attn.q_proj',
+  );
   assert.equal(findPatternKey(['.*\\.mlp\\..*'], 'model.layers.3.mlp.up_proj', 'f'), '.*\\.mlp\\..*');
   const p = 'model.layers.3.self_attn.q_proj';
   assert.ok(isTargetModule({ targetModules: ['q_proj'] }, p, 's'));
@@ -207,7 +245,9 @@ test('errors name the module, key or file', () =>
       { name: `${P}.q_proj.lora_A.weight`, shape: [2, 3], data: range(6, (i) => i) },
       { name: `${P}.q_proj.lora_B.weight`, shape: [3, 3], data: range(9, (i) => i) },
     ]);
-    await expectError(/module "model.layers.0.self_attn.q_proj": mismatched ranks, lora_A is \[2,3\] \(rank 2\) but lora_B is \[3,3\] \(rank 3\)/);
+    await expectError(
+      /module "model.layers.0.self_attn.q_proj": mismatched ranks, lora_A is \[2,3\] \(rank 2\) but lora_B is \[3,3\] \(rank 3\)/,
+    );
     await writePeftStyle(dir, cfg, [{ name: `${P}.q_proj.lora_A.weight`, shape: [2, 3], data: range(6, (i) => i) }]);
     await expectError(/module "model.layers.0.self_attn.q_proj" has lora_A but no lora_B/);
     await writePeftStyle(dir, cfg, [

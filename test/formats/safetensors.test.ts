@@ -91,8 +91,16 @@ test('file round trip (streamed writer, lazy reader) equals the in-memory serial
 
 test('F16 decoding matches known bit patterns', () => {
   const known: Array<[number, number]> = [
-    [0x3c00, 1], [0xc000, -2], [0x7bff, 65504], [0x0001, 2 ** -24], [0x03ff, 1023 * 2 ** -24],
-    [0x0400, 2 ** -14], [0x3555, 0.333251953125], [0x7c00, Infinity], [0xfc00, -Infinity], [0x0000, 0],
+    [0x3c00, 1],
+    [0xc000, -2],
+    [0x7bff, 65504],
+    [0x0001, 2 ** -24],
+    [0x03ff, 1023 * 2 ** -24],
+    [0x0400, 2 ** -14],
+    [0x3555, 0.333251953125],
+    [0x7c00, Infinity],
+    [0xfc00, -Infinity],
+    [0x0000, 0],
   ];
   for (const [bits, value] of known) assert.equal(f16BitsToNumber(bits), value, `0x${bits.toString(16)}`);
   assert.ok(Object.is(f16BitsToNumber(0x8000), -0));
@@ -114,8 +122,13 @@ test('F16 decoding matches known bit patterns', () => {
 
 test('BF16 decoding matches known bit patterns; encoding rounds to nearest even', () => {
   const known: Array<[number, number]> = [
-    [0x3f80, 1], [0xc000, -2], [0x4049, 3.140625], [0x7f80, Infinity], [0x0001, 2 ** -133],
-    [0x7f7f, (2 - 2 ** -7) * 2 ** 127], [0x3e80, 0.25],
+    [0x3f80, 1],
+    [0xc000, -2],
+    [0x4049, 3.140625],
+    [0x7f80, Infinity],
+    [0x0001, 2 ** -133],
+    [0x7f7f, (2 - 2 ** -7) * 2 ** 127],
+    [0x3e80, 0.25],
   ];
   for (const [bits, value] of known) assert.equal(bf16BitsToNumber(bits), value, `0x${bits.toString(16)}`);
   assert.equal(numberToBf16Bits(1 + 2 ** -8), 0x3f80); // tie → even
@@ -130,21 +143,36 @@ test('BF16 decoding matches known bit patterns; encoding rounds to nearest even'
   const raw = new Uint8Array([0x80, 0x3f, 0x49, 0x40, 0x00, 0xc0]);
   assert.deepEqual([...tensorToFloat32({ dtype: 'BF16', shape: [3], bytes: raw })], [1, 3.140625, -2]);
   const half = new Uint8Array([0x00, 0x3c, 0x55, 0x35, 0x01, 0x00]);
-  assert.deepEqual([...tensorToFloat32({ dtype: 'F16', shape: [3], bytes: half })], [1, 0.333251953125, Math.fround(2 ** -24)]);
+  assert.deepEqual(
+    [...tensorToFloat32({ dtype: 'F16', shape: [3], bytes: half })],
+    [1, 0.333251953125, Math.fround(2 ** -24)],
+  );
   // Unaligned views (odd byteOffset) take the copying path and decode the same.
   const shifted = new Uint8Array(7);
   shifted.set(half, 1);
-  assert.deepEqual([...tensorToFloat32({ dtype: 'F16', shape: [3], bytes: shifted.subarray(1) })], [1, 0.333251953125, Math.fround(2 ** -24)]);
+  assert.deepEqual(
+    [...tensorToFloat32({ dtype: 'F16', shape: [3], bytes: shifted.subarray(1) })],
+    [1, 0.333251953125, Math.fround(2 ** -24)],
+  );
   shifted.set(raw, 1);
   assert.deepEqual([...tensorToFloat32({ dtype: 'BF16', shape: [3], bytes: shifted.subarray(1) })], [1, 3.140625, -2]);
   // Bulk decoding (table / shift paths) agrees with the scalar decoders on every bit pattern.
   const all = new Uint8Array(2 * 65536);
-  for (let h = 0; h < 65536; h++) { all[2 * h] = h & 0xff; all[2 * h + 1] = h >> 8; }
+  for (let h = 0; h < 65536; h++) {
+    all[2 * h] = h & 0xff;
+    all[2 * h + 1] = h >> 8;
+  }
   const f16 = tensorToFloat32({ dtype: 'F16', shape: [65536], bytes: all });
   const bf16 = tensorToFloat32({ dtype: 'BF16', shape: [65536], bytes: all });
   for (let h = 0; h < 65536; h++) {
-    assert.ok(Object.is(f16[h], Math.fround(f16BitsToNumber(h))) || (Number.isNaN(f16[h]) && Number.isNaN(f16BitsToNumber(h))), `F16 0x${h.toString(16)}`);
-    assert.ok(Object.is(bf16[h], bf16BitsToNumber(h)) || (Number.isNaN(bf16[h]) && Number.isNaN(bf16BitsToNumber(h))), `BF16 0x${h.toString(16)}`);
+    assert.ok(
+      Object.is(f16[h], Math.fround(f16BitsToNumber(h))) || (Number.isNaN(f16[h]) && Number.isNaN(f16BitsToNumber(h))),
+      `F16 0x${h.toString(16)}`,
+    );
+    assert.ok(
+      Object.is(bf16[h], bf16BitsToNumber(h)) || (Number.isNaN(bf16[h]) && Number.isNaN(bf16BitsToNumber(h))),
+      `BF16 0x${h.toString(16)}`,
+    );
   }
 });
 
@@ -170,21 +198,48 @@ test('rejects malformed files with errors naming the file and the tensor/field',
     /tensor "t": data_offsets \[0, 8\] out of range/,
   );
   rejects(
-    rawFile({ a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, b: { dtype: 'F32', shape: [1], data_offsets: [4, 8] } }, new Uint8Array(8)),
+    rawFile(
+      { a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, b: { dtype: 'F32', shape: [1], data_offsets: [4, 8] } },
+      new Uint8Array(8),
+    ),
     /tensor "b" data_offsets \[4, 8\] overlaps/,
   );
   rejects(
-    rawFile({ a: { dtype: 'F32', shape: [1], data_offsets: [0, 4] }, b: { dtype: 'F32', shape: [1], data_offsets: [8, 12] } }, new Uint8Array(12)),
+    rawFile(
+      { a: { dtype: 'F32', shape: [1], data_offsets: [0, 4] }, b: { dtype: 'F32', shape: [1], data_offsets: [8, 12] } },
+      new Uint8Array(12),
+    ),
     /tensor "b" data_offsets \[8, 12\] leaves a hole/,
   );
   rejects(rawFile(ok4, new Uint8Array(8)), /cover 4 bytes of data but the file holds 8/);
-  rejects(rawFile({ t: { dtype: 'F32', shape: [3], data_offsets: [0, 8] } }, new Uint8Array(8)), /tensor "t": shape \[3\] × F32 needs 12 bytes but data_offsets span 8/);
-  rejects(rawFile({ t: { dtype: 'Q4', shape: [1], data_offsets: [0, 1] } }, new Uint8Array(1)), /tensor "t": unknown or unsupported dtype "Q4"/);
-  rejects(rawFile('{"t": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}, "t": {"dtype": "U8", "shape": [1], "data_offsets": [1, 2]}}', new Uint8Array(2)), /duplicate key "t"/);
-  rejects(rawFile('{"t": {"dtype": "U8", "dtype": "U8", "shape": [1], "data_offsets": [0, 1]}}', new Uint8Array(1)), /duplicate key "dtype" in "t"/);
-  rejects(rawFile({ ...ok4, __metadata__: { format: 1 } }, new Uint8Array(4)), /"__metadata__"."format" must be a string/);
+  rejects(
+    rawFile({ t: { dtype: 'F32', shape: [3], data_offsets: [0, 8] } }, new Uint8Array(8)),
+    /tensor "t": shape \[3\] × F32 needs 12 bytes but data_offsets span 8/,
+  );
+  rejects(
+    rawFile({ t: { dtype: 'Q4', shape: [1], data_offsets: [0, 1] } }, new Uint8Array(1)),
+    /tensor "t": unknown or unsupported dtype "Q4"/,
+  );
+  rejects(
+    rawFile(
+      '{"t": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}, "t": {"dtype": "U8", "shape": [1], "data_offsets": [1, 2]}}',
+      new Uint8Array(2),
+    ),
+    /duplicate key "t"/,
+  );
+  rejects(
+    rawFile('{"t": {"dtype": "U8", "dtype": "U8", "shape": [1], "data_offsets": [0, 1]}}', new Uint8Array(1)),
+    /duplicate key "dtype" in "t"/,
+  );
+  rejects(
+    rawFile({ ...ok4, __metadata__: { format: 1 } }, new Uint8Array(4)),
+    /"__metadata__"."format" must be a string/,
+  );
   rejects(rawFile({ ...ok4, __metadata__: ['x'] }, new Uint8Array(4)), /"__metadata__" must be an object/);
-  rejects(rawFile({ t: { dtype: 'F32', shape: [-1], data_offsets: [0, 4] } }, new Uint8Array(4)), /tensor "t": "shape" must be/);
+  rejects(
+    rawFile({ t: { dtype: 'F32', shape: [-1], data_offsets: [0, 4] } }, new Uint8Array(4)),
+    /tensor "t": "shape" must be/,
+  );
   rejects(rawFile({ t: { dtype: 'F32', shape: [1], data_offsets: [4, 0] } }, new Uint8Array(4)), /end before begin/);
   rejects(rawFile({ t: { dtype: 'F32', shape: [1] } }, new Uint8Array(4)), /tensor "t": "data_offsets" must be/);
   rejects(rawFile({ t: 5 }), /tensor "t" must be an object/);
@@ -201,7 +256,10 @@ test('a header claiming a huge tensor in a tiny file fails fast without allocati
   try {
     const path = join(dir, 'lie.safetensors');
     await writeFile(path, rawFile(ok4, new Uint8Array(4), 99_000_000n));
-    await assert.rejects(SafetensorsFile.open(path), (e: Error) => e instanceof ChorusError && /lie\.safetensors: header length 99000000 runs past/.test(e.message));
+    await assert.rejects(
+      SafetensorsFile.open(path),
+      (e: Error) => e instanceof ChorusError && /lie\.safetensors: header length 99000000 runs past/.test(e.message),
+    );
     await writeFile(path, lie);
     await assert.rejects(SafetensorsFile.open(path), /lie\.safetensors: tensor "t": data_offsets .* out of range/);
   } finally {
@@ -212,10 +270,20 @@ test('a header claiming a huge tensor in a tiny file fails fast without allocati
 });
 
 test('writer rejects data that disagrees with the shape and duplicate names', () => {
-  assert.throws(() => serializeSafetensors([{ name: 'x', dtype: 'F32', shape: [2, 2], data: new Float32Array(3) }]), /tensor "x" has shape \[2, 2\] \(4 elements\) but 3 elements/);
-  assert.throws(() => serializeSafetensors([{ name: 'x', dtype: 'F16', shape: [2], data: new Uint8Array(3) }]), /but 3 bytes/);
   assert.throws(
-    () => serializeSafetensors([{ name: 'x', dtype: 'U8', shape: [1], data: [1] }, { name: 'x', dtype: 'U8', shape: [1], data: [1] }]),
+    () => serializeSafetensors([{ name: 'x', dtype: 'F32', shape: [2, 2], data: new Float32Array(3) }]),
+    /tensor "x" has shape \[2, 2\] \(4 elements\) but 3 elements/,
+  );
+  assert.throws(
+    () => serializeSafetensors([{ name: 'x', dtype: 'F16', shape: [2], data: new Uint8Array(3) }]),
+    /but 3 bytes/,
+  );
+  assert.throws(
+    () =>
+      serializeSafetensors([
+        { name: 'x', dtype: 'U8', shape: [1], data: [1] },
+        { name: 'x', dtype: 'U8', shape: [1], data: [1] },
+      ]),
     /duplicate tensor name "x"/,
   );
 });

@@ -28,10 +28,26 @@ function batchOf(rand: () => number, rows: number, T: number, V: number): TokenB
 
 test('LoRA learns the +3 (mod 16) successor task that the base model cannot', () => {
   const V = 16;
-  const config = makeLlamaConfig({ hiddenSize: 32, numHiddenLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 2, vocabSize: V });
+  const config = makeLlamaConfig({
+    hiddenSize: 32,
+    numHiddenLayers: 2,
+    numAttentionHeads: 4,
+    numKeyValueHeads: 2,
+    vocabSize: V,
+  });
   const weights = initRandomWeights(config, 3);
   const model = LlamaModel.fromTensors(config, weights);
-  const lora = LoraRuntime.create(model, { r: 4, loraAlpha: 8, targetModules: ['q_proj', 'v_proj', 'up_proj', 'down_proj'], loraDropout: 0, useRslora: false }, { seed: 1 });
+  const lora = LoraRuntime.create(
+    model,
+    {
+      r: 4,
+      loraAlpha: 8,
+      targetModules: ['q_proj', 'v_proj', 'up_proj', 'down_proj'],
+      loraDropout: 0,
+      useRslora: false,
+    },
+    { seed: 1 },
+  );
   const held = batchOf(lcg(999), 16, 8, V);
   const base = evaluate(model, held);
   assert.ok(base.correct / base.tokens < 0.25, `base accuracy ${base.correct / base.tokens}`);

@@ -13,7 +13,14 @@ import { makeFixture, randomAdapter, randomIds, refLoraOf } from '../model/fixtu
 
 await initEngine('wasm', { quiet: true });
 
-const small = { hiddenSize: 16, numHiddenLayers: 2, numAttentionHeads: 2, numKeyValueHeads: 1, vocabSize: 20, intermediateSize: 24 };
+const small = {
+  hiddenSize: 16,
+  numHiddenLayers: 2,
+  numAttentionHeads: 2,
+  numKeyValueHeads: 1,
+  vocabSize: 20,
+  intermediateSize: 24,
+};
 
 function toBatch(ids: number[][], mask: number[][]): TokenBatch {
   return {
@@ -30,15 +37,24 @@ test('LoRA gradients (A and B) match central finite differences of the float64 r
   const adapter = randomAdapter(fx.config, ['q_proj', 'k_proj', 'up_proj', 'down_proj'], 3, 6, 8);
   const lora = LoraRuntime.fromAdapter(model, adapter);
   const ids = randomIds(fx.config.vocabSize, 2, 5, 3);
-  const mask = [[0, 1, 1, 0, 1], [0, 0, 1, 1, 1]]; // partial: prompt-like positions carry no loss
+  const mask = [
+    [0, 1, 1, 0, 1],
+    [0, 0, 1, 1, 1],
+  ]; // partial: prompt-like positions carry no loss
   const active = [false, true];
   const batch = toBatch(ids, mask);
 
   const named = lora.namedVariables();
-  const { value, grads } = tf.variableGrads(() => nextTokenLoss(model, batch, { lora, activeLayers: active }), lora.variables());
+  const { value, grads } = tf.variableGrads(
+    () => nextTokenLoss(model, batch, { lora, activeLayers: active }),
+    lora.variables(),
+  );
   const ref = refLoraOf(adapter);
   const refValue = refLoss(fx.ref, fx.refWeights, ids, mask, ref, active);
-  assert.ok(Math.abs(value.dataSync()[0] - refValue) < 1e-5 * Math.max(1, refValue), `loss ${value.dataSync()[0]} vs ${refValue}`);
+  assert.ok(
+    Math.abs(value.dataSync()[0] - refValue) < 1e-5 * Math.max(1, refValue),
+    `loss ${value.dataSync()[0]} vs ${refValue}`,
+  );
 
   // Inactive layer 0: no gradient at all (variableGrads only reports variables the loss reached).
   for (const [key, v] of named) {
@@ -51,7 +67,12 @@ test('LoRA gradients (A and B) match central finite differences of the float64 r
   const rand = lcg(77);
   const h = 1e-5;
   let checked = 0;
-  for (const path of ['model.layers.1.self_attn.q_proj', 'model.layers.1.self_attn.k_proj', 'model.layers.1.mlp.up_proj', 'model.layers.1.mlp.down_proj']) {
+  for (const path of [
+    'model.layers.1.self_attn.q_proj',
+    'model.layers.1.self_attn.k_proj',
+    'model.layers.1.mlp.up_proj',
+    'model.layers.1.mlp.down_proj',
+  ]) {
     for (const kind of ['a', 'b'] as const) {
       const g = grads[named.get(`${path}.lora_${kind.toUpperCase()}`)!.name].dataSync();
       const target = ref.get(path)![kind];
@@ -65,7 +86,10 @@ test('LoRA gradients (A and B) match central finite differences of the float64 r
         target[i] = orig;
         const fd = (up - down) / (2 * h);
         // float32 backprop vs float64 FD: relative 1e-3 plus an absolute floor for tiny entries.
-        assert.ok(Math.abs(g[i] - fd) <= 1e-3 * Math.abs(fd) + 1e-6, `${path}.lora_${kind}[${i}]: autodiff ${g[i]} vs FD ${fd}`);
+        assert.ok(
+          Math.abs(g[i] - fd) <= 1e-3 * Math.abs(fd) + 1e-6,
+          `${path}.lora_${kind}[${i}]: autodiff ${g[i]} vs FD ${fd}`,
+        );
         checked++;
       }
     }
@@ -84,23 +108,43 @@ test('PEFT init: A ~ U(−1/√in, 1/√in) (kaiming_uniform a=√5), B = 0, see
   const a2 = LoraRuntime.create(model, cfg, { seed: 3 });
   const a3 = LoraRuntime.create(model, cfg, { seed: 4 });
   const x = a1.toAdapter();
-  assert.deepEqual([...x.modules.keys()], [
-    'model.layers.0.self_attn.q_proj', 'model.layers.0.mlp.down_proj',
-    'model.layers.1.self_attn.q_proj', 'model.layers.1.mlp.down_proj',
-  ]);
+  assert.deepEqual(
+    [...x.modules.keys()],
+    [
+      'model.layers.0.self_attn.q_proj',
+      'model.layers.0.mlp.down_proj',
+      'model.layers.1.self_attn.q_proj',
+      'model.layers.1.mlp.down_proj',
+    ],
+  );
   for (const [path, m] of x.modules) {
     const bound = 1 / Math.sqrt(m.inFeatures);
-    assert.ok(m.a.every((v) => Math.abs(v) <= bound), `${path}: A outside ±${bound}`);
+    assert.ok(
+      m.a.every((v) => Math.abs(v) <= bound),
+      `${path}: A outside ±${bound}`,
+    );
     const variance = m.a.reduce((s, v) => s + v * v, 0) / m.a.length;
     // Var of U(−b, b) is b²/3; with ≥ 1024 draws the sample variance is within ~8% (3 s.e.).
-    assert.ok(Math.abs(variance / (bound * bound / 3) - 1) < 0.1, `${path}: variance ${variance}`);
-    assert.ok(m.b.every((v) => v === 0), `${path}: B must start at zero`);
+    assert.ok(Math.abs(variance / ((bound * bound) / 3) - 1) < 0.1, `${path}: variance ${variance}`);
+    assert.ok(
+      m.b.every((v) => v === 0),
+      `${path}: B must start at zero`,
+    );
     assert.equal(m.scaling, 2);
   }
-  assert.deepEqual(a2.toAdapter().modules.get('model.layers.1.mlp.down_proj')!.a, x.modules.get('model.layers.1.mlp.down_proj')!.a);
-  assert.notDeepEqual(a3.toAdapter().modules.get('model.layers.1.mlp.down_proj')!.a, x.modules.get('model.layers.1.mlp.down_proj')!.a);
+  assert.deepEqual(
+    a2.toAdapter().modules.get('model.layers.1.mlp.down_proj')!.a,
+    x.modules.get('model.layers.1.mlp.down_proj')!.a,
+  );
+  assert.notDeepEqual(
+    a3.toAdapter().modules.get('model.layers.1.mlp.down_proj')!.a,
+    x.modules.get('model.layers.1.mlp.down_proj')!.a,
+  );
   // Different modules draw different values.
-  assert.notDeepEqual(x.modules.get('model.layers.0.self_attn.q_proj')!.a, x.modules.get('model.layers.1.self_attn.q_proj')!.a);
+  assert.notDeepEqual(
+    x.modules.get('model.layers.0.self_attn.q_proj')!.a,
+    x.modules.get('model.layers.1.self_attn.q_proj')!.a,
+  );
   [a1, a2, a3].forEach((r) => r.dispose());
   model.dispose();
 });
@@ -108,10 +152,19 @@ test('PEFT init: A ~ U(−1/√in, 1/√in) (kaiming_uniform a=√5), B = 0, see
 test('rsLoRA scaling, rank_pattern and alpha_pattern follow PEFT; forward matches the reference', () => {
   const fx = makeFixture(small, 9);
   const model = LlamaModel.fromTensors(fx.config, fx.tensors);
-  const rt = LoraRuntime.create(model, {
-    r: 4, loraAlpha: 8, targetModules: ['v_proj', 'o_proj'], loraDropout: 0, useRslora: true,
-    rankPattern: { 'layers.1.self_attn.o_proj': 2 }, alphaPattern: { v_proj: 3 },
-  }, { seed: 1 });
+  const rt = LoraRuntime.create(
+    model,
+    {
+      r: 4,
+      loraAlpha: 8,
+      targetModules: ['v_proj', 'o_proj'],
+      loraDropout: 0,
+      useRslora: true,
+      rankPattern: { 'layers.1.self_attn.o_proj': 2 },
+      alphaPattern: { v_proj: 3 },
+    },
+    { seed: 1 },
+  );
   const ad = rt.toAdapter();
   assert.equal(ad.modules.get('model.layers.0.self_attn.o_proj')!.scaling, 8 / Math.sqrt(4));
   assert.equal(ad.modules.get('model.layers.1.self_attn.o_proj')!.rank, 2);
@@ -166,10 +219,19 @@ test('adapter round trip: toAdapter → fromAdapter → toAdapter is exact and c
   const f = (rt: LoraRuntime) => tf.tidy(() => model.forward(ids, { lora: rt }).dataSync());
   assert.deepEqual(f(rt2), f(rt1));
   // load() replaces values in place; the copy handed out earlier is not aliased to the variables.
-  const zeros: LoraAdapter = { config: out1.config, modules: new Map([...out1.modules].map(([k, m]) => [k, { ...m, b: new Float32Array(m.b.length) }])) };
+  const zeros: LoraAdapter = {
+    config: out1.config,
+    modules: new Map([...out1.modules].map(([k, m]) => [k, { ...m, b: new Float32Array(m.b.length) }])),
+  };
   rt2.load(zeros);
-  assert.deepEqual(f(rt2), tf.tidy(() => model.forward(ids).dataSync()));
-  assert.notDeepEqual(out1.modules.get('model.layers.0.mlp.gate_proj')!.b, new Float32Array(out1.modules.get('model.layers.0.mlp.gate_proj')!.b.length));
+  assert.deepEqual(
+    f(rt2),
+    tf.tidy(() => model.forward(ids).dataSync()),
+  );
+  assert.notDeepEqual(
+    out1.modules.get('model.layers.0.mlp.gate_proj')!.b,
+    new Float32Array(out1.modules.get('model.layers.0.mlp.gate_proj')!.b.length),
+  );
   ids.dispose();
   rt1.dispose();
   rt2.dispose();
@@ -179,33 +241,62 @@ test('adapter round trip: toAdapter → fromAdapter → toAdapter is exact and c
 test('variablesOfLayer, layers() and namedVariables partition the variables', () => {
   const fx = makeFixture(small, 3);
   const model = LlamaModel.fromTensors(fx.config, fx.tensors);
-  const rt = LoraRuntime.create(model, { r: 2, loraAlpha: 2, targetModules: ['q_proj', 'up_proj'], loraDropout: 0, useRslora: false }, { seed: 0 });
+  const rt = LoraRuntime.create(
+    model,
+    { r: 2, loraAlpha: 2, targetModules: ['q_proj', 'up_proj'], loraDropout: 0, useRslora: false },
+    { seed: 0 },
+  );
   assert.deepEqual(rt.layers(), [0, 1]);
   assert.equal(rt.variables().length, 8);
   assert.equal(rt.variablesOfLayer(1).length, 4);
   const names = new Set(rt.variablesOfLayer(0).map((v) => v.name));
   assert.ok(rt.variablesOfLayer(1).every((v) => !names.has(v.name)));
-  assert.deepEqual([...rt.namedVariables().keys()].slice(0, 2), ['model.layers.0.self_attn.q_proj.lora_A', 'model.layers.0.self_attn.q_proj.lora_B']);
+  assert.deepEqual([...rt.namedVariables().keys()].slice(0, 2), [
+    'model.layers.0.self_attn.q_proj.lora_A',
+    'model.layers.0.self_attn.q_proj.lora_B',
+  ]);
   rt.dispose();
   model.dispose();
 });
 
 test('bad adapters and configs are ChorusErrors that name the problem', () => {
-  assert.throws(() => resolveTargetModules(['q_proj', 'qkv']), (e: unknown) => e instanceof ChorusError && /unknown module 'qkv'/.test(e.message));
+  assert.throws(
+    () => resolveTargetModules(['q_proj', 'qkv']),
+    (e: unknown) => e instanceof ChorusError && /unknown module 'qkv'/.test(e.message),
+  );
   assert.deepEqual(resolveTargetModules(['all-linear']).length, 7);
   const fx = makeFixture(small, 3);
   const model = LlamaModel.fromTensors(fx.config, fx.tensors);
-  assert.throws(() => LoraRuntime.create(model, { r: 0, loraAlpha: 1, targetModules: ['q_proj'], loraDropout: 0, useRslora: false }, { seed: 0 }), /r must be a positive integer/);
+  assert.throws(
+    () =>
+      LoraRuntime.create(
+        model,
+        { r: 0, loraAlpha: 1, targetModules: ['q_proj'], loraDropout: 0, useRslora: false },
+        { seed: 0 },
+      ),
+    /r must be a positive integer/,
+  );
   const ad = randomAdapter(fx.config, ['q_proj'], 2, 2, 0);
   const m = ad.modules.get('model.layers.0.self_attn.q_proj')!;
   const bad1: LoraAdapter = { config: ad.config, modules: new Map([['model.layers.5.self_attn.q_proj', m]]) };
-  assert.throws(() => LoraRuntime.fromAdapter(model, bad1, 'runs/a'), /runs\/a: model\.layers\.5\.self_attn\.q_proj names layer 5, the model has 2 layers/);
-  const bad2: LoraAdapter = { config: ad.config, modules: new Map([['model.layers.0.self_attn.q_proj', { ...m, inFeatures: 8 }]]) };
+  assert.throws(
+    () => LoraRuntime.fromAdapter(model, bad1, 'runs/a'),
+    /runs\/a: model\.layers\.5\.self_attn\.q_proj names layer 5, the model has 2 layers/,
+  );
+  const bad2: LoraAdapter = {
+    config: ad.config,
+    modules: new Map([['model.layers.0.self_attn.q_proj', { ...m, inFeatures: 8 }]]),
+  };
   assert.throws(() => LoraRuntime.fromAdapter(model, bad2), /is 16×8, the model's module is 16×16/);
   const bad3: LoraAdapter = { config: ad.config, modules: new Map([['model.layers.0.attn.q_proj', m]]) };
   assert.throws(() => LoraRuntime.fromAdapter(model, bad3), /not a Llama linear module/);
   const rt = LoraRuntime.fromAdapter(model, ad);
-  const wrongRank: LoraAdapter = { config: ad.config, modules: new Map([...ad.modules].map(([k, v]) => [k, { ...v, rank: 1, a: v.a.subarray(0, 16), b: v.b.subarray(0, 16) }])) };
+  const wrongRank: LoraAdapter = {
+    config: ad.config,
+    modules: new Map(
+      [...ad.modules].map(([k, v]) => [k, { ...v, rank: 1, a: v.a.subarray(0, 16), b: v.b.subarray(0, 16) }]),
+    ),
+  };
   assert.throws(() => rt.load(wrongRank), /has rank 1 .* expected rank 2/);
   rt.dispose();
   model.dispose();
@@ -215,10 +306,21 @@ test('memory stays flat: repeated gradient steps and evaluations leak no tensors
   const { evaluate } = await import('../../shared/model/loss.ts');
   const fx = makeFixture(small, 4);
   const model = LlamaModel.fromTensors(fx.config, fx.tensors);
-  const rt = LoraRuntime.create(model, { r: 2, loraAlpha: 4, targetModules: ['q_proj', 'v_proj', 'down_proj'], loraDropout: 0.1, useRslora: false }, { seed: 0 });
-  const batch = toBatch(randomIds(fx.config.vocabSize, 2, 6, 1), [[0, 1, 1, 1, 1, 1], [0, 1, 1, 1, 1, 1]]);
+  const rt = LoraRuntime.create(
+    model,
+    { r: 2, loraAlpha: 4, targetModules: ['q_proj', 'v_proj', 'down_proj'], loraDropout: 0.1, useRslora: false },
+    { seed: 0 },
+  );
+  const batch = toBatch(randomIds(fx.config.vocabSize, 2, 6, 1), [
+    [0, 1, 1, 1, 1, 1],
+    [0, 1, 1, 1, 1, 1],
+  ]);
   const step = (i: number) => {
-    const { value, grads } = tf.variableGrads(() => nextTokenLoss(model, batch, { lora: rt, training: true, dropoutSeed: i, activeLayers: [i % 2 === 0, true] }), rt.variables());
+    const { value, grads } = tf.variableGrads(
+      () =>
+        nextTokenLoss(model, batch, { lora: rt, training: true, dropoutSeed: i, activeLayers: [i % 2 === 0, true] }),
+      rt.variables(),
+    );
     tf.dispose([value, ...Object.values(grads)]);
     evaluate(model, batch, { lora: rt, rowsPerChunk: 1 });
   };

@@ -9,7 +9,18 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readPeftAdapter, writePeftAdapter } from '../../shared/formats/peft.ts';
 import { writeHfModelDir, type HfTensor } from '../../shared/formats/hf-model.ts';
-import { deltaOf, flat, maxAbs, maxAbsDiff, randomAdapter, refLinear, refTies, refTrim, rng, type Spec } from './helpers.ts';
+import {
+  deltaOf,
+  flat,
+  maxAbs,
+  maxAbsDiff,
+  randomAdapter,
+  refLinear,
+  refTies,
+  refTrim,
+  rng,
+  type Spec,
+} from './helpers.ts';
 
 const root = new URL('../..', import.meta.url).pathname;
 
@@ -19,7 +30,11 @@ function chorus(...args: string[]) {
 }
 
 const spec: Spec = {
-  shapes: { 'model.layers.0.self_attn.q_proj': [8, 6], 'model.layers.0.self_attn.v_proj': [4, 6], 'model.layers.1.self_attn.q_proj': [8, 6] },
+  shapes: {
+    'model.layers.0.self_attn.q_proj': [8, 6],
+    'model.layers.0.self_attn.v_proj': [4, 6],
+    'model.layers.1.self_attn.q_proj': [8, 6],
+  },
   rank: 2,
   alpha: 4,
 };
@@ -27,13 +42,32 @@ const spec: Spec = {
 test('chorus merge: ties on three PEFT directories, then an error naming module and shapes', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'chorus-merge-'));
   try {
-    const adapters = [randomAdapter(spec, 1), randomAdapter({ ...spec, alpha: 8 }, 2), randomAdapter({ ...spec, rslora: true }, 3)];
+    const adapters = [
+      randomAdapter(spec, 1),
+      randomAdapter({ ...spec, alpha: 8 }, 2),
+      randomAdapter({ ...spec, rslora: true }, 3),
+    ];
     const dirs = adapters.map((_, i) => join(dir, `in${i}`));
     for (let i = 0; i < 3; i++) await writePeftAdapter(dirs[i], adapters[i]);
     // Reference from what was written (float32 on disk).
     const onDisk = await Promise.all(dirs.map((d) => readPeftAdapter(d)));
     const out = join(dir, 'merged');
-    const r = chorus('merge', ...dirs, '--method', 'ties', '--weights', '1,0.5,1', '--density', '0.5', '--majority-sign', 'total', '--rank', 'full', '--out', out);
+    const r = chorus(
+      'merge',
+      ...dirs,
+      '--method',
+      'ties',
+      '--weights',
+      '1,0.5,1',
+      '--density',
+      '0.5',
+      '--majority-sign',
+      'total',
+      '--rank',
+      'full',
+      '--out',
+      out,
+    );
     assert.equal(r.code, 0, r.err);
     assert.match(r.out, /merged 3 adapters \(ties, delta space\)/);
     const merged = await readPeftAdapter(out);
@@ -48,18 +82,33 @@ test('chorus merge: ties on three PEFT directories, then an error naming module 
     assert.equal(cfg.lora_alpha, cfg.r);
 
     // linear at its default rank is exact too.
-    const lin = chorus('merge', ...dirs.slice(0, 2), '--method', 'linear', '--weights', '2,-1', '--out', join(dir, 'lin'));
+    const lin = chorus(
+      'merge',
+      ...dirs.slice(0, 2),
+      '--method',
+      'linear',
+      '--weights',
+      '2,-1',
+      '--out',
+      join(dir, 'lin'),
+    );
     assert.equal(lin.code, 0, lin.err);
     const linAd = await readPeftAdapter(join(dir, 'lin'));
     const name = 'model.layers.1.self_attn.q_proj';
-    const want = refLinear(onDisk.slice(0, 2).map((a) => flat(deltaOf(a.modules.get(name)!))), [2, -1]);
+    const want = refLinear(
+      onDisk.slice(0, 2).map((a) => flat(deltaOf(a.modules.get(name)!))),
+      [2, -1],
+    );
     assert.ok(maxAbsDiff(flat(deltaOf(linAd.modules.get(name)!)), want) < 1e-5 * maxAbs(want));
 
     const odd = randomAdapter({ ...spec, shapes: { ...spec.shapes, 'model.layers.0.self_attn.v_proj': [5, 6] } }, 4);
     await writePeftAdapter(join(dir, 'odd'), odd);
     const bad = chorus('merge', dirs[0], join(dir, 'odd'), '--method', 'svd', '--out', join(dir, 'x'));
     assert.equal(bad.code, 1);
-    assert.match(bad.err, /module model\.layers\.0\.self_attn\.v_proj has shape \[4, 6\] in .*in0 but \[5, 6\] in .*odd/);
+    assert.match(
+      bad.err,
+      /module model\.layers\.0\.self_attn\.v_proj has shape \[4, 6\] in .*in0 but \[5, 6\] in .*odd/,
+    );
     const badW = chorus('merge', dirs[0], dirs[1], '--method', 'linear', '--weights', '1,x', '--out', join(dir, 'x'));
     assert.match(badW.err, /--weights: entry 2 \("x"\) is not a number/);
   } finally {
@@ -79,7 +128,10 @@ test('chorus extract: recovers a planted rank-2 delta from two HF model director
     };
     const base = new Map<string, HfTensor>();
     for (const [name, shape] of Object.entries(shapes)) {
-      base.set(name, { shape, data: Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => g.normal() * 0.1) });
+      base.set(name, {
+        shape,
+        data: Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => g.normal() * 0.1),
+      });
     }
     // Planted rank-2 delta on q_proj: u1 v1ᵀ + 0.5 u2 v2ᵀ with random (non-orthogonal) vectors.
     const u = [0, 1].map(() => Array.from({ length: 8 }, () => g.normal()));
@@ -87,12 +139,27 @@ test('chorus extract: recovers a planted rank-2 delta from two HF model director
     const delta = Array.from({ length: 64 }, (_, k) => u[0][k >> 3] * v[0][k & 7] + 0.5 * u[1][k >> 3] * v[1][k & 7]);
     const tuned = new Map(base);
     const q = base.get('model.layers.0.self_attn.q_proj.weight')!;
-    tuned.set('model.layers.0.self_attn.q_proj.weight', { shape: q.shape, data: Float32Array.from(q.data, (x, i) => x + delta[i]) });
+    tuned.set('model.layers.0.self_attn.q_proj.weight', {
+      shape: q.shape,
+      data: Float32Array.from(q.data, (x, i) => x + delta[i]),
+    });
     const config = { architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 8 };
     await writeHfModelDir(join(dir, 'base'), config, base);
     await writeHfModelDir(join(dir, 'tuned'), config, tuned);
     const out = join(dir, 'lora');
-    const r = chorus('extract', '--base', join(dir, 'base'), '--tuned', join(dir, 'tuned'), '--rank', '2', '--target', 'q_proj,v_proj', '--out', out);
+    const r = chorus(
+      'extract',
+      '--base',
+      join(dir, 'base'),
+      '--tuned',
+      join(dir, 'tuned'),
+      '--rank',
+      '2',
+      '--target',
+      'q_proj,v_proj',
+      '--out',
+      out,
+    );
     assert.equal(r.code, 0, r.err);
     assert.match(r.out, /model\.layers\.0\.self_attn\.q_proj \[8×8\]  rank 2  energy kept 100\.00%/);
     assert.match(r.out, /model\.layers\.0\.self_attn\.v_proj \[4×8\]  unchanged, skipped/);
@@ -100,7 +167,19 @@ test('chorus extract: recovers a planted rank-2 delta from two HF model director
     const got = flat(deltaOf(lora.modules.get('model.layers.0.self_attn.q_proj')!));
     const exact = Array.from(tuned.get('model.layers.0.self_attn.q_proj.weight')!.data, (x, i) => x - q.data[i]);
     assert.ok(maxAbsDiff(got, exact) < 1e-5);
-    const both = chorus('extract', '--base', join(dir, 'base'), '--tuned', join(dir, 'tuned'), '--rank', '2', '--energy', '0.9', '--out', out);
+    const both = chorus(
+      'extract',
+      '--base',
+      join(dir, 'base'),
+      '--tuned',
+      join(dir, 'tuned'),
+      '--rank',
+      '2',
+      '--energy',
+      '0.9',
+      '--out',
+      out,
+    );
     assert.match(both.err, /exactly one of --rank or --energy/);
   } finally {
     rmSync(dir, { recursive: true, force: true });

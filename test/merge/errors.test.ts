@@ -4,12 +4,16 @@ import { mergeAdapters, type MergeOptions } from '../../shared/merge/index.ts';
 import { ChorusError } from '../../shared/errors.ts';
 import { randomAdapter, type Spec } from './helpers.ts';
 
-const spec: Spec = { shapes: { 'model.layers.0.self_attn.q_proj': [8, 6], 'model.layers.0.self_attn.v_proj': [4, 6] }, rank: 2, alpha: 4 };
+const spec: Spec = {
+  shapes: { 'model.layers.0.self_attn.q_proj': [8, 6], 'model.layers.0.self_attn.v_proj': [4, 6] },
+  rank: 2,
+  alpha: 4,
+};
 const a = randomAdapter(spec, 1);
 const b = randomAdapter(spec, 2);
 const labels = ['A/', 'B/'];
 
-function fails(adapters: typeof a[], opts: Partial<MergeOptions>, re: RegExp) {
+function fails(adapters: (typeof a)[], opts: Partial<MergeOptions>, re: RegExp) {
   assert.throws(
     () => mergeAdapters(adapters, { method: 'linear', labels, ...opts } as MergeOptions),
     (err: unknown) => err instanceof ChorusError && re.test(err.message),
@@ -35,7 +39,11 @@ test('options are checked and named', () => {
   fails([a, b], { method: 'dare_ties', density: 0 }, /density must be in \(0, 1\]/);
   fails([a, b], { method: 'magnitude_prune', density: 1.5 }, /density must be in \(0, 1\]/);
   fails([a, b], { density: 0.5 }, /density does not apply to method linear/);
-  fails([a, b], { method: 'ties', density: 0.5, majoritySign: 'max' as never }, /majority sign must be "total" or "frequency"/);
+  fails(
+    [a, b],
+    { method: 'ties', density: 0.5, majoritySign: 'max' as never },
+    /majority sign must be "total" or "frequency"/,
+  );
   fails([a, b], { rank: 0 }, /rank must be a positive integer or "full"/);
   fails([a, b], { space: 'weights' as never }, /space must be "delta" or "factors"/);
   fails([a, b], { method: 'cat', space: 'factors', rank: 2 }, /rank does not apply to cat in factors space/);

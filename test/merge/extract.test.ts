@@ -62,9 +62,15 @@ test('extraction recovers a planted low-rank delta and reports the energy kept',
   const base = model(shapes, 1);
   const q = planted(16, 16, [3, 2, 1], 10);
   const v = planted(8, 16, [1.5, 0.5, 0.25], 20);
-  const tuned = tunedWith(base, { 'model.layers.0.self_attn.q_proj.weight': q, 'model.layers.0.self_attn.v_proj.weight': v });
+  const tuned = tunedWith(base, {
+    'model.layers.0.self_attn.q_proj.weight': q,
+    'model.layers.0.self_attn.v_proj.weight': v,
+  });
   const res = extractAdapter(base, tuned, { rank: 3, targets: ['q_proj', 'v_proj'] });
-  assert.deepEqual([...res.adapter.modules.keys()], ['model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.v_proj']);
+  assert.deepEqual(
+    [...res.adapter.modules.keys()],
+    ['model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.v_proj'],
+  );
   assert.ok(maxAbsDiff(flat(deltaOf(res.adapter.modules.get('model.layers.0.self_attn.q_proj')!)), q) < 1e-5);
   assert.ok(maxAbsDiff(flat(deltaOf(res.adapter.modules.get('model.layers.0.self_attn.v_proj')!)), v) < 1e-5);
   for (const r of res.modules) assert.ok(Math.abs(r.energyKept - 1) < 1e-6);
@@ -94,7 +100,10 @@ test('energy mode picks the smallest rank reaching the fraction; ranks per modul
   // q: σ² = 25, 9, 1 (total 35): 0.9 needs rank 2. up: σ² = 16, 0.01: 0.9 needs rank 1.
   const q = planted(16, 16, [5, 3, 1], 30);
   const up = planted(24, 16, [4, 0.1], 40);
-  const tuned = tunedWith(base, { 'model.layers.0.self_attn.q_proj.weight': q, 'model.layers.0.mlp.up_proj.weight': up });
+  const tuned = tunedWith(base, {
+    'model.layers.0.self_attn.q_proj.weight': q,
+    'model.layers.0.mlp.up_proj.weight': up,
+  });
   const res = extractAdapter(base, tuned, { energy: 0.9 });
   const by = Object.fromEntries(res.modules.map((r) => [r.name, r]));
   assert.equal(by['model.layers.0.self_attn.q_proj'].rank, 2);
@@ -128,7 +137,10 @@ test('extract errors name the tensor, the shapes, or the target', () => {
   const tuned = tunedWith(base, {});
   assert.throws(() => extractAdapter(base, tuned, { rank: 2, energy: 0.9 }), /exactly one of rank or energy/);
   assert.throws(() => extractAdapter(base, tuned, { energy: 1.5 }), /energy must be in \(0, 1\]/);
-  assert.throws(() => extractAdapter(base, tuned, { rank: 2, targets: ['k_proj'] }), /matches? no 2-D weight|matches target k_proj/);
+  assert.throws(
+    () => extractAdapter(base, tuned, { rank: 2, targets: ['k_proj'] }),
+    /matches? no 2-D weight|matches target k_proj/,
+  );
   const wrong = new Map(tuned);
   wrong.set('model.layers.0.self_attn.q_proj.weight', { shape: [16, 8], data: new Float32Array(128) });
   assert.throws(
@@ -137,13 +149,18 @@ test('extract errors name the tensor, the shapes, or the target', () => {
   );
   const missing = new Map(tuned);
   missing.delete('model.layers.0.mlp.up_proj.weight');
-  assert.throws(() => extractAdapter(base, missing, { rank: 2 }), /model\.layers\.0\.mlp\.up_proj\.weight is in the base model but not in the tuned model/);
+  assert.throws(
+    () => extractAdapter(base, missing, { rank: 2 }),
+    /model\.layers\.0\.mlp\.up_proj\.weight is in the base model but not in the tuned model/,
+  );
   assert.throws(() => extractAdapter(base, tuned, { rank: 2 }), /equals the base model in every selected module/);
   // Noise has a flat spectrum: on the large-matrix path, 99% energy would need most of the rank.
   const wide = { 'model.layers.0.mlp.up_proj.weight': [60, 50] };
   const wideBase = model(wide, 5);
   const g = rng(77);
-  const noisy = tunedWith(wideBase, { 'model.layers.0.mlp.up_proj.weight': Array.from({ length: 3000 }, () => g.normal() * 0.3) });
+  const noisy = tunedWith(wideBase, {
+    'model.layers.0.mlp.up_proj.weight': Array.from({ length: 3000 }, () => g.normal() * 0.3),
+  });
   assert.throws(
     () => extractAdapter(wideBase, noisy, { energy: 0.99, svd: { exactBelow: 0 } }),
     /module model\.layers\.0\.mlp\.up_proj \[60×50\] needs rank > 16 to keep 0\.99 of its energy/,

@@ -17,8 +17,16 @@ import {
   type Spec,
 } from './helpers.ts';
 
-const spec: Spec = { shapes: { 'model.layers.0.mlp.up_proj': [9, 7], 'model.layers.1.mlp.up_proj': [9, 7] }, rank: 4, alpha: 8 };
-const adapters = [randomAdapter(spec, 11), randomAdapter({ ...spec, alpha: 2, rslora: true }, 12), randomAdapter(spec, 13)];
+const spec: Spec = {
+  shapes: { 'model.layers.0.mlp.up_proj': [9, 7], 'model.layers.1.mlp.up_proj': [9, 7] },
+  rank: 4,
+  alpha: 8,
+};
+const adapters = [
+  randomAdapter(spec, 11),
+  randomAdapter({ ...spec, alpha: 2, rslora: true }, 12),
+  randomAdapter(spec, 13),
+];
 const weights = [0.8, -0.4, 1.3];
 const names = Object.keys(spec.shapes);
 
@@ -37,8 +45,14 @@ test('factors linear: A = Σ sign(w)√(|w|s) A_k, B = Σ √(|w|s) B_k (cross t
   for (const name of names) {
     const mods = modsOf(name);
     const wa = sqrtW(name).map((x, k) => x * signW()[k]);
-    const a = refLinear(mods.map((m) => Array.from(m.a)), wa);
-    const b = refLinear(mods.map((m) => Array.from(m.b)), sqrtW(name));
+    const a = refLinear(
+      mods.map((m) => Array.from(m.a)),
+      wa,
+    );
+    const b = refLinear(
+      mods.map((m) => Array.from(m.b)),
+      sqrtW(name),
+    );
     expectFactors(res.adapter.modules.get(name)!, a, b);
   }
   assert.equal(res.adapter.config.loraAlpha, 4);
@@ -51,8 +65,16 @@ test('factors ties and magnitude_prune act on A and B separately', () => {
     for (const name of names) {
       const mods = modsOf(name);
       const wa = sqrtW(name).map((x, k) => x * signW()[k]);
-      const a = refTies(mods.map((m) => refTrim(Array.from(m.a), 0.5)), wa, majoritySign);
-      const b = refTies(mods.map((m) => refTrim(Array.from(m.b), 0.5)), sqrtW(name), majoritySign);
+      const a = refTies(
+        mods.map((m) => refTrim(Array.from(m.a), 0.5)),
+        wa,
+        majoritySign,
+      );
+      const b = refTies(
+        mods.map((m) => refTrim(Array.from(m.b), 0.5)),
+        sqrtW(name),
+        majoritySign,
+      );
       expectFactors(res.adapter.modules.get(name)!, a, b);
     }
   }
@@ -60,8 +82,14 @@ test('factors ties and magnitude_prune act on A and B separately', () => {
   for (const name of names) {
     const mods = modsOf(name);
     const wa = sqrtW(name).map((x, k) => x * signW()[k]);
-    const a = refLinear(mods.map((m) => refTrim(Array.from(m.a), 0.3)), wa);
-    const b = refLinear(mods.map((m) => refTrim(Array.from(m.b), 0.3)), sqrtW(name));
+    const a = refLinear(
+      mods.map((m) => refTrim(Array.from(m.a), 0.3)),
+      wa,
+    );
+    const b = refLinear(
+      mods.map((m) => refTrim(Array.from(m.b), 0.3)),
+      sqrtW(name),
+    );
     expectFactors(res.adapter.modules.get(name)!, a, b);
   }
 });
@@ -70,7 +98,10 @@ test('factors svd: best rank-r approximation of Σ w ΔW with σ on B and orthon
   const res = mergeAdapters(adapters, { method: 'svd', weights, rank: 2, space: 'factors' });
   for (const name of names) {
     const [out, inp] = spec.shapes[name];
-    const full = refLinear(modsOf(name).map((m) => flat(deltaOf(m))), weights);
+    const full = refLinear(
+      modsOf(name).map((m) => flat(deltaOf(m))),
+      weights,
+    );
     const mod = res.adapter.modules.get(name)!;
     const got = flat(deltaOf(mod));
     const sig = refSingularValues(Array.from({ length: out }, (_, i) => full.slice(i * inp, (i + 1) * inp)));

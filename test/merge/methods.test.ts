@@ -23,7 +23,11 @@ const spec: Spec = {
   rank: 3,
   alpha: 6,
 };
-const adapters = [randomAdapter(spec, 1), randomAdapter({ ...spec, alpha: 3 }, 2), randomAdapter({ ...spec, rslora: true }, 3)];
+const adapters = [
+  randomAdapter(spec, 1),
+  randomAdapter({ ...spec, alpha: 3 }, 2),
+  randomAdapter({ ...spec, rslora: true }, 3),
+];
 const weights = [1, 0.5, -0.7];
 
 function refDeltas(name: string): number[][] {
@@ -97,15 +101,32 @@ test('svd = best rank-r approximation of Σ w_k ΔW_k (Eckart–Young against a 
 });
 
 test('magnitude_prune = Σ w_k trim(ΔW_k)', () => {
-  check('magnitude_prune', (name) => refLinear(refDeltas(name).map((d) => refTrim(d, 0.4)), weights), { density: 0.4 });
+  check(
+    'magnitude_prune',
+    (name) =>
+      refLinear(
+        refDeltas(name).map((d) => refTrim(d, 0.4)),
+        weights,
+      ),
+    { density: 0.4 },
+  );
 });
 
 test('ties (total and frequency) = trim, elect from unweighted trimmed deltas, disjoint mean', () => {
   for (const majoritySign of ['total', 'frequency'] as const) {
-    check('ties', (name) => refTies(refDeltas(name).map((d) => refTrim(d, 0.5)), weights, majoritySign), {
-      density: 0.5,
-      majoritySign,
-    });
+    check(
+      'ties',
+      (name) =>
+        refTies(
+          refDeltas(name).map((d) => refTrim(d, 0.5)),
+          weights,
+          majoritySign,
+        ),
+      {
+        density: 0.5,
+        majoritySign,
+      },
+    );
   }
 });
 
@@ -113,12 +134,21 @@ test('dare_linear and dare_ties follow the documented seeded mask; different see
   const seed = 7;
   check(
     'dare_linear',
-    (name) => refLinear(refDeltas(name).map((d, k) => refDare(d, 0.6, seed, name, k)), weights),
+    (name) =>
+      refLinear(
+        refDeltas(name).map((d, k) => refDare(d, 0.6, seed, name, k)),
+        weights,
+      ),
     { density: 0.6, seed },
   );
   check(
     'dare_ties',
-    (name) => refTies(refDeltas(name).map((d, k) => refDare(d, 0.6, seed, name, k)), weights, 'total'),
+    (name) =>
+      refTies(
+        refDeltas(name).map((d, k) => refDare(d, 0.6, seed, name, k)),
+        weights,
+        'total',
+      ),
     { density: 0.6, seed },
   );
   const a = mergeAdapters(adapters, { method: 'dare_linear', weights, density: 0.6, seed: 1, rank: 'full' });
@@ -139,7 +169,7 @@ test('dare_linear is unbiased: its mean over seeds approaches the linear merge',
   // Per entry the estimator's std is about |w·ΔW|/√runs: allow 5 of those on the RMS.
   const rmsErr = Math.sqrt(frob2(acc.map((v, i) => v - want[i])) / want.length);
   const rms = Math.sqrt(frob2(want) / want.length);
-  assert.ok(rmsErr < 5 * rms / Math.sqrt(runs), `${rmsErr} vs ${rms}`);
+  assert.ok(rmsErr < (5 * rms) / Math.sqrt(runs), `${rmsErr} vs ${rms}`);
 });
 
 test('entry-wise methods at the default rank give the best rank-r approximation of their dense result', () => {
@@ -155,7 +185,13 @@ test('entry-wise methods at the default rank give the best rank-r approximation 
   const resid = frob2(got.map((x, i) => x - dense[i]));
   assert.ok(Math.abs(resid - dropped) < 1e-5 * (1 + frob2(dense)));
   // Randomized path (forced by exactBelow 0): near-optimal residual at rank 2.
-  const rnd = mergeAdapters(adapters, { method: 'ties', weights, density: 0.5, rank: 2, svd: { exactBelow: 0, oversample: 4, powerIters: 4 } });
+  const rnd = mergeAdapters(adapters, {
+    method: 'ties',
+    weights,
+    density: 0.5,
+    rank: 2,
+    svd: { exactBelow: 0, oversample: 4, powerIters: 4 },
+  });
   const r2 = frob2(mergedDelta(rnd, name).map((x, i) => x - dense[i]));
   const best2 = sig.slice(2).reduce((s, x) => s + x * x, 0);
   assert.ok(r2 >= best2 * (1 - 1e-9) && r2 < best2 * 1.05, `${r2} vs optimal ${best2}`);

@@ -2,9 +2,24 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { reconcileReplicas } from '../../shared/merge/index.ts';
 import type { LoraAdapter } from '../../shared/lora/types.ts';
-import { deltaOf, flat, frob2, maxAbs, maxAbsDiff, randomAdapter, refLinear, refSingularValues, type Spec } from './helpers.ts';
+import {
+  deltaOf,
+  flat,
+  frob2,
+  maxAbs,
+  maxAbsDiff,
+  randomAdapter,
+  refLinear,
+  refSingularValues,
+  type Spec,
+} from './helpers.ts';
 
-const spec: Spec = { shapes: { 'model.layers.0.self_attn.q_proj': [16, 12], 'model.layers.1.self_attn.q_proj': [16, 12] }, rank: 3, alpha: 8, rslora: true };
+const spec: Spec = {
+  shapes: { 'model.layers.0.self_attn.q_proj': [16, 12], 'model.layers.1.self_attn.q_proj': [16, 12] },
+  rank: 3,
+  alpha: 8,
+  rslora: true,
+};
 const names = Object.keys(spec.shapes);
 const replicas = [randomAdapter(spec, 21), randomAdapter(spec, 22), randomAdapter(spec, 23)];
 
@@ -12,7 +27,10 @@ test('mean: best rank-r approximation of the ΔW mean, replicas config kept', ()
   const res = reconcileReplicas(replicas, { weights: [1, 2, 1] });
   assert.deepEqual(res.adapter.config, replicas[0].config);
   for (const name of names) {
-    const want = refLinear(replicas.map((r) => flat(deltaOf(r.modules.get(name)!))), [0.25, 0.5, 0.25]);
+    const want = refLinear(
+      replicas.map((r) => flat(deltaOf(r.modules.get(name)!))),
+      [0.25, 0.5, 0.25],
+    );
     const mod = res.adapter.modules.get(name)!;
     assert.equal(mod.rank, 3);
     assert.equal(mod.scaling, replicas[0].modules.get(name)!.scaling);
@@ -31,10 +49,16 @@ test('cat is the exact mean (rank grows); factor_mean is the biased FedAvg of A 
   const cat = reconcileReplicas(replicas, { method: 'cat' });
   const fed = reconcileReplicas(replicas, { method: 'factor_mean' });
   for (const name of names) {
-    const want = refLinear(replicas.map((r) => flat(deltaOf(r.modules.get(name)!))), [1 / 3, 1 / 3, 1 / 3]);
+    const want = refLinear(
+      replicas.map((r) => flat(deltaOf(r.modules.get(name)!))),
+      [1 / 3, 1 / 3, 1 / 3],
+    );
     assert.equal(cat.adapter.modules.get(name)!.rank, 9);
     assert.ok(maxAbsDiff(flat(deltaOf(cat.adapter.modules.get(name)!)), want) < 1e-5 * maxAbs(want));
-    const a = refLinear(replicas.map((r) => Array.from(r.modules.get(name)!.a)), [1 / 3, 1 / 3, 1 / 3]);
+    const a = refLinear(
+      replicas.map((r) => Array.from(r.modules.get(name)!.a)),
+      [1 / 3, 1 / 3, 1 / 3],
+    );
     assert.ok(maxAbsDiff(fed.adapter.modules.get(name)!.a, a) < 1e-6);
     // The product of averages is not the average of products.
     assert.ok(maxAbsDiff(flat(deltaOf(fed.adapter.modules.get(name)!)), want) > 1e-2);
@@ -59,7 +83,10 @@ test('shared A (only B trained, or an untouched layer): exact mean of B, A uncha
   for (const name of names) {
     const mod = res.adapter.modules.get(name)!;
     assert.deepEqual(mod.a, base.modules.get(name)!.a);
-    const b = refLinear(reps.map((r) => Array.from(r.modules.get(name)!.b)), [0.5, 0.5]);
+    const b = refLinear(
+      reps.map((r) => Array.from(r.modules.get(name)!.b)),
+      [0.5, 0.5],
+    );
     assert.ok(maxAbsDiff(mod.b, b) < 1e-6);
   }
 });
@@ -79,7 +106,10 @@ test('all-zero ΔW with different A (B still at init): ΔW stays 0 and A keeps n
 
 test('replicas that disagree on rank are refused with the module named', () => {
   const other = randomAdapter({ ...spec, rank: 2 }, 50);
-  assert.throws(() => reconcileReplicas([replicas[0], other], { labels: ['r0', 'r1'] }), /replicas disagree on module model\.layers\.0\.self_attn\.q_proj: rank 3/);
+  assert.throws(
+    () => reconcileReplicas([replicas[0], other], { labels: ['r0', 'r1'] }),
+    /replicas disagree on module model\.layers\.0\.self_attn\.q_proj: rank 3/,
+  );
 });
 
 test('a smaller output rank keeps the replicas scaling (alpha follows r, rsLoRA included)', () => {

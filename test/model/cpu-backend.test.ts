@@ -13,7 +13,17 @@ await initEngine('cpu', { quiet: true });
 
 test('cpu backend: LoRA forward and a finite-difference gradient match the reference', () => {
   assert.equal(tf.getBackend(), 'cpu');
-  const fx = makeFixture({ hiddenSize: 16, numHiddenLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 2, vocabSize: 24, intermediateSize: 20 }, 6);
+  const fx = makeFixture(
+    {
+      hiddenSize: 16,
+      numHiddenLayers: 2,
+      numAttentionHeads: 4,
+      numKeyValueHeads: 2,
+      vocabSize: 24,
+      intermediateSize: 20,
+    },
+    6,
+  );
   const model = LlamaModel.fromTensors(fx.config, fx.tensors);
   const adapter = randomAdapter(fx.config, ['v_proj', 'up_proj'], 2, 4, 7);
   const lora = LoraRuntime.fromAdapter(model, adapter);
@@ -22,10 +32,12 @@ test('cpu backend: LoRA forward and a finite-difference gradient match the refer
   const ref = refForward(fx.ref, fx.refWeights, ids[0], refLoraOf(adapter));
   let maxDiff = 0;
   let scale = 0;
-  ref.forEach((row, t) => row.forEach((v, j) => {
-    maxDiff = Math.max(maxDiff, Math.abs(v - got[t * fx.config.vocabSize + j]));
-    scale = Math.max(scale, Math.abs(v));
-  }));
+  ref.forEach((row, t) =>
+    row.forEach((v, j) => {
+      maxDiff = Math.max(maxDiff, Math.abs(v - got[t * fx.config.vocabSize + j]));
+      scale = Math.max(scale, Math.abs(v));
+    }),
+  );
   assert.ok(maxDiff <= 1e-4 * scale, `max diff ${maxDiff} (scale ${scale})`);
 
   const mask = [[0, 1, 1, 1, 1, 1]];

@@ -12,7 +12,10 @@ function run(arg: string, env: Record<string, string | undefined> = {}) {
   for (const [k, v] of Object.entries(env)) if (v === undefined) delete fullEnv[k];
   const res = spawnSync(process.execPath, ['--import', 'tsx', child, arg], { encoding: 'utf8', env: fullEnv });
   assert.equal(res.status, 0, res.stderr);
-  return { out: JSON.parse(res.stdout) as { backend?: string; active?: string; sum?: number; error?: string; name?: string }, stderr: res.stderr };
+  return {
+    out: JSON.parse(res.stdout) as { backend?: string; active?: string; sum?: number; error?: string; name?: string },
+    stderr: res.stderr,
+  };
 }
 
 function nativeInstalled(): boolean {
@@ -55,6 +58,9 @@ test('unknown or unavailable backends are ChorusErrors that say why', () => {
   if (!nativeInstalled()) {
     const tfErr = run('tensorflow').out;
     assert.equal(tfErr.name, 'ChorusError');
-    assert.match(tfErr.error!, /backend 'tensorflow' is not available: @tensorflow\/tfjs-node-gpu: .*; @tensorflow\/tfjs-node: /);
+    assert.match(
+      tfErr.error!,
+      /backend 'tensorflow' is not available: @tensorflow\/tfjs-node-gpu: .*; @tensorflow\/tfjs-node: /,
+    );
   }
 });

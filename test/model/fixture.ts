@@ -12,7 +12,11 @@ export interface Fixture {
   refWeights: RefWeights;
 }
 
-export function makeFixture(p: Parameters<typeof makeLlamaConfig>[0], seed: number, ropeScaling?: Record<string, number | string>): Fixture {
+export function makeFixture(
+  p: Parameters<typeof makeLlamaConfig>[0],
+  seed: number,
+  ropeScaling?: Record<string, number | string>,
+): Fixture {
   const config = ropeScaling
     ? parseLlamaConfig({ ...llamaConfigToJson(makeLlamaConfig(p)), rope_scaling: ropeScaling }, 'fixture')
     : makeLlamaConfig(p);
@@ -52,7 +56,13 @@ export function makeFixture(p: Parameters<typeof makeLlamaConfig>[0], seed: numb
 }
 
 /** An adapter with random A and B (B ≠ 0), rank r, on the given modules of every layer. */
-export function randomAdapter(config: LlamaConfig, targets: ModuleName[], r: number, alpha: number, seed: number): LoraAdapter {
+export function randomAdapter(
+  config: LlamaConfig,
+  targets: ModuleName[],
+  r: number,
+  alpha: number,
+  seed: number,
+): LoraAdapter {
   const normal = gaussian(lcg(seed));
   const modules = new Map<string, LoraModule>();
   for (let l = 0; l < config.numHiddenLayers; l++) {

@@ -24,10 +24,28 @@ function chorus(...args: string[]) {
 
 test('init-model writes a loadable HF Llama directory with a byte tokenizer', async () => {
   const out = join(tmp, 'base');
-  const res = chorus('--arch', 'llama', '--hidden', '64', '--layers', '2', '--heads', '4', '--kv-heads', '2', '--vocab', '258', '--seed', '5', '--out', out);
+  const res = chorus(
+    '--arch',
+    'llama',
+    '--hidden',
+    '64',
+    '--layers',
+    '2',
+    '--heads',
+    '4',
+    '--kv-heads',
+    '2',
+    '--vocab',
+    '258',
+    '--seed',
+    '5',
+    '--out',
+    out,
+  );
   assert.equal(res.status, 0, res.stderr);
   assert.match(res.stderr, /wrote .*base \(llama, [\d,]+ parameters \+ byte tokenizer\)/);
-  for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']) assert.ok(existsSync(join(out, f)), f);
+  for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json'])
+    assert.ok(existsSync(join(out, f)), f);
   const raw = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'));
   assert.deepEqual(raw.architectures, ['LlamaForCausalLM']);
   assert.equal(raw.model_type, 'llama');
@@ -56,12 +74,23 @@ test('init-model: --tie omits lm_head; vocab < 256 skips the tokenizer', async (
   assert.ok(!existsSync(join(out, 'tokenizer.json')));
   const { config, tensors } = await readHfModelDir(out);
   assert.equal(config.tie_word_embeddings, true);
-  assert.ok(!tensors.has('lm_head.weight') || tensors.get('lm_head.weight')!.data === tensors.get('model.embed_tokens.weight')!.data);
+  assert.ok(
+    !tensors.has('lm_head.weight') ||
+      tensors.get('lm_head.weight')!.data === tensors.get('model.embed_tokens.weight')!.data,
+  );
 });
 
 test('init-model: bad flags and a non-empty --out are clear errors', async () => {
   const opts = (o: Partial<InitModelOptions>): InitModelOptions => ({
-    arch: 'llama', hidden: '64', layers: '1', heads: '4', vocab: '258', seed: '0', tokenizer: true, out: join(tmp, 'x'), ...o,
+    arch: 'llama',
+    hidden: '64',
+    layers: '1',
+    heads: '4',
+    vocab: '258',
+    seed: '0',
+    tokenizer: true,
+    out: join(tmp, 'x'),
+    ...o,
   });
   const cases: Array<[Partial<InitModelOptions>, RegExp]> = [
     [{ layers: '0' }, /--layers must be a positive integer, got '0'/],
@@ -72,7 +101,11 @@ test('init-model: bad flags and a non-empty --out are clear errors', async () =>
     [{ out: join(tmp, 'base') }, /directory is not empty/],
   ];
   for (const [o, re] of cases) {
-    await assert.rejects(initModel(opts(o)), (e: unknown) => e instanceof ChorusError && re.test(e.message), String(re));
+    await assert.rejects(
+      initModel(opts(o)),
+      (e: unknown) => e instanceof ChorusError && re.test(e.message),
+      String(re),
+    );
   }
   // Through the CLI: exit status 1 and one clear line.
   const res = chorus('--hidden', '64', '--layers', '-1', '--heads', '4', '--out', join(tmp, 'y'));

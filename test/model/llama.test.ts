@@ -14,8 +14,14 @@ import { makeFixture, randomAdapter, randomIds, refLoraOf, type Fixture } from '
 
 await initEngine('wasm', { quiet: true });
 
-function engineLogits(model: LlamaModel, ids: number[][], opts: Parameters<LlamaModel['forward']>[1] = {}): Float32Array {
-  return tf.tidy(() => model.forward(tf.tensor2d(ids, [ids.length, ids[0].length], 'int32'), opts).dataSync() as Float32Array);
+function engineLogits(
+  model: LlamaModel,
+  ids: number[][],
+  opts: Parameters<LlamaModel['forward']>[1] = {},
+): Float32Array {
+  return tf.tidy(
+    () => model.forward(tf.tensor2d(ids, [ids.length, ids[0].length], 'int32'), opts).dataSync() as Float32Array,
+  );
 }
 
 function assertClose(fx: Fixture, got: Float32Array, ids: number[][], refOf: (ids: number[]) => Float64Array[]) {
@@ -39,11 +45,38 @@ function assertClose(fx: Fixture, got: Float32Array, ids: number[][], refOf: (id
 }
 
 const configs = {
-  gqaUntied: { hiddenSize: 32, numHiddenLayers: 3, numAttentionHeads: 4, numKeyValueHeads: 2, vocabSize: 40, intermediateSize: 48, ropeTheta: 10000, rmsNormEps: 1e-6 },
+  gqaUntied: {
+    hiddenSize: 32,
+    numHiddenLayers: 3,
+    numAttentionHeads: 4,
+    numKeyValueHeads: 2,
+    vocabSize: 40,
+    intermediateSize: 48,
+    ropeTheta: 10000,
+    rmsNormEps: 1e-6,
+  },
   // Tied embeddings, plain MHA, head_dim ≠ hidden/heads, a large rope_theta and eps 1e-5.
-  mhaTied: { hiddenSize: 24, numHiddenLayers: 2, numAttentionHeads: 2, numKeyValueHeads: 2, headDim: 16, vocabSize: 30, intermediateSize: 40, tieWordEmbeddings: true, ropeTheta: 500000, rmsNormEps: 1e-5 },
+  mhaTied: {
+    hiddenSize: 24,
+    numHiddenLayers: 2,
+    numAttentionHeads: 2,
+    numKeyValueHeads: 2,
+    headDim: 16,
+    vocabSize: 30,
+    intermediateSize: 40,
+    tieWordEmbeddings: true,
+    ropeTheta: 500000,
+    rmsNormEps: 1e-5,
+  },
   // Four query heads share one KV head (group 4).
-  mqa: { hiddenSize: 32, numHiddenLayers: 1, numAttentionHeads: 4, numKeyValueHeads: 1, vocabSize: 20, intermediateSize: 24 },
+  mqa: {
+    hiddenSize: 32,
+    numHiddenLayers: 1,
+    numAttentionHeads: 4,
+    numKeyValueHeads: 1,
+    vocabSize: 20,
+    intermediateSize: 24,
+  },
 };
 
 for (const [name, p] of Object.entries(configs)) {
@@ -60,8 +93,21 @@ test('llama3 and linear rope_scaling: forward equals the reference, and the scal
   // head_dim 8, theta 1e4 → wavelengths 6.3, 63, 628, 6283; with original context 64 and
   // low/high factors 1/4 the bounds are 64 and 16, so the four frequencies fall in all three
   // llama3 bands (kept, interpolated, divided by the factor).
-  const p = { hiddenSize: 32, numHiddenLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 2, vocabSize: 30, intermediateSize: 40 };
-  const llama3 = { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 64 };
+  const p = {
+    hiddenSize: 32,
+    numHiddenLayers: 2,
+    numAttentionHeads: 4,
+    numKeyValueHeads: 2,
+    vocabSize: 30,
+    intermediateSize: 40,
+  };
+  const llama3 = {
+    rope_type: 'llama3',
+    factor: 8,
+    low_freq_factor: 1,
+    high_freq_factor: 4,
+    original_max_position_embeddings: 64,
+  };
   const ids = randomIds(30, 2, 8, 3);
   const outputs: Float32Array[] = [];
   for (const scaling of [llama3, { type: 'linear', factor: 4 }, undefined]) {
@@ -73,7 +119,10 @@ test('llama3 and linear rope_scaling: forward equals the reference, and the scal
     model.dispose();
   }
   const diff = (x: Float32Array, y: Float32Array) => x.reduce((m, v, i) => Math.max(m, Math.abs(v - y[i])), 0);
-  assert.ok(diff(outputs[0], outputs[2]) > 1e-2 && diff(outputs[1], outputs[2]) > 1e-2, 'rope scaling must change the logits');
+  assert.ok(
+    diff(outputs[0], outputs[2]) > 1e-2 && diff(outputs[1], outputs[2]) > 1e-2,
+    'rope scaling must change the logits',
+  );
 });
 
 test('forward with LoRA on five modules and a partial activeLayers mask equals the reference', () => {
@@ -100,7 +149,17 @@ test('forward with LoRA on five modules and a partial activeLayers mask equals t
 test('a fresh LoraRuntime (B = 0) leaves the output bit-for-bit equal to the base model', () => {
   const fx = makeFixture(configs.gqaUntied, 31);
   const model = LlamaModel.fromTensors(fx.config, fx.tensors);
-  const lora = LoraRuntime.create(model, { r: 8, loraAlpha: 16, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'], loraDropout: 0, useRslora: false }, { seed: 1 });
+  const lora = LoraRuntime.create(
+    model,
+    {
+      r: 8,
+      loraAlpha: 16,
+      targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
+      loraDropout: 0,
+      useRslora: false,
+    },
+    { seed: 1 },
+  );
   const ids = randomIds(fx.config.vocabSize, 2, 5, 2);
   const base = engineLogits(model, ids);
   const withLora = engineLogits(model, ids, { lora });
@@ -113,11 +172,18 @@ test('fromTensors names a missing tensor and a wrong shape', () => {
   const fx = makeFixture(configs.mqa, 1);
   const missing = new Map(fx.tensors);
   missing.delete('model.layers.0.mlp.up_proj.weight');
-  assert.throws(() => LlamaModel.fromTensors(fx.config, missing, 'base/model.safetensors'),
-    (e: unknown) => e instanceof ChorusError && /base\/model\.safetensors: missing tensor model\.layers\.0\.mlp\.up_proj\.weight/.test(e.message));
+  assert.throws(
+    () => LlamaModel.fromTensors(fx.config, missing, 'base/model.safetensors'),
+    (e: unknown) =>
+      e instanceof ChorusError &&
+      /base\/model\.safetensors: missing tensor model\.layers\.0\.mlp\.up_proj\.weight/.test(e.message),
+  );
   const wrong = new Map(fx.tensors);
   wrong.set('model.norm.weight', { shape: [31], data: new Float32Array(31) });
-  assert.throws(() => LlamaModel.fromTensors(fx.config, wrong), /model\.norm\.weight has shape \[31\], expected \[32\]/);
+  assert.throws(
+    () => LlamaModel.fromTensors(fx.config, wrong),
+    /model\.norm\.weight has shape \[31\], expected \[32\]/,
+  );
 });
 
 test('toTensorMap round-trips the weights; a tied model omits lm_head', () => {
@@ -131,7 +197,10 @@ test('toTensorMap round-trips the weights; a tied model omits lm_head', () => {
 });
 
 test('initRandomWeights: deterministic HF-style init (N(0, 0.02), norms 1)', () => {
-  const fx = makeFixture({ hiddenSize: 64, numHiddenLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 2, vocabSize: 256 }, 1);
+  const fx = makeFixture(
+    { hiddenSize: 64, numHiddenLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 2, vocabSize: 256 },
+    1,
+  );
   const a = initRandomWeights(fx.config, 7);
   const b = initRandomWeights(fx.config, 7);
   const c = initRandomWeights(fx.config, 8);

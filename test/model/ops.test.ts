@@ -53,10 +53,19 @@ test('loraDelta: value and gradients for x, A and B equal the stock composition'
     const B = tf.randomNormal([4, 2], 0, 1, 'float32', 9) as tf.Tensor2D;
     const w = tf.randomNormal([9, 4], 0, 1, 'float32', 10);
     const stock = (xx: tf.Tensor, aa: tf.Tensor, bb: tf.Tensor) =>
-      tf.mul(tf.matMul(tf.matMul(xx as tf.Tensor2D, aa as tf.Tensor2D, false, true), bb as tf.Tensor2D, false, true), 1.5);
+      tf.mul(
+        tf.matMul(tf.matMul(xx as tf.Tensor2D, aa as tf.Tensor2D, false, true), bb as tf.Tensor2D, false, true),
+        1.5,
+      );
     close(loraDelta(x, A, B, 1.5), stock(x, A, B), 'value');
-    const ours = tf.grads((xx: tf.Tensor, aa: tf.Tensor, bb: tf.Tensor) => tf.sum(tf.mul(loraDelta(xx as tf.Tensor2D, aa as tf.Tensor2D, bb as tf.Tensor2D, 1.5), w)))([x, A, B]);
-    const theirs = tf.grads((xx: tf.Tensor, aa: tf.Tensor, bb: tf.Tensor) => tf.sum(tf.mul(stock(xx, aa, bb), w)))([x, A, B]);
+    const ours = tf.grads((xx: tf.Tensor, aa: tf.Tensor, bb: tf.Tensor) =>
+      tf.sum(tf.mul(loraDelta(xx as tf.Tensor2D, aa as tf.Tensor2D, bb as tf.Tensor2D, 1.5), w)),
+    )([x, A, B]);
+    const theirs = tf.grads((xx: tf.Tensor, aa: tf.Tensor, bb: tf.Tensor) => tf.sum(tf.mul(stock(xx, aa, bb), w)))([
+      x,
+      A,
+      B,
+    ]);
     ['dx', 'dA', 'dB'].forEach((name, i) => close(ours[i], theirs[i], name));
   });
 });
@@ -67,8 +76,12 @@ test('matMul2d: value and both gradients equal tf.matMul’s', () => {
     const b = tf.randomNormal([5, 3], 0, 1, 'float32', 12) as tf.Tensor2D;
     const w = tf.randomNormal([7, 3], 0, 1, 'float32', 13);
     close(matMul2d(a, b), tf.matMul(a, b), 'value');
-    const ours = tf.grads((aa: tf.Tensor, bb: tf.Tensor) => tf.sum(tf.mul(matMul2d(aa as tf.Tensor2D, bb as tf.Tensor2D), w)))([a, b]);
-    const theirs = tf.grads((aa: tf.Tensor, bb: tf.Tensor) => tf.sum(tf.mul(tf.matMul(aa as tf.Tensor2D, bb as tf.Tensor2D), w)))([a, b]);
+    const ours = tf.grads((aa: tf.Tensor, bb: tf.Tensor) =>
+      tf.sum(tf.mul(matMul2d(aa as tf.Tensor2D, bb as tf.Tensor2D), w)),
+    )([a, b]);
+    const theirs = tf.grads((aa: tf.Tensor, bb: tf.Tensor) =>
+      tf.sum(tf.mul(tf.matMul(aa as tf.Tensor2D, bb as tf.Tensor2D), w)),
+    )([a, b]);
     close(ours[0], theirs[0], 'da');
     close(ours[1], theirs[1], 'db');
   });
@@ -83,7 +96,8 @@ test('oneHotEmbed: the rows of tf.gather, and the table gradient sums dy into ea
     const got = tf.grad((t: tf.Tensor) => tf.sum(tf.mul(oneHotEmbed(ids, t as tf.Tensor2D), w)))(table);
     const wRows = w.arraySync() as number[][];
     const expected = Array.from({ length: 6 }, (_, v) =>
-      [0, 1, 2, 3].map((c) => [3, 0, 3, 5].reduce((acc, id, n) => acc + (id === v ? wRows[n][c] : 0), 0)));
+      [0, 1, 2, 3].map((c) => [3, 0, 3, 5].reduce((acc, id, n) => acc + (id === v ? wRows[n][c] : 0), 0)),
+    );
     close(got, tf.tensor2d(expected), 'dTable');
   });
 });

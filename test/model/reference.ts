@@ -59,7 +59,13 @@ function linear(w: Float64Array, x: Float64Array, out: number): Float64Array {
   return y;
 }
 
-function proj(weights: RefWeights, lora: RefLora | undefined, path: string, x: Float64Array, out: number): Float64Array {
+function proj(
+  weights: RefWeights,
+  lora: RefLora | undefined,
+  path: string,
+  x: Float64Array,
+  out: number,
+): Float64Array {
   const y = linear(weights.get(`${path}.weight`)!, x, out);
   const m = lora?.get(path);
   if (m) {
@@ -110,8 +116,12 @@ export function refForward(
     const p = `model.layers.${l}`;
     const lr = lora && (!activeLayers || activeLayers[l]) ? lora : undefined;
     const xs = h.map((v) => rmsNorm(v, w.get(`${p}.input_layernorm.weight`)!, cfg.eps));
-    const q = xs.map((x, t) => splitRope(proj(w, lr, `${p}.self_attn.q_proj`, x, cfg.heads * hd), cfg.heads, hd, t, invFreq));
-    const k = xs.map((x, t) => splitRope(proj(w, lr, `${p}.self_attn.k_proj`, x, cfg.kvHeads * hd), cfg.kvHeads, hd, t, invFreq));
+    const q = xs.map((x, t) =>
+      splitRope(proj(w, lr, `${p}.self_attn.q_proj`, x, cfg.heads * hd), cfg.heads, hd, t, invFreq),
+    );
+    const k = xs.map((x, t) =>
+      splitRope(proj(w, lr, `${p}.self_attn.k_proj`, x, cfg.kvHeads * hd), cfg.kvHeads, hd, t, invFreq),
+    );
     const v = xs.map((x) => proj(w, lr, `${p}.self_attn.v_proj`, x, cfg.kvHeads * hd));
     const group = cfg.heads / cfg.kvHeads;
     const attnOut = xs.map(() => new Float64Array(cfg.heads * hd));

@@ -60,7 +60,9 @@ test('single-task YAML normalises to one task "default" with paths resolved agai
   assert.equal(spec.base_model, '/jobs/x/base');
   assert.equal(spec.tasks.length, 1);
   assert.deepEqual(spec.tasks[0], {
-    name: 'default', replicas: 1, data: { train: '/jobs/x/train.jsonl', eval: '/jobs/x/eval.jsonl' },
+    name: 'default',
+    replicas: 1,
+    data: { train: '/jobs/x/train.jsonl', eval: '/jobs/x/eval.jsonl' },
   });
   assert.deepEqual(spec.sync, { mode: 'gradients' });
   assert.equal(spec.merge, 'none');
@@ -108,7 +110,10 @@ test('each kind of invalid field is reported with its path', () => {
     [single.replace('lr: 1e-3', 'lr: -1'), /training\.lr: must be > 0/],
     [single.replace('lr: 1e-3', 'lr: fast'), /training\.lr: must be a number/],
     [single.replace('steps: 200', 'steps: 2.5'), /training\.steps: must be an integer/],
-    [single.replace('schedule: cosine', 'schedule: exp'), /training\.schedule: must be one of cosine, linear, constant/],
+    [
+      single.replace('schedule: cosine', 'schedule: exp'),
+      /training\.schedule: must be one of cosine, linear, constant/,
+    ],
     [single.replace('betas: [0.9, 0.999]', 'betas: [0.9]'), /training\.betas: /],
     [single.replace('betas: [0.9, 0.999]', 'betas: [0.9, 1.5]'), /training\.betas\[1\]: must be < 1/],
     [single.replace('[q_proj, v_proj]', '[q_proj, qkv]'), /lora\.target_modules\[1\]: must be one of q_proj/],
@@ -116,13 +121,19 @@ test('each kind of invalid field is reported with its path', () => {
     [single.replace('dropout: 0.0', 'dropout: 1'), /lora\.dropout: must be < 1/],
     [single.replace('use_rslora: false', 'use_rslora: yes please'), /lora\.use_rslora: must be true or false/],
     [single.replace('p_start: 0.1', 'p_start: 0'), /coto\.p_start: must be > 0/],
-    [single.replace('p_start: 0.1', 'p_start: 0.9').replace('p_end: 1.0', 'p_end: 0.5'), /coto\.p_start: must be <= coto\.p_end/],
+    [
+      single.replace('p_start: 0.1', 'p_start: 0.9').replace('p_end: 1.0', 'p_end: 0.5'),
+      /coto\.p_start: must be <= coto\.p_end/,
+    ],
     [single.replace('warmup_steps: 10', 'warmup_steps: 500'), /training\.warmup_steps: must be <= training\.steps/],
     [single.replace('log_every: 10', 'log_every: 10\n  lr_decay: 3'), /training\.lr_decay: unknown field/],
     [single.replace('base_model: ./base', ''), /base_model: required/],
     [single.replace('steps: 200', ''), /training\.steps: required/],
     [single.replace('data: { train: train.jsonl, eval: eval.jsonl }', ''), /data: required \(or tasks\)/],
-    [single.replace('data: { train: train.jsonl, eval: eval.jsonl }', 'data: { eval: e.jsonl }'), /data\.train: required/],
+    [
+      single.replace('data: { train: train.jsonl, eval: eval.jsonl }', 'data: { eval: e.jsonl }'),
+      /data\.train: required/,
+    ],
     [`${single}sync: { mode: sometimes }`, /sync\.mode: /],
     [`${single}sync: { mode: weights }`, /sync\.every: required/],
     [`${single}merge: { method: average }`, /merge\.method: must be one of linear, task_arithmetic/],

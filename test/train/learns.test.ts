@@ -19,7 +19,12 @@ test('LoRA + CoTo learns 3-letter reversal (held-out accuracy > 0.9; base < 0.2)
   // near ±0.6 (|lm_head row| ≈ 0.02·√32 after a unit-RMS norm), so no adapter could be confident.
   const config = {
     ...makeLlamaConfig({
-      hiddenSize: 32, numHiddenLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 2, vocabSize: 16, intermediateSize: 64,
+      hiddenSize: 32,
+      numHiddenLayers: 2,
+      numAttentionHeads: 4,
+      numKeyValueHeads: 2,
+      vocabSize: 16,
+      intermediateSize: 64,
     }),
     initializerRange: 0.1,
   };
@@ -57,7 +62,10 @@ test('LoRA + CoTo learns 3-letter reversal (held-out accuracy > 0.9; base < 0.2)
   assert.ok(after.accuracy > 0.9, `accuracy after training ${after.accuracy}`);
   assert.ok(after.loss < base.loss);
   // CoTo ran: early steps had fewer layers on than late ones.
-  assert.ok(t.activation.counts.every((c) => c < steps && c > steps / 4), `counts ${t.activation.counts}`);
+  assert.ok(
+    t.activation.counts.every((c) => c < steps && c > steps / 4),
+    `counts ${t.activation.counts}`,
+  );
   t.dispose();
   model.dispose();
 });

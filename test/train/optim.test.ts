@@ -73,7 +73,15 @@ test('LR schedule: warmup, cosine and linear decay to min_lr_ratio, constant', (
 
 test('global-norm clipping', () => {
   const g = new Float32Array([3, 4, 100, 12]);
-  close(globalNorm(g, [[0, 2], [3, 1]]), 13, 1e-12, 'norm over ranges');
+  close(
+    globalNorm(g, [
+      [0, 2],
+      [3, 1],
+    ]),
+    13,
+    1e-12,
+    'norm over ranges',
+  );
   close(globalNorm(g, [[0, 2]], 0.5), 2.5, 1e-12, 'scaled norm');
   close(clipCoefficient(13, 1), 1 / (13 + 1e-6), 1e-12, 'clip');
   assert.equal(clipCoefficient(0.5, 1), 1);

@@ -24,15 +24,23 @@ const root = new URL('../..', import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), 'chorus-run-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 await initEngine('wasm', { quiet: true });
-const config = makeLlamaConfig({ hiddenSize: 16, numHiddenLayers: 3, numAttentionHeads: 2, numKeyValueHeads: 1, vocabSize: 258, intermediateSize: 32 });
+const config = makeLlamaConfig({
+  hiddenSize: 16,
+  numHiddenLayers: 3,
+  numAttentionHeads: 2,
+  numKeyValueHeads: 1,
+  vocabSize: 258,
+  intermediateSize: 32,
+});
 await writeHfModelDir(join(dir, 'base'), llamaConfigToJson(config), initRandomWeights(config, 5));
 await writeByteTokenizer(join(dir, 'base'), 258);
 const rng = new SplitMix32(3);
 const word = () => Array.from({ length: 3 }, () => 'abcdef'[rng.next() % 6]).join('');
-const lines = (n: number) => Array.from({ length: n }, () => {
-  const w = word();
-  return JSON.stringify({ prompt: `${w}=`, completion: [...w].reverse().join('') });
-}).join('\n') + '\n';
+const lines = (n: number) =>
+  Array.from({ length: n }, () => {
+    const w = word();
+    return JSON.stringify({ prompt: `${w}=`, completion: [...w].reverse().join('') });
+  }).join('\n') + '\n';
 writeFileSync(join(dir, 'train.jsonl'), lines(40));
 writeFileSync(join(dir, 'eval.jsonl'), lines(10));
 const spec = (steps: number, extra = '') => `
@@ -46,8 +54,12 @@ data: { train: train.jsonl, eval: eval.jsonl }
 `;
 writeFileSync(join(dir, 'job.yaml'), spec(12));
 
-const trainLines = (run: string) => readFileSync(join(run, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l))
-  .map(({ elapsed_s, tokens_per_s, ...rest }) => rest);
+const trainLines = (run: string) =>
+  readFileSync(join(run, 'metrics.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l))
+    .map(({ elapsed_s, tokens_per_s, ...rest }) => rest);
 
 test('resume ≡ uninterrupted: 12 steps == 7 steps + --resume to 12 (bitwise adapter, moments, metrics)', async () => {
   const full = join(dir, 'runs/full');
@@ -61,19 +73,30 @@ test('resume ≡ uninterrupted: 12 steps == 7 steps + --resume to 12 (bitwise ad
   assert.equal(r2.stopped, true);
   assert.ok(existsSync(join(split, 'checkpoints/step-7/trainer_state.json')));
   assert.ok(existsSync(join(split, 'checkpoints/step-5/optimizer.safetensors')));
-  await assert.rejects(runLocalTraining({ specPath: join(dir, 'job.yaml'), outDir: split }), /already holds checkpoints.*--resume/);
+  await assert.rejects(
+    runLocalTraining({ specPath: join(dir, 'job.yaml'), outDir: split }),
+    /already holds checkpoints.*--resume/,
+  );
   const r3 = await runLocalTraining({ specPath: join(dir, 'job.yaml'), outDir: split, resume: true });
   assert.equal(r3.startStep, 7);
   assert.equal(r3.steps, 12);
-  for (const f of ['adapter_model.safetensors', 'checkpoints/step-12/optimizer.safetensors', 'checkpoints/step-12/adapter_model.safetensors']) {
+  for (const f of [
+    'adapter_model.safetensors',
+    'checkpoints/step-12/optimizer.safetensors',
+    'checkpoints/step-12/adapter_model.safetensors',
+  ]) {
     assert.ok(readFileSync(join(full, f)).equals(readFileSync(join(split, f))), `${f} differs`);
   }
-  const stateOf = (run: string) => JSON.parse(readFileSync(join(run, 'checkpoints/step-12/trainer_state.json'), 'utf8'));
+  const stateOf = (run: string) =>
+    JSON.parse(readFileSync(join(run, 'checkpoints/step-12/trainer_state.json'), 'utf8'));
   assert.deepEqual(stateOf(split), stateOf(full));
   assert.deepEqual(trainLines(split), trainLines(full));
   // CoTo really masked layers at the start: some early step ran with fewer than all 3 layers.
   const early = trainLines(full).filter((m) => m.type === 'train' && m.step <= 4);
-  assert.ok(early.some((m) => m.active_layers.length < 3), JSON.stringify(early.map((m) => m.active_layers)));
+  assert.ok(
+    early.some((m) => m.active_layers.length < 3),
+    JSON.stringify(early.map((m) => m.active_layers)),
+  );
   assert.ok(trainLines(full).some((m) => m.type === 'eval' && m.step === 12));
 });
 
@@ -86,14 +109,20 @@ test('--resume refuses a changed job and names what changed', async () => {
 });
 
 test('a multi-task spec needs --task; --task picks one and applies its overrides', async () => {
-  writeFileSync(join(dir, 'multi.yaml'), `
+  writeFileSync(
+    join(dir, 'multi.yaml'),
+    `
 base_model: ./base
 training: { steps: 2, batch_size: 2, seq_len: 10, log_every: 1, eval_every: 0, checkpoint_every: 0 }
 tasks:
   - { name: one, data: { train: train.jsonl } }
   - { name: two, data: { train: train.jsonl }, training: { steps: 3 }, lora: { r: 2 } }
-`);
-  await assert.rejects(runLocalTraining({ specPath: join(dir, 'multi.yaml'), outDir: join(dir, 'runs/multi') }), /2 tasks \(one, two\).*--task NAME/);
+`,
+  );
+  await assert.rejects(
+    runLocalTraining({ specPath: join(dir, 'multi.yaml'), outDir: join(dir, 'runs/multi') }),
+    /2 tasks \(one, two\).*--task NAME/,
+  );
   const r = await runLocalTraining({ specPath: join(dir, 'multi.yaml'), outDir: join(dir, 'runs/multi'), task: 'two' });
   assert.equal(r.steps, 3);
   const adapter = await readPeftAdapter(join(dir, 'runs/multi'));
@@ -109,17 +138,23 @@ test('foldAdapter adds s·B·A exactly (float64 reference)', () => {
   const tensors = new Map([['model.layers.0.self_attn.q_proj.weight', { shape: [5, 7], data: w.slice() }]]);
   const adapter: LoraAdapter = {
     config: { r: 3, loraAlpha: 6, targetModules: ['q_proj'], loraDropout: 0, useRslora: false },
-    modules: new Map([['model.layers.0.self_attn.q_proj', { a, b, rank: 3, inFeatures: 7, outFeatures: 5, scaling: 2 }]]),
+    modules: new Map([
+      ['model.layers.0.self_attn.q_proj', { a, b, rank: 3, inFeatures: 7, outFeatures: 5, scaling: 2 }],
+    ]),
   };
   foldAdapter(tensors, adapter);
   const got = tensors.get('model.layers.0.self_attn.q_proj.weight')!.data;
-  for (let o = 0; o < 5; o++) for (let i = 0; i < 7; i++) {
-    let d = 0;
-    for (let k = 0; k < 3; k++) d += b[o * 3 + k] * a[k * 7 + i];
-    assert.equal(got[o * 7 + i], Math.fround(w[o * 7 + i] + 2 * d));
-  }
+  for (let o = 0; o < 5; o++)
+    for (let i = 0; i < 7; i++) {
+      let d = 0;
+      for (let k = 0; k < 3; k++) d += b[o * 3 + k] * a[k * 7 + i];
+      assert.equal(got[o * 7 + i], Math.fround(w[o * 7 + i] + 2 * d));
+    }
   const bad = new Map([['model.layers.0.self_attn.q_proj.weight', { shape: [7, 5], data: w.slice() }]]);
-  assert.throws(() => foldAdapter(bad, adapter, 'runs/x'), /runs\/x: module model\.layers\.0\.self_attn\.q_proj is 5×7, the base weight .* is \[7, 5\]/);
+  assert.throws(
+    () => foldAdapter(bad, adapter, 'runs/x'),
+    /runs\/x: module model\.layers\.0\.self_attn\.q_proj is 5×7, the base weight .* is \[7, 5\]/,
+  );
 });
 
 test('export: the merged model without adapter evaluates like base + adapter; chorus eval prints one JSON line', async () => {
@@ -137,14 +172,34 @@ test('export: the merged model without adapter evaluates like base + adapter; ch
   const alone = evaluateExamples(base, undefined, examples, opts);
   const exported = evaluateExamples(folded, undefined, examples, opts);
   assert.ok(Math.abs(withAdapter.loss - alone.loss) > 1e-4, 'the adapter should change the loss');
-  assert.ok(Math.abs(exported.loss - withAdapter.loss) <= 1e-5 * withAdapter.loss, `${exported.loss} vs ${withAdapter.loss}`);
+  assert.ok(
+    Math.abs(exported.loss - withAdapter.loss) <= 1e-5 * withAdapter.loss,
+    `${exported.loss} vs ${withAdapter.loss}`,
+  );
   assert.equal(exported.accuracy, withAdapter.accuracy);
   assert.equal(exported.tokens, withAdapter.tokens);
   lora.dispose();
   base.dispose();
   folded.dispose();
 
-  const cli = spawnSync(process.execPath, [join(root, 'bin/chorus.mjs'), 'eval', '--model', merged, '--data', join(dir, 'eval.jsonl'), '--backend', 'wasm', '--batch-size', '4', '--seq-len', '10'], { encoding: 'utf8' });
+  const cli = spawnSync(
+    process.execPath,
+    [
+      join(root, 'bin/chorus.mjs'),
+      'eval',
+      '--model',
+      merged,
+      '--data',
+      join(dir, 'eval.jsonl'),
+      '--backend',
+      'wasm',
+      '--batch-size',
+      '4',
+      '--seq-len',
+      '10',
+    ],
+    { encoding: 'utf8' },
+  );
   assert.equal(cli.status, 0, cli.stderr);
   const out = cli.stdout.trim().split('\n');
   assert.equal(out.length, 1);
@@ -159,7 +214,11 @@ test('export: the merged model without adapter evaluates like base + adapter; ch
 test('chorus train: SIGINT finishes the step, checkpoints, writes the adapter and exits 130', async () => {
   writeFileSync(join(dir, 'job-long.yaml'), spec(100000));
   const out = join(dir, 'runs/sig');
-  const child = spawn(process.execPath, [join(root, 'bin/chorus.mjs'), 'train', join(dir, 'job-long.yaml'), '--out', out, '--backend', 'wasm'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(
+    process.execPath,
+    [join(root, 'bin/chorus.mjs'), 'train', join(dir, 'job-long.yaml'), '--out', out, '--backend', 'wasm'],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
   let stderr = '';
   let stdout = '';
   child.stdout.on('data', (d) => (stdout += d));

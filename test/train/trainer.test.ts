@@ -20,7 +20,11 @@ function randomizeB(t: AdapterTrainer, seed: number) {
 }
 
 test('gradSums are the gradient of the summed token loss (central finite differences, float64 sums)', () => {
-  const t = AdapterTrainer.create({ model, task: task({ coto: { enabled: false }, training: { batch_size: 4 } }), examples });
+  const t = AdapterTrainer.create({
+    model,
+    task: task({ coto: { enabled: false }, training: { batch_size: 4 } }),
+    examples,
+  });
   randomizeB(t, 5);
   const before = t.state();
   const g = t.computeGradients(0);
@@ -46,7 +50,10 @@ test('gradSums are the gradient of the summed token loss (central finite differe
     const minus = before.params.slice();
     minus[i] -= h;
     const fd = (lossSumAt(plus) - lossSumAt(minus)) / (2 * h);
-    assert.ok(Math.abs(fd - g.gradSums[i]) <= 2e-2 * Math.max(1, Math.abs(fd)), `param ${i}: fd ${fd} vs grad ${g.gradSums[i]}`);
+    assert.ok(
+      Math.abs(fd - g.gradSums[i]) <= 2e-2 * Math.max(1, Math.abs(fd)),
+      `param ${i}: fd ${fd} vs grad ${g.gradSums[i]}`,
+    );
     checked++;
   }
   assert.equal(checked, 12);
@@ -55,8 +62,16 @@ test('gradSums are the gradient of the summed token loss (central finite differe
 });
 
 test('gradient accumulation: 2 micro-batches of 4 give the gradient sums of 1 batch of 8', () => {
-  const one = AdapterTrainer.create({ model, task: task({ coto: { enabled: false }, training: { batch_size: 8, grad_accum: 1 } }), examples });
-  const two = AdapterTrainer.create({ model, task: task({ coto: { enabled: false }, training: { batch_size: 4, grad_accum: 2 } }), examples });
+  const one = AdapterTrainer.create({
+    model,
+    task: task({ coto: { enabled: false }, training: { batch_size: 8, grad_accum: 1 } }),
+    examples,
+  });
+  const two = AdapterTrainer.create({
+    model,
+    task: task({ coto: { enabled: false }, training: { batch_size: 4, grad_accum: 2 } }),
+    examples,
+  });
   randomizeB(one, 3);
   randomizeB(two, 3);
   const g1 = one.computeGradients(0);
@@ -76,7 +91,9 @@ test('gradient accumulation: 2 micro-batches of 4 give the gradient sums of 1 ba
 
 test('CoTo: inactive layers get no gradient, and their weights, moments and Adam steps stay unchanged', () => {
   const t = AdapterTrainer.create({
-    model, task: task({ training: { weight_decay: 0.1, steps: 100 }, coto: { p_start: 0.3 } }), examples,
+    model,
+    task: task({ training: { weight_decay: 0.1, steps: 100 }, coto: { p_start: 0.3 } }),
+    examples,
   });
   // Find a step with a mixed mask.
   let step = 0;
@@ -110,7 +127,8 @@ test('CoTo: inactive layers get no gradient, and their weights, moments and Adam
   // Gradients of an inactive layer are exactly zero.
   const g = t.computeGradients(t.step);
   t.layout.slots.forEach((s) => {
-    if (!g.activeLayers[s.layer]) assert.ok(g.gradSums.subarray(s.offset, s.offset + s.aLength + s.bLength).every((v) => v === 0));
+    if (!g.activeLayers[s.layer])
+      assert.ok(g.gradSums.subarray(s.offset, s.offset + s.aLength + s.bLength).every((v) => v === 0));
   });
   assert.equal(t.activation.steps, step + 1);
   t.dispose();
@@ -128,7 +146,10 @@ test('two replicas combined (Σ gradSums / Σ tokens) apply the same update in b
     reps.forEach((r) => r.applyGradients(sum, tokens, step));
   }
   const [a, b] = reps.map((r) => r.state().params);
-  assert.ok(a.every((v, i) => v === b[i]), 'replicas diverged');
+  assert.ok(
+    a.every((v, i) => v === b[i]),
+    'replicas diverged',
+  );
   reps.forEach((r) => r.dispose());
 });
 
@@ -153,7 +174,11 @@ test('state() / restore() continue bit-exactly', () => {
 });
 
 test('memory stays flat: the same number of tensors after step 10 and step 60', () => {
-  const t = AdapterTrainer.create({ model, task: task({ training: { steps: 60, batch_size: 2, grad_accum: 2 }, lora: { dropout: 0.1 } }), examples });
+  const t = AdapterTrainer.create({
+    model,
+    task: task({ training: { steps: 60, batch_size: 2, grad_accum: 2 }, lora: { dropout: 0.1 } }),
+    examples,
+  });
   for (let i = 0; i < 10; i++) t.trainStep();
   t.evaluate({ examples, maxBatches: 1 });
   const at10 = tf.memory().numTensors;
