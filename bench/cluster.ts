@@ -9,13 +9,15 @@ import { performance } from 'node:perf_hooks';
 import { makeLlamaConfig, llamaConfigToJson } from '../shared/model/config.ts';
 import { initRandomWeights } from '../shared/model/llama.ts';
 import { writeHfModelDir } from '../shared/formats/hf-model.ts';
-import { parseJobSpec, resolveTask } from '../shared/spec/job-spec.ts';
+import { parseJobSpec, taskOf } from '../shared/job/parse.ts';
 import { AdapterTrainer } from '../shared/train/trainer.ts';
 import { initEngine } from '../shared/tensor/engine.ts';
 import { SplitMix32 } from '../shared/tensor/random.ts';
-import { loadExamples, loadModel } from '../worker/task-data.ts';
+import { loadExamples, loadModel } from '../worker/runner/task-data.ts';
 import type { ChorusEvent } from '../shared/nats/events.ts';
-import * as h from '../test/cluster/helpers.ts';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { startBenchCluster } from './lib/cluster.ts';
 
 const args = process.argv.slice(2);
 const arg = (name: string, def: number) => {
@@ -32,7 +34,7 @@ const cfg = {
   r: 8,
 };
 
-const dir = h.tmp('chorus-bench-');
+const dir = mkdtempSync(join(tmpdir(), 'chorus-bench-'));
 const config = makeLlamaConfig({
   hiddenSize: cfg.hidden,
   numHiddenLayers: cfg.layers,
@@ -74,7 +76,7 @@ console.log(
 
 // (a) one process.
 await initEngine('wasm', { quiet: true });
-const task = resolveTask(parseJobSpec(spec({})));
+const task = taskOf(parseJobSpec(spec({})));
 const model = await loadModel(task.baseModel);
 const trainer = AdapterTrainer.create({
   model,
@@ -96,13 +98,9 @@ interface ClusterRun {
 }
 
 async function clusterRun(workers: number, jobSpec: string): Promise<ClusterRun> {
-  const prefix = h.uniquePrefix();
-  const coord = await h.startCoordinator(prefix);
-  const procs: h.Proc[] = [coord];
-  const c = h.client(coord.address);
+  const cluster = await startBenchCluster(workers);
+  const c = cluster.client;
   try {
-    for (let i = 0; i < workers; i++) procs.push(h.startWorker(coord.address, `b${i}`));
-    await h.waitWorkers(c, workers);
     const start = performance.now();
     const id = await c.submit(jobSpec);
     const events: ChorusEvent[] = [];
@@ -116,9 +114,7 @@ async function clusterRun(workers: number, jobSpec: string): Promise<ClusterRun>
     const last = Math.max(...m.map((e) => e.timeMs));
     return { tokensPerSec: ((cfg.steps - 1) * cfg.batch * cfg.seq) / ((last - first) / 1000), wall, events };
   } finally {
-    c.close();
-    await h.stopAll(procs);
-    await h.cleanNats(prefix);
+    await cluster.stop();
   }
 }
 

@@ -11,7 +11,8 @@ import { availableBackends, initEngine, type BackendChoice } from '../shared/ten
 import { makeLlamaConfig } from '../shared/model/config.ts';
 import { LlamaModel, initRandomWeights } from '../shared/model/llama.ts';
 import { AdapterTrainer } from '../shared/train/trainer.ts';
-import { DEFAULT_COTO, DEFAULT_TRAINING } from '../shared/spec/job-spec.ts';
+import { COTO_DEFAULTS } from '../shared/coto/schedule.ts';
+import { TRAINING_DEFAULTS } from '../shared/train/settings.ts';
 import { SplitMix32 } from '../shared/tensor/random.ts';
 import { measureMatmulGflops } from './matmul.ts';
 
@@ -68,13 +69,13 @@ async function child(backend: BackendChoice, steps: number, coto: boolean): Prom
       seed: 1,
       lora: {
         r: REF.r,
-        alpha: 2 * REF.r,
-        dropout: 0,
-        target_modules: ['q_proj', 'k_proj', 'v_proj', 'o_proj'],
-        use_rslora: false,
+        loraAlpha: 2 * REF.r,
+        loraDropout: 0,
+        targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj'],
+        useRslora: false,
       },
-      coto: { ...DEFAULT_COTO, enabled: coto },
-      training: { ...DEFAULT_TRAINING, steps: 1000, batch_size: REF.batch, seq_len: REF.seqLen, lr: 1e-3 },
+      coto: coto ? COTO_DEFAULTS : null,
+      training: { ...TRAINING_DEFAULTS, steps: 1000, batchSize: REF.batch, seqLen: REF.seqLen, lr: 1e-3 },
     },
     examples,
   });

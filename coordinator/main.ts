@@ -3,11 +3,11 @@
 import { join } from 'node:path';
 import { homedir } from 'node:os';
 import type * as grpc from '@grpc/grpc-js';
-import { Authenticator, loadTokens, type Tokens } from './auth.ts';
+import { Authenticator, loadTokens, type Tokens } from './rpc/auth.ts';
 import { Coordinator } from './coordinator.ts';
 import { NatsStore, type NatsOptions } from './nats-store.ts';
-import { closeMergePool } from './merge-pool.ts';
-import { bind, createServer, serverCredentials, type TlsOptions } from './server.ts';
+import { closeMergePool } from './merge/pool.ts';
+import { bind, createServer, serverCredentials, type TlsOptions } from './rpc/server.ts';
 
 export interface StartOptions {
   listen: string;

@@ -147,8 +147,32 @@ export class NatsStore {
     return this.objects.getBlob(name);
   }
 
+  /** An object a worker announced by name and SHA-256: exactly those bytes, or an error naming it. */
+  async getAnnounced(name: string, sha256: string): Promise<Uint8Array> {
+    const bytes = await this.getObject(name);
+    if (!bytes) throw new Error(`object ${name} is missing from the object store`);
+    const got = sha256Hex(bytes);
+    if (sha256 && got !== sha256)
+      throw new Error(`object ${name} has SHA-256 ${got} but the worker announced ${sha256}`);
+    return bytes;
+  }
+
   async hasObject(name: string): Promise<boolean> {
     const info = await this.objects.info(name);
     return !!info && !info.deleted;
+  }
+}
+
+/** Deletes everything a coordinator with this prefix created (events stream, KV buckets, object store). */
+export async function deleteNatsPrefix(nc: NatsConnection, prefix: string): Promise<void> {
+  const jsm = await nc.jetstreamManager();
+  const names = natsNames(prefix);
+  for (const stream of [
+    names.eventsStream,
+    `KV_${names.jobsBucket}`,
+    `KV_${names.workersBucket}`,
+    `OBJ_${names.objectStore}`,
+  ]) {
+    await jsm.streams.delete(stream).catch(() => undefined);
   }
 }

@@ -1,9 +1,11 @@
 // Records the coordinator keeps in JetStream KV (JSON). Everything needed to carry on after a
 // restart is in here; what is only in memory (gradient parts in flight) is re-sent by workers.
+import { LayerActivity } from '../shared/coto/activity.ts';
+import { parseJobSpec } from '../shared/job/parse.ts';
+import type { JobSpec } from '../shared/job/types.ts';
 import type { JobState } from '../shared/nats/events.ts';
-import type { JobSpec } from '../shared/spec/job-spec.ts';
 
-export type ShardState = 'pending' | 'assigned' | 'running' | 'finished' | 'failed';
+type ShardState = 'pending' | 'assigned' | 'running' | 'finished' | 'failed';
 
 export interface ShardRecord {
   id: string;
@@ -24,13 +26,13 @@ export interface ShardRecord {
   final: { object: string; sha256: string } | null;
 }
 
-export interface LayerStats {
-  /** Optimiser steps in which the layer's adapters were on, summed over replicas. */
-  activationCounts: number[];
-  lossActiveSum: number[];
-  lossActiveN: number[];
-  lossInactiveSum: number[];
-  lossInactiveN: number[];
+interface TaskMetrics {
+  steps: number;
+  tokens: number;
+  finalLoss: number | null;
+  /** v(no adapters) and v(all adapters) of the Shapley game, so readers can check Σφ = the gain. */
+  coalitionLoss?: { noAdapters: number; allAdapters: number };
+  shapleyNote?: string;
 }
 
 export interface JobRecord {
@@ -38,7 +40,9 @@ export interface JobRecord {
   name: string;
   state: JobState;
   reason: string;
+  /** The spec in its wire form (shared/job/wire.ts): what workers receive and what a restart parses. */
   specText: string;
+  /** specText parsed; not stored (a restart parses specText again). */
   spec: JobSpec;
   createdMs: number;
   updatedMs: number;
@@ -46,9 +50,9 @@ export interface JobRecord {
   artifacts: string[];
   /** Last merged round per task (sync: weights). */
   rounds: Record<string, { round: number; step: number; object: string; sha256: string }>;
-  layers: Record<string, LayerStats>;
-  /** Per-task final metrics for the report. */
-  metrics: Record<string, { steps: number; tokens: number; finalLoss: number | null; evalLoss?: number | null }>;
+  /** Per task: what CoTo did to each layer, over all replicas (sized on the first report). */
+  layers: Record<string, LayerActivity>;
+  metrics: Record<string, TaskMetrics>;
   shapley: Record<string, number[]>;
   /** Per task: gradient totals below this step are deleted from the object store (sync: gradients). */
   gradFloor?: Record<string, number>;
@@ -60,4 +64,19 @@ export interface WorkerRecord {
   state: 'online' | 'dead' | 'left';
   devices: { id: string; kind: string; description: string; memoryBytes: number }[];
   lastHeartbeatMs: number;
+}
+
+/** A job as stored in KV: everything but the parsed spec (LayerActivity serialises itself). */
+export function storedJob(job: JobRecord): string {
+  const { spec: _derived, ...stored } = job;
+  return JSON.stringify(stored);
+}
+
+export function jobFromStored(
+  json: Omit<JobRecord, 'spec' | 'layers'> & { layers: Record<string, unknown> },
+): JobRecord {
+  const layers: Record<string, LayerActivity> = {};
+  for (const [task, l] of Object.entries(json.layers ?? {}))
+    layers[task] = LayerActivity.fromJSON(l, `job ${json.id}: layers of ${task}`);
+  return { ...json, spec: parseJobSpec(json.specText, { sourcePath: `job ${json.id}` }), layers };
 }

@@ -96,9 +96,9 @@ async function main() {
   const schedule = {
     lr: Number(values.lr),
     steps,
-    warmup_steps: Math.min(Number(values.warmup), Math.floor(steps / 2)),
+    warmupSteps: Math.min(Number(values.warmup), Math.floor(steps / 2)),
     schedule: 'cosine' as const,
-    min_lr_ratio: 0,
+    minLrRatio: 0,
   };
   await initEngine(undefined, { quiet: false });
   const model = LlamaModel.fromTensors(BASE_CONFIG, initialWeights(BASE_CONFIG, seed), 'initial weights', {

@@ -96,7 +96,7 @@ export function generate(op: Op, count: number, seed: number, exclude?: Set<stri
 
 export const inputOf = (e: Example) => e.prompt.slice(e.prompt.indexOf(':') + 1, -1);
 
-export function toJsonl(examples: Example[]): string {
+function toJsonl(examples: Example[]): string {
   return examples.map((e) => JSON.stringify(e)).join('\n') + '\n';
 }
 

@@ -44,7 +44,7 @@ function cpuSlots(n: number): DeviceSpec[] {
   }));
 }
 
-export function detectGpus(): DeviceSpec[] {
+function detectGpus(): DeviceSpec[] {
   try {
     const out = execFileSync('nvidia-smi', ['--query-gpu=index,name,memory.total', '--format=csv,noheader,nounits'], {
       encoding: 'utf8',

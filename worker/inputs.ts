@@ -6,7 +6,7 @@ import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from '
 import { dirname, join, normalize } from 'node:path';
 import { ChorusError } from '../shared/errors.ts';
 import { OBJECT_SCHEME, type DirManifest } from '../shared/client/uploads.ts';
-import type { ResolvedTask } from '../shared/spec/job-spec.ts';
+import type { ResolvedTask } from '../shared/job/types.ts';
 
 type Fetch = (object: string) => Promise<Uint8Array>;
 
@@ -26,7 +26,7 @@ async function fetchVerified(fetch: Fetch, object: string, digest: string, dest:
   renameSync(part, dest);
 }
 
-export async function localPath(uri: string, cacheDir: string, fetch: Fetch): Promise<string> {
+async function localPath(uri: string, cacheDir: string, fetch: Fetch): Promise<string> {
   if (!uri.startsWith(OBJECT_SCHEME)) return uri;
   const [kind, digest, name] = uri.slice(OBJECT_SCHEME.length).split('/');
   if (!hexOk(digest ?? '')) throw new ChorusError(`${uri}: not a valid chorus object URI`);

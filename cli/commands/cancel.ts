@@ -1,6 +1,6 @@
 // `chorus cancel <id>`
 import type { Command } from 'commander';
-import { clientFrom, clientOptions } from '../../shared/client/cli.ts';
+import { clientFrom, clientOptions } from './client-options.ts';
 
 export function register(program: Command): void {
   clientOptions(program.command('cancel'))

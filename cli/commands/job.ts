@@ -1,6 +1,6 @@
 // `chorus job <id>`: a job's state, shards and artifacts.
 import type { Command } from 'commander';
-import { clientFrom, clientOptions } from '../../shared/client/cli.ts';
+import { clientFrom, clientOptions } from './client-options.ts';
 
 export function register(program: Command): void {
   clientOptions(program.command('job'))

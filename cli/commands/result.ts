@@ -1,6 +1,6 @@
 // `chorus result <id> --out DIR`: PEFT directories per task (+ merged) and report.json.
 import type { Command } from 'commander';
-import { clientFrom, clientOptions } from '../../shared/client/cli.ts';
+import { clientFrom, clientOptions } from './client-options.ts';
 
 export function register(program: Command): void {
   clientOptions(program.command('result'))

@@ -2,8 +2,8 @@
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { ChorusError } from '../../shared/errors.ts';
-import { clientFrom, clientOptions } from '../../shared/client/cli.ts';
-import { loadJobSpec } from '../../shared/spec/job-spec.ts';
+import { clientFrom, clientOptions } from './client-options.ts';
+import { loadJobSpec } from '../../shared/job/parse.ts';
 import { formatEvent } from './watch.ts';
 import { uploadSpecInputs } from '../../shared/client/uploads.ts';
 
@@ -21,9 +21,7 @@ export function register(program: Command): void {
       const client = clientFrom(o);
       try {
         const sent = o.upload ? await uploadSpecInputs(client, spec, (l) => console.error(l)) : spec;
-        const { sourcePath: _drop, ...portable } = sent;
-        void _drop;
-        const id = await client.submit(JSON.stringify(portable, null, 2), o.name ?? '');
+        const id = await client.submitSpec(sent, o.name ?? '');
         console.log(id);
         if (o.wait) {
           const job = await client.wait(id, (ev) => console.error(formatEvent(ev)));

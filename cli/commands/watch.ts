@@ -1,6 +1,6 @@
 // `chorus watch <id>`: the job's events from the first, live until it ends.
 import type { Command } from 'commander';
-import { clientFrom, clientOptions } from '../../shared/client/cli.ts';
+import { clientFrom, clientOptions } from './client-options.ts';
 import type { ChorusEvent } from '../../shared/client/index.ts';
 
 export function formatEvent(ev: ChorusEvent): string {

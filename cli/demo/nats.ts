@@ -27,7 +27,7 @@ export interface DemoNats {
 }
 
 /** True when a NATS server with JetStream answers at `url`. */
-export async function natsAnswers(url: string, timeoutMs = 1500): Promise<boolean> {
+async function natsAnswers(url: string, timeoutMs = 1500): Promise<boolean> {
   try {
     const nc = await connect({ servers: url, timeout: timeoutMs, reconnect: false });
     try {
@@ -46,7 +46,7 @@ export async function natsAnswers(url: string, timeoutMs = 1500): Promise<boolea
 }
 
 /** nats-server on PATH, or in the sbin folders Debian's package uses. */
-export const EXTRA_NATS_DIRS = ['/usr/sbin', '/usr/local/sbin', '/opt/homebrew/bin'];
+const EXTRA_NATS_DIRS = ['/usr/sbin', '/usr/local/sbin', '/opt/homebrew/bin'];
 
 export function findNatsServer(pathEnv = process.env.PATH ?? '', extraDirs = EXTRA_NATS_DIRS): string | null {
   const dirs = [...pathEnv.split(delimiter).filter(Boolean), ...extraDirs];
@@ -78,7 +78,7 @@ export function portFree(port: number): Promise<boolean> {
 }
 
 /** Starts `nats-server -js` on a free loopback port with its store in a fresh temp dir. */
-export async function startPrivateNats(binary: string): Promise<DemoNats> {
+async function startPrivateNats(binary: string): Promise<DemoNats> {
   const dir = mkdtempSync(join(tmpdir(), 'chorus-nats-'));
   const port = await freePort();
   const url = `nats://127.0.0.1:${port}`;

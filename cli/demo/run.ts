@@ -9,9 +9,10 @@ import { connect, type NatsConnection } from 'nats';
 import { ChorusClient } from '../../shared/client/index.ts';
 import { ChorusError } from '../../shared/errors.ts';
 import { isTerminal } from '../../shared/nats/events.ts';
-import { natsNames } from '../../shared/nats/subjects.ts';
+import { deleteNatsPrefix } from '../../coordinator/nats-store.ts';
 import { createProgress } from '../../shared/progress/index.ts';
-import { loadJobSpec } from '../../shared/spec/job-spec.ts';
+import { loadJobSpec } from '../../shared/job/parse.ts';
+import { specToWire } from '../../shared/job/wire.ts';
 import { initEngine } from '../../shared/tensor/engine.ts';
 import { createScorer, readExamples } from '../../demo/engine-score.ts';
 import { ALL_OPS } from '../../demo/tasks.ts';
@@ -48,7 +49,7 @@ export async function cleanup(): Promise<void> {
   await stopAll();
   if (res.nc) {
     // On a shared NATS server, remove what this run's private prefix created.
-    if (res.prefix && res.nats && !res.nats.owned) await dropPrefix(res.nc, res.prefix).catch(() => {});
+    if (res.prefix && res.nats && !res.nats.owned) await deleteNatsPrefix(res.nc, res.prefix).catch(() => {});
     await res.nc.close().catch(() => {});
   }
   res.nc = undefined;
@@ -56,18 +57,6 @@ export async function cleanup(): Promise<void> {
   res.nats = undefined;
   if (res.tmp) rmSync(res.tmp, { recursive: true, force: true });
   res.tmp = undefined;
-}
-
-async function dropPrefix(nc: NatsConnection, prefix: string): Promise<void> {
-  const jsm = await nc.jetstreamManager();
-  const names = natsNames(prefix);
-  const mine = new Set([
-    names.eventsStream,
-    `KV_${names.jobsBucket}`,
-    `KV_${names.workersBucket}`,
-    `OBJ_${names.objectStore}`,
-  ]);
-  for await (const s of jsm.streams.list()) if (mine.has(s.config.name)) await jsm.streams.delete(s.config.name);
 }
 
 export async function runDemo(o: DemoOptions): Promise<void> {
@@ -81,11 +70,12 @@ export async function runDemo(o: DemoOptions): Promise<void> {
   // The spec is validated here (errors name the field) and sent with absolute paths.
   const spec = loadJobSpec(o.spec);
   if (o.steps) {
-    const warmup = Math.min(spec.training.warmup_steps ?? 0, Math.floor(o.steps / 10));
-    spec.training = { ...spec.training, steps: o.steps, warmup_steps: warmup, checkpoint_every: 0 };
+    const steps = o.steps;
+    spec.tasks = spec.tasks.map((t) => {
+      const warmupSteps = Math.min(t.training.warmupSteps, Math.floor(steps / 10));
+      return { ...t, training: { ...t.training, steps, warmupSteps, checkpointEvery: 0 } };
+    });
   }
-  const { sourcePath: _drop, ...portable } = spec;
-  void _drop;
   const shards = spec.tasks.reduce((n, t) => n + t.replicas, 0);
   if (o.workers * o.devicesPerWorker < shards) {
     throw new ChorusError(
@@ -148,14 +138,14 @@ export async function runDemo(o: DemoOptions): Promise<void> {
     );
     say(`  worker-${i}   pid ${w.child.pid}, ${o.devicesPerWorker} CPU runners`);
   }
-  await waitForWorkers(res.client, o.workers, 60000);
+  await res.client.waitForWorkers(o.workers, 60000);
 
   // Kept to remove this run's streams from a shared NATS server at the end.
   res.nc = await connect({ servers: res.nats.url });
   if (dashboardPort !== null)
     say(`  dashboard  http://127.0.0.1:${dashboardPort}   (served by the coordinator; metrics: /metrics)`);
 
-  const jobId = await res.client.submit(JSON.stringify(portable, null, 2), spec.name ?? 'demo');
+  const jobId = await res.client.submitSpec(spec, spec.name ?? 'demo');
   say(
     `\nsubmitted job ${jobId}: ${spec.tasks.map((t) => `${t.name}×${t.replicas}`).join(', ')} (${shards} shards)  [${secs()}]`,
   );
@@ -182,7 +172,7 @@ export async function runDemo(o: DemoOptions): Promise<void> {
   }
   say(`\njob ${jobId} succeeded after ${secs()}; downloading its artifacts`);
   await res.client.downloadResult(jobId, runDir);
-  writeFileSync(join(runDir, 'job.json'), JSON.stringify(portable, null, 2) + '\n');
+  writeFileSync(join(runDir, 'job.json'), specToWire(spec) + '\n');
 
   // Training is over: stop the cluster before scoring so the scorer has the CPUs.
   await stopAll();
@@ -191,8 +181,8 @@ export async function runDemo(o: DemoOptions): Promise<void> {
 
   say('scoring the base model, each task adapter and the merged adapter …');
   await initEngine(undefined, { quiet: true });
-  const scorer = await createScorer(spec.base_model);
-  const merged = spec.merge !== 'none' ? join(runDir, 'merged') : null;
+  const scorer = await createScorer(spec.baseModel);
+  const merged = spec.merge ? join(runDir, 'merged') : null;
   const rows: ScoreRow[] = [];
   for (const t of spec.tasks) {
     const examples = readExamples(t.data.eval ?? t.data.train);
@@ -210,12 +200,12 @@ export async function runDemo(o: DemoOptions): Promise<void> {
   }
   writeFileSync(join(runDir, 'scores.json'), JSON.stringify(rows, null, 2) + '\n');
   say('');
-  say(formatTable(rows, spec.merge !== 'none' ? spec.merge.method : null));
+  say(formatTable(rows, spec.merge ? spec.merge.method : null));
   const rel = relative(process.cwd(), runDir) || '.';
   say('');
   say(`artifacts in ${rel}/:`);
   const entries: Array<[string, string]> = spec.tasks.map((t) => [`${t.name}/`, `PEFT adapter of task ${t.name}`]);
-  if (merged && spec.merge !== 'none')
+  if (merged && spec.merge)
     entries.push(['merged/', `PEFT adapter merging the ${spec.tasks.length} task adapters (${spec.merge.method})`]);
   entries.push(['report.json', 'job report: per-task losses, per-layer CoTo activation counts and Shapley estimates']);
   entries.push(
@@ -226,15 +216,4 @@ export async function runDemo(o: DemoOptions): Promise<void> {
   const w = Math.max(...entries.map((e) => e[0].length)) + 2;
   for (const [name, what] of entries) say(`  ${name.padEnd(w)}${what}`);
   say(`done in ${secs()}`);
-}
-
-async function waitForWorkers(client: ChorusClient, n: number, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const online = (await client.workers()).filter((w) => w.state === 'online');
-    if (online.length >= n) return;
-    if (Date.now() > deadline)
-      throw new ChorusError(`only ${online.length} of ${n} workers registered within ${timeoutMs / 1000} s`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
 }

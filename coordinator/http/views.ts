@@ -14,7 +14,7 @@ export interface WorkerView {
 }
 
 /** Jobs kept in memory; the oldest finished ones are forgotten first. */
-export const MAX_JOBS = 200;
+const MAX_JOBS = 200;
 
 export class ClusterView {
   readonly jobs = new Map<string, JobView>();

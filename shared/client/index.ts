@@ -1,10 +1,13 @@
 // The TypeScript client of a Chorus coordinator — what `chorus submit/jobs/watch/...` use, and what
 // programs import (`import { ChorusClient } from 'chorus'`). Bearer token as per-call metadata, so
 // it works on both TLS and plaintext channels.
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { ChorusError } from '../errors.ts';
+import { loadJobSpec } from '../job/parse.ts';
+import type { JobSpec } from '../job/types.ts';
+import { specToWire } from '../job/wire.ts';
 import {
   JobServiceClient,
   type BlobChunk,
@@ -104,9 +107,14 @@ export class ChorusClient {
     return res.jobId;
   }
 
-  /** Submits the spec file at `path`. */
-  submitFile(path: string): Promise<string> {
-    return this.submit(readFileSync(path, 'utf8'));
+  /** Submits a parsed spec (paths must be readable by the workers, or uploaded). */
+  submitSpec(spec: JobSpec, name = ''): Promise<string> {
+    return this.submit(specToWire(spec), name);
+  }
+
+  /** Submits the spec file at `path`, validated here first, its relative paths resolved against its folder. */
+  submitFile(path: string, name = ''): Promise<string> {
+    return this.submitSpec(loadJobSpec(path), name);
   }
 
   get(jobId: string): Promise<Job> {
@@ -123,6 +131,17 @@ export class ChorusClient {
 
   async workers(): Promise<WorkerInfo[]> {
     return (await this.unary<ListWorkersResponse>((md, cb) => this.rpc.listWorkers({}, md, cb))).workers;
+  }
+  /** Resolves once at least `n` workers are online; rejects after `timeoutMs`. */
+  async waitForWorkers(n: number, timeoutMs = 60_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const online = (await this.workers()).filter((w) => w.state === 'online');
+      if (online.length >= n) return;
+      if (Date.now() > deadline)
+        throw new ChorusError(`only ${online.length} of ${n} workers registered within ${timeoutMs / 1000} s`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
   }
 
   /** The job's events from its first one, then live until the job ends (the iterator then returns). */

@@ -6,7 +6,8 @@ import { sha256Hex } from '../digest.ts';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, join, relative } from 'node:path';
 import { ChorusError } from '../errors.ts';
-import type { JobSpec } from '../spec/job-spec.ts';
+import type { JobSpec } from '../job/types.ts';
+import { mapInputPaths } from '../job/wire.ts';
 import type { ChorusClient } from './index.ts';
 
 export const OBJECT_SCHEME = 'chorus-object://';
@@ -16,7 +17,7 @@ export interface DirManifest {
   files: Record<string, { object: string; sha256: string; size: number }>;
 }
 
-export const isObjectUri = (p: string) => p.startsWith(OBJECT_SCHEME);
+const isObjectUri = (p: string) => p.startsWith(OBJECT_SCHEME);
 
 async function uploadFile(
   client: ChorusClient,
@@ -29,7 +30,7 @@ async function uploadFile(
   return { object, sha256: digest, size: data.length };
 }
 
-async function uploadDir(client: ChorusClient, dir: string, log: (s: string) => void): Promise<string> {
+async function uploadDir(client: ChorusClient, dir: string, field: string, log: (s: string) => void): Promise<string> {
   const manifest: DirManifest = { files: {} };
   const walk = (d: string) => {
     for (const name of readdirSync(d).sort()) {
@@ -39,7 +40,7 @@ async function uploadDir(client: ChorusClient, dir: string, log: (s: string) => 
     }
   };
   walk(dir);
-  if (Object.keys(manifest.files).length === 0) throw new ChorusError(`base_model: ${dir} is empty`);
+  if (Object.keys(manifest.files).length === 0) throw new ChorusError(`${field}: ${dir} is empty`);
   for (const rel of Object.keys(manifest.files)) {
     manifest.files[rel] = await uploadFile(client, join(dir, rel));
     log(`uploaded ${join(dir, rel)} (${manifest.files[rel].size} bytes)`);
@@ -56,20 +57,19 @@ export async function uploadSpecInputs(
   spec: JobSpec,
   log: (s: string) => void = () => {},
 ): Promise<JobSpec> {
-  const out: JobSpec = structuredClone(spec);
-  if (!isObjectUri(out.base_model)) {
-    try {
-      if (!statSync(out.base_model).isDirectory()) throw new Error('not a directory');
-    } catch {
-      throw new ChorusError(`base_model: ${out.base_model} is not a readable directory`);
-    }
-    out.base_model = await uploadDir(client, out.base_model, log);
-  }
   const done = new Map<string, string>();
-  const file = async (p: string, field: string) => {
+  return mapInputPaths(spec, async (p, { kind, field }) => {
     if (isObjectUri(p)) return p;
     let uri = done.get(p);
-    if (!uri) {
+    if (uri) return uri;
+    if (kind === 'model') {
+      try {
+        if (!statSync(p).isDirectory()) throw new Error('not a directory');
+      } catch {
+        throw new ChorusError(`${field}: ${p} is not a readable directory`);
+      }
+      uri = await uploadDir(client, p, field, log);
+    } else {
       try {
         statSync(p);
       } catch {
@@ -78,13 +78,8 @@ export async function uploadSpecInputs(
       const info = await uploadFile(client, p);
       log(`uploaded ${p} (${info.size} bytes)`);
       uri = `${OBJECT_SCHEME}file/${info.sha256}/${basename(p)}`;
-      done.set(p, uri);
     }
+    done.set(p, uri);
     return uri;
-  };
-  for (const [i, t] of out.tasks.entries()) {
-    t.data.train = await file(t.data.train, `tasks[${i}].data.train`);
-    if (t.data.eval) t.data.eval = await file(t.data.eval, `tasks[${i}].data.eval`);
-  }
-  return out;
+  });
 }

@@ -1,25 +1,26 @@
-// CoTo progressive activation (see ../shared/CoTo.md). Pure functions; no state. Public API:
-//   interface CotoScheduleOptions { pStart=0.1, pEnd=1, rampFraction=0.75 }
-//   cotoProbability(step, totalSteps, opts?) → p        p0 + (p1−p0)·step/ceil(ramp·total), capped at p1
-//   cotoUniform(seed, step, layer, attempt) → u ∈ [0,1)  counter-based (splitmix64 over the key)
-//   cotoMask(seed, step, numLayers, p) → boolean[]       layer on iff u ≤ p; redraws all layers with
-//                                                        attempt+1 while none is on
-//   cotoMaskForStep(seed, step, totalSteps, numLayers, opts?) convenience: both of the above
-//   class ActivationCounter                              per-layer active-step counts, JSON round trip
-// Masks depend only on (seed, step, layer, attempt), so every replica and every restarted
-// process computes the same mask for the same optimiser step.
+// CoTo progressive activation (docs/COTO.md): at optimiser step t every layer's adapters are on with
+// probability p(t) = p0 + (p1 − p0)·t/ceil(ramp·total), capped at p1; one draw per layer, at least one
+// layer on, no rescaling. Pure functions: masks depend only on (seed, step, layer, attempt), so every
+// replica and every restarted process computes the same mask for the same optimiser step.
 import { ChorusError } from '../errors.ts';
 
-export interface CotoScheduleOptions {
-  pStart?: number;
-  pEnd?: number;
-  rampFraction?: number;
+export interface CotoSchedule {
+  /** p at step 0. */
+  pStart: number;
+  /** p once the ramp is over (1 in the paper: the end of training sees every adapter). */
+  pEnd: number;
+  /** Fraction of the steps over which p ramps from pStart to pEnd. */
+  rampFraction: number;
 }
 
-export function cotoProbability(step: number, totalSteps: number, opts: CotoScheduleOptions = {}): number {
-  const p0 = opts.pStart ?? 0.1;
-  const p1 = opts.pEnd ?? 1;
-  const ramp = opts.rampFraction ?? 0.75;
+/** The published scheduler's defaults. */
+export const COTO_DEFAULTS: CotoSchedule = { pStart: 0.1, pEnd: 1, rampFraction: 0.75 };
+
+/** p(step); `opts` overrides COTO_DEFAULTS field by field. */
+export function cotoProbability(step: number, totalSteps: number, opts: Partial<CotoSchedule> = {}): number {
+  const p0 = opts.pStart ?? COTO_DEFAULTS.pStart;
+  const p1 = opts.pEnd ?? COTO_DEFAULTS.pEnd;
+  const ramp = opts.rampFraction ?? COTO_DEFAULTS.rampFraction;
   if (!(p0 >= 0 && p0 <= 1) || !(p1 >= 0 && p1 <= 1))
     throw new ChorusError(`coto: probabilities must lie in [0, 1] (got start ${p0}, end ${p1})`);
   if (!(ramp >= 0 && ramp <= 1)) throw new ChorusError(`coto: ramp fraction must lie in [0, 1], got ${ramp}`);
@@ -85,72 +86,19 @@ export function cotoMask(seed: number | bigint, step: number, numLayers: number,
   return mask;
 }
 
-export function cotoMaskForStep(
+/** p at `step` for a task; 1 when CoTo is off (`schedule` null): plain LoRA trains every layer. */
+export function probabilityAt(schedule: CotoSchedule | null, step: number, totalSteps: number): number {
+  return schedule ? cotoProbability(step, totalSteps, schedule) : 1;
+}
+
+/** The layers whose adapters train at optimiser step `step` (every layer when CoTo is off). */
+export function activeLayersAt(
+  schedule: CotoSchedule | null,
   seed: number | bigint,
   step: number,
   totalSteps: number,
   numLayers: number,
-  opts: CotoScheduleOptions = {},
 ): boolean[] {
-  return cotoMask(seed, step, numLayers, cotoProbability(step, totalSteps, opts));
-}
-
-export interface ActivationCountsJson {
-  numLayers: number;
-  steps: number;
-  counts: number[];
-}
-
-/** How many optimiser steps each layer's adapter was active in. */
-export class ActivationCounter {
-  readonly counts: number[];
-  steps = 0;
-
-  constructor(readonly numLayers: number) {
-    this.counts = new Array<number>(numLayers).fill(0);
-  }
-
-  record(mask: readonly boolean[]): void {
-    if (mask.length !== this.numLayers)
-      throw new ChorusError(`coto: mask has ${mask.length} layers, expected ${this.numLayers}`);
-    mask.forEach((on, l) => {
-      if (on) this.counts[l]++;
-    });
-    this.steps++;
-  }
-
-  /** Fraction of recorded steps each layer was on. */
-  rates(): number[] {
-    return this.counts.map((c) => (this.steps ? c / this.steps : 0));
-  }
-
-  /** Adds another counter's counts (e.g. from replicas or shards). */
-  add(other: ActivationCounter): void {
-    if (other.numLayers !== this.numLayers)
-      throw new ChorusError(`coto: cannot add counts of ${other.numLayers} layers to ${this.numLayers}`);
-    other.counts.forEach((c, l) => (this.counts[l] += c));
-    this.steps += other.steps;
-  }
-
-  toJSON(): ActivationCountsJson {
-    return { numLayers: this.numLayers, steps: this.steps, counts: [...this.counts] };
-  }
-
-  static fromJSON(json: unknown, source = 'activation counts'): ActivationCounter {
-    const o = json as Partial<ActivationCountsJson> | null;
-    const isCount = (v: unknown) => typeof v === 'number' && Number.isInteger(v) && v >= 0;
-    if (!o || typeof o !== 'object') throw new ChorusError(`${source}: expected an object`);
-    if (!isCount(o.numLayers) || o.numLayers === 0)
-      throw new ChorusError(`${source}: numLayers must be a positive integer`);
-    if (!isCount(o.steps)) throw new ChorusError(`${source}: steps must be a non-negative integer`);
-    if (!Array.isArray(o.counts) || o.counts.length !== o.numLayers || !o.counts.every(isCount)) {
-      throw new ChorusError(`${source}: counts must be ${o.numLayers} non-negative integers`);
-    }
-    if (o.counts.some((c) => c > o.steps!))
-      throw new ChorusError(`${source}: a layer count exceeds steps (${o.steps})`);
-    const c = new ActivationCounter(o.numLayers!);
-    o.counts.forEach((v, l) => (c.counts[l] = v));
-    c.steps = o.steps!;
-    return c;
-  }
+  if (!schedule) return new Array<boolean>(numLayers).fill(true);
+  return cotoMask(seed, step, numLayers, cotoProbability(step, totalSteps, schedule));
 }

@@ -48,7 +48,7 @@ function checkOptions(opts: BatchOptions, n: number): void {
 }
 
 /** Packs the given examples into one batch (rows beyond an example's length are padding). */
-export function packBatch(examples: readonly TokenExample[], indices: number[], seqLen: number, padId: number): Batch {
+function packBatch(examples: readonly TokenExample[], indices: number[], seqLen: number, padId: number): Batch {
   const B = indices.length;
   const inputIds = new Int32Array(B * seqLen).fill(padId);
   const targetMask = new Float32Array(B * seqLen);
@@ -59,6 +59,13 @@ export function packBatch(examples: readonly TokenExample[], indices: number[], 
     for (let t = 1; t < len; t++) targetMask[r * seqLen + t] = ex.lossMask[t];
   }
   return { inputIds, targetMask, batchSize: B, seqLen, exampleIndices: indices };
+}
+
+function checkCursor(cursor: Cursor, n: number): void {
+  const { epoch, index } = cursor;
+  if (!Number.isInteger(epoch) || epoch < 0 || !Number.isInteger(index) || index < 0 || index > n) {
+    throw new ChorusError(`batching: invalid cursor ${JSON.stringify(cursor)} for ${n} examples`);
+  }
 }
 
 function orderFor(n: number, opts: BatchOptions, epoch: number): Uint32Array {
@@ -96,15 +103,7 @@ export class BatchStream {
     cursor: Cursor = { epoch: 0, index: 0 },
   ) {
     checkOptions(opts, examples.length);
-    if (
-      !Number.isInteger(cursor.epoch) ||
-      cursor.epoch < 0 ||
-      !Number.isInteger(cursor.index) ||
-      cursor.index < 0 ||
-      cursor.index > examples.length
-    ) {
-      throw new ChorusError(`batching: invalid cursor ${JSON.stringify(cursor)} for ${examples.length} examples`);
-    }
+    checkCursor(cursor, examples.length);
     this.epoch = cursor.epoch;
     this.index = cursor.index;
     this.order = orderFor(examples.length, opts, this.epoch);
@@ -115,6 +114,14 @@ export class BatchStream {
     return this.index >= this.order.length
       ? { epoch: this.epoch + 1, index: 0 }
       : { epoch: this.epoch, index: this.index };
+  }
+
+  /** Continues from `cursor` (a checkpoint's), as if the stream had been read up to there. */
+  seek(cursor: Cursor): void {
+    checkCursor(cursor, this.examples.length);
+    this.epoch = cursor.epoch;
+    this.index = cursor.index;
+    this.order = orderFor(this.examples.length, this.opts, this.epoch);
   }
 
   next(): Batch {
@@ -141,4 +148,27 @@ export function shardExamples<T>(examples: readonly T[], replica: number, replic
   if (examples.length < replicas)
     throw new ChorusError(`sharding: ${examples.length} examples cannot feed ${replicas} replicas`);
   return examples.filter((_, i) => i % replicas === replica);
+}
+
+/**
+ * The training batches of data-parallel replica `replica` of `replicas`: its shard of the examples
+ * (shardExamples), shuffled per epoch from `seed`. `source` names the data in errors.
+ */
+export function replicaBatchStream(
+  examples: readonly TokenExample[],
+  opts: BatchOptions & { replica: number; replicas: number; source: string },
+): BatchStream {
+  if (examples.length < opts.replicas) {
+    throw new ChorusError(`${opts.source}: ${examples.length} examples cannot feed ${opts.replicas} replicas`);
+  }
+  return new BatchStream(shardExamples(examples, opts.replica, opts.replicas), opts);
+}
+
+/** Evaluation batches in file order, the last one possibly smaller; at most maxBatches. */
+export function evalBatches(
+  examples: readonly TokenExample[],
+  opts: { batchSize: number; seqLen: number; padId: number; maxBatches?: number },
+): Batch[] {
+  if (examples.length === 0) return [];
+  return makeBatches(examples, { ...opts, seed: 0, shuffle: false }).slice(0, opts.maxBatches ?? Infinity);
 }

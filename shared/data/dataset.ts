@@ -12,8 +12,6 @@ import { readFile } from 'node:fs/promises';
 import { ChorusError } from '../errors.ts';
 import type { Tokenizer } from './tokenizer.ts';
 
-export { makeBatches, BatchStream, shardExamples, type Batch, type BatchOptions, type Cursor } from './batches.ts';
-
 export interface Example {
   inputIds: Int32Array;
   lossMask: Uint8Array;

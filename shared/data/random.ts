@@ -4,7 +4,7 @@
 // order never changes when the weight-initialisation generator does.)
 
 /** SplitMix32-style generator: 32-bit state, passes the statistical needs of shuffling. */
-export class DataRng {
+class DataRng {
   private state: number;
 
   constructor(seed: number, stream = 0) {

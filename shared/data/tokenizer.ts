@@ -33,8 +33,8 @@ export interface Tokenizer {
   readonly kind: 'bytes' | 'hf';
 }
 
-export const BYTE_BOS_ID = 256;
-export const BYTE_EOS_ID = 257;
+const BYTE_BOS_ID = 256;
+const BYTE_EOS_ID = 257;
 
 export class ByteTokenizer implements Tokenizer {
   readonly kind = 'bytes' as const;
@@ -65,7 +65,7 @@ export class ByteTokenizer implements Tokenizer {
 }
 
 /** GPT-2's byte → printable character table used by ByteLevel pre-tokenizers and decoders. */
-export function bytesToUnicode(): string[] {
+function bytesToUnicode(): string[] {
   const bs: number[] = [];
   for (let b = 0x21; b <= 0x7e; b++) bs.push(b);
   for (let b = 0xa1; b <= 0xac; b++) bs.push(b);

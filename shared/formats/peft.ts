@@ -23,11 +23,11 @@ import {
   type TensorView,
 } from './safetensors.ts';
 
-export const ADAPTER_WEIGHTS = 'adapter_model.safetensors';
-export const ADAPTER_CONFIG = 'adapter_config.json';
-export const PEFT_KEY_PREFIX = 'base_model.model.';
+const ADAPTER_WEIGHTS = 'adapter_model.safetensors';
+const ADAPTER_CONFIG = 'adapter_config.json';
+const PEFT_KEY_PREFIX = 'base_model.model.';
 
-export function peftKey(modulePath: string, which: 'A' | 'B'): string {
+function peftKey(modulePath: string, which: 'A' | 'B'): string {
   return `${PEFT_KEY_PREFIX}${modulePath}.lora_${which}.weight`;
 }
 
@@ -35,7 +35,7 @@ export function peftKey(modulePath: string, which: 'A' | 'B'): string {
 // Config
 
 /** The parts of adapter_config.json that decide how the weights are interpreted. */
-export interface ParsedPeftConfig {
+interface ParsedPeftConfig {
   config: LoraConfig;
   targets: TargetSpec;
 }
@@ -70,7 +70,7 @@ function isPatternMap(check: (v: unknown) => boolean) {
     v !== null && typeof v === 'object' && !Array.isArray(v) && Object.values(v as object).every(check);
 }
 
-export function parsePeftConfig(raw: unknown, src: string): ParsedPeftConfig {
+function parsePeftConfig(raw: unknown, src: string): ParsedPeftConfig {
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw))
     throw new ChorusError(`${src}: must be a JSON object`);
   const o = raw as Record<string, unknown>;
@@ -164,7 +164,7 @@ function groupKeys(tensors: Map<string, TensorView>, src: string): Map<string, {
 }
 
 /** Builds an adapter from a parsed config and the adapter_model.safetensors tensors. */
-export function adapterFromPeft(parsed: ParsedPeftConfig, tensors: Map<string, TensorView>, src: string): LoraAdapter {
+function adapterFromPeft(parsed: ParsedPeftConfig, tensors: Map<string, TensorView>, src: string): LoraAdapter {
   const { config, targets } = parsed;
   const modules = new Map<string, LoraModule>();
   const grouped = groupKeys(tensors, src);
@@ -270,7 +270,7 @@ const close = (x: number, y: number) => Math.abs(x - y) <= 1e-6 * Math.max(1, Ma
  * r / lora_alpha and the adapter's own patterns give get exact-path entries, placed first because
  * PEFT takes the first matching key.
  */
-export function peftConfigJson(adapter: LoraAdapter): Record<string, unknown> {
+function peftConfigJson(adapter: LoraAdapter): Record<string, unknown> {
   const c = adapter.config;
   const rankPattern: Record<string, number> = {};
   const alphaPattern: Record<string, number> = {};

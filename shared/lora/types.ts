@@ -43,6 +43,15 @@ export interface LoraAdapter {
   modules: Map<string, LoraModule>;
 }
 
+/** What an adapter gets for settings a job does not give (PEFT's defaults, but r 8 and alpha 16). */
+export const LORA_DEFAULTS: Pick<LoraConfig, 'r' | 'loraAlpha' | 'loraDropout' | 'targetModules' | 'useRslora'> = {
+  r: 8,
+  loraAlpha: 16,
+  loraDropout: 0,
+  targetModules: ['q_proj', 'v_proj'],
+  useRslora: false,
+};
+
 export function loraScaling(alpha: number, rank: number, useRslora: boolean): number {
   return useRslora ? alpha / Math.sqrt(rank) : alpha / rank;
 }

@@ -20,7 +20,7 @@ export interface ProgressRenderer {
   close(): void;
 }
 
-export function shardLine(s: ShardView): string {
+function shardLine(s: ShardView): string {
   const tps = s.tokensPerSec === null ? '' : ` ${Math.round(s.tokensPerSec)} tok/s`;
   return `${shardLabel(s)} step ${s.step}/${s.totalSteps || '?'} loss ${fmt(s.loss, 4)} p(t) ${fmt(s.p, 2)}${tps} [${s.status}${s.worker ? ` on ${s.worker}` : ''}]`;
 }

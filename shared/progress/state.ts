@@ -2,7 +2,7 @@
 // dashboard and tests all read the same reducer, so they agree on what the job is doing.
 import type { ChorusEvent, JobState } from '../nats/events.ts';
 
-export type ShardStatus = 'waiting' | 'assigned' | 'running' | 'finished' | 'failed';
+type ShardStatus = 'waiting' | 'assigned' | 'running' | 'finished' | 'failed';
 
 export interface ShardView {
   shardId: string;
@@ -23,7 +23,7 @@ export interface ShardView {
   curve: Array<[number, number, number]>;
 }
 
-export interface TaskLayers {
+interface TaskLayers {
   activationCounts: number[];
   meanLossActive: Array<number | null>;
   meanLossInactive: Array<number | null>;

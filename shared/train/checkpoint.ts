@@ -1,28 +1,28 @@
-// Training checkpoints: <run>/checkpoints/step-N/ holds
-//   adapter_model.safetensors + adapter_config.json   the adapter (a PEFT directory on its own)
-//   optimizer.safetensors                             Adam moments: exp_avg.<module>.lora_A|B, exp_avg_sq.…
-//   trainer_state.json                                step, Adam step counts, data cursor, RNG, CoTo counts
-// A checkpoint is written into a temporary directory and renamed into place, so a crash mid-write
-// never leaves a step-N that --resume would trust.
-import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
-import { ChorusError, errorMessage } from '../errors.ts';
-import { readPeftAdapter, writePeftAdapter } from '../formats/peft.ts';
+// The one encoding of a trainer checkpoint, in two containers. Per-module flat state goes into
+// tensors named "<kind>.<module path>.lora_A|B" (kind: params, exp_avg, exp_avg_sq), everything else
+// (step, Adam step counts, data cursor, CoTo counts, seed) into one JSON state. A local run keeps them
+// as a directory (checkpoint-dir.ts: the params as a PEFT adapter, the moments in
+// optimizer.safetensors, the state in trainer_state.json); a cluster shard keeps them as one object
+// in the object store (a safetensors file with every tensor and the state as metadata).
+import { ChorusError } from '../errors.ts';
 import {
-  readSafetensorsFile,
+  parseSafetensors,
+  serializeSafetensors,
   tensorToFloat32,
-  writeSafetensorsFile,
   type TensorInput,
+  type TensorView,
 } from '../formats/safetensors.ts';
+import type { FlatLayout } from './layout.ts';
 import type { AdapterTrainer, TrainerState } from './trainer.ts';
 
-export const CHECKPOINTS_DIR = 'checkpoints';
-export const OPTIMIZER_FILE = 'optimizer.safetensors';
-export const STATE_FILE = 'trainer_state.json';
 const STATE_FORMAT = 'chorus-trainer-state';
 const STATE_VERSION = 1;
+const BLOB_STATE_KEY = 'chorus_state';
 
-interface StateJson {
+export type StateKind = 'params' | 'exp_avg' | 'exp_avg_sq';
+
+/** The JSON half of a checkpoint (trainer_state.json in a directory, metadata in a blob). */
+export interface StateJson {
   format: string;
   version: number;
   task: string;
@@ -36,33 +36,10 @@ interface StateJson {
   rng: { kind: 'counter'; seed: number };
 }
 
-export function checkpointDir(runDir: string, step: number): string {
-  return join(runDir, CHECKPOINTS_DIR, `step-${step}`);
-}
-
-export async function saveCheckpoint(runDir: string, trainer: AdapterTrainer): Promise<string> {
-  const s = trainer.state();
-  const final = checkpointDir(runDir, s.step);
-  const tmp = `${final}.tmp-${process.pid}`;
-  await rm(tmp, { recursive: true, force: true });
-  await mkdir(tmp, { recursive: true });
-  await writePeftAdapter(tmp, trainer.getAdapter());
-  const tensors = new Map<string, TensorInput>();
+export function stateJsonOf(trainer: AdapterTrainer, s: TrainerState): StateJson {
   const moduleSteps: Record<string, number> = {};
-  trainer.layout.slots.forEach((slot, i) => {
-    const a = [slot.offset, slot.offset + slot.aLength] as const;
-    const b = [slot.offset + slot.aLength, slot.offset + slot.aLength + slot.bLength] as const;
-    for (const [kind, arr] of [
-      ['exp_avg', s.expAvg],
-      ['exp_avg_sq', s.expAvgSq],
-    ] as const) {
-      tensors.set(`${kind}.${slot.path}.lora_A`, { dtype: 'F32', shape: [slot.aLength], data: arr.slice(...a) });
-      tensors.set(`${kind}.${slot.path}.lora_B`, { dtype: 'F32', shape: [slot.bLength], data: arr.slice(...b) });
-    }
-    moduleSteps[slot.path] = s.moduleSteps[i];
-  });
-  await writeSafetensorsFile(join(tmp, OPTIMIZER_FILE), tensors, { format: 'pt' });
-  const state: StateJson = {
+  trainer.layout.slots.forEach((slot, i) => (moduleSteps[slot.path] = s.moduleSteps[i]));
+  return {
     format: STATE_FORMAT,
     version: STATE_VERSION,
     task: trainer.task.name,
@@ -73,97 +50,92 @@ export async function saveCheckpoint(runDir: string, trainer: AdapterTrainer): P
     activation: s.activation,
     rng: { kind: 'counter', seed: s.seed },
   };
-  await writeFile(join(tmp, STATE_FILE), JSON.stringify(state, null, 2) + '\n');
-  await rm(final, { recursive: true, force: true });
-  await rename(tmp, final);
-  return final;
 }
 
-/** Steps of the complete checkpoints of a run, newest first. */
-async function checkpointSteps(runDir: string): Promise<number[]> {
-  let names: string[];
-  try {
-    names = await readdir(join(runDir, CHECKPOINTS_DIR));
-  } catch {
-    return [];
-  }
-  return names
-    .map((n) => /^step-(\d+)$/.exec(n))
-    .filter((m): m is RegExpExecArray => m !== null)
-    .map((m) => Number(m[1]))
-    .sort((a, b) => b - a);
-}
-
-/** The newest complete checkpoint directory of a run, or null when there is none. */
-export async function latestCheckpoint(runDir: string): Promise<string | null> {
-  const steps = await checkpointSteps(runDir);
-  return steps.length > 0 ? checkpointDir(runDir, steps[0]) : null;
-}
-
-/** Deletes all but the `keep` newest checkpoints (keep 0: delete none). */
-export async function pruneCheckpoints(runDir: string, keep: number): Promise<void> {
-  if (keep <= 0) return;
-  for (const step of (await checkpointSteps(runDir)).slice(keep)) {
-    await rm(checkpointDir(runDir, step), { recursive: true, force: true });
-  }
-}
-
-/** Loads a checkpoint into a trainer built for the same task (adapter shapes must match). */
-export async function loadCheckpoint(dir: string, trainer: AdapterTrainer): Promise<void> {
-  const statePath = join(dir, STATE_FILE);
-  let json: StateJson;
-  try {
-    json = JSON.parse(await readFile(statePath, 'utf8')) as StateJson;
-  } catch (err) {
-    throw new ChorusError(`${statePath}: cannot read the trainer state (${errorMessage(err)})`);
-  }
-  if (json.format !== STATE_FORMAT || json.version !== STATE_VERSION) {
-    throw new ChorusError(`${statePath}: not a ${STATE_FORMAT} v${STATE_VERSION} file`);
+/** Checks the JSON half and returns what it adds to the flat arrays, in layout order. */
+export function fromStateJson(
+  json: StateJson,
+  layout: FlatLayout,
+  source: string,
+): Omit<TrainerState, 'params' | 'expAvg' | 'expAvgSq'> {
+  if (json?.format !== STATE_FORMAT || json.version !== STATE_VERSION) {
+    throw new ChorusError(`${source}: not a ${STATE_FORMAT} v${STATE_VERSION} state`);
   }
   if (!Number.isInteger(json.step) || json.step < 0)
-    throw new ChorusError(`${statePath}: step must be a non-negative integer`);
-  const adapter = await readPeftAdapter(dir);
-  const params = trainer.layout.flatten(adapter);
-  const opt = await readSafetensorsFile(join(dir, OPTIMIZER_FILE));
-  const expAvg = new Float32Array(trainer.layout.size);
-  const expAvgSq = new Float32Array(trainer.layout.size);
-  const moduleSteps = trainer.layout.slots.map((slot) => {
-    for (const [kind, arr] of [
-      ['exp_avg', expAvg],
-      ['exp_avg_sq', expAvgSq],
-    ] as const) {
-      for (const [which, offset, length] of [
-        ['A', slot.offset, slot.aLength],
-        ['B', slot.offset + slot.aLength, slot.bLength],
-      ] as const) {
-        const name = `${kind}.${slot.path}.lora_${which}`;
-        const view = opt.tensors.get(name);
-        if (!view) throw new ChorusError(`${join(dir, OPTIMIZER_FILE)}: missing tensor "${name}"`);
-        const values = tensorToFloat32(view);
-        if (values.length !== length) {
-          throw new ChorusError(
-            `${join(dir, OPTIMIZER_FILE)}: "${name}" holds ${values.length} values, expected ${length}`,
-          );
-        }
-        arr.set(values, offset);
-      }
-    }
+    throw new ChorusError(`${source}: step must be a non-negative integer`);
+  const moduleSteps = layout.slots.map((slot) => {
     const t = json.module_steps?.[slot.path];
     if (!Number.isInteger(t) || t < 0)
-      throw new ChorusError(`${statePath}: module_steps["${slot.path}"] is missing or invalid`);
+      throw new ChorusError(`${source}: module_steps["${slot.path}"] is missing or invalid`);
     return t;
   });
+  return { step: json.step, moduleSteps, cursor: json.data_cursor, activation: json.activation, seed: json.seed };
+}
+
+/** One flat array of the layout as per-module tensors named "<kind>.<path>.lora_A|B". */
+export function slotTensors(
+  layout: FlatLayout,
+  kind: StateKind,
+  flat: Float32Array,
+  out = new Map<string, TensorInput>(),
+) {
+  for (const slot of layout.slots) {
+    const a = flat.slice(slot.offset, slot.offset + slot.aLength);
+    const b = flat.slice(slot.offset + slot.aLength, slot.offset + slot.aLength + slot.bLength);
+    out.set(`${kind}.${slot.path}.lora_A`, { dtype: 'F32', shape: [slot.aLength], data: a });
+    out.set(`${kind}.${slot.path}.lora_B`, { dtype: 'F32', shape: [slot.bLength], data: b });
+  }
+  return out;
+}
+
+/** The inverse of slotTensors: every module's tensors must be there with the layout's sizes. */
+export function readSlotTensors(layout: FlatLayout, kind: StateKind, tensors: Map<string, TensorView>, source: string) {
+  const flat = new Float32Array(layout.size);
+  for (const slot of layout.slots) {
+    for (const [which, offset, length] of [
+      ['A', slot.offset, slot.aLength],
+      ['B', slot.offset + slot.aLength, slot.bLength],
+    ] as const) {
+      const name = `${kind}.${slot.path}.lora_${which}`;
+      const view = tensors.get(name);
+      if (!view) throw new ChorusError(`${source}: missing tensor "${name}"`);
+      const values = tensorToFloat32(view);
+      if (values.length !== length)
+        throw new ChorusError(`${source}: "${name}" holds ${values.length} values, expected ${length}`);
+      flat.set(values, offset);
+    }
+  }
+  return flat;
+}
+
+/** A trainer's checkpoint as one object-store blob. */
+export function encodeCheckpointBlob(trainer: AdapterTrainer): Uint8Array {
+  const s = trainer.state();
+  const tensors = slotTensors(trainer.layout, 'params', s.params);
+  slotTensors(trainer.layout, 'exp_avg', s.expAvg, tensors);
+  slotTensors(trainer.layout, 'exp_avg_sq', s.expAvgSq, tensors);
+  return serializeSafetensors(tensors, { [BLOB_STATE_KEY]: JSON.stringify(stateJsonOf(trainer, s)) });
+}
+
+/** Restores a checkpoint blob into a trainer built for the same task. */
+export function restoreCheckpointBlob(bytes: Uint8Array, trainer: AdapterTrainer, source: string): void {
+  const { tensors, metadata } = parseSafetensors(bytes, source);
+  const text = metadata[BLOB_STATE_KEY];
+  if (text === undefined) throw new ChorusError(`${source}: not a Chorus checkpoint (no ${BLOB_STATE_KEY} metadata)`);
+  let json: StateJson;
+  try {
+    json = JSON.parse(text) as StateJson;
+  } catch (err) {
+    throw new ChorusError(`${source}: ${BLOB_STATE_KEY} is not valid JSON (${(err as Error).message})`);
+  }
+  const layout = trainer.layout;
   trainer.restore(
     {
-      step: json.step,
-      params,
-      expAvg,
-      expAvgSq,
-      moduleSteps,
-      cursor: json.data_cursor,
-      activation: json.activation,
-      seed: json.seed,
+      ...fromStateJson(json, layout, source),
+      params: readSlotTensors(layout, 'params', tensors, source),
+      expAvg: readSlotTensors(layout, 'exp_avg', tensors, source),
+      expAvgSq: readSlotTensors(layout, 'exp_avg_sq', tensors, source),
     },
-    statePath,
+    source,
   );
 }

@@ -2,7 +2,7 @@
 // fraction of those tokens the model's argmax predicts, with every layer's adapter on.
 import type { LlamaModel, LoraProvider } from '../model/llama.ts';
 import { evaluate } from '../model/loss.ts';
-import { evalBatches, type TrainExample } from './batches.ts';
+import { evalBatches, type TokenExample } from '../data/batches.ts';
 
 export interface EvalSummary {
   loss: number;
@@ -21,13 +21,13 @@ export interface EvalOptions {
 export function evaluateExamples(
   model: LlamaModel,
   lora: LoraProvider | undefined,
-  examples: readonly TrainExample[],
+  examples: readonly TokenExample[],
   o: EvalOptions,
 ): EvalSummary {
   let lossSum = 0;
   let tokens = 0;
   let correct = 0;
-  for (const batch of evalBatches(examples, o.batchSize, o.seqLen, o.maxBatches, o.padId ?? 0)) {
+  for (const batch of evalBatches(examples, { ...o, padId: o.padId ?? 0 })) {
     const r = evaluate(model, batch, lora ? { lora } : {});
     lossSum += r.lossSum;
     tokens += r.tokens;

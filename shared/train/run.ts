@@ -1,25 +1,27 @@
 // The local training run behind `chorus train`: one task of a job spec, trained in this process.
 // Writes into outDir:
 //   adapter_model.safetensors + adapter_config.json   the PEFT adapter (at the end, or when stopped)
-//   checkpoints/step-N/                               see checkpoint.ts
+//   checkpoints/step-N/                               see checkpoint-dir.ts
 //   metrics.jsonl                                     one JSON object per line:
 //     {"type":"train","step","loss","lr","p","active_layers":[…],"grad_norm","tokens","tokens_per_s","elapsed_s"}
 //     {"type":"eval","step","eval_loss","eval_perplexity","eval_accuracy","eval_tokens"}
 //   run.json                                          the resolved task, checked again on --resume
 // `step` counts completed optimiser steps; `loss` is the token-weighted mean over the steps since
-// the previous train line; tokens_per_s counts every token fed to the model (batch × seq_len).
+// the previous train line; tokens_per_s counts every token fed to the model (batch × sequence length).
 import { mkdir, readFile, writeFile, appendFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ChorusError } from '../errors.ts';
 import { initEngine } from '../tensor/engine.ts';
 import { writePeftAdapter } from '../formats/peft.ts';
-import { loadJobSpec, resolveTask, type ResolvedTask } from '../spec/job-spec.ts';
+import { loadJobSpec, taskOf } from '../job/parse.ts';
+import { specField } from '../job/to-library.ts';
+import type { ResolvedTask } from '../job/types.ts';
 import { AdapterTrainer } from './trainer.ts';
 import { DataLoader, loadBaseModel } from './load.ts';
-import { latestCheckpoint, loadCheckpoint, pruneCheckpoints, saveCheckpoint } from './checkpoint.ts';
+import { latestCheckpoint, loadCheckpoint, pruneCheckpoints, saveCheckpoint } from './checkpoint-dir.ts';
 
-export const METRICS_FILE = 'metrics.jsonl';
-export const RUN_FILE = 'run.json';
+const METRICS_FILE = 'metrics.jsonl';
+const RUN_FILE = 'run.json';
 
 export interface TrainMetrics {
   type: 'train';
@@ -84,10 +86,10 @@ function pickTask(specPath: string, name: string | undefined): ResolvedTask {
         'local training runs one: pass --task NAME (or submit the job to a cluster)',
     );
   }
-  return resolveTask(spec, name);
+  return taskOf(spec, name);
 }
 
-/** Says how many examples training.seq_len cuts, and how many lose every loss-bearing token. */
+/** Says how many examples the sequence length cuts, and how many lose every loss-bearing token. */
 function warnTruncation(
   file: string,
   examples: readonly { inputIds: Int32Array; lossMask: Uint8Array }[],
@@ -105,7 +107,7 @@ function warnTruncation(
   }
   if (cut === 0) return;
   log(
-    `${file}: ${cut} of ${examples.length} examples are longer than training.seq_len (${seqLen}; longest ${longest} tokens) and are cut` +
+    `${file}: ${cut} of ${examples.length} examples are longer than ${specField('training', 'seqLen')} (${seqLen}; longest ${longest} tokens) and are cut` +
       (empty > 0 ? `; ${empty} of them keep no loss-bearing token and teach nothing` : ''),
   );
 }
@@ -163,8 +165,8 @@ export async function runLocalTraining(o: LocalTrainOptions): Promise<LocalTrain
     const loader = new DataLoader(task.baseModel, model.config.vocabSize);
     const examples = await loader.load(task.data.train);
     const evalExamples = task.data.eval ? await loader.load(task.data.eval) : undefined;
-    warnTruncation(task.data.train, examples, task.training.seq_len, log);
-    if (task.data.eval && evalExamples) warnTruncation(task.data.eval, evalExamples, task.training.seq_len, log);
+    warnTruncation(task.data.train, examples, task.training.seqLen, log);
+    if (task.data.eval && evalExamples) warnTruncation(task.data.eval, evalExamples, task.training.seqLen, log);
     return AdapterTrainer.create({
       model,
       task,
@@ -234,7 +236,7 @@ async function loop(
     window.seconds += r.seconds;
     total.inputTokens += r.inputTokens;
     total.seconds += r.seconds;
-    if (done % tr.log_every === 0 || done === tr.steps) {
+    if (done % tr.logEvery === 0 || done === tr.steps) {
       await emit({
         type: 'train',
         step: done,
@@ -249,8 +251,8 @@ async function loop(
       });
       window = { lossSum: 0, tokens: 0, inputTokens: 0, seconds: 0 };
     }
-    if (task.data.eval && tr.eval_every > 0 && (done % tr.eval_every === 0 || done === tr.steps)) {
-      const e = trainer.evaluate({ maxBatches: tr.eval_batches });
+    if (task.data.eval && tr.evalEvery > 0 && (done % tr.evalEvery === 0 || done === tr.steps)) {
+      const e = trainer.evaluate({ maxBatches: tr.evalBatches });
       lastEval = {
         type: 'eval',
         step: done,
@@ -261,9 +263,9 @@ async function loop(
       };
       await emit(lastEval);
     }
-    if (tr.checkpoint_every > 0 && done % tr.checkpoint_every === 0) {
+    if (tr.checkpointEvery > 0 && done % tr.checkpointEvery === 0) {
       await saveCheckpoint(o.outDir, trainer);
-      await pruneCheckpoints(o.outDir, tr.keep_checkpoints);
+      await pruneCheckpoints(o.outDir, tr.keepCheckpoints);
       savedAt = done;
     }
     if (
@@ -276,7 +278,7 @@ async function loop(
   }
   if (savedAt !== trainer.step) {
     await saveCheckpoint(o.outDir, trainer);
-    await pruneCheckpoints(o.outDir, tr.keep_checkpoints);
+    await pruneCheckpoints(o.outDir, tr.keepCheckpoints);
   }
   await writePeftAdapter(o.outDir, trainer.getAdapter());
   if (stopped) log(`stopped at step ${trainer.step} of ${tr.steps}; checkpoint saved: continue with --resume`);

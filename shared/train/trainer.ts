@@ -11,7 +11,7 @@
 // exactly: the gradient of the mean loss of the global batch is Σ gradSums / Σ tokens. The flat
 // layout (shared/train/layout.ts) is: modules by layer, then q,k,v,o,gate,up,down; A then B.
 //
-// CoTo: step `s` uses cotoMask(seed, s, layers, cotoProbability(s, steps, …)) for all its
+// CoTo: step `s` uses activeLayersAt(schedule, seed, s, steps, layers) for all its
 // micro-batches; an inactive layer gets no gradient (it is not even differentiated), and no update:
 // no weight decay, no moment update, no advance of its Adam step counter. Every process computes
 // the same mask from (seed, step), so replicas agree without talking.
@@ -27,13 +27,14 @@ import { nextTokenLoss, type TokenBatch } from '../model/loss.ts';
 import { evaluateExamples, type EvalSummary } from './evaluate.ts';
 import { LoraRuntime } from '../lora/runtime.ts';
 import type { LoraAdapter, LoraConfig } from '../lora/types.ts';
-import { ActivationCounter, cotoMask, cotoProbability } from '../coto/schedule.ts';
-import type { ResolvedTask } from '../spec/job-spec.ts';
+import { activeLayersAt, probabilityAt } from '../coto/schedule.ts';
+import { LayerActivity, type LayerActivityJson } from '../coto/activity.ts';
+import type { ResolvedTask } from '../job/types.ts';
 import { adamwUpdate } from './adamw.ts';
 import { clipCoefficient, globalNorm } from './clip.ts';
 import { FlatLayout } from './layout.ts';
 import { learningRate } from './lr-schedule.ts';
-import { BatchStream, type TrainExample, type BatchCursor } from './batches.ts';
+import { replicaBatchStream, type BatchStream, type Cursor, type TokenExample } from '../data/batches.ts';
 
 export type { EvalSummary } from './evaluate.ts';
 
@@ -41,8 +42,8 @@ export interface TrainerOptions {
   model: LlamaModel;
   task: ResolvedTask;
   /** Tokenised training examples (the whole set: the trainer takes its replica's shard). */
-  examples: TrainExample[];
-  evalExamples?: TrainExample[];
+  examples: TokenExample[];
+  evalExamples?: TokenExample[];
   /** This replica's index and the number of data-parallel replicas (default 0 of 1). */
   replica?: number;
   replicas?: number;
@@ -95,8 +96,8 @@ export interface TrainerState {
   expAvgSq: Float32Array;
   /** Adam step count of each module (layout.slots order). */
   moduleSteps: number[];
-  cursor: BatchCursor;
-  activation: { numLayers: number; steps: number; counts: number[] };
+  cursor: Cursor;
+  activation: LayerActivityJson;
   /** The seed everything random derives from (counter-based: no other RNG state exists). */
   seed: number;
 }
@@ -109,7 +110,8 @@ export class AdapterTrainer {
   readonly seed: number;
   readonly replica: number;
   readonly replicas: number;
-  readonly activation: ActivationCounter;
+  /** Per-layer CoTo activation counts over the run (restored with a checkpoint). */
+  activation: LayerActivity;
   /** Optimiser steps completed. */
   step = 0;
 
@@ -118,7 +120,7 @@ export class AdapterTrainer {
   private readonly expAvgSq: Float32Array;
   private readonly moduleSteps: Int32Array;
   private readonly data: BatchStream;
-  private readonly evalExamples: TrainExample[];
+  private readonly evalExamples: TokenExample[];
   /** Variable of each A/B block with its flat offset, for gradient download and updates. */
   private readonly blocks: Array<{ variable: tf.Variable; offset: number; length: number; slot: number }>;
   private readonly numLayers: number;
@@ -138,16 +140,16 @@ export class AdapterTrainer {
     this.expAvg = new Float32Array(this.layout.size);
     this.expAvgSq = new Float32Array(this.layout.size);
     this.moduleSteps = new Int32Array(this.layout.slots.length);
-    this.activation = new ActivationCounter(this.numLayers);
+    this.activation = new LayerActivity(this.numLayers);
     const named = runtime.namedVariables();
     this.blocks = this.layout.slots.flatMap((s, slot) => [
       { variable: named.get(`${s.path}.lora_A`)!, offset: s.offset, length: s.aLength, slot },
       { variable: named.get(`${s.path}.lora_B`)!, offset: s.offset + s.aLength, length: s.bLength, slot },
     ]);
     const tr = opts.task.training;
-    this.data = new BatchStream(opts.examples, {
-      batchSize: tr.batch_size,
-      seqLen: tr.seq_len,
+    this.data = replicaBatchStream(opts.examples, {
+      batchSize: tr.batchSize,
+      seqLen: tr.seqLen,
       seed: this.seed,
       replica: this.replica,
       replicas: this.replicas,
@@ -169,13 +171,9 @@ export class AdapterTrainer {
     ) {
       throw new ChorusError(`trainer: replica ${replica} of ${replicas} is not valid`);
     }
-    const l = opts.task.lora;
     const config: LoraConfig = {
-      r: l.r,
-      loraAlpha: l.alpha,
-      targetModules: [...l.target_modules],
-      loraDropout: l.dropout,
-      useRslora: l.use_rslora,
+      ...opts.task.lora,
+      targetModules: [...opts.task.lora.targetModules],
       ...(opts.baseModelName ? { baseModelNameOrPath: opts.baseModelName } : {}),
     };
     const seed = opts.seed ?? opts.task.seed;
@@ -193,19 +191,12 @@ export class AdapterTrainer {
 
   /** CoTo's activation probability at optimiser step `step` (1 when CoTo is off). */
   probabilityAt(step: number): number {
-    const c = this.task.coto;
-    if (!c.enabled) return 1;
-    return cotoProbability(step, this.task.training.steps, {
-      pStart: c.p_start,
-      pEnd: c.p_end,
-      rampFraction: c.ramp_fraction,
-    });
+    return probabilityAt(this.task.coto, step, this.task.training.steps);
   }
 
   /** The layers whose adapters train at optimiser step `step` (every layer when CoTo is off). */
   activeLayersAt(step: number): boolean[] {
-    if (!this.task.coto.enabled) return new Array<boolean>(this.numLayers).fill(true);
-    return cotoMask(this.seed, step, this.numLayers, this.probabilityAt(step));
+    return activeLayersAt(this.task.coto, this.seed, step, this.task.training.steps, this.numLayers);
   }
 
   learningRateAt(step: number): number {
@@ -213,7 +204,7 @@ export class AdapterTrainer {
   }
 
   /**
-   * Runs this replica's grad_accum micro-batches for optimiser step `step` (default: the next one)
+   * Runs this replica's gradAccum micro-batches for optimiser step `step` (default: the next one)
    * and returns summed gradients. Consumes batches from the data stream.
    */
   computeGradients(step = this.step): GradientResult {
@@ -224,7 +215,7 @@ export class AdapterTrainer {
     let tokens = 0;
     let lossSum = 0;
     let inputTokens = 0;
-    const accum = this.task.training.grad_accum;
+    const accum = this.task.training.gradAccum;
     for (let micro = 0; micro < accum; micro++) {
       const batch = this.data.next();
       inputTokens += batch.batchSize * batch.seqLen;
@@ -280,9 +271,9 @@ export class AdapterTrainer {
     const ranges = this.layout.rangesOf(activeLayers);
     const scale = tokens > 0 ? 1 / tokens : 0;
     const gradNorm = globalNorm(gradSums, ranges, scale);
-    const clipCoef = clipCoefficient(gradNorm, tr.max_grad_norm);
+    const clipCoef = clipCoefficient(gradNorm, tr.maxGradNorm);
     if (tokens > 0) {
-      const h = { lr, beta1: tr.betas[0], beta2: tr.betas[1], eps: tr.eps, weightDecay: tr.weight_decay };
+      const h = { lr, beta1: tr.betas[0], beta2: tr.betas[1], eps: tr.eps, weightDecay: tr.weightDecay };
       this.layout.slots.forEach((s, i) => {
         if (!activeLayers[s.layer]) return;
         this.moduleSteps[i] += 1;
@@ -348,7 +339,7 @@ export class AdapterTrainer {
       expAvg: this.expAvg.slice(),
       expAvgSq: this.expAvgSq.slice(),
       moduleSteps: Array.from(this.moduleSteps),
-      cursor: this.data.cursor(),
+      cursor: this.data.cursor,
       activation: this.activation.toJSON(),
       seed: this.seed,
     };
@@ -371,7 +362,7 @@ export class AdapterTrainer {
     }
     if (s.seed !== this.seed)
       throw new ChorusError(`${source}: was trained with seed ${s.seed}, this run uses ${this.seed}`);
-    const counts = ActivationCounter.fromJSON(s.activation, `${source}: activation`);
+    const counts = LayerActivity.fromJSON(s.activation, `${source}: activation`);
     if (counts.numLayers !== this.numLayers) {
       throw new ChorusError(
         `${source}: activation counts are for ${counts.numLayers} layers, the model has ${this.numLayers}`,
@@ -382,21 +373,20 @@ export class AdapterTrainer {
     this.expAvg.set(s.expAvg);
     this.expAvgSq.set(s.expAvgSq);
     this.moduleSteps.set(s.moduleSteps);
-    this.activation.counts.splice(0, this.numLayers, ...counts.counts);
-    this.activation.steps = counts.steps;
+    this.activation = counts;
     this.step = s.step;
     this.pushParams(new Array<boolean>(this.numLayers).fill(true));
   }
 
   /**
    * Mean next-token loss and argmax accuracy over the evaluation examples with every layer's
-   * adapter on. maxBatches limits the number of batch_size batches (default: all).
+   * adapter on. maxBatches limits the number of batchSize batches (default: all).
    */
-  evaluate(opts: { maxBatches?: number; examples?: TrainExample[] } = {}): EvalSummary {
+  evaluate(opts: { maxBatches?: number; examples?: TokenExample[] } = {}): EvalSummary {
     const tr = this.task.training;
     return evaluateExamples(this.model, this.runtime, opts.examples ?? this.evalExamples, {
-      batchSize: tr.batch_size,
-      seqLen: tr.seq_len,
+      batchSize: tr.batchSize,
+      seqLen: tr.seqLen,
       padId: this.padId,
       maxBatches: opts.maxBatches,
     });

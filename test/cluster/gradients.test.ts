@@ -7,10 +7,10 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { readPeftAdapter } from '../../shared/formats/peft.ts';
 import { objectNames } from '../../shared/nats/subjects.ts';
-import { parseJobSpec, resolveTask } from '../../shared/spec/job-spec.ts';
+import { parseJobSpec, taskOf } from '../../shared/job/parse.ts';
 import { AdapterTrainer } from '../../shared/train/trainer.ts';
 import { initEngine } from '../../shared/tensor/engine.ts';
-import { loadExamples, loadModel } from '../../worker/task-data.ts';
+import { loadExamples, loadModel } from '../../worker/runner/task-data.ts';
 import * as h from './helpers.ts';
 
 const prefix = h.uniquePrefix();
@@ -71,7 +71,7 @@ test('2 gradient-synced replicas ≡ one process with the global batch', async (
   const ref = parseJobSpec(
     h.jobSpec(dir, { training: { ...training, batch_size: 8 }, data: { train: join(dir, 'a.jsonl') } }),
   );
-  const task = resolveTask(ref);
+  const task = taskOf(ref);
   const model = await loadModel(task.baseModel);
   const trainer = AdapterTrainer.create({
     model,

@@ -12,6 +12,7 @@ import { writeHfModelDir } from '../../shared/formats/hf-model.ts';
 import { SplitMix32 } from '../../shared/tensor/random.ts';
 import { ChorusClient } from '../../shared/client/index.ts';
 import { connect } from 'nats';
+import { deleteNatsPrefix } from '../../coordinator/nats-store.ts';
 
 export const ROOT = new URL('../..', import.meta.url).pathname;
 export const NATS_URL = process.env.NATS_URL ?? 'nats://127.0.0.1:4222';
@@ -21,7 +22,7 @@ export function tmp(prefix = 'chorus-cluster-'): string {
   return mkdtempSync(join(tmpdir(), prefix));
 }
 
-export const TINY = { hidden: 16, layers: 2, heads: 2, kvHeads: 1, vocab: 32, intermediate: 32 };
+const TINY = { hidden: 16, layers: 2, heads: 2, kvHeads: 1, vocab: 32, intermediate: 32 };
 
 export async function writeTinyModel(dir: string, seed = 7): Promise<string> {
   const config = makeLlamaConfig({
@@ -144,12 +145,8 @@ export function client(address: string, token = TOKENS.client): ChorusClient {
   return new ChorusClient({ address, token });
 }
 
-export async function waitWorkers(c: ChorusClient, n: number, timeoutMs = 30_000): Promise<void> {
-  const start = Date.now();
-  while ((await c.workers()).filter((w) => w.state === 'online').length < n) {
-    if (Date.now() - start > timeoutMs) throw new Error(`fewer than ${n} workers registered`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
+export function waitWorkers(c: ChorusClient, n: number, timeoutMs = 30_000): Promise<void> {
+  return c.waitForWorkers(n, timeoutMs);
 }
 
 export async function stopAll(procs: Proc[]): Promise<void> {
@@ -168,11 +165,7 @@ export async function stopAll(procs: Proc[]): Promise<void> {
 export async function cleanNats(prefix: string): Promise<void> {
   const nc = await connect({ servers: NATS_URL });
   try {
-    const jsm = await nc.jetstreamManager();
-    const up = prefix.toUpperCase();
-    for (const name of [`${up}_EVENTS`, `KV_${prefix}_jobs`, `KV_${prefix}_workers`, `OBJ_${prefix}_artifacts`]) {
-      await jsm.streams.delete(name).catch(() => undefined);
-    }
+    await deleteNatsPrefix(nc, prefix);
   } finally {
     await nc.close();
   }

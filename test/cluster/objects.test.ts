@@ -4,10 +4,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { NatsStore } from '../../coordinator/nats-store.ts';
 import { sha256Hex } from '../../shared/digest.ts';
-import { reconcileRound } from '../../coordinator/finalize.ts';
-import { closeMergePool } from '../../coordinator/merge-pool.ts';
+import { reconcileRound } from '../../coordinator/sync/rounds.ts';
+import { closeMergePool } from '../../coordinator/merge/pool.ts';
 import { adapterFromObjectBytes, adapterToObjectBytes } from '../../shared/formats/peft.ts';
-import type { JobRecord } from '../../coordinator/types.ts';
 import { cleanNats, NATS_URL } from './helpers.ts';
 
 const adapter = (b: number[]) => ({
@@ -24,7 +23,7 @@ test('a round merges only the bytes each adapter.ready announced (SHA-256 checke
   const prefix = `objtest${process.pid}`;
   const store = await NatsStore.open({ url: NATS_URL, prefix });
   try {
-    const job = { id: 'j1' } as JobRecord;
+    const job = 'j1';
     const r0 = await store.putObject('jobs/j1/r0', adapterToObjectBytes(adapter([2, 0])));
     const r1 = await store.putObject('jobs/j1/r1', adapterToObjectBytes(adapter([4, 0])));
     await assert.rejects(

@@ -1,15 +1,17 @@
-// CoTo schedule and masks (../shared/CoTo.md): values at known steps, determinism, the empirical
+// CoTo schedule and masks (docs/COTO.md): values at known steps, determinism, the empirical
 // activation rate, "at least one layer on", and identical masks in a separate process.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { LayerActivity } from '../../shared/coto/activity.ts';
 import {
-  ActivationCounter,
+  activeLayersAt,
+  COTO_DEFAULTS,
   cotoMask,
-  cotoMaskForStep,
   cotoProbability,
   cotoUniform,
+  probabilityAt,
 } from '../../shared/coto/schedule.ts';
 import { ChorusError } from '../../shared/errors.ts';
 
@@ -57,7 +59,7 @@ test('uniforms are a pure function of (seed, step, layer, attempt) and spread ov
 test('masks are deterministic and the activation rate matches p', () => {
   assert.deepEqual(cotoMask(5, 17, 12, 0.3), cotoMask(5, 17, 12, 0.3));
   for (const p of [0.1, 0.3, 0.7]) {
-    const counter = new ActivationCounter(16);
+    const counter = new LayerActivity(16);
     const steps = 2000;
     for (let step = 0; step < steps; step++) counter.record(cotoMask(9, step, 16, p));
     const rate = counter.counts.reduce((a, b) => a + b, 0) / (steps * 16);
@@ -82,10 +84,10 @@ test('at least one layer is always on, by a deterministic redraw', () => {
   assert.ok(cotoMask(1, 0, 3, 0).some(Boolean), 'p = 0 still turns one layer on');
   assert.deepEqual(cotoMask(1, 0, 4, 1), [true, true, true, true]);
   // Step 0 uses p0: with 32 layers at p = 0.1 most are off.
-  const first = cotoMaskForStep(11, 0, 1000, 32);
+  const first = activeLayersAt(COTO_DEFAULTS, 11, 0, 1000, 32);
   assert.ok(first.filter(Boolean).length < 12, `${first.filter(Boolean).length} of 32 on at p0`);
   // The last quarter is plain LoRA.
-  assert.ok(cotoMaskForStep(11, 900, 1000, 32).every(Boolean));
+  assert.ok(activeLayersAt(COTO_DEFAULTS, 11, 900, 1000, 32).every(Boolean));
 });
 
 test('another Node process computes the same masks', () => {
@@ -93,7 +95,7 @@ test('another Node process computes the same masks', () => {
   const res = spawnSync(process.execPath, ['--import', 'tsx', child, '1234', '60', '8'], { encoding: 'utf8' });
   assert.equal(res.status, 0, res.stderr);
   const theirs = JSON.parse(res.stdout) as boolean[][];
-  const ours = Array.from({ length: 60 }, (_, step) => cotoMaskForStep(1234, step, 60, 8));
+  const ours = Array.from({ length: 60 }, (_, step) => activeLayersAt(COTO_DEFAULTS, 1234, step, 60, 8));
   assert.deepEqual(theirs, ours);
   assert.ok(
     ours.some((m) => !m.every(Boolean)),
@@ -101,22 +103,10 @@ test('another Node process computes the same masks', () => {
   );
 });
 
-test('ActivationCounter: counts, merging and a JSON round trip with validation', () => {
-  const c = new ActivationCounter(3);
-  c.record([true, false, true]);
-  c.record([false, false, true]);
-  assert.deepEqual(c.toJSON(), { numLayers: 3, steps: 2, counts: [1, 0, 2] });
-  const d = ActivationCounter.fromJSON(JSON.parse(JSON.stringify(c)));
-  d.add(c);
-  assert.deepEqual(d.toJSON(), { numLayers: 3, steps: 4, counts: [2, 0, 4] });
-  assert.deepEqual(d.rates(), [0.5, 0, 1]);
-  assert.throws(() => c.record([true]), /mask has 1 layers, expected 3/);
-  assert.throws(
-    () => ActivationCounter.fromJSON({ numLayers: 2, steps: 1, counts: [1, 2] }, 'ckpt/coto.json'),
-    /ckpt\/coto\.json: a layer count exceeds steps/,
-  );
-  assert.throws(
-    () => ActivationCounter.fromJSON({ numLayers: 2, steps: 1, counts: [1] }),
-    /counts must be 2 non-negative integers/,
-  );
+test('CoTo off (schedule null): every layer trains at every step, p = 1', () => {
+  for (const step of [0, 5, 99]) {
+    assert.deepEqual(activeLayersAt(null, 7, step, 100, 6), new Array(6).fill(true));
+    assert.equal(probabilityAt(null, step, 100), 1);
+  }
+  assert.equal(probabilityAt(COTO_DEFAULTS, 0, 100), 0.1);
 });

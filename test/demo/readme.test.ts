@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadJobSpec, resolveTask } from '../../shared/spec/job-spec.ts';
+import { loadJobSpec, taskOf } from '../../shared/job/parse.ts';
 
 const root = new URL('../..', import.meta.url).pathname;
 
@@ -20,7 +20,7 @@ test('the job spec example in README.md parses', () => {
       spec.tasks.map((t) => t.name),
       ['revup', 'rotup'],
     );
-    assert.equal(resolveTask(spec, 'revup').training.steps, 200);
+    assert.equal(taskOf(spec, 'revup').training.steps, 200);
     assert.equal(spec.tasks[0].data.train, join(dir, 'data/revup.train.jsonl'));
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -37,20 +37,20 @@ test('demo/job.yaml: three tasks, two replicas each, CoTo on, a final merge', ()
       ['rotrev', 2],
     ],
   );
-  for (const t of spec.tasks) assert.equal(resolveTask(spec, t.name).coto.enabled, true);
-  assert.notEqual(spec.merge, 'none');
-  assert.equal(spec.base_model, join(root, 'demo/base'));
+  for (const t of spec.tasks) assert.notEqual(taskOf(spec, t.name).coto, null);
+  assert.notEqual(spec.merge, null);
+  assert.equal(spec.baseModel, join(root, 'demo/base'));
 });
 
 test('demo/job-plain-lora.yaml is demo/job.yaml with CoTo off', () => {
   const coto = loadJobSpec(join(root, 'demo/job.yaml'));
   const plain = loadJobSpec(join(root, 'demo/job-plain-lora.yaml'));
-  for (const t of plain.tasks) assert.equal(resolveTask(plain, t.name).coto.enabled, false);
+  for (const t of plain.tasks) assert.equal(taskOf(plain, t.name).coto, null);
   const strip = (s: typeof coto) => ({
     ...s,
     name: undefined,
     sourcePath: undefined,
-    coto: { ...s.coto, enabled: undefined },
+    tasks: s.tasks.map((t) => ({ ...t, coto: undefined })),
   });
   assert.deepEqual(strip(plain), strip(coto));
 });

@@ -4,6 +4,8 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
+  adapterFromObjectBytes,
+  adapterToObjectBytes,
   peftAdapterFromBytes,
   peftAdapterToBytes,
   readPeftAdapter,
@@ -297,4 +299,25 @@ test('in-memory bytes round trip (object store form), BF16 on disk, null target_
   cfg.target_modules = null;
   assert.equal(peftAdapterFromBytes(weights, JSON.stringify(cfg), 'mem').modules.size, 1);
   assert.throws(() => peftAdapterFromBytes(weights, '{', 'mem'), /mem\/adapter_config.json: not valid JSON/);
+});
+
+test('adapters survive the object-store encoding exactly', () => {
+  const adapter = {
+    config: { r: 2, loraAlpha: 4, targetModules: ['q_proj'], loraDropout: 0, useRslora: false },
+    modules: new Map([
+      [
+        'model.layers.0.self_attn.q_proj',
+        {
+          a: Float32Array.from([1, 2, 3, 4, 5, 6]),
+          b: Float32Array.from([0.5, -1, 2, 3]),
+          rank: 2,
+          inFeatures: 3,
+          outFeatures: 2,
+          scaling: 2,
+        },
+      ],
+    ]),
+  };
+  const back = adapterFromObjectBytes(adapterToObjectBytes(adapter), 'x');
+  assert.deepEqual(back, adapter);
 });

@@ -2,14 +2,11 @@
 import { initEngine } from '../../shared/tensor/engine.ts';
 import { makeLlamaConfig } from '../../shared/model/config.ts';
 import { LlamaModel, initRandomWeights } from '../../shared/model/llama.ts';
-import {
-  DEFAULT_COTO,
-  DEFAULT_LORA,
-  DEFAULT_TRAINING,
-  type ResolvedTask,
-  type TrainingSpec,
-} from '../../shared/spec/job-spec.ts';
-import type { TrainExample } from '../../shared/train/batches.ts';
+import { COTO_DEFAULTS, type CotoSchedule } from '../../shared/coto/schedule.ts';
+import type { TokenExample } from '../../shared/data/batches.ts';
+import type { ResolvedTask } from '../../shared/job/types.ts';
+import { LORA_DEFAULTS, type LoraConfig } from '../../shared/lora/types.ts';
+import { TRAINING_DEFAULTS, type TrainingSettings } from '../../shared/train/settings.ts';
 import { SplitMix32 } from '../../shared/tensor/random.ts';
 
 export async function tinyModel(opts: { layers?: number; hidden?: number; vocab?: number; seed?: number } = {}) {
@@ -25,11 +22,12 @@ export async function tinyModel(opts: { layers?: number; hidden?: number; vocab?
   return LlamaModel.fromTensors(config, initRandomWeights(config, opts.seed ?? 7));
 }
 
+/** A task with small defaults; `coto: null` is plain LoRA. */
 export function task(
   over: {
-    training?: Partial<TrainingSpec>;
-    lora?: Partial<ResolvedTask['lora']>;
-    coto?: Partial<ResolvedTask['coto']>;
+    training?: Partial<TrainingSettings>;
+    lora?: Partial<LoraConfig>;
+    coto?: Partial<CotoSchedule> | null;
     seed?: number;
   } = {},
 ): ResolvedTask {
@@ -39,22 +37,22 @@ export function task(
     data: { train: 'train.jsonl' },
     replicas: 1,
     seed: over.seed ?? 3,
-    lora: { ...DEFAULT_LORA, r: 4, alpha: 8, ...over.lora },
-    coto: { ...DEFAULT_COTO, ...over.coto },
+    lora: { ...LORA_DEFAULTS, r: 4, loraAlpha: 8, ...over.lora },
+    coto: over.coto === null ? null : { ...COTO_DEFAULTS, ...over.coto },
     training: {
-      ...DEFAULT_TRAINING,
+      ...TRAINING_DEFAULTS,
       steps: 20,
-      batch_size: 4,
-      seq_len: 8,
-      warmup_steps: 0,
-      max_grad_norm: 0,
+      batchSize: 4,
+      seqLen: 8,
+      warmupSteps: 0,
+      maxGradNorm: 0,
       ...over.training,
     },
   };
 }
 
 /** Random token sequences with loss on every token after the first. */
-export function randomExamples(n: number, len: number, vocab: number, seed = 1): TrainExample[] {
+export function randomExamples(n: number, len: number, vocab: number, seed = 1): TokenExample[] {
   const rng = new SplitMix32(seed);
   return Array.from({ length: n }, () => ({
     inputIds: Int32Array.from({ length: len }, () => rng.next() % vocab),

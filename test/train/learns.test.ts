@@ -47,9 +47,9 @@ test('LoRA + CoTo learns 3-letter reversal (held-out accuracy > 0.9; base < 0.2)
   const t = AdapterTrainer.create({
     model,
     task: task({
-      training: { steps, batch_size: 16, seq_len: 7, lr: 2e-2, warmup_steps: 10, max_grad_norm: 1 },
-      lora: { r: 8, alpha: 16, target_modules: ['q_proj', 'k_proj', 'v_proj', 'o_proj'] },
-      coto: { enabled: true },
+      training: { steps, batchSize: 16, seqLen: 7, lr: 2e-2, warmupSteps: 10, maxGradNorm: 1 },
+      lora: { r: 8, loraAlpha: 16, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj'] },
+      coto: {},
     }),
     examples: train,
     evalExamples: held,

@@ -52,8 +52,8 @@ test('AdamW touches only its range', () => {
   close(p[1], 2 * 0.95 - 0.1, 1e-6, 'p1');
 });
 
-test('LR schedule: warmup, cosine and linear decay to min_lr_ratio, constant', () => {
-  const base = { lr: 1, steps: 110, warmup_steps: 10, min_lr_ratio: 0.1 };
+test('LR schedule: warmup, cosine and linear decay to minLrRatio, constant', () => {
+  const base = { lr: 1, steps: 110, warmupSteps: 10, minLrRatio: 0.1 };
   const cos = { ...base, schedule: 'cosine' as const };
   const lin = { ...base, schedule: 'linear' as const };
   const cst = { ...base, schedule: 'constant' as const };
@@ -68,7 +68,7 @@ test('LR schedule: warmup, cosine and linear decay to min_lr_ratio, constant', (
   close(learningRate(85, lin), 0.1 + 0.9 * 0.25, 1e-12, 'lin 3/4');
   close(learningRate(5, cst), 0.6, 1e-12, 'const warmup');
   close(learningRate(100, cst), 1, 1e-12, 'const');
-  close(learningRate(0, { ...cos, warmup_steps: 0 }), 1, 1e-12, 'no warmup');
+  close(learningRate(0, { ...cos, warmupSteps: 0 }), 1, 1e-12, 'no warmup');
 });
 
 test('global-norm clipping', () => {

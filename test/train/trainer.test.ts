@@ -6,6 +6,7 @@ import { tf } from '../../shared/tensor/engine.ts';
 import { AdapterTrainer } from '../../shared/train/trainer.ts';
 import { evaluate } from '../../shared/model/loss.ts';
 import { SplitMix32 } from '../../shared/tensor/random.ts';
+import { encodeCheckpointBlob, restoreCheckpointBlob } from '../../shared/train/checkpoint.ts';
 import { randomExamples, task, tinyModel } from './helpers.ts';
 
 const model = await tinyModel({ layers: 3 });
@@ -22,7 +23,7 @@ function randomizeB(t: AdapterTrainer, seed: number) {
 test('gradSums are the gradient of the summed token loss (central finite differences, float64 sums)', () => {
   const t = AdapterTrainer.create({
     model,
-    task: task({ coto: { enabled: false }, training: { batch_size: 4 } }),
+    task: task({ coto: null, training: { batchSize: 4 } }),
     examples,
   });
   randomizeB(t, 5);
@@ -64,12 +65,12 @@ test('gradSums are the gradient of the summed token loss (central finite differe
 test('gradient accumulation: 2 micro-batches of 4 give the gradient sums of 1 batch of 8', () => {
   const one = AdapterTrainer.create({
     model,
-    task: task({ coto: { enabled: false }, training: { batch_size: 8, grad_accum: 1 } }),
+    task: task({ coto: null, training: { batchSize: 8, gradAccum: 1 } }),
     examples,
   });
   const two = AdapterTrainer.create({
     model,
-    task: task({ coto: { enabled: false }, training: { batch_size: 4, grad_accum: 2 } }),
+    task: task({ coto: null, training: { batchSize: 4, gradAccum: 2 } }),
     examples,
   });
   randomizeB(one, 3);
@@ -92,7 +93,7 @@ test('gradient accumulation: 2 micro-batches of 4 give the gradient sums of 1 ba
 test('CoTo: inactive layers get no gradient, and their weights, moments and Adam steps stay unchanged', () => {
   const t = AdapterTrainer.create({
     model,
-    task: task({ training: { weight_decay: 0.1, steps: 100 }, coto: { p_start: 0.3 } }),
+    task: task({ training: { weightDecay: 0.1, steps: 100 }, coto: { pStart: 0.3 } }),
     examples,
   });
   // Find a step with a mixed mask.
@@ -154,7 +155,7 @@ test('two replicas combined (Σ gradSums / Σ tokens) apply the same update in b
 });
 
 test('state() / restore() continue bit-exactly', () => {
-  const spec = task({ training: { steps: 12, lr: 5e-3, warmup_steps: 2 }, lora: { dropout: 0.1 } });
+  const spec = task({ training: { steps: 12, lr: 5e-3, warmupSteps: 2 }, lora: { loraDropout: 0.1 } });
   const a = AdapterTrainer.create({ model, task: spec, examples });
   for (let i = 0; i < 4; i++) a.trainStep();
   const saved = a.state();
@@ -173,10 +174,39 @@ test('state() / restore() continue bit-exactly', () => {
   b.dispose();
 });
 
+test('a checkpoint blob (the cluster container) restores a fresh trainer that continues bit-exactly', () => {
+  const spec = task({ training: { steps: 12, lr: 5e-3, warmupSteps: 2 }, lora: { loraDropout: 0.1 } });
+  const a = AdapterTrainer.create({ model, task: spec, examples });
+  for (let i = 0; i < 5; i++) a.trainStep();
+  const blob = encodeCheckpointBlob(a);
+  for (let i = 0; i < 4; i++) a.trainStep();
+  const b = AdapterTrainer.create({ model, task: spec, examples });
+  restoreCheckpointBlob(blob, b, 'blob');
+  assert.equal(b.step, 5);
+  for (let i = 0; i < 4; i++) b.trainStep();
+  const [pa, pb] = [a.state(), b.state()];
+  assert.deepEqual(pb.cursor, pa.cursor);
+  assert.deepEqual(pb.moduleSteps, pa.moduleSteps);
+  for (const k of ['params', 'expAvg', 'expAvgSq'] as const)
+    assert.ok(
+      pa[k].every((v, i) => v === pb[k][i]),
+      k,
+    );
+  assert.deepEqual(pb.activation, pa.activation);
+  // A blob of another task's shapes, or not a checkpoint at all, is refused with the source named.
+  const other = AdapterTrainer.create({ model, task: task({ lora: { r: 2 } }), examples });
+  assert.throws(
+    () => restoreCheckpointBlob(blob, other, 'ckpt-x'),
+    /ckpt-x: "params\..*" holds \d+ values, expected \d+/,
+  );
+  assert.throws(() => restoreCheckpointBlob(new Uint8Array(8), other, 'ckpt-y'), /ckpt-y/);
+  [a, b, other].forEach((t) => t.dispose());
+});
+
 test('memory stays flat: the same number of tensors after step 10 and step 60', () => {
   const t = AdapterTrainer.create({
     model,
-    task: task({ training: { steps: 60, batch_size: 2, grad_accum: 2 }, lora: { dropout: 0.1 } }),
+    task: task({ training: { steps: 60, batchSize: 2, gradAccum: 2 }, lora: { loraDropout: 0.1 } }),
     examples,
   });
   for (let i = 0; i < 10; i++) t.trainStep();

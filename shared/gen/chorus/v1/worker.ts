@@ -81,13 +81,28 @@ export interface Heartbeat {
   timeMs: number;
 }
 
-export interface Assignment {
+/**
+ * One shard: a replica of one task's adapter, trained on its slice of the task's data
+ * (shared/shard/plan.ts turns it into what a runner uses; object names derive from the ids).
+ */
+export interface ShardPlan {
   jobId: string;
   shardId: string;
+  /** The task of job_spec this shard trains. */
+  task: string;
+  /** This replica's index and the task's number of data-parallel replicas (data slice replica/replicas). */
+  replica: number;
+  replicas: number;
+  /** The job's spec in its wire form (JSON, every task written out in full; shared/job/wire.ts). */
+  jobSpec: string;
+  /** Steps between checkpoints written to the object store. */
+  checkpointEvery: number;
+}
+
+export interface Assignment {
+  plan: ShardPlan | undefined;
   device: string;
-  /** JSON of worker/protocol.ts ShardPlan: resolved task, replica, data slice, schedule, sync. */
-  plan: string;
-  /** Resume point: checkpoint or round adapter object (empty = from scratch). */
+  /** Resume point: a checkpoint object (empty = from scratch) and the step it was taken at. */
   resumeObject: string;
   resumeStep: number;
   /**
@@ -157,11 +172,18 @@ export interface RoundMerged {
 
 export interface ShardDone {
   shardId: string;
+  /** The final adapter in the object store. */
   object: string;
   sha256: string;
-  /** JSON of worker/protocol.ts ShardSummary (steps, tokens, activation counts, loss per layer). */
-  summary: string;
   attempt: number;
+  /**
+   * Optimiser steps done, tokens seen by this replica, its last step's loss (absent: no loss-bearing
+   * token), and the runner's wall time.
+   */
+  steps: number;
+  tokens: number;
+  finalLoss?: number | undefined;
+  seconds: number;
 }
 
 export interface ShardFailed {
@@ -178,18 +200,34 @@ export interface Checkpoint {
   attempt: number;
 }
 
-/** Shapley: evaluate the task adapter with only the listed layers' adapters on. */
+/** Shapley: evaluate the task adapter with only the listed layers' adapters on, once per coalition. */
 export interface EvalRequest {
   requestId: string;
+  plan: EvalPlan | undefined;
+}
+
+export interface EvalPlan {
   jobId: string;
-  /** JSON of worker/protocol.ts EvalPlan. */
-  plan: string;
+  /** The job's spec in its wire form, and the task whose adapter is evaluated. */
+  jobSpec: string;
+  task: string;
+  /** The task adapter (PEFT safetensors) in the object store. */
+  adapterObject: string;
+  coalitions: Coalition[];
+  /** Evaluation batches per coalition. */
+  maxBatches: number;
+  /** The device that was reserved for it. */
+  device: string;
+}
+
+export interface Coalition {
+  layers: number[];
 }
 
 export interface EvalResult {
   requestId: string;
-  /** JSON array of losses, one per coalition in the plan. */
-  losses: string;
+  /** One loss per coalition of the plan, in order (empty when error is set). */
+  losses: number[];
   error: string;
 }
 
@@ -1093,37 +1131,37 @@ export const Heartbeat: MessageFns<Heartbeat> = {
   },
 };
 
-function createBaseAssignment(): Assignment {
-  return { jobId: "", shardId: "", device: "", plan: "", resumeObject: "", resumeStep: 0, attempt: 0 };
+function createBaseShardPlan(): ShardPlan {
+  return { jobId: "", shardId: "", task: "", replica: 0, replicas: 0, jobSpec: "", checkpointEvery: 0 };
 }
 
-export const Assignment: MessageFns<Assignment> = {
-  encode(message: Assignment, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+export const ShardPlan: MessageFns<ShardPlan> = {
+  encode(message: ShardPlan, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.jobId !== "") {
       writer.uint32(10).string(message.jobId);
     }
     if (message.shardId !== "") {
       writer.uint32(18).string(message.shardId);
     }
-    if (message.device !== "") {
-      writer.uint32(26).string(message.device);
+    if (message.task !== "") {
+      writer.uint32(26).string(message.task);
     }
-    if (message.plan !== "") {
-      writer.uint32(34).string(message.plan);
+    if (message.replica !== 0) {
+      writer.uint32(32).int32(message.replica);
     }
-    if (message.resumeObject !== "") {
-      writer.uint32(42).string(message.resumeObject);
+    if (message.replicas !== 0) {
+      writer.uint32(40).int32(message.replicas);
     }
-    if (message.resumeStep !== 0) {
-      writer.uint32(48).int32(message.resumeStep);
+    if (message.jobSpec !== "") {
+      writer.uint32(50).string(message.jobSpec);
     }
-    if (message.attempt !== 0) {
-      writer.uint32(56).int32(message.attempt);
+    if (message.checkpointEvery !== 0) {
+      writer.uint32(56).int32(message.checkpointEvery);
     }
     return writer;
   },
 
-  decode(input: BinaryReader | Uint8Array, length?: number): Assignment {
+  decode(input: BinaryReader | Uint8Array, length?: number): ShardPlan {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
     if (previousRecursionDepth >= 100) {
@@ -1132,7 +1170,7 @@ export const Assignment: MessageFns<Assignment> = {
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
     try {
       const end = length === undefined ? reader.len : reader.pos + length;
-      const message = createBaseAssignment();
+      const message = createBaseShardPlan();
       while (reader.pos < end) {
         const tag = reader.uint32();
         switch (tag >>> 3) {
@@ -1157,35 +1195,194 @@ export const Assignment: MessageFns<Assignment> = {
               break;
             }
 
-            message.device = reader.string();
+            message.task = reader.string();
             continue;
           }
           case 4: {
-            if (tag !== 34) {
+            if (tag !== 32) {
               break;
             }
 
-            message.plan = reader.string();
+            message.replica = reader.int32();
             continue;
           }
           case 5: {
-            if (tag !== 42) {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.replicas = reader.int32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.jobSpec = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.checkpointEvery = reader.int32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ShardPlan {
+    return {
+      jobId: isSet(object.jobId)
+        ? globalThis.String(object.jobId)
+        : isSet(object.job_id)
+        ? globalThis.String(object.job_id)
+        : "",
+      shardId: isSet(object.shardId)
+        ? globalThis.String(object.shardId)
+        : isSet(object.shard_id)
+        ? globalThis.String(object.shard_id)
+        : "",
+      task: isSet(object.task) ? globalThis.String(object.task) : "",
+      replica: isSet(object.replica) ? globalThis.Number(object.replica) : 0,
+      replicas: isSet(object.replicas) ? globalThis.Number(object.replicas) : 0,
+      jobSpec: isSet(object.jobSpec)
+        ? globalThis.String(object.jobSpec)
+        : isSet(object.job_spec)
+        ? globalThis.String(object.job_spec)
+        : "",
+      checkpointEvery: isSet(object.checkpointEvery)
+        ? globalThis.Number(object.checkpointEvery)
+        : isSet(object.checkpoint_every)
+        ? globalThis.Number(object.checkpoint_every)
+        : 0,
+    };
+  },
+
+  toJSON(message: ShardPlan): unknown {
+    const obj: any = {};
+    if (message.jobId !== "") {
+      obj.jobId = message.jobId;
+    }
+    if (message.shardId !== "") {
+      obj.shardId = message.shardId;
+    }
+    if (message.task !== "") {
+      obj.task = message.task;
+    }
+    if (message.replica !== 0) {
+      obj.replica = Math.round(message.replica);
+    }
+    if (message.replicas !== 0) {
+      obj.replicas = Math.round(message.replicas);
+    }
+    if (message.jobSpec !== "") {
+      obj.jobSpec = message.jobSpec;
+    }
+    if (message.checkpointEvery !== 0) {
+      obj.checkpointEvery = Math.round(message.checkpointEvery);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ShardPlan>, I>>(base?: I): ShardPlan {
+    return ShardPlan.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ShardPlan>, I>>(object: I): ShardPlan {
+    const message = createBaseShardPlan();
+    message.jobId = object.jobId ?? "";
+    message.shardId = object.shardId ?? "";
+    message.task = object.task ?? "";
+    message.replica = object.replica ?? 0;
+    message.replicas = object.replicas ?? 0;
+    message.jobSpec = object.jobSpec ?? "";
+    message.checkpointEvery = object.checkpointEvery ?? 0;
+    return message;
+  },
+};
+
+function createBaseAssignment(): Assignment {
+  return { plan: undefined, device: "", resumeObject: "", resumeStep: 0, attempt: 0 };
+}
+
+export const Assignment: MessageFns<Assignment> = {
+  encode(message: Assignment, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.plan !== undefined) {
+      ShardPlan.encode(message.plan, writer.uint32(10).fork()).join();
+    }
+    if (message.device !== "") {
+      writer.uint32(18).string(message.device);
+    }
+    if (message.resumeObject !== "") {
+      writer.uint32(26).string(message.resumeObject);
+    }
+    if (message.resumeStep !== 0) {
+      writer.uint32(32).int32(message.resumeStep);
+    }
+    if (message.attempt !== 0) {
+      writer.uint32(40).int32(message.attempt);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Assignment {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAssignment();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.plan = ShardPlan.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.device = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
               break;
             }
 
             message.resumeObject = reader.string();
             continue;
           }
-          case 6: {
-            if (tag !== 48) {
+          case 4: {
+            if (tag !== 32) {
               break;
             }
 
             message.resumeStep = reader.int32();
             continue;
           }
-          case 7: {
-            if (tag !== 56) {
+          case 5: {
+            if (tag !== 40) {
               break;
             }
 
@@ -1206,18 +1403,8 @@ export const Assignment: MessageFns<Assignment> = {
 
   fromJSON(object: any): Assignment {
     return {
-      jobId: isSet(object.jobId)
-        ? globalThis.String(object.jobId)
-        : isSet(object.job_id)
-        ? globalThis.String(object.job_id)
-        : "",
-      shardId: isSet(object.shardId)
-        ? globalThis.String(object.shardId)
-        : isSet(object.shard_id)
-        ? globalThis.String(object.shard_id)
-        : "",
+      plan: isSet(object.plan) ? ShardPlan.fromJSON(object.plan) : undefined,
       device: isSet(object.device) ? globalThis.String(object.device) : "",
-      plan: isSet(object.plan) ? globalThis.String(object.plan) : "",
       resumeObject: isSet(object.resumeObject)
         ? globalThis.String(object.resumeObject)
         : isSet(object.resume_object)
@@ -1234,17 +1421,11 @@ export const Assignment: MessageFns<Assignment> = {
 
   toJSON(message: Assignment): unknown {
     const obj: any = {};
-    if (message.jobId !== "") {
-      obj.jobId = message.jobId;
-    }
-    if (message.shardId !== "") {
-      obj.shardId = message.shardId;
+    if (message.plan !== undefined) {
+      obj.plan = ShardPlan.toJSON(message.plan);
     }
     if (message.device !== "") {
       obj.device = message.device;
-    }
-    if (message.plan !== "") {
-      obj.plan = message.plan;
     }
     if (message.resumeObject !== "") {
       obj.resumeObject = message.resumeObject;
@@ -1263,10 +1444,8 @@ export const Assignment: MessageFns<Assignment> = {
   },
   fromPartial<I extends Exact<DeepPartial<Assignment>, I>>(object: I): Assignment {
     const message = createBaseAssignment();
-    message.jobId = object.jobId ?? "";
-    message.shardId = object.shardId ?? "";
+    message.plan = (object.plan !== undefined && object.plan !== null) ? ShardPlan.fromPartial(object.plan) : undefined;
     message.device = object.device ?? "";
-    message.plan = object.plan ?? "";
     message.resumeObject = object.resumeObject ?? "";
     message.resumeStep = object.resumeStep ?? 0;
     message.attempt = object.attempt ?? 0;
@@ -2230,7 +2409,7 @@ export const RoundMerged: MessageFns<RoundMerged> = {
 };
 
 function createBaseShardDone(): ShardDone {
-  return { shardId: "", object: "", sha256: "", summary: "", attempt: 0 };
+  return { shardId: "", object: "", sha256: "", attempt: 0, steps: 0, tokens: 0, finalLoss: undefined, seconds: 0 };
 }
 
 export const ShardDone: MessageFns<ShardDone> = {
@@ -2244,11 +2423,20 @@ export const ShardDone: MessageFns<ShardDone> = {
     if (message.sha256 !== "") {
       writer.uint32(26).string(message.sha256);
     }
-    if (message.summary !== "") {
-      writer.uint32(34).string(message.summary);
-    }
     if (message.attempt !== 0) {
-      writer.uint32(40).int32(message.attempt);
+      writer.uint32(32).int32(message.attempt);
+    }
+    if (message.steps !== 0) {
+      writer.uint32(40).int32(message.steps);
+    }
+    if (message.tokens !== 0) {
+      writer.uint32(49).double(message.tokens);
+    }
+    if (message.finalLoss !== undefined) {
+      writer.uint32(57).double(message.finalLoss);
+    }
+    if (message.seconds !== 0) {
+      writer.uint32(65).double(message.seconds);
     }
     return writer;
   },
@@ -2291,11 +2479,11 @@ export const ShardDone: MessageFns<ShardDone> = {
             continue;
           }
           case 4: {
-            if (tag !== 34) {
+            if (tag !== 32) {
               break;
             }
 
-            message.summary = reader.string();
+            message.attempt = reader.int32();
             continue;
           }
           case 5: {
@@ -2303,7 +2491,31 @@ export const ShardDone: MessageFns<ShardDone> = {
               break;
             }
 
-            message.attempt = reader.int32();
+            message.steps = reader.int32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 49) {
+              break;
+            }
+
+            message.tokens = reader.double();
+            continue;
+          }
+          case 7: {
+            if (tag !== 57) {
+              break;
+            }
+
+            message.finalLoss = reader.double();
+            continue;
+          }
+          case 8: {
+            if (tag !== 65) {
+              break;
+            }
+
+            message.seconds = reader.double();
             continue;
           }
         }
@@ -2327,8 +2539,15 @@ export const ShardDone: MessageFns<ShardDone> = {
         : "",
       object: isSet(object.object) ? globalThis.String(object.object) : "",
       sha256: isSet(object.sha256) ? globalThis.String(object.sha256) : "",
-      summary: isSet(object.summary) ? globalThis.String(object.summary) : "",
       attempt: isSet(object.attempt) ? globalThis.Number(object.attempt) : 0,
+      steps: isSet(object.steps) ? globalThis.Number(object.steps) : 0,
+      tokens: isSet(object.tokens) ? globalThis.Number(object.tokens) : 0,
+      finalLoss: isSet(object.finalLoss)
+        ? globalThis.Number(object.finalLoss)
+        : isSet(object.final_loss)
+        ? globalThis.Number(object.final_loss)
+        : undefined,
+      seconds: isSet(object.seconds) ? globalThis.Number(object.seconds) : 0,
     };
   },
 
@@ -2343,11 +2562,20 @@ export const ShardDone: MessageFns<ShardDone> = {
     if (message.sha256 !== "") {
       obj.sha256 = message.sha256;
     }
-    if (message.summary !== "") {
-      obj.summary = message.summary;
-    }
     if (message.attempt !== 0) {
       obj.attempt = Math.round(message.attempt);
+    }
+    if (message.steps !== 0) {
+      obj.steps = Math.round(message.steps);
+    }
+    if (message.tokens !== 0) {
+      obj.tokens = floatToJson(message.tokens);
+    }
+    if (message.finalLoss !== undefined) {
+      obj.finalLoss = floatToJson(message.finalLoss);
+    }
+    if (message.seconds !== 0) {
+      obj.seconds = floatToJson(message.seconds);
     }
     return obj;
   },
@@ -2360,8 +2588,11 @@ export const ShardDone: MessageFns<ShardDone> = {
     message.shardId = object.shardId ?? "";
     message.object = object.object ?? "";
     message.sha256 = object.sha256 ?? "";
-    message.summary = object.summary ?? "";
     message.attempt = object.attempt ?? 0;
+    message.steps = object.steps ?? 0;
+    message.tokens = object.tokens ?? 0;
+    message.finalLoss = object.finalLoss ?? undefined;
+    message.seconds = object.seconds ?? 0;
     return message;
   },
 };
@@ -2609,7 +2840,7 @@ export const Checkpoint: MessageFns<Checkpoint> = {
 };
 
 function createBaseEvalRequest(): EvalRequest {
-  return { requestId: "", jobId: "", plan: "" };
+  return { requestId: "", plan: undefined };
 }
 
 export const EvalRequest: MessageFns<EvalRequest> = {
@@ -2617,11 +2848,8 @@ export const EvalRequest: MessageFns<EvalRequest> = {
     if (message.requestId !== "") {
       writer.uint32(10).string(message.requestId);
     }
-    if (message.jobId !== "") {
-      writer.uint32(18).string(message.jobId);
-    }
-    if (message.plan !== "") {
-      writer.uint32(26).string(message.plan);
+    if (message.plan !== undefined) {
+      EvalPlan.encode(message.plan, writer.uint32(18).fork()).join();
     }
     return writer;
   },
@@ -2652,15 +2880,7 @@ export const EvalRequest: MessageFns<EvalRequest> = {
               break;
             }
 
-            message.jobId = reader.string();
-            continue;
-          }
-          case 3: {
-            if (tag !== 26) {
-              break;
-            }
-
-            message.plan = reader.string();
+            message.plan = EvalPlan.decode(reader, reader.uint32());
             continue;
           }
         }
@@ -2682,12 +2902,7 @@ export const EvalRequest: MessageFns<EvalRequest> = {
         : isSet(object.request_id)
         ? globalThis.String(object.request_id)
         : "",
-      jobId: isSet(object.jobId)
-        ? globalThis.String(object.jobId)
-        : isSet(object.job_id)
-        ? globalThis.String(object.job_id)
-        : "",
-      plan: isSet(object.plan) ? globalThis.String(object.plan) : "",
+      plan: isSet(object.plan) ? EvalPlan.fromJSON(object.plan) : undefined,
     };
   },
 
@@ -2696,11 +2911,8 @@ export const EvalRequest: MessageFns<EvalRequest> = {
     if (message.requestId !== "") {
       obj.requestId = message.requestId;
     }
-    if (message.jobId !== "") {
-      obj.jobId = message.jobId;
-    }
-    if (message.plan !== "") {
-      obj.plan = message.plan;
+    if (message.plan !== undefined) {
+      obj.plan = EvalPlan.toJSON(message.plan);
     }
     return obj;
   },
@@ -2711,14 +2923,279 @@ export const EvalRequest: MessageFns<EvalRequest> = {
   fromPartial<I extends Exact<DeepPartial<EvalRequest>, I>>(object: I): EvalRequest {
     const message = createBaseEvalRequest();
     message.requestId = object.requestId ?? "";
+    message.plan = (object.plan !== undefined && object.plan !== null) ? EvalPlan.fromPartial(object.plan) : undefined;
+    return message;
+  },
+};
+
+function createBaseEvalPlan(): EvalPlan {
+  return { jobId: "", jobSpec: "", task: "", adapterObject: "", coalitions: [], maxBatches: 0, device: "" };
+}
+
+export const EvalPlan: MessageFns<EvalPlan> = {
+  encode(message: EvalPlan, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.jobId !== "") {
+      writer.uint32(10).string(message.jobId);
+    }
+    if (message.jobSpec !== "") {
+      writer.uint32(18).string(message.jobSpec);
+    }
+    if (message.task !== "") {
+      writer.uint32(26).string(message.task);
+    }
+    if (message.adapterObject !== "") {
+      writer.uint32(34).string(message.adapterObject);
+    }
+    for (const v of message.coalitions) {
+      Coalition.encode(v!, writer.uint32(42).fork()).join();
+    }
+    if (message.maxBatches !== 0) {
+      writer.uint32(48).int32(message.maxBatches);
+    }
+    if (message.device !== "") {
+      writer.uint32(58).string(message.device);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EvalPlan {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseEvalPlan();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.jobId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.jobSpec = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.task = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.adapterObject = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.coalitions.push(Coalition.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.maxBatches = reader.int32();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.device = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): EvalPlan {
+    return {
+      jobId: isSet(object.jobId)
+        ? globalThis.String(object.jobId)
+        : isSet(object.job_id)
+        ? globalThis.String(object.job_id)
+        : "",
+      jobSpec: isSet(object.jobSpec)
+        ? globalThis.String(object.jobSpec)
+        : isSet(object.job_spec)
+        ? globalThis.String(object.job_spec)
+        : "",
+      task: isSet(object.task) ? globalThis.String(object.task) : "",
+      adapterObject: isSet(object.adapterObject)
+        ? globalThis.String(object.adapterObject)
+        : isSet(object.adapter_object)
+        ? globalThis.String(object.adapter_object)
+        : "",
+      coalitions: globalThis.Array.isArray(object?.coalitions)
+        ? object.coalitions.map((e: any) => Coalition.fromJSON(e))
+        : [],
+      maxBatches: isSet(object.maxBatches)
+        ? globalThis.Number(object.maxBatches)
+        : isSet(object.max_batches)
+        ? globalThis.Number(object.max_batches)
+        : 0,
+      device: isSet(object.device) ? globalThis.String(object.device) : "",
+    };
+  },
+
+  toJSON(message: EvalPlan): unknown {
+    const obj: any = {};
+    if (message.jobId !== "") {
+      obj.jobId = message.jobId;
+    }
+    if (message.jobSpec !== "") {
+      obj.jobSpec = message.jobSpec;
+    }
+    if (message.task !== "") {
+      obj.task = message.task;
+    }
+    if (message.adapterObject !== "") {
+      obj.adapterObject = message.adapterObject;
+    }
+    if (message.coalitions?.length) {
+      obj.coalitions = message.coalitions.map((e) => Coalition.toJSON(e));
+    }
+    if (message.maxBatches !== 0) {
+      obj.maxBatches = Math.round(message.maxBatches);
+    }
+    if (message.device !== "") {
+      obj.device = message.device;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<EvalPlan>, I>>(base?: I): EvalPlan {
+    return EvalPlan.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<EvalPlan>, I>>(object: I): EvalPlan {
+    const message = createBaseEvalPlan();
     message.jobId = object.jobId ?? "";
-    message.plan = object.plan ?? "";
+    message.jobSpec = object.jobSpec ?? "";
+    message.task = object.task ?? "";
+    message.adapterObject = object.adapterObject ?? "";
+    message.coalitions = object.coalitions?.map((e) => Coalition.fromPartial(e)) || [];
+    message.maxBatches = object.maxBatches ?? 0;
+    message.device = object.device ?? "";
+    return message;
+  },
+};
+
+function createBaseCoalition(): Coalition {
+  return { layers: [] };
+}
+
+export const Coalition: MessageFns<Coalition> = {
+  encode(message: Coalition, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.layers.length !== 0) {
+      writer.uint32(10).fork();
+      for (const v of message.layers) {
+        writer.int32(v);
+      }
+      writer.join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Coalition {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCoalition();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag === 8) {
+              message.layers.push(reader.int32());
+
+              continue;
+            }
+
+            if (tag === 10) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.layers.push(reader.int32());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Coalition {
+    return {
+      layers: globalThis.Array.isArray(object?.layers) ? object.layers.map((e: any) => globalThis.Number(e)) : [],
+    };
+  },
+
+  toJSON(message: Coalition): unknown {
+    const obj: any = {};
+    if (message.layers?.length) {
+      obj.layers = message.layers.map((e) => Math.round(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<Coalition>, I>>(base?: I): Coalition {
+    return Coalition.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Coalition>, I>>(object: I): Coalition {
+    const message = createBaseCoalition();
+    message.layers = object.layers?.map((e) => e) || [];
     return message;
   },
 };
 
 function createBaseEvalResult(): EvalResult {
-  return { requestId: "", losses: "", error: "" };
+  return { requestId: "", losses: [], error: "" };
 }
 
 export const EvalResult: MessageFns<EvalResult> = {
@@ -2726,8 +3203,12 @@ export const EvalResult: MessageFns<EvalResult> = {
     if (message.requestId !== "") {
       writer.uint32(10).string(message.requestId);
     }
-    if (message.losses !== "") {
-      writer.uint32(18).string(message.losses);
+    if (message.losses.length !== 0) {
+      writer.uint32(18).fork();
+      for (const v of message.losses) {
+        writer.double(v);
+      }
+      writer.join();
     }
     if (message.error !== "") {
       writer.uint32(26).string(message.error);
@@ -2757,12 +3238,22 @@ export const EvalResult: MessageFns<EvalResult> = {
             continue;
           }
           case 2: {
-            if (tag !== 18) {
-              break;
+            if (tag === 17) {
+              message.losses.push(reader.double());
+
+              continue;
             }
 
-            message.losses = reader.string();
-            continue;
+            if (tag === 18) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.losses.push(reader.double());
+              }
+
+              continue;
+            }
+
+            break;
           }
           case 3: {
             if (tag !== 26) {
@@ -2791,7 +3282,7 @@ export const EvalResult: MessageFns<EvalResult> = {
         : isSet(object.request_id)
         ? globalThis.String(object.request_id)
         : "",
-      losses: isSet(object.losses) ? globalThis.String(object.losses) : "",
+      losses: globalThis.Array.isArray(object?.losses) ? object.losses.map((e: any) => globalThis.Number(e)) : [],
       error: isSet(object.error) ? globalThis.String(object.error) : "",
     };
   },
@@ -2801,8 +3292,8 @@ export const EvalResult: MessageFns<EvalResult> = {
     if (message.requestId !== "") {
       obj.requestId = message.requestId;
     }
-    if (message.losses !== "") {
-      obj.losses = message.losses;
+    if (message.losses?.length) {
+      obj.losses = message.losses.map((e) => floatToJson(e));
     }
     if (message.error !== "") {
       obj.error = message.error;
@@ -2816,7 +3307,7 @@ export const EvalResult: MessageFns<EvalResult> = {
   fromPartial<I extends Exact<DeepPartial<EvalResult>, I>>(object: I): EvalResult {
     const message = createBaseEvalResult();
     message.requestId = object.requestId ?? "";
-    message.losses = object.losses ?? "";
+    message.losses = object.losses?.map((e) => e) || [];
     message.error = object.error ?? "";
     return message;
   },

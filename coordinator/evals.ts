@@ -1,0 +1,97 @@
+// Evaluations on workers: the Shapley estimate of each layer adapter's contribution needs the task
+// adapter's loss under many layer coalitions. The coalitions are spread over the free devices, each
+// part sent as an EvalPlan to one worker; only that worker's answer (with one loss per coalition)
+// settles the request, and a worker that dies fails it.
+import type { WorkerMessage } from '../shared/gen/chorus/v1/worker.ts';
+import { objectNames } from '../shared/nats/subjects.ts';
+import { evalPlanToWire } from '../shared/shard/plan.ts';
+import { shapleyPlan, shapleyValues } from './shapley.ts';
+import type { ClusterState } from './state.ts';
+import type { JobRecord } from './types.ts';
+
+type EvalResult = Extract<WorkerMessage['kind'], { $case: 'evalResult' }>['value'];
+
+interface Pending {
+  resolve: (losses: number[]) => void;
+  reject: (e: Error) => void;
+  workerId: string;
+  count: number;
+}
+
+/** Permutations sampled when a task has too many layers for the exact Shapley value. */
+const SHAPLEY_SAMPLES = 8;
+const BATCHES_PER_COALITION = 4;
+
+export interface ShapleyEstimate {
+  values: number[];
+  /** Loss with no layer adapter and with all of them: Σ values = the gain between the two. */
+  noAdapters: number;
+  allAdapters: number;
+}
+
+export class Evaluations {
+  private readonly pending = new Map<string, Pending>();
+
+  constructor(private readonly state: ClusterState) {}
+
+  /** Per-layer Shapley values of a finished task's adapter, evaluated on the workers' free devices. */
+  async shapley(job: JobRecord, task: string, layers: number): Promise<ShapleyEstimate> {
+    const plan = shapleyPlan(layers, SHAPLEY_SAMPLES, `${job.id}/${task}`);
+    // Coalitions are independent: spread them over every free device and evaluate at once.
+    const parts = Math.max(1, Math.min(this.state.freeDevices().length, plan.coalitions.length));
+    const chunks = Array.from({ length: parts }, (_, i) => plan.coalitions.filter((_, k) => k % parts === i));
+    const results = await Promise.all(chunks.map((coalitions) => this.onWorker(job, task, coalitions)));
+    const losses = plan.coalitions.map((_, k) => results[k % parts][Math.floor(k / parts)]);
+    const lossOf = (size: number) => losses[plan.coalitions.findIndex((c) => c.length === size)];
+    return { values: shapleyValues(plan, losses), noAdapters: lossOf(0), allAdapters: lossOf(layers) };
+  }
+
+  /** Runs one evaluation plan on a free device; resolves to one loss per coalition. */
+  private onWorker(job: JobRecord, task: string, coalitions: number[][]): Promise<number[]> {
+    const free = this.state.freeDevices()[0];
+    if (!free) return Promise.reject(new Error('no free device for evaluation'));
+    const w = this.state.workers.get(free.workerId)!;
+    const requestId = `${job.id}-eval-${Math.random().toString(36).slice(2, 10)}`;
+    w.busy.set(free.device, requestId);
+    const plan = evalPlanToWire(job.specText, {
+      jobId: job.id,
+      task,
+      adapterObject: objectNames.taskAdapter(job.id, task),
+      coalitions,
+      maxBatches: BATCHES_PER_COALITION,
+      device: free.device,
+    });
+    return new Promise<number[]>((resolve, reject) => {
+      this.pending.set(requestId, { resolve, reject, workerId: w.record.id, count: coalitions.length });
+      w.link!.send({ kind: { $case: 'eval', value: { requestId, plan } } });
+    }).finally(() => {
+      if (w.busy.get(free.device) === requestId) w.busy.delete(free.device);
+      this.state.scheduleSoon();
+    });
+  }
+
+  /** An evaluation's answer, accepted only from the worker it was sent to; always settles the request. */
+  result(workerId: string, r: EvalResult): void {
+    const ev = this.pending.get(r.requestId);
+    if (!ev || ev.workerId !== workerId) return;
+    this.pending.delete(r.requestId);
+    if (r.error) ev.reject(new Error(r.error));
+    else if (r.losses.length !== ev.count || !r.losses.every(Number.isFinite)) {
+      const got = r.losses.slice(0, 8).join(', ');
+      ev.reject(
+        new Error(
+          `evaluation ${r.requestId}: the worker sent [${got}${r.losses.length > 8 ? ', …' : ''}] instead of ${ev.count} finite losses`,
+        ),
+      );
+    } else ev.resolve(r.losses);
+  }
+
+  /** The worker is gone: its evaluations will never answer. */
+  workerGone(workerId: string, why: string): void {
+    for (const [id, ev] of this.pending) {
+      if (ev.workerId !== workerId) continue;
+      this.pending.delete(id);
+      ev.reject(new Error(why));
+    }
+  }
+}

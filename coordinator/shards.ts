@@ -1,0 +1,162 @@
+// What workers report about the shards they run: progress (every step; checked against the CoTo
+// schedule the coordinator owns, folded into the per-layer figures), checkpoints, the end of a shard,
+// and failures — a failed or lost shard is placed again until it has used up its attempts.
+import { LayerActivity } from '../shared/coto/activity.ts';
+import { activeLayersAt } from '../shared/coto/schedule.ts';
+import type { WorkerMessage } from '../shared/gen/chorus/v1/worker.ts';
+import type { Jobs } from './jobs.ts';
+import type { ClusterState } from './state.ts';
+import type { GradientSync } from './sync/gradients.ts';
+import type { JobRecord, ShardRecord } from './types.ts';
+
+type Msg<K extends NonNullable<WorkerMessage['kind']>['$case']> = Extract<WorkerMessage['kind'], { $case: K }>['value'];
+
+export class Shards {
+  constructor(
+    private readonly state: ClusterState,
+    private readonly jobs: Jobs,
+    private readonly gradients: GradientSync,
+  ) {}
+
+  async progress(workerId: string, p: Msg<'progress'>): Promise<void> {
+    const { state } = this;
+    const found = state.liveShard(workerId, p.shardId, p.attempt);
+    if (!found) return;
+    const { job, shard } = found;
+    if (shard.state === 'assigned') {
+      shard.state = 'running';
+      await state.publish('shard.started', job.id, {
+        shardId: shard.id,
+        task: shard.task,
+        replica: shard.replica,
+        workerId,
+        step: p.step,
+      });
+    }
+    const fresh = p.step > shard.step;
+    shard.step = p.step;
+    shard.loss = p.loss;
+    shard.tokens = p.tokens;
+    if (fresh && p.numLayers > 0) {
+      const mismatch = this.checkMask(job, shard, p.step - 1, p.numLayers, p.activeLayers);
+      if (mismatch) {
+        await state.endJob(job, 'failed', mismatch, 'job failed');
+        return;
+      }
+      job.layers[shard.task] ??= new LayerActivity(p.numLayers);
+      const on = new Set(p.activeLayers);
+      job.layers[shard.task].record(
+        Array.from({ length: p.numLayers }, (_, l) => on.has(l)),
+        p.loss,
+      );
+    }
+    // Not awaited: the publish chain keeps the order, and the worker's next message (its gradients)
+    // need not wait for NATS to acknowledge a metrics event.
+    void state.publish('metrics', job.id, {
+      shardId: shard.id,
+      task: shard.task,
+      replica: shard.replica,
+      step: p.step,
+      totalSteps: shard.totalSteps,
+      loss: p.loss,
+      lr: p.lr,
+      p: p.p,
+      tokens: p.tokens,
+      tokensPerSec: p.tokensPerS,
+      activeLayers: p.activeLayers,
+    });
+    if (p.step % 10 === 0 || p.step === shard.totalSteps) void state.saveJob(job);
+  }
+
+  /**
+   * The coordinator owns the CoTo schedule: the layers a replica trained at `step` must be exactly
+   * the draw from (task seed, step) at the scheduled p(step) — the same for every replica.
+   */
+  private checkMask(
+    job: JobRecord,
+    shard: ShardRecord,
+    step: number,
+    numLayers: number,
+    active: number[],
+  ): string | null {
+    const t = job.spec.tasks[shard.taskIndex];
+    const expected = activeLayersAt(t.coto, t.seed, step, t.training.steps, numLayers);
+    const want = expected.flatMap((on, l) => (on ? [l] : []));
+    if (want.length === active.length && want.every((l, i) => l === active[i])) return null;
+    return `replica ${shard.replica} of task ${shard.task} trained layers [${active.join(',')}] at step ${step}; the CoTo schedule says [${want.join(',')}]`;
+  }
+
+  async checkpoint(workerId: string, c: Msg<'checkpoint'>): Promise<void> {
+    const found = this.state.liveShard(workerId, c.shardId, c.attempt);
+    if (!found) return;
+    const { job, shard } = found;
+    shard.checkpoint = { step: c.step, object: c.object };
+    this.gradients.checkpointed(job, shard);
+    await this.state.saveJob(job);
+  }
+
+  async done(workerId: string, d: Msg<'shardDone'>): Promise<void> {
+    const { state } = this;
+    const found = state.liveShard(workerId, d.shardId, d.attempt);
+    if (!found) return;
+    const { job, shard } = found;
+    shard.state = 'finished';
+    shard.final = { object: d.object, sha256: d.sha256 };
+    shard.step = d.steps || shard.totalSteps;
+    state.freeDevice(shard);
+    await state.saveJob(job);
+    await state.publish(
+      'shard.finished',
+      job.id,
+      {
+        shardId: shard.id,
+        task: shard.task,
+        replica: shard.replica,
+        steps: shard.step,
+        tokens: d.tokens || shard.tokens,
+        finalLoss: d.finalLoss ?? null,
+        object: d.object,
+        sha256: d.sha256,
+      },
+      `${job.id}.${shard.id}.finished`,
+    );
+    if (job.shards.every((s) => s.state === 'finished')) {
+      state.trainingEnded(job);
+      void this.jobs.finish(job);
+    }
+    state.scheduleSoon();
+  }
+
+  async failed(workerId: string, f: Msg<'shardFailed'>): Promise<void> {
+    const found = this.state.liveShard(workerId, f.shardId, f.attempt);
+    if (!found) return;
+    await this.lost(found.job, found.shard, f.error);
+    this.state.scheduleSoon();
+  }
+
+  /** The shard stopped running (its runner failed, or its worker died): place it again, or fail the job. */
+  async lost(job: JobRecord, shard: ShardRecord, why: string): Promise<void> {
+    const { state } = this;
+    const willRetry = shard.attempts < state.opts.maxAttempts;
+    await state.publish('shard.failed', job.id, {
+      shardId: shard.id,
+      task: shard.task,
+      replica: shard.replica,
+      workerId: shard.workerId,
+      error: why,
+      willRetry,
+    });
+    state.releaseShard(shard);
+    if (!willRetry) {
+      shard.state = 'failed';
+      await state.endJob(
+        job,
+        'failed',
+        `shard ${shard.id} failed ${shard.attempts} time(s); last: ${why}`,
+        'job failed',
+      );
+      return;
+    }
+    await state.saveJob(job);
+  }
+}
