@@ -1,119 +1,196 @@
-// `npm run bench -- merge [--layers 32] [--adapters 8] [--rank 16] [--dim 4096] [--phases svd,ties,extract]`
-// Time and peak memory to merge K adapters of rank r over L layers × (q_proj, v_proj) of dim×dim
-// with `svd` and with `ties`, and to extract one dim×dim delta at rank r. Each phase runs in its own
-// child process so that its peak RSS (getrusage maxrss) is its own. Pure JS on the CPU: scale the
-// layers down on small machines and extrapolate per module (the work is linear in the module count).
+// `npm run bench -- merge [--layers 2] [--adapters 8] [--rank 16] [--dim 4096] [--density 0.5]
+//   [--ties-modules 2] [--extract-modules 2] [--threads auto|N] [--precision float32|float64] [--phases svd,ties,extract]`
+// Time per module and peak RSS of merging K adapters of rank r over L layers × (q_proj, v_proj) of
+// dim×dim with `svd` and with `ties`, and of extracting dim×dim deltas at rank r; each phase in its own
+// child process, so that its peak RSS is its own. When /usr/bin/python3 has NumPy, the reference
+// numpy_merge_bench.py (shared/reference, beside the repository) runs with the same sizes in the same
+// run and the ratios are printed. Merge threads are started before the clock starts (NumPy's import is
+// not timed either); that start-up is printed separately.
 import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { LoraAdapter, LoraModule } from '../shared/lora/types.ts';
-import { extractAdapter, mergeAdapters, type NamedTensor } from '../shared/merge/index.ts';
+import { closeMergeThreads, extractAdapter, mergeAdapters, type NamedTensor } from '../shared/merge/index.ts';
+import { initEngine } from '../shared/tensor/engine.ts';
 import { SplitMix32 } from '../shared/tensor/random.ts';
+import { numpyInfo, peakRssMiB, runNumpy } from './numpy.ts';
 
 const args = process.argv.slice(2);
 function opt(name: string, def: string): string {
   const i = args.indexOf(`--${name}`);
   return i >= 0 && args[i + 1] !== undefined ? args[i + 1] : def;
 }
-const layers = Number(opt('layers', '32'));
+const layers = Number(opt('layers', '2'));
 const count = Number(opt('adapters', '8'));
 const rank = Number(opt('rank', '16'));
 const dim = Number(opt('dim', '4096'));
+const density = Number(opt('density', '0.5'));
+const tiesModules = Number(opt('ties-modules', '2'));
+const extractModules = Number(opt('extract-modules', '2'));
+const threadsArg = opt('threads', String(availableParallelism()));
+const threads = threadsArg === 'auto' ? 'auto' : Number(threadsArg);
+const precision = opt('precision', 'float32') as 'float32' | 'float64';
 const phase = opt('phase', '');
 
-function randomAdapter(seed: number): LoraAdapter {
+/** K adapters drawn like numpy_merge_bench.py's: A ~ U(−.015, .015), B ~ U(−.005, .005), scaling 2. */
+function randomAdapter(seed: number, modules: number): LoraAdapter {
   const rng = new SplitMix32(seed);
-  const modules = new Map<string, LoraModule>();
-  for (let l = 0; l < layers; l++) {
-    for (const proj of ['q_proj', 'v_proj']) {
-      const a = new Float32Array(rank * dim);
-      const b = new Float32Array(dim * rank);
-      for (let i = 0; i < a.length; i++) a[i] = (rng.uniform() - 0.5) * 0.03;
-      for (let i = 0; i < b.length; i++) b[i] = (rng.uniform() - 0.5) * 0.01;
-      modules.set(`model.layers.${l}.self_attn.${proj}`, { a, b, rank, inFeatures: dim, outFeatures: dim, scaling: 2 });
-    }
+  const out = new Map<string, LoraModule>();
+  for (let i = 0; i < modules; i++) {
+    const a = new Float32Array(rank * dim);
+    const b = new Float32Array(dim * rank);
+    for (let j = 0; j < a.length; j++) a[j] = (rng.uniform() - 0.5) * 0.03;
+    for (let j = 0; j < b.length; j++) b[j] = (rng.uniform() - 0.5) * 0.01;
+    const name = `model.layers.${i >> 1}.self_attn.${i % 2 ? 'v_proj' : 'q_proj'}`;
+    out.set(name, { a, b, rank, inFeatures: dim, outFeatures: dim, scaling: 2 });
   }
   return {
     config: { r: rank, loraAlpha: 2 * rank, targetModules: ['q_proj', 'v_proj'], loraDropout: 0, useRslora: false },
-    modules,
+    modules: out,
   };
 }
 
-function runPhase(name: string): void {
+/** tuned − base = a planted rank-2r delta with decaying σ plus small dense noise (a realistic tail). */
+function extractionPair(index: number): { base: NamedTensor; tuned: NamedTensor } {
+  const rng = new SplitMix32(99 + index);
+  const base = new Float32Array(dim * dim);
+  const tuned = new Float32Array(dim * dim);
+  for (let i = 0; i < base.length; i++) base[i] = (rng.uniform() - 0.5) * 0.05;
+  const lowRank = 2 * rank;
+  const u = Float32Array.from({ length: dim * lowRank }, () => rng.normal() / Math.sqrt(dim));
+  const v = Float32Array.from({ length: lowRank * dim }, (_, i) => (rng.normal() / Math.sqrt(dim)) * 0.9 ** (i / dim));
+  const row = new Float64Array(dim);
+  for (let i = 0; i < dim; i++) {
+    row.fill(0);
+    for (let p = 0; p < lowRank; p++) {
+      const f = u[i * lowRank + p];
+      for (let j = 0; j < dim; j++) row[j] += f * v[p * dim + j];
+    }
+    for (let j = 0; j < dim; j++) tuned[i * dim + j] = base[i * dim + j] + row[j] + (rng.uniform() - 0.5) * 1e-4;
+  }
+  return { base: { shape: [dim, dim], data: base }, tuned: { shape: [dim, dim], data: tuned } };
+}
+
+/** Starts the merge threads (each with its engine) on a throw-away merge of tiny modules. */
+async function warmUp(): Promise<number> {
+  const start = performance.now();
+  await initEngine(undefined, { quiet: true });
+  if (threads !== 1) {
+    const tiny = (seed: number): LoraAdapter => {
+      const ad = randomAdapter(seed, 0);
+      for (let i = 0; i < 8; i++) {
+        const a = Float32Array.from({ length: 8 }, (_, j) => j + seed);
+        ad.modules.set(`m${i}`, { a, b: Float32Array.from(a), rank: 1, inFeatures: 8, outFeatures: 8, scaling: 1 });
+      }
+      return ad;
+    };
+    await mergeAdapters([tiny(1), tiny(2)], {
+      method: 'ties',
+      density: 0.5,
+      threads: threads === 'auto' ? 2 : threads,
+    });
+  }
+  return (performance.now() - start) / 1000;
+}
+
+async function runPhase(name: string): Promise<void> {
   const t0 = performance.now();
   let modules = 0;
   let energy = 0;
+  const onModule = (r: { energyKept: number }) => {
+    modules++;
+    energy += r.energyKept;
+  };
+  let run: () => Promise<unknown>;
   if (name === 'extract') {
-    // W_tuned − W_base = a rank-r·2 planted delta plus small dense noise (a realistic spectrum tail).
-    const rng = new SplitMix32(99);
-    const base = new Float32Array(dim * dim);
-    const tuned = new Float32Array(dim * dim);
-    for (let i = 0; i < base.length; i++) base[i] = (rng.uniform() - 0.5) * 0.05;
-    const lowRank = 2 * rank;
-    const u = Float32Array.from({ length: dim * lowRank }, () => rng.normal() / Math.sqrt(dim));
-    const v = Float32Array.from({ length: lowRank * dim }, () => rng.normal() / Math.sqrt(dim));
-    for (let i = 0; i < dim; i++) {
-      for (let j = 0; j < dim; j++) {
-        let acc = 0;
-        for (let p = 0; p < lowRank; p++) acc += u[i * lowRank + p] * v[p * dim + j] * 0.9 ** p;
-        tuned[i * dim + j] = base[i * dim + j] + acc + (rng.uniform() - 0.5) * 1e-4;
-      }
+    const base = new Map<string, NamedTensor>();
+    const tuned = new Map<string, NamedTensor>();
+    for (let i = 0; i < extractModules; i++) {
+      const pair = extractionPair(i);
+      const key = `model.layers.${i >> 1}.self_attn.${i % 2 ? 'v_proj' : 'q_proj'}.weight`;
+      base.set(key, pair.base);
+      tuned.set(key, pair.tuned);
     }
-    const name0 = 'model.layers.0.self_attn.q_proj.weight';
-    const b = new Map<string, NamedTensor>([[name0, { shape: [dim, dim], data: base }]]);
-    const t = new Map<string, NamedTensor>([[name0, { shape: [dim, dim], data: tuned }]]);
-    const start = performance.now();
-    const res = extractAdapter(b, t, { rank });
-    const secs = (performance.now() - start) / 1000;
-    report(name, secs, 1, res.modules[0].energyKept, (start - t0) / 1000);
-    return;
+    run = () => extractAdapter(base, tuned, { rank, threads, precision, onModule });
+  } else {
+    const adapters = Array.from({ length: count }, (_, k) =>
+      randomAdapter(k + 1, name === 'ties' ? tiesModules : 2 * layers),
+    );
+    const method = name as 'svd' | 'ties';
+    run = () =>
+      mergeAdapters(adapters, {
+        method,
+        density: method === 'ties' ? density : undefined,
+        rank,
+        threads,
+        precision,
+        onModule,
+      });
   }
-  const adapters = Array.from({ length: count }, (_, k) => randomAdapter(k + 1));
+  const setup = (performance.now() - t0) / 1000;
+  const warm = await warmUp();
+  const cpu0 = process.cpuUsage();
   const start = performance.now();
-  const res = mergeAdapters(adapters, {
-    method: name as 'svd' | 'ties',
-    density: name === 'ties' ? 0.5 : undefined,
-    rank,
-    onModule: (r) => {
-      modules++;
-      energy += r.energyKept;
-    },
-  });
+  await run();
   const secs = (performance.now() - start) / 1000;
-  report(name, secs, modules, energy / modules, (start - t0) / 1000, res.adapter.modules.size);
-}
-
-function report(
-  name: string,
-  secs: number,
-  modules: number,
-  energy: number,
-  setup: number,
-  outModules = modules,
-): void {
-  const maxRssMiB = process.resourceUsage().maxRSS / 1024;
-  // CPU time of the whole process (setup included): on a shared machine wall time also counts waiting.
-  const cpuSecs = process.cpuUsage().user / 1e6;
+  const cpu = process.cpuUsage(cpu0);
+  await closeMergeThreads();
+  const cpuSecs = (cpu.user + cpu.system) / 1e6;
   console.log(
     JSON.stringify({
       phase: name,
       secs,
       cpuSecs,
       modules,
-      outModules,
       perModule: secs / modules,
-      energy,
+      energy: energy / modules,
       setup,
-      maxRssMiB,
+      warm,
+      maxRssMiB: peakRssMiB(),
     }),
   );
 }
 
-if (phase) {
-  runPhase(phase);
-} else {
+/** numpy_merge_bench.py in shared/reference beside the repository (or beside one of its parents). */
+function findReference(): string | null {
+  for (let dir = dirname(fileURLToPath(import.meta.url)); dir !== dirname(dir); dir = dirname(dir)) {
+    const path = join(dir, 'shared', 'reference', 'numpy_merge_bench.py');
+    if (existsSync(path)) return path;
+  }
+  return null;
+}
+
+interface NumpyFigures {
+  svd: number;
+  ties: number;
+  extract: number;
+  rss: number;
+}
+
+function numpyFigures(script: string): NumpyFigures {
+  const out = runNumpy(script, [
+    ...['--layers', String(layers), '--adapters', String(count), '--rank', String(rank), '--dim', String(dim)],
+    ...['--density', String(density), '--ties-modules', String(tiesModules)],
+  ]);
+  const m = /svd ([\d.]+) ms\/module, ties ([\d.]+) s\/module, extract ([\d.]+) s, peak RSS ([\d.]+) MiB/.exec(out);
+  if (!m) throw new Error(`unexpected output from ${script}: ${out}`);
+  return { svd: Number(m[1]) / 1000, ties: Number(m[2]), extract: Number(m[3]), rss: Number(m[4]) };
+}
+
+async function main(): Promise<void> {
+  if (phase) return runPhase(phase);
   const phases = opt('phases', 'svd,ties,extract').split(',');
-  console.log(`merge bench: ${count} adapters, rank ${rank}, ${layers} layers × (q_proj, v_proj), ${dim}×${dim}`);
+  console.log(
+    `merge bench: ${count} adapters, rank ${rank}, ${dim}×${dim}; svd over ${2 * layers} modules, ties (density ${density}) over ${tiesModules}, ` +
+      `extract of ${extractModules} delta(s) at rank ${rank}; ${precision}, threads ${threads}, ${new Date().toISOString().slice(0, 10)}`,
+  );
   const self = fileURLToPath(import.meta.url);
+  const ours = new Map<
+    string,
+    { perModule: number; maxRssMiB: number; energy: number; modules: number; warm: number }
+  >();
   for (const p of phases) {
     const r = spawnSync(process.execPath, ['--import', 'tsx', self, ...args, '--phase', p], {
       encoding: 'utf8',
@@ -123,16 +200,41 @@ if (phase) {
       console.log(`${p}: failed (${r.status}) ${r.stderr.slice(-2000)}`);
       continue;
     }
-    const line = r.stdout.trim().split('\n').pop()!;
-    const x = JSON.parse(line);
-    const full = (x.perModule * 64).toFixed(0);
+    const x = JSON.parse(r.stdout.trim().split('\n').pop()!);
+    ours.set(p, x);
     console.log(
-      p === 'extract'
-        ? `extract: one ${dim}×${dim} delta at rank ${rank}: ${x.secs.toFixed(2)} s (process CPU ${x.cpuSecs.toFixed(1)} s incl. building the matrices), energy kept ${(100 * x.energy).toFixed(2)}%, peak RSS ${x.maxRssMiB.toFixed(0)} MiB`
-        : `${p}: ${x.modules} modules in ${x.secs.toFixed(2)} s wall, ${x.cpuSecs.toFixed(2)} s process CPU ` +
-            `(${x.perModule.toFixed(2)} s/module wall, ${(x.cpuSecs / x.modules).toFixed(2)} s/module CPU; ` +
-            `×64 modules ≈ ${full} s wall, ${((x.cpuSecs / x.modules) * 64).toFixed(0)} s CPU), ` +
-            `mean energy kept ${(100 * x.energy).toFixed(2)}%, peak RSS ${x.maxRssMiB.toFixed(0)} MiB (inputs built in ${x.setup.toFixed(1)} s)`,
+      `chorus ${p}: ${x.modules} module(s), ${fmt(x.perModule)}/module (CPU ${fmt(x.cpuSecs / x.modules)}/module), ` +
+        `energy kept ${(100 * x.energy).toFixed(2)}%, ` +
+        `peak RSS ${x.maxRssMiB.toFixed(0)} MiB (inputs built in ${x.setup.toFixed(1)} s, threads started in ${x.warm.toFixed(1)} s)`,
+    );
+  }
+  const info = numpyInfo();
+  const script = findReference();
+  if (!info || !script) {
+    console.log(
+      info
+        ? 'numpy_merge_bench.py not found beside the repository: no side-by-side figures'
+        : 'no NumPy in /usr/bin/python3: no side-by-side figures',
+    );
+    return;
+  }
+  const np = numpyFigures(script);
+  console.log(`${info}; peak RSS of the whole NumPy run ${np.rss.toFixed(0)} MiB`);
+  console.log('\n| work | Chorus | peak RSS | NumPy | NumPy peak RSS | NumPy time / Chorus time |');
+  console.log('|---|---|---|---|---|---|');
+  for (const p of phases) {
+    const x = ours.get(p);
+    if (!x) continue;
+    const theirs = np[p as keyof NumpyFigures];
+    const unit = p === 'extract' ? 'delta' : 'module';
+    console.log(
+      `| ${p} | ${fmt(x.perModule)}/${unit} | ${x.maxRssMiB.toFixed(0)} MiB | ${fmt(theirs)}/${unit} | ${np.rss.toFixed(0)} MiB | ${(theirs / x.perModule).toFixed(2)} |`,
     );
   }
 }
+
+function fmt(secs: number): string {
+  return secs < 1 ? `${(secs * 1000).toFixed(0)} ms` : `${secs.toFixed(2)} s`;
+}
+
+await main();

@@ -5,8 +5,14 @@ import { ChorusError } from '../../shared/errors.ts';
 import { locateWeights, readHfConfig } from '../../shared/formats/hf-model.ts';
 import { writePeftAdapter } from '../../shared/formats/peft.ts';
 import { SafetensorsFile } from '../../shared/formats/safetensors.ts';
-import { extractAdapterFrom, type TensorSource } from '../../shared/merge/index.ts';
-import { parseDtype, parseNumber } from './flags.ts';
+import {
+  closeMergeThreads,
+  extractAdapterFrom,
+  PRECISIONS,
+  type Precision,
+  type TensorSource,
+} from '../../shared/merge/index.ts';
+import { parseDtype, parseNumber, parsePositiveInt } from './flags.ts';
 
 /** A model directory read lazily: headers now, one tensor at a time later (models need not fit twice). */
 async function openModel(dir: string): Promise<TensorSource & { close(): Promise<void> }> {
@@ -52,6 +58,12 @@ export function register(program: Command): void {
     )
     .option('--seed <n>', 'seed of the randomized SVD', '0')
     .option('--dtype <dtype>', 'dtype written: F32, F16 or BF16', 'F32')
+    .option(
+      '--precision <p>',
+      `${PRECISIONS.join(' or ')}: float32 runs on the tensor engine, float64 is the slow reference`,
+      'float32',
+    )
+    .option('--threads <n>', 'modules extracted side by side (default: one per core for big modules)')
     .action(async (o) => {
       if ((o.rank === undefined) === (o.energy === undefined))
         throw new ChorusError('give exactly one of --rank or --energy');
@@ -61,6 +73,10 @@ export function register(program: Command): void {
       const energy = parseNumber(o.energy, '--energy');
       const seed = parseNumber(o.seed, '--seed')!;
       const dtype = parseDtype(o.dtype);
+      const threads = parsePositiveInt(o.threads, '--threads') ?? 'auto';
+      if (!(PRECISIONS as readonly string[]).includes(o.precision)) {
+        throw new ChorusError(`--precision must be ${PRECISIONS.join(' or ')}, got "${o.precision}"`);
+      }
       const targets =
         o.target === undefined
           ? undefined
@@ -84,6 +100,8 @@ export function register(program: Command): void {
           targets,
           seed,
           baseModelNameOrPath: name,
+          precision: o.precision as Precision,
+          threads,
           onModule: (r, i, total) => {
             const what = r.skipped
               ? 'unchanged, skipped'
@@ -92,6 +110,7 @@ export function register(program: Command): void {
           },
         });
       } finally {
+        await closeMergeThreads();
         await base.close();
         await tuned.close();
       }

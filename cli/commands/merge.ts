@@ -3,8 +3,15 @@
 import type { Command } from 'commander';
 import { ChorusError } from '../../shared/errors.ts';
 import { readPeftAdapter, writePeftAdapter } from '../../shared/formats/peft.ts';
-import { MERGE_METHODS, mergeAdapters, type MergeMethod } from '../../shared/merge/index.ts';
-import { parseDtype, parseNumber, parseNumberList, parseRank } from './flags.ts';
+import {
+  closeMergeThreads,
+  MERGE_METHODS,
+  mergeAdapters,
+  PRECISIONS,
+  type MergeMethod,
+  type Precision,
+} from '../../shared/merge/index.ts';
+import { parseDtype, parseNumber, parseNumberList, parsePositiveInt, parseRank } from './flags.ts';
 
 export function register(program: Command): void {
   program
@@ -20,6 +27,12 @@ export function register(program: Command): void {
     .option('--rank <n|full>', 'output rank (default: Σ ranks for cat/linear/task_arithmetic, max rank otherwise)')
     .option('--space <space>', 'delta (act on s·B·A) or factors (PEFT add_weighted_adapter)', 'delta')
     .option('--dtype <dtype>', 'dtype written: F32, F16 or BF16', 'F32')
+    .option(
+      '--precision <p>',
+      `${PRECISIONS.join(' or ')}: float32 runs on the tensor engine, float64 is the slow reference`,
+      'float32',
+    )
+    .option('--threads <n>', 'modules merged side by side (default: one per core for big modules)')
     .action(async (dirs: string[], o) => {
       if (!(MERGE_METHODS as readonly string[]).includes(o.method)) {
         throw new ChorusError(`--method: unknown method "${o.method}" (expected one of ${MERGE_METHODS.join(', ')})`);
@@ -30,7 +43,11 @@ export function register(program: Command): void {
       const adapters = [];
       for (const dir of dirs) adapters.push(await readPeftAdapter(dir));
       const started = Date.now();
-      const result = mergeAdapters(adapters, {
+      const threads = parsePositiveInt(o.threads, '--threads') ?? 'auto';
+      if (!(PRECISIONS as readonly string[]).includes(o.precision)) {
+        throw new ChorusError(`--precision must be ${PRECISIONS.join(' or ')}, got "${o.precision}"`);
+      }
+      const result = await mergeAdapters(adapters, {
         method: o.method as MergeMethod,
         weights: o.weights === undefined ? undefined : parseNumberList(o.weights, '--weights'),
         density: parseNumber(o.density, '--density'),
@@ -39,11 +56,13 @@ export function register(program: Command): void {
         rank: parseRank(o.rank),
         space: o.space,
         labels: dirs,
+        precision: o.precision as Precision,
+        threads,
         onModule: (r, i, total) => {
           const energy = r.energyKept < 1 ? `  energy kept ${(100 * r.energyKept).toFixed(2)}%` : '';
           console.log(`[${i + 1}/${total}] ${r.name}  rank ${r.rank}${energy}`);
         },
-      });
+      }).finally(closeMergeThreads);
       await writePeftAdapter(o.out, result.adapter, { dtype });
       const secs = ((Date.now() - started) / 1000).toFixed(1);
       console.log(

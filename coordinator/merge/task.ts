@@ -9,11 +9,13 @@ export type MergeTask =
   | { kind: 'reconcile'; adapters: Uint8Array[]; labels: string[]; options: Omit<ReconcileOptions, 'labels'> }
   | { kind: 'merge'; adapters: Uint8Array[]; labels: string[]; options: Omit<MergeOptions, 'labels' | 'onModule'> };
 
-export function runMergeTask(task: MergeTask): Uint8Array {
+export async function runMergeTask(task: MergeTask): Promise<Uint8Array> {
   const adapters = task.adapters.map((b, i) => adapterFromObjectBytes(b, task.labels[i]));
+  // Big modules merge side by side in threads of their own (shared/merge/parallel.ts).
+  const threads = 'auto';
   const result =
     task.kind === 'reconcile'
-      ? reconcileReplicas(adapters, { ...task.options, labels: task.labels })
-      : mergeAdapters(adapters, { ...task.options, labels: task.labels });
+      ? await reconcileReplicas(adapters, { ...task.options, labels: task.labels, threads })
+      : await mergeAdapters(adapters, { ...task.options, labels: task.labels, threads });
   return adapterToObjectBytes(result.adapter);
 }

@@ -4,81 +4,21 @@
 //   linear, task_arithmetic   Σ w_k ΔW_k (identical here), re-factorised by SVD of the low-rank
 //   svd                       product (never a dense SVD): exact at the default rank Σ r_k for
 //                             linear, truncated to max r_k for svd.
-//   ties, dare_*, magnitude_  entry-wise on the dense ΔW_k (one module in memory at a time), then
+//   ties, dare_*, magnitude_  entry-wise on the dense ΔW_k (one of them in memory at a time), then
 //   prune                     truncated SVD to max r_k, or the exact rank-min(m,n) form with --rank full.
-// Output modules have scaling 1 (lora_alpha = r) with √σ on each factor.
+// Output modules have scaling 1 (lora_alpha = r) with √σ on each factor. The heavy work goes through
+// kernels.ts in the precision the options ask for (float32 on the tensor engine by default).
 import type { LoraModule } from '../lora/types.ts';
 import { combineEntrywise, type EntrywiseKind } from './combine.ts';
 import { energyFraction, moduleFromDenseExact, moduleFromSvd } from './factorize.ts';
-import { frobenius2, mat, svdLowRank, truncatedSvd, type Svd } from './linalg.ts';
+import { frobenius2 } from './linalg.ts';
+import { denseTruncatedSvd, energyKept, entrywiseBuffer, lowRankSvd, visitDeltas } from './kernels.ts';
 import { nameHash, type ModuleReport, type ResolvedOptions } from './options.ts';
 import { deriveSeed } from '../tensor/random.ts';
 
 export interface ModuleOutcome {
   module: LoraModule;
   report: ModuleReport;
-}
-
-/** Stacks the columns of w_k s_k B_k (→ R×m rows) and the rows of A_k (→ R×n) in float64. */
-export function stackFactors(
-  mods: LoraModule[],
-  coef: number[],
-): { uCols: Float64Array; vRows: Float64Array; total: number } {
-  const m = mods[0].outFeatures;
-  const n = mods[0].inFeatures;
-  const total = mods.reduce((s, x) => s + x.rank, 0);
-  const uCols = new Float64Array(total * m);
-  const vRows = new Float64Array(total * n);
-  let off = 0;
-  mods.forEach((mod, k) => {
-    const r = mod.rank;
-    for (let j = 0; j < r; j++) {
-      const row = (off + j) * m;
-      for (let i = 0; i < m; i++) uCols[row + i] = coef[k] * mod.b[i * r + j];
-      const arow = (off + j) * n;
-      for (let i = 0; i < n; i++) vRows[arow + i] = mod.a[j * n + i];
-    }
-    off += r;
-  });
-  return { uCols, vRows, total };
-}
-
-/** out (m×n) = factor · B A, row by row; four rank terms per sweep of a row to cut loads/stores. */
-export function denseDelta(mod: LoraModule, factor: number, out: Float64Array): void {
-  const { rank: r, inFeatures: n, outFeatures: m, b } = mod;
-  const a = Float64Array.from(mod.a);
-  out.fill(0);
-  for (let i = 0; i < m; i++) {
-    const row = i * n;
-    let j = 0;
-    for (; j + 4 <= r; j += 4) {
-      const f0 = factor * b[i * r + j];
-      const f1 = factor * b[i * r + j + 1];
-      const f2 = factor * b[i * r + j + 2];
-      const f3 = factor * b[i * r + j + 3];
-      const a0 = j * n;
-      const a1 = a0 + n;
-      const a2 = a1 + n;
-      const a3 = a2 + n;
-      for (let c = 0; c < n; c++) out[row + c] += f0 * a[a0 + c] + f1 * a[a1 + c] + f2 * a[a2 + c] + f3 * a[a3 + c];
-    }
-    for (; j < r; j++) {
-      const f = factor * b[i * r + j];
-      const arow = j * n;
-      for (let c = 0; c < n; c++) out[row + c] += f * a[arow + c];
-    }
-  }
-}
-
-export function svdEnergy(svd: Svd, kept: number): number {
-  let total = 0;
-  let keep = 0;
-  for (let j = 0; j < svd.k; j++) {
-    const e = svd.s[j] * svd.s[j];
-    total += e;
-    if (j < kept) keep += e;
-  }
-  return energyFraction(keep, total);
 }
 
 export function mergeModuleDelta(name: string, mods: LoraModule[], opt: ResolvedOptions): ModuleOutcome {
@@ -95,31 +35,35 @@ export function mergeModuleDelta(name: string, mods: LoraModule[], opt: Resolved
     if (method === 'cat' && (wanted === undefined || wanted >= sumRank)) {
       return { module: catModule(mods, coef), report: { name, rank: sumRank, energyKept: 1 } };
     }
-    const { uCols, vRows, total } = stackFactors(mods, coef);
-    const svd = svdLowRank(uCols, vRows, m, n, total);
     // Exact output: every non-trivial triple of the core (at most min(Σr, m, n)).
     const rank = Math.min(wanted ?? Math.min(sumRank, exactCap), exactCap);
+    const { svd, sigma } = lowRankSvd(mods, coef, rank, opt.precision);
     return {
       module: moduleFromSvd(svd, rank),
-      report: { name, rank, energyKept: svdEnergy(svd, rank) },
+      report: { name, rank, energyKept: energyKept(sigma, rank) },
     };
   }
 
   const kind = method as EntrywiseKind;
   const hash = nameHash(name);
-  const merged = combineEntrywise(mods.length, m * n, (k, out) => denseDelta(mods[k], mods[k].scaling, out), {
-    kind,
-    weights: opt.weights,
-    density: opt.density,
-    majoritySign: opt.majoritySign,
-    seeds: mods.map((_, k) => deriveSeed(opt.seed, hash, k, 0)),
-  });
+  const merged = combineEntrywise(
+    mods.length,
+    entrywiseBuffer(m * n, opt.precision),
+    visitDeltas(mods, opt.precision),
+    {
+      kind,
+      weights: opt.weights,
+      density: opt.density,
+      majoritySign: opt.majoritySign,
+      seeds: mods.map((_, k) => deriveSeed(opt.seed, hash, k, 0)),
+    },
+  );
   const rank = opt.rank === 'full' ? exactCap : Math.min(opt.rank ?? maxRank, exactCap);
   if (rank >= exactCap) {
     return { module: moduleFromDenseExact(merged, m, n), report: { name, rank: exactCap, energyKept: 1 } };
   }
   const total = frobenius2(merged);
-  const svd = truncatedSvd(mat(m, n, merged), rank, { seed: deriveSeed(opt.seed, hash, 1), ...opt.svd });
+  const svd = denseTruncatedSvd(merged, m, n, rank, { seed: deriveSeed(opt.seed, hash, 1), ...opt.svd });
   let kept = 0;
   for (let j = 0; j < svd.k; j++) kept += svd.s[j] * svd.s[j];
   return { module: moduleFromSvd(svd, rank), report: { name, rank, energyKept: energyFraction(kept, total) } };

@@ -6,10 +6,15 @@
 // rank_pattern/alpha_pattern.
 import { ChorusError } from '../errors.ts';
 import type { LoraAdapter, LoraModule } from '../lora/types.ts';
+import { tf } from '../tensor/engine.ts';
+import { randomizedSvdEngine } from './engine-linalg.ts';
 import { energyFraction, moduleFromSvd } from './factorize.ts';
-import { frobenius2, mat, randomizedSvd, svdDense, truncateSvd, type Svd, type TruncatedSvdOptions } from './linalg.ts';
+import type { Precision } from './kernels.ts';
+import { mat, randomizedSvd, svdDense, truncateSvd, type Svd, type TruncatedSvdOptions } from './linalg.ts';
 import { unitScalingConfig } from './merge.ts';
-import { nameHash } from './options.ts';
+import { checkPrecision, checkThreads, nameHash } from './options.ts';
+import { runModuleJobs, threadCount } from './parallel.ts';
+import { scratchF32 } from './scratch.ts';
 import { deriveSeed } from '../tensor/random.ts';
 
 export interface NamedTensor {
@@ -28,7 +33,20 @@ export interface ExtractOptions {
   svd?: TruncatedSvdOptions;
   seed?: number;
   baseModelNameOrPath?: string;
+  /** 'float32' (default, tensor engine) or 'float64' (reference loops); see MergeOptions. */
+  precision?: Precision;
+  /** Worker threads extracting modules side by side (default 1: this thread; 'auto' as in MergeOptions). */
+  threads?: number | 'auto';
+  /** Called after each module, in module order. */
   onModule?: (report: ExtractReport, index: number, total: number) => void;
+}
+
+/** What one module's extraction needs (sent to a merge thread as is). */
+export type ExtractModuleOptions = Pick<ExtractOptions, 'rank' | 'energy' | 'svd' | 'seed' | 'precision'>;
+
+function moduleOptions(options: ExtractOptions): ExtractModuleOptions {
+  const { rank, energy, svd, seed } = options;
+  return { rank, energy, svd, seed, precision: checkPrecision(options.precision) };
 }
 
 export interface ExtractReport {
@@ -113,31 +131,72 @@ export function extractModule(
   shape: number[],
   base: Float32Array,
   tuned: Float32Array,
-  options: ExtractOptions,
+  options: ExtractModuleOptions,
 ): { module?: LoraModule; report: ExtractReport } {
   const [m, n] = shape;
-  const delta = new Float64Array(m * n);
-  for (let i = 0; i < delta.length; i++) delta[i] = tuned[i] - base[i];
-  const total = frobenius2(delta);
+  const precision = options.precision ?? 'float32';
+  const delta = precision === 'float32' ? scratchF32('extract.delta', m * n) : new Float64Array(m * n);
+  let total = 0;
+  for (let i = 0; i < delta.length; i++) {
+    const d = tuned[i] - base[i];
+    delta[i] = d;
+    total += d * d;
+  }
   if (total === 0)
     return { report: { name: path, shape: [m, n], rank: 0, energyKept: 1, deltaNorm: 0, skipped: true } };
   const seed = deriveSeed(options.seed ?? 0, nameHash(path));
-  const { svd, r } =
-    options.energy !== undefined
-      ? rankForEnergy(path, mat(m, n, delta), total, options.energy, { seed, ...options.svd })
-      : { svd: topSvd(mat(m, n, delta), options.rank!, { seed, ...options.svd }), r: Math.min(options.rank!, m, n) };
-  let kept = 0;
-  for (let j = 0; j < Math.min(r, svd.k); j++) kept += svd.s[j] * svd.s[j];
+  const dense = denseOperand(delta, m, n, { seed, ...options.svd });
+  try {
+    const { svd, r } =
+      options.energy !== undefined
+        ? rankForEnergy(path, dense, total, options.energy)
+        : { svd: topSvd(dense, options.rank!), r: Math.min(options.rank!, m, n) };
+    let kept = 0;
+    for (let j = 0; j < Math.min(r, svd.k); j++) kept += svd.s[j] * svd.s[j];
+    return {
+      module: moduleFromSvd(svd, r),
+      report: {
+        name: path,
+        shape: [m, n],
+        rank: r,
+        energyKept: energyFraction(kept, total),
+        deltaNorm: Math.sqrt(total),
+        skipped: false,
+      },
+    };
+  } finally {
+    dense.dispose();
+  }
+}
+
+/** A dense ΔW and the two SVDs extraction asks of it, in its precision (float32: on the engine, uploaded once). */
+interface DenseOperand {
+  rows: number;
+  cols: number;
+  opts: TruncatedSvdOptions;
+  exact(): Svd;
+  randomized(rank: number): Svd;
+  dispose(): void;
+}
+
+function denseOperand(
+  data: Float32Array | Float64Array,
+  rows: number,
+  cols: number,
+  opts: TruncatedSvdOptions,
+): DenseOperand {
+  let onEngine: tf.Tensor2D | undefined;
   return {
-    module: moduleFromSvd(svd, r),
-    report: {
-      name: path,
-      shape: [m, n],
-      rank: r,
-      energyKept: energyFraction(kept, total),
-      deltaNorm: Math.sqrt(total),
-      skipped: false,
+    rows,
+    cols,
+    opts,
+    exact: () => svdDense(mat(rows, cols, Float64Array.from(data))),
+    randomized: (rank) => {
+      if (data instanceof Float64Array) return randomizedSvd(mat(rows, cols, data), rank, opts);
+      onEngine ??= tf.tensor2d(data, [rows, cols]);
+      return randomizedSvdEngine(onEngine, rank, opts);
     },
+    dispose: () => onEngine?.dispose(),
   };
 }
 
@@ -157,72 +216,87 @@ function finish(modules: Map<string, LoraModule>, reports: ExtractReport[], opti
   return { adapter: { config, modules }, modules: reports };
 }
 
-/** Extraction from tensors already in memory. */
+/** Extraction from tensors already in memory (they are read, never taken over). */
 export function extractAdapter(
   base: Map<string, NamedTensor>,
   tuned: Map<string, NamedTensor>,
   options: ExtractOptions,
-): ExtractResult {
-  const paths = planExtraction(base, options);
-  for (const p of paths) checkPair(`${p}.weight`, base.get(`${p}.weight`)!, tuned.get(`${p}.weight`));
-  const modules = new Map<string, LoraModule>();
-  const reports: ExtractReport[] = [];
-  paths.forEach((path, index) => {
-    const b = base.get(`${path}.weight`)!;
-    const out = extractModule(path, b.shape, b.data, tuned.get(`${path}.weight`)!.data, options);
-    if (out.module) modules.set(path, out.module);
-    reports.push(out.report);
-    options.onModule?.(out.report, index, paths.length);
+): Promise<ExtractResult> {
+  const source = (map: Map<string, NamedTensor>): TensorSource => ({
+    shapes: map,
+    load: async (name) => map.get(name)!.data,
   });
-  return finish(modules, reports, options);
+  return extract(source(base), source(tuned), options, false);
 }
 
-/** Extraction that holds one module of each model in memory at a time (whole models need not fit). */
-export async function extractAdapterFrom(
+/**
+ * Extraction that loads one module of each model at a time per thread (whole models need not fit).
+ * `load` must return a fresh array: it is handed over to the thread that extracts the module.
+ */
+export function extractAdapterFrom(
   base: TensorSource,
   tuned: TensorSource,
   options: ExtractOptions,
 ): Promise<ExtractResult> {
+  return extract(base, tuned, options, true);
+}
+
+async function extract(
+  base: TensorSource,
+  tuned: TensorSource,
+  options: ExtractOptions,
+  handOver: boolean,
+): Promise<ExtractResult> {
   const paths = planExtraction(base.shapes, options);
   // Every shape is checked before the slow part starts.
   for (const p of paths) checkPair(`${p}.weight`, base.shapes.get(`${p}.weight`)!, tuned.shapes.get(`${p}.weight`));
+  const perModule = moduleOptions(options);
+  const threads = threadCount(
+    checkThreads(options.threads),
+    paths.map((p) => {
+      const [outFeatures, inFeatures] = base.shapes.get(`${p}.weight`)!.shape;
+      return { outFeatures, inFeatures };
+    }),
+  );
   const modules = new Map<string, LoraModule>();
   const reports: ExtractReport[] = [];
-  for (let index = 0; index < paths.length; index++) {
-    const path = paths[index];
-    const name = `${path}.weight`;
-    const out = extractModule(
-      path,
-      base.shapes.get(name)!.shape,
-      await base.load(name),
-      await tuned.load(name),
-      options,
-    );
-    if (out.module) modules.set(path, out.module);
-    reports.push(out.report);
-    options.onModule?.(out.report, index, paths.length);
-  }
+  await runModuleJobs(
+    paths.length,
+    async (i) => {
+      const name = `${paths[i]}.weight`;
+      return {
+        kind: 'extract',
+        path: paths[i],
+        shape: base.shapes.get(name)!.shape,
+        base: await base.load(name),
+        tuned: await tuned.load(name),
+        options: perModule,
+        handOver,
+      };
+    },
+    threads,
+    (i, out) => {
+      const report = out.report as ExtractReport;
+      if (out.module) modules.set(paths[i], out.module);
+      reports.push(report);
+      options.onModule?.(report, i, paths.length);
+    },
+  );
   return finish(modules, reports, options);
 }
 
-function isSmall(a: { rows: number; cols: number }, opts: TruncatedSvdOptions) {
-  return Math.min(a.rows, a.cols) <= (opts.exactBelow ?? 256);
+function isSmall(a: DenseOperand) {
+  return Math.min(a.rows, a.cols) <= (a.opts.exactBelow ?? 256);
 }
 
-function topSvd(a: ReturnType<typeof mat>, rank: number, opts: TruncatedSvdOptions): Svd {
+function topSvd(a: DenseOperand, rank: number): Svd {
   const limit = Math.min(a.rows, a.cols);
-  if (isSmall(a, opts) || rank + (opts.oversample ?? 10) >= limit) return truncateSvd(svdDense(a), rank);
-  return randomizedSvd(a, rank, opts);
+  if (isSmall(a) || rank + (a.opts.oversample ?? 10) >= limit) return truncateSvd(a.exact(), rank);
+  return a.randomized(rank);
 }
 
 /** Smallest r with Σ_{j<r} σ_j² ≥ energy · total, growing a randomized sketch when the matrix is large. */
-function rankForEnergy(
-  path: string,
-  a: ReturnType<typeof mat>,
-  total: number,
-  energy: number,
-  opts: TruncatedSvdOptions,
-) {
+function rankForEnergy(path: string, a: DenseOperand, total: number, energy: number) {
   const limit = Math.min(a.rows, a.cols);
   const goal = energy * total * (1 - 1e-12);
   const pick = (svd: Svd) => {
@@ -233,10 +307,10 @@ function rankForEnergy(
     }
     return -1;
   };
-  if (!isSmall(a, opts)) {
+  if (!isSmall(a)) {
     let k = 16;
-    for (; k + (opts.oversample ?? 10) < limit && k <= limit / 2; k *= 2) {
-      const svd = randomizedSvd(a, k, opts);
+    for (; k + (a.opts.oversample ?? 10) < limit && k <= limit / 2; k *= 2) {
+      const svd = a.randomized(k);
       const r = pick(svd);
       if (r > 0) return { svd, r };
     }
@@ -248,7 +322,7 @@ function rankForEnergy(
           'the delta is not low-rank; use a fixed --rank or a lower --energy',
       );
   }
-  const svd = svdDense(a);
+  const svd = a.exact();
   const r = pick(svd);
   return { svd, r: r > 0 ? r : limit };
 }

@@ -52,9 +52,17 @@ export function moduleFromSvd(svd: Svd, rank: number, opts: FactorOptions = {}):
 }
 
 /** Fills rows used..rank-1 of A with random unit rows orthogonal to the rows before, times c. */
-function padRows(a: Float32Array, vt: Float64Array, used: number, rank: number, n: number, c: number, seed: number) {
+function padRows(
+  a: Float32Array,
+  vt: Float64Array | Float32Array,
+  used: number,
+  rank: number,
+  n: number,
+  c: number,
+  seed: number,
+) {
   const rng = new SplitMix32(seed);
-  const basis: Float64Array[] = [];
+  const basis: (Float64Array | Float32Array)[] = [];
   for (let j = 0; j < used; j++) basis.push(vt.subarray(j * n, (j + 1) * n));
   for (let j = used; j < rank; j++) {
     let row = new Float64Array(n);
@@ -87,7 +95,7 @@ function padRows(a: Float32Array, vt: Float64Array, used: number, rank: number, 
  * Exact factors of a dense ΔW (m×n) at rank min(m, n), with no SVD: B = ΔW/scaling and A = I when
  * n ≤ m, else B = I and A = ΔW/scaling. What `--rank full` gives for entry-wise methods.
  */
-export function moduleFromDenseExact(delta: Float64Array, m: number, n: number, scaling = 1): LoraModule {
+export function moduleFromDenseExact(delta: ArrayLike<number>, m: number, n: number, scaling = 1): LoraModule {
   if (n <= m) {
     const a = new Float32Array(n * n);
     for (let i = 0; i < n; i++) a[i * n + i] = 1;

@@ -14,9 +14,9 @@
 import { ChorusError } from '../errors.ts';
 import type { LoraModule } from '../lora/types.ts';
 import { combineEntrywise, type EntrywiseKind } from './combine.ts';
-import { catModule, stackFactors, svdEnergy, type ModuleOutcome } from './delta.ts';
+import { catModule, type ModuleOutcome } from './delta.ts';
 import { moduleFromSvd } from './factorize.ts';
-import { svdLowRank } from './linalg.ts';
+import { energyKept, lowRankSvd } from './kernels.ts';
 import { nameHash, type ResolvedOptions } from './options.ts';
 import { deriveSeed } from '../tensor/random.ts';
 
@@ -36,13 +36,12 @@ export function mergeModuleFactors(name: string, mods: LoraModule[], opt: Resolv
   }
   if (method === 'svd') {
     const coef = mods.map((x, k) => opt.weights[k] * x.scaling);
-    const { uCols, vRows, total } = stackFactors(mods, coef);
-    const svd = svdLowRank(uCols, vRows, m, n, total);
     const wanted = opt.rank === 'full' ? Math.min(sumRank, m, n) : (opt.rank ?? maxRank);
     const rank = Math.min(wanted, m, n);
+    const { svd, sigma } = lowRankSvd(mods, coef, rank, opt.precision);
     return {
       module: moduleFromSvd(svd, rank, { split: 'b' }),
-      report: { name, rank, energyKept: svdEnergy(svd, rank) },
+      report: { name, rank, energyKept: energyKept(sigma, rank) },
     };
   }
 
@@ -62,16 +61,28 @@ export function mergeModuleFactors(name: string, mods: LoraModule[], opt: Resolv
   const kind = (method === 'task_arithmetic' ? 'linear' : method) as EntrywiseKind;
   const hash = nameHash(name);
   const common = { kind, density: opt.density, majoritySign: opt.majoritySign };
-  const a = combineEntrywise(mods.length, r * n, (k, out) => out.set(mods[k].a), {
-    ...common,
-    weights: root.map((x, k) => x * sign[k]),
-    seeds: mods.map((_, k) => deriveSeed(opt.seed, hash, k, 1)),
-  });
-  const b = combineEntrywise(mods.length, m * r, (k, out) => out.set(mods[k].b), {
-    ...common,
-    weights: root,
-    seeds: mods.map((_, k) => deriveSeed(opt.seed, hash, k, 2)),
-  });
+  // The factors are float32 already: the float64 path only accumulates in float64.
+  const wide = opt.precision === 'float64';
+  const a = combineEntrywise(
+    mods.length,
+    wide ? new Float64Array(r * n) : new Float32Array(r * n),
+    (k, use) => use(mods[k].a),
+    {
+      ...common,
+      weights: root.map((x, k) => x * sign[k]),
+      seeds: mods.map((_, k) => deriveSeed(opt.seed, hash, k, 1)),
+    },
+  );
+  const b = combineEntrywise(
+    mods.length,
+    wide ? new Float64Array(m * r) : new Float32Array(m * r),
+    (k, use) => use(mods[k].b),
+    {
+      ...common,
+      weights: root,
+      seeds: mods.map((_, k) => deriveSeed(opt.seed, hash, k, 2)),
+    },
+  );
   return {
     module: { a: Float32Array.from(a), b: Float32Array.from(b), rank: r, inFeatures: n, outFeatures: m, scaling: 1 },
     report: { name, rank: r, energyKept: 1 },

@@ -1,11 +1,12 @@
 // Adapter merging and extraction: one library for `chorus merge`, `chorus extract`, the cluster's
-// data-parallel rounds and its final task merge. Pure TypeScript on typed arrays (float64 inside,
-// Float32Array LoraAdapter in and out), no tensor engine, so it runs in a piscina worker as well.
+// data-parallel rounds and its final task merge. Heavy products run in float32 on the tensor engine
+// (kernels.ts, engine-linalg.ts), small cores in float64; `precision: 'float64'` runs the float64
+// reference loops instead (linalg.ts). Modules run side by side in merge threads with `threads` > 1
+// (parallel.ts), each thread with its own engine. Figures and accuracy: docs/MERGE.md.
 //
-// Public API (stable):
-//
-//   mergeAdapters(adapters: LoraAdapter[], options: MergeOptions): MergeResult
-//     options: { method, weights?, density?, majoritySign?, seed?, rank?, space?, labels?, svd?, onModule? }
+//   mergeAdapters(adapters: LoraAdapter[], options: MergeOptions): Promise<MergeResult>
+//     options: { method, weights?, density?, majoritySign?, seed?, rank?, space?, labels?, svd?,
+//                precision?, threads?, onModule? }
 //     method:  'linear' | 'task_arithmetic' | 'cat' | 'svd' | 'ties' | 'dare_linear' | 'dare_ties' | 'magnitude_prune'
 //     result:  { adapter, modules: [{ name, rank, energyKept }] }
 //     space 'delta' (default) works on ΔW_k = s_k B_k A_k (s = alpha/r, or alpha/√r with rsLoRA):
@@ -31,7 +32,7 @@
 //     ranks, alphas and rsLoRA may differ.
 //
 //   reconcileReplicas(replicas: LoraAdapter[], { method?: 'mean'|'cat_svd'|'cat'|'factor_mean', rank?,
-//                     weights?, labels?, seed? }): { adapter, modules }
+//                     weights?, labels?, seed?, precision?, threads? }): Promise<{ adapter, modules }>
 //     Data-parallel round: the weighted mean in ΔW space re-factorised to the replicas' rank, keeping
 //     their config (r, alpha, rsLoRA) so training resumes with the same scaling. Modules whose A is
 //     identical in every replica are averaged exactly (mean B, same A); otherwise A's rows keep the
@@ -39,13 +40,13 @@
 //     is left with both factors zero. See reconcile.ts.
 //
 //   extractAdapter(base: Map<name,{shape,data}>, tuned: same, { rank | energy, targets?, svd?, seed?,
-//                  baseModelNameOrPath?, onModule? }): { adapter, modules: ExtractReport[] }
+//                  baseModelNameOrPath?, precision?, threads?, onModule? }): Promise<{ adapter, modules }>
 //     PHLoRA: ΔW = W_tuned − W_base per 2-D weight, truncated SVD; reports energy kept per module.
 //   extractAdapterFrom(base: TensorSource, tuned: TensorSource, same options): Promise<same>
 //     The same, loading one module of each model at a time (what `chorus extract` uses).
 //
+//   closeMergeThreads(): stops the merge threads (before a process exits).
 //   Linear algebra (linalg.ts): svdDense, svdLowRank, randomizedSvd, truncatedSvd, qrColumns, matmul.
-//   Sparsification (sparsify.ts): kthLargestInPlace, magnitudePruneInPlace, randomPruneInPlace.
 export { mergeAdapters, unitScalingConfig } from './merge.ts';
 export {
   MERGE_METHODS,
@@ -69,5 +70,7 @@ export {
   type TensorSource,
 } from './extract.ts';
 export { moduleFromSvd, moduleFromDenseExact, type FactorSplit, type FactorOptions } from './factorize.ts';
+export { PRECISIONS, type Precision } from './kernels.ts';
+export { closeMergeThreads } from './parallel.ts';
 export type { MajoritySign } from './sparsify.ts';
 export * as linalg from './linalg.ts';

@@ -1,14 +1,16 @@
 // Dense float64 linear algebra for adapter merging and extraction: Householder QR, one-sided Jacobi
 // SVD, the SVD of a low-rank product U·V without forming it, and randomized SVD for big dense
-// matrices. Plain loops over Float64Array: merges run in workers without a tensor engine, and
-// float64 keeps the re-factorisation error far below the float32 the adapters are stored in.
+// matrices. Plain loops over Float64Array. This is the float64 reference path (`precision: 'float64'`)
+// and the home of the small cores that the float32 engine path keeps in float64 (the l×l and R×R
+// SVDs, the QR of the randomized SVD's sample vectors).
 //
 // Layout conventions (all row-major):
 //   Mat            { rows, cols, data }                         data[i * cols + j]
 //   "column sets"  a Float64Array holding `count` vectors of length `len`, one after another; QR and
 //                  Jacobi work on them because their inner loops then walk contiguous memory.
 //   Svd            { m, n, k, s, ut, vt }: A (m×n) = Σ_j s[j] · u_j v_jᵀ, with ut holding u_j as rows
-//                  (k×m) and vt holding v_j as rows (k×n); s is sorted descending.
+//                  (k×m) and vt holding v_j as rows (k×n); s is sorted descending. The vectors are
+//                  float32 when they come from the tensor engine (engine-linalg.ts).
 import { SplitMix32 } from '../tensor/random.ts';
 
 export interface Mat {
@@ -22,8 +24,8 @@ export interface Svd {
   n: number;
   k: number;
   s: Float64Array;
-  ut: Float64Array;
-  vt: Float64Array;
+  ut: Float64Array | Float32Array;
+  vt: Float64Array | Float32Array;
 }
 
 export function mat(rows: number, cols: number, data?: Float64Array): Mat {
@@ -323,7 +325,7 @@ export function svdLowRank(uCols: Float64Array, vRows: Float64Array, m: number, 
 }
 
 /** out (k×len) = coef (k×c) · basis (c×len): rows of out are combinations of basis rows. */
-function combineRows(coef: Float64Array, k: number, c: number, basis: Float64Array, len: number): Float64Array {
+function combineRows(coef: ArrayLike<number>, k: number, c: number, basis: Float64Array, len: number): Float64Array {
   const out = new Float64Array(k * len);
   for (let j = 0; j < k; j++) {
     for (let p = 0; p < c; p++) {
@@ -365,7 +367,7 @@ export function randomizedSvd(a: Mat, rank: number, opts: RandomizedSvdOptions =
   const b = mulTransposedThin(qt, l, a); // B = QᵀA, l×n
   const inner = svdDense(mat(l, n, b));
   const k = Math.min(rank, inner.k);
-  const ut = combineRows(inner.ut.subarray(0, k * l), k, l, qt, m);
+  const ut = combineRows(inner.ut, k, l, qt, m);
   return { m, n, k, s: inner.s.slice(0, k), ut, vt: inner.vt.slice(0, k * n) };
 }
 

@@ -1,27 +1,48 @@
-// mergeAdapters: checks the inputs, merges module by module (one module's dense data at a time),
-// and builds the output config.
+// mergeAdapters: checks the inputs, merges module by module (in this thread or in merge threads,
+// one module's dense data at a time per thread), and builds the output config.
 import type { LoraAdapter, LoraConfig, LoraModule } from '../lora/types.ts';
-import { mergeModuleDelta } from './delta.ts';
+import { mergeModuleDelta, type ModuleOutcome } from './delta.ts';
 import { mergeModuleFactors } from './factors.ts';
-import { checkCompatible, resolveOptions, type MergeOptions, type MergeResult, type ModuleReport } from './options.ts';
+import {
+  checkCompatible,
+  checkThreads,
+  resolveOptions,
+  type MergeOptions,
+  type MergeResult,
+  type ModuleReport,
+  type ResolvedOptions,
+} from './options.ts';
+import { runModuleJobs, threadCount } from './parallel.ts';
 
-export function mergeAdapters(adapters: LoraAdapter[], options: MergeOptions): MergeResult {
+export async function mergeAdapters(adapters: LoraAdapter[], options: MergeOptions): Promise<MergeResult> {
   const opt = resolveOptions(adapters.length, options);
   const names = checkCompatible(adapters, opt.labels);
   const modules = new Map<string, LoraModule>();
   const reports: ModuleReport[] = [];
-  names.forEach((name, i) => {
-    const mods = adapters.map((ad) => ad.modules.get(name)!);
-    const out = opt.space === 'factors' ? mergeModuleFactors(name, mods, opt) : mergeModuleDelta(name, mods, opt);
-    modules.set(name, out.module);
-    reports.push(out.report);
-    options.onModule?.(out.report, i, names.length);
-  });
+  await runModuleJobs(
+    names.length,
+    (i) => ({ kind: 'merge', name: names[i], mods: adapters.map((ad) => ad.modules.get(names[i])!), options: opt }),
+    threadCount(
+      checkThreads(options.threads),
+      names.map((name) => adapters[0].modules.get(name)!),
+    ),
+    (i, out) => {
+      const report = out.report as ModuleReport;
+      modules.set(names[i], out.module!);
+      reports.push(report);
+      options.onModule?.(report, i, names.length);
+    },
+  );
   const targets: string[] = [];
   for (const ad of adapters) for (const t of ad.config.targetModules) if (!targets.includes(t)) targets.push(t);
   const { loraDropout, baseModelNameOrPath } = adapters[0].config;
   const config = unitScalingConfig(modules, { targetModules: targets, loraDropout, baseModelNameOrPath });
   return { adapter: { config, modules }, modules: reports };
+}
+
+/** One module of a merge (what a merge thread runs). */
+export function mergeModule(name: string, mods: LoraModule[], opt: ResolvedOptions): ModuleOutcome {
+  return opt.space === 'factors' ? mergeModuleFactors(name, mods, opt) : mergeModuleDelta(name, mods, opt);
 }
 
 /**

@@ -2,6 +2,7 @@
 // Every error is a ChorusError naming the option or the module (and the adapters involved).
 import { ChorusError } from '../errors.ts';
 import type { LoraAdapter, LoraModule } from '../lora/types.ts';
+import { PRECISIONS, type Precision } from './kernels.ts';
 import type { TruncatedSvdOptions } from './linalg.ts';
 import type { MajoritySign } from './sparsify.ts';
 
@@ -43,7 +44,12 @@ export interface MergeOptions {
   labels?: string[];
   /** Controls for the dense truncated SVD of entry-wise methods. */
   svd?: TruncatedSvdOptions;
-  /** Called after each module (progress, energy report). */
+  /** 'float32' (default): heavy products on the tensor engine; 'float64': plain float64 loops (reference). */
+  precision?: Precision;
+  /** Worker threads merging modules side by side, each with its own engine (default 1: this thread);
+   *  'auto': one per core when the modules are big enough to repay starting threads. */
+  threads?: number | 'auto';
+  /** Called after each module, in module order (progress, energy report). */
   onModule?: (report: ModuleReport, index: number, total: number) => void;
 }
 
@@ -69,6 +75,7 @@ export interface ResolvedOptions {
   space: 'delta' | 'factors';
   labels: string[];
   svd: TruncatedSvdOptions;
+  precision: Precision;
 }
 
 export function resolveOptions(count: number, opts: MergeOptions): ResolvedOptions {
@@ -111,7 +118,26 @@ export function resolveOptions(count: number, opts: MergeOptions): ResolvedOptio
   if (space !== 'delta' && space !== 'factors') {
     throw new ChorusError(`space must be "delta" or "factors", got "${String(space)}"`);
   }
-  return { method: opts.method, weights, density, majoritySign, seed, rank, space, labels, svd: opts.svd ?? {} };
+  const precision = checkPrecision(opts.precision);
+  checkThreads(opts.threads);
+  const svd = opts.svd ?? {};
+  return { method: opts.method, weights, density, majoritySign, seed, rank, space, labels, svd, precision };
+}
+
+export function checkPrecision(precision: Precision | undefined): Precision {
+  if (precision === undefined) return 'float32';
+  if (!PRECISIONS.includes(precision)) {
+    throw new ChorusError(`precision must be ${PRECISIONS.join(' or ')}, got "${String(precision)}"`);
+  }
+  return precision;
+}
+
+export function checkThreads(threads: number | 'auto' | undefined): number | 'auto' {
+  if (threads === undefined) return 1;
+  if (threads !== 'auto' && !(Number.isInteger(threads) && threads >= 1)) {
+    throw new ChorusError(`threads must be a positive integer, got ${String(threads)}`);
+  }
+  return threads;
 }
 
 const shape = (m: LoraModule) => `[${m.outFeatures}, ${m.inFeatures}]`;

@@ -3,11 +3,12 @@
 // products B_k A_k; the default works in ΔW space and is exact up to the rank truncation.
 import { ChorusError } from '../errors.ts';
 import type { LoraAdapter, LoraModule } from '../lora/types.ts';
-import { catModule, stackFactors, svdEnergy } from './delta.ts';
+import { catModule } from './delta.ts';
 import { moduleFromSvd } from './factorize.ts';
-import { svdLowRank } from './linalg.ts';
+import { energyKept, lowRankSvd, type Precision } from './kernels.ts';
 import { unitScalingConfig } from './merge.ts';
-import { checkCompatible, nameHash, type ModuleReport } from './options.ts';
+import { checkCompatible, checkPrecision, checkThreads, nameHash, type ModuleReport } from './options.ts';
+import { runModuleJobs, threadCount } from './parallel.ts';
 import { deriveSeed } from '../tensor/random.ts';
 
 export type ReconcileMethod = 'mean' | 'cat_svd' | 'cat' | 'factor_mean';
@@ -26,6 +27,18 @@ export interface ReconcileOptions {
   weights?: number[];
   labels?: string[];
   seed?: number;
+  /** 'float32' (default, tensor engine) or 'float64' (reference loops); see MergeOptions. */
+  precision?: Precision;
+  /** Worker threads reconciling modules side by side (default 1: this thread; 'auto' as in MergeOptions). */
+  threads?: number | 'auto';
+}
+
+/** What one module's reconciliation needs (sent to a merge thread as is). */
+export interface ReconcileModuleOptions {
+  method: ReconcileMethod;
+  rank?: number;
+  seed?: number;
+  precision: Precision;
 }
 
 export interface ReconcileResult {
@@ -40,7 +53,10 @@ export interface ReconcileResult {
  * directions with σ = 0 get fresh orthogonal A rows with zero B columns: ΔW is unchanged and no
  * direction is left with both factors zero (a saddle that gradient descent cannot leave).
  */
-export function reconcileReplicas(replicas: LoraAdapter[], options: ReconcileOptions = {}): ReconcileResult {
+export async function reconcileReplicas(
+  replicas: LoraAdapter[],
+  options: ReconcileOptions = {},
+): Promise<ReconcileResult> {
   const method = options.method ?? 'mean';
   if (!['mean', 'cat_svd', 'cat', 'factor_mean'].includes(method)) {
     throw new ChorusError(`unknown reconcile method "${method}" (expected mean, cat_svd, cat or factor_mean)`);
@@ -56,12 +72,20 @@ export function reconcileReplicas(replicas: LoraAdapter[], options: ReconcileOpt
   }
   const w = raw.map((x) => x / sum);
   const names = checkCompatible(replicas, labels);
-  const modules = new Map<string, LoraModule>();
-  const reports: ModuleReport[] = [];
-  for (const name of names) {
-    const mods = replicas.map((r) => r.modules.get(name)!);
-    const first = mods[0];
-    mods.forEach((x, k) => {
+  const rank = options.rank;
+  if (rank !== undefined && !(Number.isInteger(rank) && rank >= 1)) {
+    throw new ChorusError(`rank must be a positive integer, got ${rank}`);
+  }
+  const perModule: ReconcileModuleOptions = {
+    method,
+    rank,
+    seed: options.seed,
+    precision: checkPrecision(options.precision),
+  };
+  const mods = names.map((name) => {
+    const list = replicas.map((r) => r.modules.get(name)!);
+    const first = list[0];
+    list.forEach((x, k) => {
       if (x.rank !== first.rank || x.scaling !== first.scaling) {
         throw new ChorusError(
           `replicas disagree on module ${name}: rank ${first.rank}, scaling ${first.scaling} in ${labels[0]} ` +
@@ -69,10 +93,22 @@ export function reconcileReplicas(replicas: LoraAdapter[], options: ReconcileOpt
         );
       }
     });
-    const out = reconcileModule(name, mods, w, method, options);
-    modules.set(name, out.module);
-    reports.push(out.report);
-  }
+    return list;
+  });
+  const modules = new Map<string, LoraModule>();
+  const reports: ModuleReport[] = [];
+  await runModuleJobs(
+    names.length,
+    (i) => ({ kind: 'reconcile', name: names[i], mods: mods[i], weights: w, options: perModule }),
+    threadCount(
+      checkThreads(options.threads),
+      mods.map((list) => list[0]),
+    ),
+    (i, out) => {
+      modules.set(names[i], out.module!);
+      reports.push(out.report as ModuleReport);
+    },
+  );
   const config =
     method === 'cat'
       ? unitScalingConfig(modules, replicas[0].config)
@@ -90,13 +126,14 @@ function first(modules: Map<string, LoraModule>): LoraModule {
   return modules.values().next().value as LoraModule;
 }
 
-function reconcileModule(
+/** One module of a round (what a merge thread runs). */
+export function reconcileModule(
   name: string,
   mods: LoraModule[],
   w: number[],
-  method: ReconcileMethod,
-  options: ReconcileOptions,
+  options: ReconcileModuleOptions,
 ): { module: LoraModule; report: ModuleReport } {
+  const method = options.method;
   const { rank: r, inFeatures: n, outFeatures: m, scaling: s } = mods[0];
   if (method === 'cat') {
     const mod = catModule(
@@ -124,12 +161,12 @@ function reconcileModule(
       report: { name, rank: r, energyKept: 1 },
     };
   }
-  if (!(Number.isInteger(rank) && rank >= 1)) throw new ChorusError(`rank must be a positive integer, got ${rank}`);
-  const { uCols, vRows, total } = stackFactors(
+  const { svd, sigma } = lowRankSvd(
     mods,
     w.map((x) => x * s),
+    rank,
+    options.precision,
   );
-  const svd = svdLowRank(uCols, vRows, m, n, total);
   let rowNorm2 = 0;
   for (const x of mods) for (let i = 0; i < x.a.length; i++) rowNorm2 += x.a[i] * x.a[i];
   const aRowNorm = Math.sqrt(rowNorm2 / (mods.length * r)) || 1;
@@ -139,7 +176,7 @@ function reconcileModule(
     scaling: s,
     padSeed: deriveSeed(options.seed ?? 0, nameHash(name)),
   });
-  return { module, report: { name, rank, energyKept: svdEnergy(svd, rank) } };
+  return { module, report: { name, rank, energyKept: energyKept(sigma, rank) } };
 }
 
 function arraysEqual(x: Float32Array, y: Float32Array): boolean {

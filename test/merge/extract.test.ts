@@ -66,7 +66,7 @@ test('extraction recovers a planted low-rank delta and reports the energy kept',
     'model.layers.0.self_attn.q_proj.weight': q,
     'model.layers.0.self_attn.v_proj.weight': v,
   });
-  const res = extractAdapter(base, tuned, { rank: 3, targets: ['q_proj', 'v_proj'] });
+  const res = await extractAdapter(base, tuned, { rank: 3, targets: ['q_proj', 'v_proj'] });
   assert.deepEqual(
     [...res.adapter.modules.keys()],
     ['model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.v_proj'],
@@ -91,11 +91,11 @@ test('extraction recovers a planted low-rank delta and reports the energy kept',
   for (const [name, mod] of res.adapter.modules) assert.deepEqual(streamed.adapter.modules.get(name)!.a, mod.a);
 
   // Rank 1 keeps σ₁² / Σσ².
-  const one = extractAdapter(base, tuned, { rank: 1, targets: ['q_proj'] });
+  const one = await extractAdapter(base, tuned, { rank: 1, targets: ['q_proj'] });
   assert.ok(Math.abs(one.modules[0].energyKept - 9 / 14) < 1e-5);
 });
 
-test('energy mode picks the smallest rank reaching the fraction; ranks per module go to rank_pattern', () => {
+test('energy mode picks the smallest rank reaching the fraction; ranks per module go to rank_pattern', async () => {
   const base = model(shapes, 2);
   // q: σ² = 25, 9, 1 (total 35): 0.9 needs rank 2. up: σ² = 16, 0.01: 0.9 needs rank 1.
   const q = planted(16, 16, [5, 3, 1], 30);
@@ -104,7 +104,7 @@ test('energy mode picks the smallest rank reaching the fraction; ranks per modul
     'model.layers.0.self_attn.q_proj.weight': q,
     'model.layers.0.mlp.up_proj.weight': up,
   });
-  const res = extractAdapter(base, tuned, { energy: 0.9 });
+  const res = await extractAdapter(base, tuned, { energy: 0.9 });
   const by = Object.fromEntries(res.modules.map((r) => [r.name, r]));
   assert.equal(by['model.layers.0.self_attn.q_proj'].rank, 2);
   assert.ok(Math.abs(by['model.layers.0.self_attn.q_proj'].energyKept - 34 / 35) < 1e-5);
@@ -119,41 +119,47 @@ test('energy mode picks the smallest rank reaching the fraction; ranks per modul
   assert.deepEqual(cfg.rankPattern, { 'model.layers.0.mlp.up_proj': 1 });
 });
 
-test('randomized path (large-matrix code forced on a small one) recovers the planted delta', () => {
+test('randomized path (large-matrix code forced on a small one) recovers the planted delta', async () => {
   const big = { 'model.layers.0.mlp.down_proj.weight': [90, 120] };
   const base = model(big, 3);
   const d = planted(90, 120, [2, 1.5, 1, 0.5], 50);
   const tuned = tunedWith(base, { 'model.layers.0.mlp.down_proj.weight': d });
   const svd = { exactBelow: 0, oversample: 6, powerIters: 1 };
-  const fixed = extractAdapter(base, tuned, { rank: 4, svd });
+  const fixed = await extractAdapter(base, tuned, { rank: 4, svd });
   assert.ok(maxAbsDiff(flat(deltaOf(fixed.adapter.modules.values().next().value!)), d) < 1e-5 * maxAbs(d) + 1e-6);
-  const byEnergy = extractAdapter(base, tuned, { energy: 0.95, svd });
+  const byEnergy = await extractAdapter(base, tuned, { energy: 0.95, svd });
   // σ² = 4, 2.25, 1, 0.25 (total 7.5): 0.95 → 7.125 needs 3 triples (7.25).
   assert.equal(byEnergy.modules[0].rank, 3);
 });
 
-test('extract errors name the tensor, the shapes, or the target', () => {
+test('extract errors name the tensor, the shapes, or the target', async () => {
   const base = model(shapes, 4);
   const tuned = tunedWith(base, {});
-  assert.throws(() => extractAdapter(base, tuned, { rank: 2, energy: 0.9 }), /exactly one of rank or energy/);
-  assert.throws(() => extractAdapter(base, tuned, { energy: 1.5 }), /energy must be in \(0, 1\]/);
-  assert.throws(
-    () => extractAdapter(base, tuned, { rank: 2, targets: ['k_proj'] }),
+  await assert.rejects(
+    async () => await extractAdapter(base, tuned, { rank: 2, energy: 0.9 }),
+    /exactly one of rank or energy/,
+  );
+  await assert.rejects(async () => await extractAdapter(base, tuned, { energy: 1.5 }), /energy must be in \(0, 1\]/);
+  await assert.rejects(
+    async () => await extractAdapter(base, tuned, { rank: 2, targets: ['k_proj'] }),
     /matches? no 2-D weight|matches target k_proj/,
   );
   const wrong = new Map(tuned);
   wrong.set('model.layers.0.self_attn.q_proj.weight', { shape: [16, 8], data: new Float32Array(128) });
-  assert.throws(
-    () => extractAdapter(base, wrong, { rank: 2 }),
+  await assert.rejects(
+    async () => await extractAdapter(base, wrong, { rank: 2 }),
     /tensor model\.layers\.0\.self_attn\.q_proj\.weight has shape \[16, 16\] in the base model but \[16, 8\] in the tuned model/,
   );
   const missing = new Map(tuned);
   missing.delete('model.layers.0.mlp.up_proj.weight');
-  assert.throws(
-    () => extractAdapter(base, missing, { rank: 2 }),
+  await assert.rejects(
+    async () => await extractAdapter(base, missing, { rank: 2 }),
     /model\.layers\.0\.mlp\.up_proj\.weight is in the base model but not in the tuned model/,
   );
-  assert.throws(() => extractAdapter(base, tuned, { rank: 2 }), /equals the base model in every selected module/);
+  await assert.rejects(
+    async () => await extractAdapter(base, tuned, { rank: 2 }),
+    /equals the base model in every selected module/,
+  );
   // Noise has a flat spectrum: on the large-matrix path, 99% energy would need most of the rank.
   const wide = { 'model.layers.0.mlp.up_proj.weight': [60, 50] };
   const wideBase = model(wide, 5);
@@ -161,8 +167,8 @@ test('extract errors name the tensor, the shapes, or the target', () => {
   const noisy = tunedWith(wideBase, {
     'model.layers.0.mlp.up_proj.weight': Array.from({ length: 3000 }, () => g.normal() * 0.3),
   });
-  assert.throws(
-    () => extractAdapter(wideBase, noisy, { energy: 0.99, svd: { exactBelow: 0 } }),
+  await assert.rejects(
+    async () => await extractAdapter(wideBase, noisy, { energy: 0.99, svd: { exactBelow: 0 } }),
     /module model\.layers\.0\.mlp\.up_proj \[60×50\] needs rank > 16 to keep 0\.99 of its energy/,
   );
 });

@@ -40,8 +40,8 @@ function expectFactors(got: LoraModule, a: number[], b: number[]) {
   assert.ok(maxAbsDiff(got.b, b) < 1e-5 * (1 + maxAbs(b)));
 }
 
-test('factors linear: A = Σ sign(w)√(|w|s) A_k, B = Σ √(|w|s) B_k (cross terms and all)', () => {
-  const res = mergeAdapters(adapters, { method: 'linear', weights, space: 'factors' });
+test('factors linear: A = Σ sign(w)√(|w|s) A_k, B = Σ √(|w|s) B_k (cross terms and all)', async () => {
+  const res = await mergeAdapters(adapters, { method: 'linear', weights, space: 'factors' });
   for (const name of names) {
     const mods = modsOf(name);
     const wa = sqrtW(name).map((x, k) => x * signW()[k]);
@@ -59,9 +59,15 @@ test('factors linear: A = Σ sign(w)√(|w|s) A_k, B = Σ √(|w|s) B_k (cross t
   assert.equal(res.adapter.config.useRslora, false);
 });
 
-test('factors ties and magnitude_prune act on A and B separately', () => {
+test('factors ties and magnitude_prune act on A and B separately', async () => {
   for (const majoritySign of ['total', 'frequency'] as const) {
-    const res = mergeAdapters(adapters, { method: 'ties', weights, density: 0.5, majoritySign, space: 'factors' });
+    const res = await mergeAdapters(adapters, {
+      method: 'ties',
+      weights,
+      density: 0.5,
+      majoritySign,
+      space: 'factors',
+    });
     for (const name of names) {
       const mods = modsOf(name);
       const wa = sqrtW(name).map((x, k) => x * signW()[k]);
@@ -78,7 +84,7 @@ test('factors ties and magnitude_prune act on A and B separately', () => {
       expectFactors(res.adapter.modules.get(name)!, a, b);
     }
   }
-  const res = mergeAdapters(adapters, { method: 'magnitude_prune', weights, density: 0.3, space: 'factors' });
+  const res = await mergeAdapters(adapters, { method: 'magnitude_prune', weights, density: 0.3, space: 'factors' });
   for (const name of names) {
     const mods = modsOf(name);
     const wa = sqrtW(name).map((x, k) => x * signW()[k]);
@@ -94,8 +100,8 @@ test('factors ties and magnitude_prune act on A and B separately', () => {
   }
 });
 
-test('factors svd: best rank-r approximation of Σ w ΔW with σ on B and orthonormal rows of A', () => {
-  const res = mergeAdapters(adapters, { method: 'svd', weights, rank: 2, space: 'factors' });
+test('factors svd: best rank-r approximation of Σ w ΔW with σ on B and orthonormal rows of A', async () => {
+  const res = await mergeAdapters(adapters, { method: 'svd', weights, rank: 2, space: 'factors' });
   for (const name of names) {
     const [out, inp] = spec.shapes[name];
     const full = refLinear(
@@ -115,11 +121,11 @@ test('factors svd: best rank-r approximation of Σ w ΔW with σ on B and orthon
   }
 });
 
-test('a single rsLoRA adapter with weight 1 is reproduced exactly (the upstream over-scaling bug)', () => {
+test('a single rsLoRA adapter with weight 1 is reproduced exactly (the upstream over-scaling bug)', async () => {
   const one = [randomAdapter({ ...spec, rslora: true, alpha: 16 }, 14)];
   for (const method of ['linear', 'cat', 'svd', 'ties'] as const) {
     for (const space of ['delta', 'factors'] as const) {
-      const res = mergeAdapters(one, { method, space, density: method === 'ties' ? 1 : undefined });
+      const res = await mergeAdapters(one, { method, space, density: method === 'ties' ? 1 : undefined });
       for (const name of names) {
         const want = flat(deltaOf(one[0].modules.get(name)!));
         const got = flat(deltaOf(res.adapter.modules.get(name)!));
@@ -129,16 +135,16 @@ test('a single rsLoRA adapter with weight 1 is reproduced exactly (the upstream 
   }
 });
 
-test('factors cat equals delta cat; factors linear with unequal ranks is refused', () => {
-  const d = mergeAdapters(adapters, { method: 'cat', weights });
-  const f = mergeAdapters(adapters, { method: 'cat', weights, space: 'factors' });
+test('factors cat equals delta cat; factors linear with unequal ranks is refused', async () => {
+  const d = await mergeAdapters(adapters, { method: 'cat', weights });
+  const f = await mergeAdapters(adapters, { method: 'cat', weights, space: 'factors' });
   for (const name of names) {
     assert.deepEqual(f.adapter.modules.get(name)!.a, d.adapter.modules.get(name)!.a);
     assert.deepEqual(f.adapter.modules.get(name)!.b, d.adapter.modules.get(name)!.b);
   }
   const mixed = [randomAdapter(spec, 15), randomAdapter({ ...spec, rank: 2 }, 16)];
-  assert.throws(
-    () => mergeAdapters(mixed, { method: 'linear', space: 'factors', labels: ['a/', 'b/'] }),
+  await assert.rejects(
+    async () => await mergeAdapters(mixed, { method: 'linear', space: 'factors', labels: ['a/', 'b/'] }),
     /needs equal ranks: module model\.layers\.0\.mlp\.up_proj has rank 4 in a\/ but 2 in b\//,
   );
 });

@@ -10,7 +10,8 @@ import {
   transpose,
   type Svd,
 } from '../../shared/merge/linalg.ts';
-import { kthLargestInPlace, magnitudePruneInPlace, randomPruneInPlace } from '../../shared/merge/sparsify.ts';
+import { combineEntrywise } from '../../shared/merge/combine.ts';
+import { kthLargestInPlace, magnitudeCut } from '../../shared/merge/sparsify.ts';
 import { frob2, maxAbsDiff, refSingularValues, refTrim, rng } from './helpers.ts';
 
 function randomMat(m: number, n: number, seed: number) {
@@ -32,7 +33,7 @@ function reconstruct(svd: Svd, k = svd.k): Float64Array {
   return out;
 }
 
-function orthonormalRows(x: Float64Array, k: number, len: number): number {
+function orthonormalRows(x: ArrayLike<number>, k: number, len: number): number {
   let worst = 0;
   for (let i = 0; i < k; i++)
     for (let j = 0; j < k; j++) {
@@ -156,23 +157,61 @@ test('quickselect finds the k-th largest like a sort does, with duplicates', () 
   for (const k of [1, 2, 17, 500, 1000, 1001]) assert.equal(kthLargestInPlace(Float64Array.from(xs), k), sorted[k - 1]);
 });
 
+/** One tensor through the merge's accumulation loop with weight 1: exactly its sparsified form. */
+function sparsified(
+  x: Float32Array | Float64Array,
+  kind: 'magnitude_prune' | 'dare_linear',
+  density: number,
+  seed = 0,
+) {
+  const out = x instanceof Float32Array ? new Float32Array(x.length) : new Float64Array(x.length);
+  const spec = { kind, weights: [1], density, majoritySign: 'total' as const, seeds: [seed] };
+  return combineEntrywise(1, out, (_, use) => use(x), spec);
+}
+
 test('magnitude pruning keeps exactly floor(density·n) entries, as a sort-based reference', () => {
   const g = rng(16);
   const xs = Array.from({ length: 257 }, () => Math.round(g.normal() * 3) / 2);
   for (const d of [0.01, 0.3, 0.5, 0.99, 1]) {
-    const x = Float64Array.from(xs);
-    magnitudePruneInPlace(x, d);
-    assert.deepEqual(Array.from(x), refTrim(xs, d));
+    // float64 values take the quickselect cut, float32 values the radix cut: both keep the same entries.
+    const want = refTrim(xs, d).map(zeroSign);
+    assert.deepEqual(Array.from(sparsified(Float64Array.from(xs), 'magnitude_prune', d), zeroSign), want);
+    assert.deepEqual(Array.from(sparsified(Float32Array.from(xs), 'magnitude_prune', d), zeroSign), want);
+  }
+});
+
+/** A kept −0 adds +0 to the merge's sum: compare zeros without their sign. */
+const zeroSign = (v: number) => (v === 0 ? 0 : v);
+
+test('radix cut on float32: ties, negative zeros, tiny and huge magnitudes, all against a sort', () => {
+  const g = rng(17);
+  const xs = Float32Array.from({ length: 5000 }, (_, i) =>
+    i % 7 === 0
+      ? 0.25
+      : i % 11 === 0
+        ? -0
+        : i % 13 === 0
+          ? g.normal() * 1e-30
+          : g.normal() * 10 ** Math.round(g.normal() * 3),
+  );
+  for (const d of [0.001, 0.1, 0.5, 0.77, 0.999]) {
+    const keep = Math.floor(d * xs.length);
+    const sorted = Array.from(xs, Math.abs).sort((p, q) => q - p);
+    const cut = magnitudeCut(xs, d);
+    assert.equal(cut.threshold, sorted[keep - 1]);
+    assert.equal(cut.ties, keep - sorted.filter((v) => v > cut.threshold).length);
+    assert.deepEqual(
+      Array.from(sparsified(xs, 'magnitude_prune', d), zeroSign),
+      refTrim(Array.from(xs), d).map(zeroSign),
+    );
   }
 });
 
 test('DARE keeps about density of the entries, rescaled by 1/density, and repeats per seed', () => {
-  const x = new Float64Array(20000).fill(2);
-  randomPruneInPlace(x, 0.3, 42);
+  const x = sparsified(new Float64Array(20000).fill(2), 'dare_linear', 0.3, 42);
   const kept = x.filter((v) => v !== 0);
   assert.ok(Math.abs(kept.length / x.length - 0.3) < 0.02);
   assert.ok(kept.every((v) => Math.abs(v - 2 / 0.3) < 1e-12));
-  const y = new Float64Array(20000).fill(2);
-  randomPruneInPlace(y, 0.3, 42);
+  const y = sparsified(new Float64Array(20000).fill(2), 'dare_linear', 0.3, 42);
   assert.deepEqual(x, y);
 });

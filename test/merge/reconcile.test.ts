@@ -23,8 +23,8 @@ const spec: Spec = {
 const names = Object.keys(spec.shapes);
 const replicas = [randomAdapter(spec, 21), randomAdapter(spec, 22), randomAdapter(spec, 23)];
 
-test('mean: best rank-r approximation of the ΔW mean, replicas config kept', () => {
-  const res = reconcileReplicas(replicas, { weights: [1, 2, 1] });
+test('mean: best rank-r approximation of the ΔW mean, replicas config kept', async () => {
+  const res = await reconcileReplicas(replicas, { weights: [1, 2, 1] });
   assert.deepEqual(res.adapter.config, replicas[0].config);
   for (const name of names) {
     const want = refLinear(
@@ -41,13 +41,13 @@ test('mean: best rank-r approximation of the ΔW mean, replicas config kept', ()
     assert.ok(Math.abs(resid - sig.slice(3).reduce((s, x) => s + x * x, 0)) < 1e-5 * frob2(want));
   }
   // cat_svd is the same computation.
-  const alias = reconcileReplicas(replicas, { weights: [1, 2, 1], method: 'cat_svd' });
+  const alias = await reconcileReplicas(replicas, { weights: [1, 2, 1], method: 'cat_svd' });
   for (const name of names) assert.deepEqual(alias.adapter.modules.get(name)!.b, res.adapter.modules.get(name)!.b);
 });
 
-test('cat is the exact mean (rank grows); factor_mean is the biased FedAvg of A and B', () => {
-  const cat = reconcileReplicas(replicas, { method: 'cat' });
-  const fed = reconcileReplicas(replicas, { method: 'factor_mean' });
+test('cat is the exact mean (rank grows); factor_mean is the biased FedAvg of A and B', async () => {
+  const cat = await reconcileReplicas(replicas, { method: 'cat' });
+  const fed = await reconcileReplicas(replicas, { method: 'factor_mean' });
   for (const name of names) {
     const want = refLinear(
       replicas.map((r) => flat(deltaOf(r.modules.get(name)!))),
@@ -76,10 +76,10 @@ function withSharedA(base: LoraAdapter, seed: number, zeroB: boolean): LoraAdapt
   return { config: base.config, modules };
 }
 
-test('shared A (only B trained, or an untouched layer): exact mean of B, A unchanged', () => {
+test('shared A (only B trained, or an untouched layer): exact mean of B, A unchanged', async () => {
   const base = replicas[0];
   const reps = [withSharedA(base, 31, false), withSharedA(base, 32, false)];
-  const res = reconcileReplicas(reps);
+  const res = await reconcileReplicas(reps);
   for (const name of names) {
     const mod = res.adapter.modules.get(name)!;
     assert.deepEqual(mod.a, base.modules.get(name)!.a);
@@ -91,9 +91,9 @@ test('shared A (only B trained, or an untouched layer): exact mean of B, A uncha
   }
 });
 
-test('all-zero ΔW with different A (B still at init): ΔW stays 0 and A keeps non-zero rows', () => {
+test('all-zero ΔW with different A (B still at init): ΔW stays 0 and A keeps non-zero rows', async () => {
   const reps = [withSharedA(replicas[0], 41, true), withSharedA(replicas[1], 42, true)];
-  const res = reconcileReplicas(reps);
+  const res = await reconcileReplicas(reps);
   for (const name of names) {
     const mod = res.adapter.modules.get(name)!;
     assert.equal(maxAbs(mod.b), 0);
@@ -104,16 +104,16 @@ test('all-zero ΔW with different A (B still at init): ΔW stays 0 and A keeps n
   }
 });
 
-test('replicas that disagree on rank are refused with the module named', () => {
+test('replicas that disagree on rank are refused with the module named', async () => {
   const other = randomAdapter({ ...spec, rank: 2 }, 50);
-  assert.throws(
-    () => reconcileReplicas([replicas[0], other], { labels: ['r0', 'r1'] }),
+  await assert.rejects(
+    async () => await reconcileReplicas([replicas[0], other], { labels: ['r0', 'r1'] }),
     /replicas disagree on module model\.layers\.0\.self_attn\.q_proj: rank 3/,
   );
 });
 
-test('a smaller output rank keeps the replicas scaling (alpha follows r, rsLoRA included)', () => {
-  const res = reconcileReplicas(replicas, { rank: 2 });
+test('a smaller output rank keeps the replicas scaling (alpha follows r, rsLoRA included)', async () => {
+  const res = await reconcileReplicas(replicas, { rank: 2 });
   const s = replicas[0].modules.get(names[0])!.scaling;
   assert.equal(res.adapter.config.r, 2);
   assert.ok(Math.abs(res.adapter.config.loraAlpha / Math.sqrt(2) - s) < 1e-12);

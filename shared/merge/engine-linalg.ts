@@ -1,0 +1,191 @@
+// The heavy products of merging on the tensor engine, in float32: Gram matrices and images of tall
+// LoRA factors, dense deltas s·B·A, and the passes of the randomized SVD over a dense m×n matrix.
+// Everything of size R×R or l×(m or n) with l = rank + oversampling stays in float64 on the host
+// (pivoted Cholesky and the core SVD in gram-core.ts, Householder QR of the l sample vectors).
+// Each big product is a plain untransposed 2-D matMul: on wasm that is XNNPACK's fast path, while any
+// transpose flag falls back to a slow loop nest, so the small operands are transposed on the host.
+import type { LoraModule } from '../lora/types.ts';
+import { tf } from '../tensor/engine.ts';
+import { hostView } from '../tensor/host.ts';
+import { SplitMix32 } from '../tensor/random.ts';
+import { svdFromGrams } from './gram-core.ts';
+import { mat, qrColumns, svdDense, truncateSvd, type RandomizedSvdOptions, type Svd } from './linalg.ts';
+import { scratchF32 } from './scratch.ts';
+
+/** Relative floor below which float32 Gram pivots and singular values count as rounding noise. */
+const F32_NOISE = 1e-6;
+
+/** A float64 copy of a tensor's values (small tensors: Grams, sample blocks). */
+function toF64(t: tf.Tensor): Float64Array {
+  return Float64Array.from(hostView(t));
+}
+
+/** Runs fn in an engine scope: every tensor it makes is disposed when it returns (results are host arrays). */
+function scoped<T>(fn: () => T): T {
+  tf.engine().startScope();
+  try {
+    return fn();
+  } finally {
+    tf.engine().endScope();
+  }
+}
+
+/** out (cols×rows) = the transpose of a row-major rows×cols array. */
+function transposeInto<T extends Float32Array | Float64Array>(
+  src: ArrayLike<number>,
+  rows: number,
+  cols: number,
+  out: T,
+): T {
+  for (let i = 0; i < rows; i++) {
+    const base = i * cols;
+    for (let j = 0; j < cols; j++) out[j * rows + i] = src[base + j];
+  }
+  return out;
+}
+
+function tensorT(src: ArrayLike<number>, rows: number, cols: number): tf.Tensor2D {
+  return tf.tensor2d(transposeInto(src, rows, cols, new Float32Array(rows * cols)), [cols, rows]);
+}
+
+/** Stacked factors of K modules as engine tensors: U = [B_1 … B_K] (m×R), V = [A_1; …; A_K] (R×n), and their transposes. */
+function stackOnEngine(mods: LoraModule[]) {
+  const m = mods[0].outFeatures;
+  const n = mods[0].inFeatures;
+  const R = mods.reduce((s, x) => s + x.rank, 0);
+  const u = scratchF32('stack.u', m * R);
+  const ut = scratchF32('stack.ut', R * m);
+  const v = scratchF32('stack.v', R * n);
+  const vt = scratchF32('stack.vt', n * R);
+  let off = 0;
+  for (const mod of mods) {
+    const r = mod.rank;
+    for (let i = 0; i < m; i++) {
+      for (let j = 0; j < r; j++) {
+        const x = mod.b[i * r + j];
+        u[i * R + off + j] = x;
+        ut[(off + j) * m + i] = x;
+      }
+    }
+    v.set(mod.a, off * n);
+    for (let j = 0; j < r; j++) for (let i = 0; i < n; i++) vt[i * R + off + j] = mod.a[j * n + i];
+    off += r;
+  }
+  return {
+    R,
+    u: tf.tensor2d(u, [m, R]),
+    ut: tf.tensor2d(ut, [R, m]),
+    v: tf.tensor2d(v, [R, n]),
+    vt: tf.tensor2d(vt, [n, R]),
+  };
+}
+
+/**
+ * Top `want` singular triples of Σ_k coef_k B_k A_k without forming it: Grams and vector images on the
+ * engine, the R×R algebra in float64. `sigma` holds every singular value (for the energy report).
+ */
+export function lowRankSvdEngine(mods: LoraModule[], coef: number[], want: number): { svd: Svd; sigma: Float64Array } {
+  const m = mods[0].outFeatures;
+  const n = mods[0].inFeatures;
+  return scoped(() => {
+    const { R, u, ut, v, vt } = stackOnEngine(mods);
+    const gu = toF64(tf.matMul(ut, u));
+    const gv = toF64(tf.matMul(v, vt));
+    const c = new Float64Array(R);
+    let off = 0;
+    mods.forEach((mod, k) => c.fill(coef[k], off, (off += mod.rank)));
+    const core = svdFromGrams(gu, gv, c, R, want, F32_NOISE);
+    const k = core.k;
+    if (k === 0) return { svd: emptySvd(m, n), sigma: core.s };
+    // u_j = U·left[:, j] (m×k, transposed to rows), v_j = (Vᵀ·right[:, j])ᵀ = right[:, j]ᵀ·V (k×n).
+    // Each view is copied before the next engine call (which may move the heap).
+    const us = transposeInto(
+      hostView(tf.matMul(u, tf.tensor2d(Float32Array.from(core.left), [R, k]))),
+      m,
+      k,
+      new Float32Array(k * m),
+    );
+    const vs = Float32Array.from(hostView(tf.matMul(tensorT(core.right, R, k), v)));
+    const svd: Svd = { m, n, k, s: core.s.slice(0, k), ut: us, vt: vs };
+    return { svd, sigma: core.s };
+  });
+}
+
+function emptySvd(m: number, n: number): Svd {
+  return { m, n, k: 0, s: new Float64Array(0), ut: new Float64Array(0), vt: new Float64Array(0) };
+}
+
+/** s·B·A (m×n) on the engine; the caller reads it with hostView and disposes it. */
+export function denseDeltaEngine(mod: LoraModule, factor: number): tf.Tensor2D {
+  const { rank: r, outFeatures: m, inFeatures: n } = mod;
+  const b = scratchF32('delta.b', m * r);
+  for (let i = 0; i < b.length; i++) b[i] = factor * mod.b[i];
+  return tf.tidy(() => tf.matMul(tf.tensor2d(b, [m, r]), tf.tensor2d(mod.a, [r, n])) as tf.Tensor2D);
+}
+
+/** The l vectors of a row-major len×l block as float64 column sets (l×len), for qrColumns. */
+function columnSets(block: Float32Array, len: number, l: number): Float64Array {
+  return transposeInto(block, len, l, new Float64Array(l * len));
+}
+
+/**
+ * Randomized truncated SVD of the dense m×n matrix `a` (an engine tensor), the same algorithm and the
+ * same Gaussian test matrix as linalg.randomizedSvd: float32 products on the engine, float64 Householder
+ * QR of the l = rank + oversample sample vectors after every pass, float64 SVD of the l×n projection.
+ */
+export function randomizedSvdEngine(a: tf.Tensor2D, rank: number, opts: RandomizedSvdOptions = {}): Svd {
+  const [m, n] = a.shape;
+  const l = Math.min(m, n, rank + (opts.oversample ?? 10));
+  const q = opts.powerIters ?? 2;
+  const rng = new SplitMix32(opts.seed ?? 0x5eed);
+  const omegaT = new Float64Array(l * n);
+  for (let i = 0; i < omegaT.length; i++) omegaT[i] = rng.normal();
+  // Sample the range: Y = A·Ω (m×l), orthonormalised on the host.
+  const sample = (rightT: Float64Array, k: number) =>
+    scoped(() => columnSets(hostView(tf.matMul(a, tensorT(rightT, k, n))), m, k));
+  // Qᵀ·A (k×n) for an orthonormal Q given as rows (k×m): already the column sets of AᵀQ.
+  const project = (qt: Float64Array, k: number) =>
+    scoped(() => Float64Array.from(hostView(tf.matMul(tf.tensor2d(Float32Array.from(qt), [k, m]), a))));
+  let qr = qrColumns(sample(omegaT, l), m, l);
+  for (let it = 0; it < q; it++) {
+    const qz = qrColumns(project(qr.qt, qr.k), n, qr.k);
+    qr = qrColumns(sample(qz.qt, qz.k), m, qz.k);
+  }
+  const b = project(qr.qt, qr.k);
+  const inner = svdDense(mat(qr.k, n, b));
+  const k = Math.min(rank, inner.k);
+  const ut = new Float64Array(k * m);
+  for (let j = 0; j < k; j++) {
+    for (let c = 0; c < qr.k; c++) {
+      const f = inner.ut[j * qr.k + c];
+      if (f === 0) continue;
+      for (let i = 0; i < m; i++) ut[j * m + i] += f * qr.qt[c * m + i];
+    }
+  }
+  return { m, n, k, s: inner.s.slice(0, k), ut, vt: inner.vt.slice(0, k * n) };
+}
+
+export interface EngineSvdOptions extends RandomizedSvdOptions {
+  /** Exact float64 Jacobi SVD when min(m, n) is at most this (default 256). */
+  exactBelow?: number;
+}
+
+/** Top-`rank` SVD of a dense row-major float32 matrix: exact float64 when small, randomized on the engine when large. */
+export function truncatedSvdEngine(
+  data: Float32Array,
+  m: number,
+  n: number,
+  rank: number,
+  opts: EngineSvdOptions = {},
+) {
+  const small = Math.min(m, n) <= (opts.exactBelow ?? 256);
+  if (small || rank + (opts.oversample ?? 10) >= Math.min(m, n)) {
+    return truncateSvd(svdDense(mat(m, n, Float64Array.from(data))), rank);
+  }
+  const a = tf.tensor2d(data, [m, n]);
+  try {
+    return randomizedSvdEngine(a, rank, opts);
+  } finally {
+    a.dispose();
+  }
+}
