@@ -185,3 +185,34 @@ test('chorus extract: recovers a planted rank-2 delta from two HF model director
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('chorus merge --threads 2 writes the adapter of one thread, byte for byte; --precision and --threads are checked', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'chorus-merge-threads-'));
+  try {
+    const dirs = [join(dir, 'a'), join(dir, 'b')];
+    await writePeftAdapter(dirs[0], randomAdapter(spec, 11));
+    await writePeftAdapter(dirs[1], randomAdapter(spec, 12));
+    const run = (out: string, ...flags: string[]) => {
+      const r = chorus('merge', ...dirs, '--method', 'ties', '--density', '0.5', '--out', join(dir, out), ...flags);
+      assert.equal(r.code, 0, r.err);
+    };
+    run('one', '--threads', '1');
+    run('two', '--threads', '2');
+    run('f64', '--precision', 'float64');
+    const file = (out: string) => readFile(join(dir, out, 'adapter_model.safetensors'));
+    assert.deepEqual(await file('two'), await file('one'));
+    const [one, f64] = await Promise.all([readPeftAdapter(join(dir, 'one')), readPeftAdapter(join(dir, 'f64'))]);
+    for (const name of Object.keys(spec.shapes)) {
+      const want = flat(deltaOf(f64.modules.get(name)!));
+      assert.ok(maxAbsDiff(flat(deltaOf(one.modules.get(name)!)), want) < 1e-5 * (1 + maxAbs(want)), name);
+    }
+    const badP = chorus('merge', ...dirs, '--method', 'svd', '--precision', 'float16', '--out', join(dir, 'x'));
+    assert.equal(badP.code, 1);
+    assert.match(badP.err, /--precision must be float32 or float64, got "float16"/);
+    const badT = chorus('merge', ...dirs, '--method', 'svd', '--threads', '0', '--out', join(dir, 'x'));
+    assert.equal(badT.code, 1);
+    assert.match(badT.err, /--threads must be a positive integer, got '0'/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
