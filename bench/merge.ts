@@ -54,14 +54,19 @@ function randomAdapter(seed: number, modules: number): LoraAdapter {
 /** tuned − base = a planted rank-2r delta with decaying σ plus small dense noise (a realistic tail). */
 function extractionPair(index: number): { base: NamedTensor; tuned: NamedTensor } {
   const rng = new SplitMix32(99 + index);
-  const base = Float32Array.from({ length: dim * dim }, () => (rng.uniform() - 0.5) * 0.05);
   const lowRank = 2 * rank;
-  const u = Float32Array.from({ length: dim * lowRank }, () => rng.normal() / Math.sqrt(dim));
-  const v = Float32Array.from({ length: lowRank * dim }, (_, i) => (rng.normal() / Math.sqrt(dim)) * 0.9 ** (i / dim));
+  const u = new Float32Array(dim * lowRank);
+  const v = new Float32Array(lowRank * dim);
+  for (let i = 0; i < u.length; i++) u[i] = rng.normal() / Math.sqrt(dim);
+  for (let i = 0; i < v.length; i++) v[i] = (rng.normal() / Math.sqrt(dim)) * 0.9 ** Math.floor(i / dim);
   const planted = tf.tidy(() => tf.matMul(tf.tensor2d(u, [dim, lowRank]), tf.tensor2d(v, [lowRank, dim])));
-  const delta = planted.dataSync();
+  const tuned = planted.dataSync() as Float32Array;
   planted.dispose();
-  const tuned = Float32Array.from(base, (x, i) => x + delta[i] + (rng.uniform() - 0.5) * 1e-4);
+  const base = new Float32Array(dim * dim);
+  for (let i = 0; i < base.length; i++) {
+    base[i] = (rng.uniform() - 0.5) * 0.05;
+    tuned[i] += base[i] + (rng.uniform() - 0.5) * 1e-4;
+  }
   return { base: { shape: [dim, dim], data: base }, tuned: { shape: [dim, dim], data: tuned } };
 }
 
