@@ -15,10 +15,7 @@ export type Precision = 'float32' | 'float64';
 export const PRECISIONS: readonly Precision[] = ['float32', 'float64'];
 
 /** Stacks the columns of coef_k B_k (→ R×m rows) and the rows of A_k (→ R×n) in float64. */
-export function stackFactors(
-  mods: LoraModule[],
-  coef: number[],
-): { uCols: Float64Array; vRows: Float64Array; total: number } {
+function stackFactors(mods: LoraModule[], coef: number[]): { uCols: Float64Array; vRows: Float64Array; total: number } {
   const m = mods[0].outFeatures;
   const n = mods[0].inFeatures;
   const total = mods.reduce((s, x) => s + x.rank, 0);
@@ -39,7 +36,7 @@ export function stackFactors(
 }
 
 /** out (m×n) = factor · B A in float64, row by row; four rank terms per sweep of a row. */
-export function denseDelta(mod: LoraModule, factor: number, out: Float64Array): void {
+function denseDelta(mod: LoraModule, factor: number, out: Float64Array): void {
   const { rank: r, inFeatures: n, outFeatures: m, b } = mod;
   const a = Float64Array.from(mod.a);
   out.fill(0);

@@ -27,8 +27,3 @@ export const scratchU8 = (key: string, length: number) => take(key, Uint8Array, 
 export const scratchU16 = (key: string, length: number) => take(key, Uint16Array, length);
 /** A Uint32Array of `length` backed by the kept buffer named `key` (not zeroed). */
 export const scratchU32 = (key: string, length: number) => take(key, Uint32Array, length);
-
-/** Drops every kept buffer (a thread that goes idle gives its memory back). */
-export function releaseScratch(): void {
-  buffers.clear();
-}
