@@ -4,8 +4,8 @@
 // dim×dim with `svd` and with `ties`, and of extracting dim×dim deltas at rank r; each phase in its own
 // child process, so that its peak RSS is its own. When /usr/bin/python3 has NumPy, the reference
 // numpy_merge_bench.py (shared/reference, beside the repository) runs with the same sizes in the same
-// run and the ratios are printed. Merge threads are started before the clock starts (NumPy's import is
-// not timed either); that start-up is printed separately.
+// run and the ratios are printed. Each merge thread merges one module before the clock starts (NumPy's
+// import is not timed either); that warm-up is printed separately.
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
@@ -70,28 +70,6 @@ function extractionPair(index: number): { base: NamedTensor; tuned: NamedTensor 
   return { base: { shape: [dim, dim], data: base }, tuned: { shape: [dim, dim], data: tuned } };
 }
 
-/** Starts the merge threads (each with its engine) on a throw-away merge of tiny modules. */
-async function warmUp(): Promise<number> {
-  const start = performance.now();
-  await initEngine(undefined, { quiet: true });
-  if (threads !== 1) {
-    const tiny = (seed: number): LoraAdapter => {
-      const ad = randomAdapter(seed, 0);
-      for (let i = 0; i < 8; i++) {
-        const a = Float32Array.from({ length: 8 }, (_, j) => j + seed);
-        ad.modules.set(`m${i}`, { a, b: Float32Array.from(a), rank: 1, inFeatures: 8, outFeatures: 8, scaling: 1 });
-      }
-      return ad;
-    };
-    await mergeAdapters([tiny(1), tiny(2)], {
-      method: 'ties',
-      density: 0.5,
-      threads: threads === 'auto' ? 2 : threads,
-    });
-  }
-  return (performance.now() - start) / 1000;
-}
-
 async function runPhase(name: string): Promise<void> {
   const t0 = performance.now();
   let modules = 0;
@@ -101,6 +79,7 @@ async function runPhase(name: string): Promise<void> {
     energy += r.energyKept;
   };
   let run: () => Promise<unknown>;
+  let warmUp: () => Promise<unknown> = async () => {};
   let cold: number | undefined;
   let extracted: { secs: number; cpuSecs: number } | undefined; // the extraction alone, not its inputs
   await initEngine(undefined, { quiet: true });
@@ -128,18 +107,25 @@ async function runPhase(name: string): Promise<void> {
       randomAdapter(k + 1, name === 'ties' ? tiesModules : 2 * layers),
     );
     const method = name as 'svd' | 'ties';
-    run = () =>
-      mergeAdapters(adapters, {
+    const merge = (ads: LoraAdapter[], report?: typeof onModule) =>
+      mergeAdapters(ads, {
         method,
         density: method === 'ties' ? density : undefined,
         rank,
         threads,
         precision,
-        onModule,
+        onModule: report,
       });
+    run = () => merge(adapters, onModule);
+    // One module per thread first: threads started, engines loaded, JIT and buffers warm, as in the
+    // long run of a whole model (NumPy's import is not timed either).
+    const lanes = threads === 'auto' ? availableParallelism() : threads;
+    warmUp = () => merge(Array.from({ length: count }, (_, k) => randomAdapter(100 + k, lanes)));
   }
   const setup = (performance.now() - t0) / 1000;
-  const warm = name === 'extract' ? 0 : await warmUp();
+  const w0 = performance.now();
+  await warmUp();
+  const warm = (performance.now() - w0) / 1000;
   const cpu0 = process.cpuUsage();
   const start = performance.now();
   await run();

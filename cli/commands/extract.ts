@@ -5,13 +5,8 @@ import { ChorusError } from '../../shared/errors.ts';
 import { locateWeights, readHfConfig } from '../../shared/formats/hf-model.ts';
 import { writePeftAdapter } from '../../shared/formats/peft.ts';
 import { SafetensorsFile } from '../../shared/formats/safetensors.ts';
-import {
-  closeMergeThreads,
-  extractAdapterFrom,
-  PRECISIONS,
-  type Precision,
-  type TensorSource,
-} from '../../shared/merge/index.ts';
+import type { TensorSource } from '../../shared/merge/extract.ts';
+import { PRECISIONS, type Precision } from '../../shared/merge/options.ts';
 import { parseDtype, parseNumber, parsePositiveInt } from './flags.ts';
 
 /** A model directory read lazily: headers now, one tensor at a time later (models need not fit twice). */
@@ -85,6 +80,8 @@ export function register(program: Command): void {
               .map((s) => s.trim())
               .filter(Boolean);
       if (targets && targets.length === 0) throw new ChorusError('--target is empty');
+      // The library (and its threads) load only when an extraction runs, not with every chorus command.
+      const { closeMergeThreads, extractAdapterFrom } = await import('../../shared/merge/index.ts');
       const config = await readHfConfig(o.base);
       const base = await openModel(o.base);
       const tuned = await openModel(o.tuned).catch(async (err) => {

@@ -3,14 +3,7 @@
 import type { Command } from 'commander';
 import { ChorusError } from '../../shared/errors.ts';
 import { readPeftAdapter, writePeftAdapter } from '../../shared/formats/peft.ts';
-import {
-  closeMergeThreads,
-  MERGE_METHODS,
-  mergeAdapters,
-  PRECISIONS,
-  type MergeMethod,
-  type Precision,
-} from '../../shared/merge/index.ts';
+import { MERGE_METHODS, PRECISIONS, type MergeMethod, type Precision } from '../../shared/merge/options.ts';
 import { parseDtype, parseNumber, parseNumberList, parsePositiveInt, parseRank } from './flags.ts';
 
 export function register(program: Command): void {
@@ -47,6 +40,8 @@ export function register(program: Command): void {
       if (!(PRECISIONS as readonly string[]).includes(o.precision)) {
         throw new ChorusError(`--precision must be ${PRECISIONS.join(' or ')}, got "${o.precision}"`);
       }
+      // The library (and its threads) load only when a merge runs, not with every chorus command.
+      const { closeMergeThreads, mergeAdapters } = await import('../../shared/merge/index.ts');
       const result = await mergeAdapters(adapters, {
         method: o.method as MergeMethod,
         weights: o.weights === undefined ? undefined : parseNumberList(o.weights, '--weights'),

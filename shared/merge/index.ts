@@ -70,7 +70,7 @@ export {
   type TensorSource,
 } from './extract.ts';
 export { moduleFromSvd, moduleFromDenseExact, type FactorSplit, type FactorOptions } from './factorize.ts';
-export { PRECISIONS, type Precision } from './kernels.ts';
+export { PRECISIONS, type Precision } from './options.ts';
 export { closeMergeThreads } from './parallel.ts';
 export type { MajoritySign } from './sparsify.ts';
 export * as linalg from './linalg.ts';

@@ -9,10 +9,8 @@ import type { Visit } from './combine.ts';
 import { denseDeltaEngine, lowRankSvdEngine, truncatedSvdEngine } from './engine-linalg.ts';
 import { energyFraction } from './factorize.ts';
 import { mat, svdLowRank, truncatedSvd, type Svd, type TruncatedSvdOptions } from './linalg.ts';
+import type { Precision } from './options.ts';
 import { scratchF32, scratchF64 } from './scratch.ts';
-
-export type Precision = 'float32' | 'float64';
-export const PRECISIONS: readonly Precision[] = ['float32', 'float64'];
 
 /** Stacks the columns of coef_k B_k (→ R×m rows) and the rows of A_k (→ R×n) in float64. */
 function stackFactors(mods: LoraModule[], coef: number[]): { uCols: Float64Array; vRows: Float64Array; total: number } {

@@ -2,7 +2,6 @@
 // Every error is a ChorusError naming the option or the module (and the adapters involved).
 import { ChorusError } from '../errors.ts';
 import type { LoraAdapter, LoraModule } from '../lora/types.ts';
-import { PRECISIONS, type Precision } from './kernels.ts';
 import type { TruncatedSvdOptions } from './linalg.ts';
 import type { MajoritySign } from './sparsify.ts';
 
@@ -17,6 +16,9 @@ export const MERGE_METHODS = [
   'magnitude_prune',
 ] as const;
 export type MergeMethod = (typeof MERGE_METHODS)[number];
+
+export type Precision = 'float32' | 'float64';
+export const PRECISIONS: readonly Precision[] = ['float32', 'float64'];
 
 export const DENSITY_METHODS: ReadonlySet<MergeMethod> = new Set([
   'ties',

@@ -5,9 +5,16 @@ import { ChorusError } from '../errors.ts';
 import type { LoraAdapter, LoraModule } from '../lora/types.ts';
 import { catModule } from './delta.ts';
 import { moduleFromSvd } from './factorize.ts';
-import { energyKept, lowRankSvd, type Precision } from './kernels.ts';
+import { energyKept, lowRankSvd } from './kernels.ts';
 import { unitScalingConfig } from './merge.ts';
-import { checkCompatible, checkPrecision, checkThreads, nameHash, type ModuleReport } from './options.ts';
+import {
+  checkCompatible,
+  checkPrecision,
+  checkThreads,
+  nameHash,
+  type ModuleReport,
+  type Precision,
+} from './options.ts';
 import { runModuleJobs, threadCount } from './parallel.ts';
 import { deriveSeed } from '../tensor/random.ts';
 
