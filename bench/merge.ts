@@ -203,7 +203,7 @@ async function main(): Promise<void> {
         `energy kept ${(100 * x.energy).toFixed(2)}%, ` +
         `peak RSS ${x.maxRssMiB.toFixed(0)} MiB (inputs built in ${x.setup.toFixed(1)} s` +
         (x.cold === undefined
-          ? `, threads started in ${x.warm.toFixed(1)} s)`
+          ? `; threads warmed on one module each in ${x.warm.toFixed(1)} s)`
           : `; the first, cold extraction took ${fmt(x.cold)})`),
     );
   }

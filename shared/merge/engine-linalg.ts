@@ -1,7 +1,8 @@
 // The heavy products of merging on the tensor engine, in float32: Gram matrices and images of tall
 // LoRA factors, dense deltas s·B·A, and the passes of the randomized SVD over a dense m×n matrix.
 // Everything of size R×R or l×(m or n) with l = rank + oversampling stays in float64 on the host
-// (pivoted Cholesky and the core SVD in gram-core.ts, Householder QR of the l sample vectors).
+// (pivoted Cholesky and the R×R eigen-decomposition in gram-core.ts, Householder QR of the l sample
+// vectors, the SVD of the l×n projection).
 // Each big product is a plain untransposed 2-D matMul: on wasm that is XNNPACK's fast path, while any
 // transpose flag falls back to a slow loop nest, so the small operands are transposed on the host.
 import type { LoraModule } from '../lora/types.ts';
