@@ -4,7 +4,7 @@
 import { z } from 'zod';
 import { MODULE_NAMES } from '../model/llama.ts';
 import { MERGE_METHODS } from '../merge/options.ts';
-import { LR_SCHEDULES } from '../train/settings.ts';
+import { BASE_WEIGHTS_MODES, LR_SCHEDULES } from '../train/settings.ts';
 
 const int = (min: number) => z.int({ error: 'must be an integer' }).gte(min, `must be >= ${min}`);
 const num = () => z.number({ error: 'must be a number' }).refine(Number.isFinite, 'must be finite');
@@ -53,6 +53,8 @@ const trainingFields = z.strictObject({
   checkpoint_every: int(0),
   keep_checkpoints: int(0),
   log_every: int(1),
+  gradient_checkpointing: z.union([z.boolean(), z.literal('auto')], { error: 'must be true, false or auto' }),
+  base_weights: oneOf(BASE_WEIGHTS_MODES),
 });
 
 const dataFields = z.strictObject({ train: path(), eval: path().optional() });

@@ -25,6 +25,8 @@ const TRAINING_KEYS = {
   checkpoint_every: 'checkpointEvery',
   keep_checkpoints: 'keepCheckpoints',
   log_every: 'logEvery',
+  gradient_checkpointing: 'gradientCheckpointing',
+  base_weights: 'baseWeights',
 } as const satisfies Record<keyof FileTraining, keyof TrainingSettings>;
 
 const LORA_KEYS = {

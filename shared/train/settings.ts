@@ -4,6 +4,14 @@
 export const LR_SCHEDULES = ['cosine', 'linear', 'constant'] as const;
 type LrSchedule = (typeof LR_SCHEDULES)[number];
 
+/** Where the frozen base weights live: in the engine (resident), or on the host in their stored dtype and
+ * widened one layer at a time (streamed); auto streams only when the memory plan says resident does not fit. */
+export const BASE_WEIGHTS_MODES = ['resident', 'streamed', 'auto'] as const;
+export type BaseWeightsMode = (typeof BASE_WEIGHTS_MODES)[number];
+
+/** Per-layer activation recomputation: on, off, or auto (on when the memory plan needs it). */
+export type GradientCheckpointing = boolean | 'auto';
+
 export interface TrainingSettings {
   /** Optimiser steps. */
   steps: number;
@@ -30,6 +38,8 @@ export interface TrainingSettings {
   /** How many of the newest checkpoints a local run keeps; 0 keeps all. */
   keepCheckpoints: number;
   logEvery: number;
+  gradientCheckpointing: GradientCheckpointing;
+  baseWeights: BaseWeightsMode;
 }
 
 /** Everything but `steps`, which a job must give. */
@@ -50,4 +60,6 @@ export const TRAINING_DEFAULTS: Omit<TrainingSettings, 'steps'> = {
   checkpointEvery: 100,
   keepCheckpoints: 3,
   logEvery: 10,
+  gradientCheckpointing: 'auto',
+  baseWeights: 'auto',
 };

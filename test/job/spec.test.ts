@@ -197,3 +197,31 @@ test('the wire form parses back to the same spec, every task written out in full
   assert.equal(plain.tasks[0].coto, null);
   assert.equal(parseJobSpec(specToWire(plain)).tasks[0].coto, null);
 });
+
+test('memory options: gradient_checkpointing and base_weights default to auto, map and travel on the wire', () => {
+  const auto = taskOf(parseJobSpec(single, { sourcePath: '/jobs/x/job.yaml' }));
+  assert.equal(auto.training.gradientCheckpointing, 'auto');
+  assert.equal(auto.training.baseWeights, 'auto');
+  const set = single.replace(
+    'log_every: 10',
+    'log_every: 10\n  gradient_checkpointing: true\n  base_weights: streamed',
+  );
+  const spec = parseJobSpec(set, { sourcePath: '/jobs/x/job.yaml' });
+  assert.equal(taskOf(spec).training.gradientCheckpointing, true);
+  assert.equal(taskOf(spec).training.baseWeights, 'streamed');
+  const wire = JSON.parse(specToWire(spec));
+  assert.equal(wire.tasks[0].training.gradient_checkpointing, true);
+  assert.equal(wire.tasks[0].training.base_weights, 'streamed');
+  const off = cluster.tasks.map((t, i) => (i === 1 ? { ...t, training: { gradient_checkpointing: false } } : t));
+  const perTask = parseJobSpec(JSON.stringify({ ...cluster, tasks: off }), { sourcePath: '/jobs/job.json' });
+  assert.equal(taskOf(perTask, 'sort').training.gradientCheckpointing, false);
+  assert.equal(taskOf(perTask, 'reverse').training.gradientCheckpointing, 'auto');
+  assert.match(
+    errorOf(single.replace('log_every: 10', 'log_every: 10\n  gradient_checkpointing: sometimes')),
+    /training\.gradient_checkpointing: must be true, false or auto/,
+  );
+  assert.match(
+    errorOf(single.replace('log_every: 10', 'log_every: 10\n  base_weights: disk')),
+    /training\.base_weights: must be one of resident, streamed, auto/,
+  );
+});
