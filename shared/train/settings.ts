@@ -63,3 +63,28 @@ export const TRAINING_DEFAULTS: Omit<TrainingSettings, 'steps'> = {
   gradientCheckpointing: 'auto',
   baseWeights: 'auto',
 };
+
+/**
+ * How one training step runs, after the memory plan has resolved the spec's `auto`s (shared/train/memory-plan.ts
+ * decides; the model and trainer only obey). Every choice gives the same adapter up to float32 rounding.
+ */
+export interface EngineOptions {
+  /** Keep only each decoder layer's input in the forward; recompute one layer at a time in the backward. */
+  gradientCheckpointing: boolean;
+  /**
+   * resident: base weights are float32 engine tensors for the model's life (today's behaviour).
+   * streamed: they stay on the host in their stored dtype and are widened one layer at a time; this implies
+   * per-layer recomputation (a widened layer is released after its forward, so its backward widens it again).
+   */
+  baseWeights: 'resident' | 'streamed';
+  /**
+   * Attention in blocks of this many queries and keys with a running softmax (exact), so a layer never holds
+   * batch × heads × seq × seq scores. Undefined: one dense block (fastest while the scores fit).
+   */
+  attentionBlock?: number;
+  /** LM head + cross-entropy over this many tokens at a time (never batch × seq × vocab logits). Default 1024. */
+  headChunkTokens?: number;
+}
+
+/** Today's path: everything resident, nothing recomputed, dense attention. */
+export const ENGINE_DEFAULTS: EngineOptions = { gradientCheckpointing: false, baseWeights: 'resident' };
