@@ -2,13 +2,15 @@
 //   interface TokenBatch { inputIds: Int32Array; targetMask: Float32Array; batchSize; seqLen }
 //     row-major [batchSize, seqLen]; targetMask[b,t] = 1 when token t is loss-bearing, i.e. it is
 //     predicted from tokens < t (so targetMask[b,0] is ignored: nothing predicts the first token).
-//   nextTokenLoss(model, batch, { lora?, activeLayers?, training?, dropoutSeed? }) → scalar tensor
-//     mean cross-entropy over loss-bearing targets (0 when there are none); use inside variableGrads.
-//   evaluate(model, batch, { lora?, activeLayers?, rowsPerChunk? }) → { lossSum, tokens, correct }
+//   nextTokenLoss(model, batch, { lora?, activeLayers?, training?, dropoutSeed?, attentionBlock?, headChunkTokens? })
+//     → scalar tensor: mean cross-entropy over loss-bearing targets (0 when there are none); use inside variableGrads.
+//   nextTokenLossSum(model, batch, opts) → the same summed (weights · nll), what the trainer differentiates
+//   evaluate(model, batch, { lora?, activeLayers?, rowsPerChunk?, headChunkTokens? }) → { lossSum, tokens, correct }
 //     summed (not averaged) so callers can add batches up; correct = argmax(logits) == target.
 import { tf } from '../tensor/engine.ts';
 import { ChorusError } from '../errors.ts';
 import type { ForwardOptions, LlamaModel } from './llama.ts';
+import { defaultHeadChunk, headEval, headLossSum, headRowsOf } from './head.ts';
 
 export interface TokenBatch {
   inputIds: Int32Array;
@@ -44,67 +46,74 @@ function checkBatch(model: LlamaModel, b: TokenBatch): void {
   }
 }
 
-/** Per-position negative log-likelihood [B, T-1] and the weights [B, T-1] of the loss-bearing ones. */
-function nll(
+/** Per-position negative log-likelihood [B, T-1] from full logits: the trainable (full-parameter) model's
+ * path, whose head weights take gradients; frozen heads go through head.ts in chunks instead. */
+function fullLogitsNll(
   model: LlamaModel,
   batch: TokenBatch,
   opts: ForwardOptions,
-): { nll: tf.Tensor2D; weights: tf.Tensor2D; logits: tf.Tensor3D; targets: tf.Tensor2D } {
+): { nll: tf.Tensor2D; weights: tf.Tensor2D } {
   const { batchSize: B, seqLen: T } = batch;
   const ids = tf.tensor2d(batch.inputIds, [B, T], 'int32');
   const logits = tf.slice(model.forward(ids, opts), [0, 0, 0], [B, T - 1, -1]) as tf.Tensor3D;
   const targets = tf.slice(ids, [0, 1], [B, T - 1]) as tf.Tensor2D;
   const weights = tf.slice(tf.tensor2d(batch.targetMask, [B, T]), [0, 1], [B, T - 1]) as tf.Tensor2D;
   const logp = tf.logSoftmax(logits, -1);
-  // One-hot selection instead of gather: its gradient needs no scatter kernel (absent on wasm).
+  // One-hot selection: the table's gradient through gather needs a scatter kernel (absent on wasm).
   const picked = tf.sum(tf.mul(logp, tf.oneHot(targets, model.config.vocabSize)), -1) as tf.Tensor2D;
-  return { nll: tf.neg(picked) as tf.Tensor2D, weights, logits, targets };
+  return { nll: tf.neg(picked) as tf.Tensor2D, weights };
 }
 
-export function nextTokenLoss(model: LlamaModel, batch: TokenBatch, opts: ForwardOptions = {}): tf.Scalar {
+export interface LossOptions extends ForwardOptions {
+  /** Tokens of the LM head + cross-entropy at a time (default: about 64 MiB of logits). */
+  headChunkTokens?: number;
+}
+
+/** Σ over loss-bearing targets of weight · cross-entropy; use inside variableGrads. */
+export function nextTokenLossSum(model: LlamaModel, batch: TokenBatch, opts: LossOptions = {}): tf.Scalar {
+  checkBatch(model, batch);
+  const { batchSize: B, seqLen: T } = batch;
+  return tf.tidy(() => {
+    if (model.trainable) {
+      const { nll: l, weights } = fullLogitsNll(model, batch, opts);
+      return tf.sum(tf.mul(l, weights)) as tf.Scalar;
+    }
+    const rows = headRowsOf(batch.inputIds, batch.targetMask, B, T);
+    const x = model.finalNorm(model.hidden(batch.inputIds, B, T, opts));
+    return headLossSum(model.weights, x, rows, opts.headChunkTokens ?? defaultHeadChunk(model.config.vocabSize));
+  });
+}
+
+/** Mean cross-entropy over loss-bearing targets (0 when there are none); use inside variableGrads. */
+export function nextTokenLoss(model: LlamaModel, batch: TokenBatch, opts: LossOptions = {}): tf.Scalar {
   checkBatch(model, batch);
   let count = 0;
   for (let b = 0; b < batch.batchSize; b++) {
     for (let t = 1; t < batch.seqLen; t++) count += batch.targetMask[b * batch.seqLen + t] !== 0 ? 1 : 0;
   }
-  return tf.tidy(() => {
-    const { nll: l, weights } = nll(model, batch, opts);
-    return tf.div(tf.sum(tf.mul(l, weights)), Math.max(count, 1)) as tf.Scalar;
-  });
+  return tf.tidy(() => tf.div(nextTokenLossSum(model, batch, opts), Math.max(count, 1)) as tf.Scalar);
 }
 
 export function evaluate(
   model: LlamaModel,
   batch: TokenBatch,
-  opts: Omit<ForwardOptions, 'training'> & { rowsPerChunk?: number } = {},
+  opts: Omit<LossOptions, 'training'> & { rowsPerChunk?: number } = {},
 ): EvalResult {
   checkBatch(model, batch);
   const rows = Math.max(1, opts.rowsPerChunk ?? batch.batchSize);
   const T = batch.seqLen;
+  const chunk = opts.headChunkTokens ?? defaultHeadChunk(model.config.vocabSize);
   const out: EvalResult = { lossSum: 0, tokens: 0, correct: 0 };
   for (let start = 0; start < batch.batchSize; start += rows) {
     const n = Math.min(rows, batch.batchSize - start);
-    const chunk: TokenBatch = {
-      inputIds: batch.inputIds.subarray(start * T, (start + n) * T),
-      targetMask: batch.targetMask.subarray(start * T, (start + n) * T),
-      batchSize: n,
-      seqLen: T,
-    };
-    const [lossSum, hits, tokens] = tf
-      .tidy(() => {
-        const { nll: l, weights, logits, targets } = nll(model, chunk, { ...opts, training: false });
-        const bearing = tf.notEqual(weights, 0);
-        const hit = tf.logicalAnd(bearing, tf.equal(tf.argMax(logits, -1), targets));
-        return [tf.sum(tf.mul(l, weights)), tf.sum(tf.cast(hit, 'float32')), tf.sum(tf.cast(bearing, 'float32'))];
-      })
-      .map((t) => {
-        const v = t.dataSync()[0];
-        t.dispose();
-        return v;
-      });
-    out.lossSum += lossSum;
-    out.correct += hits;
-    out.tokens += tokens;
+    const ids = batch.inputIds.subarray(start * T, (start + n) * T);
+    const head = headRowsOf(ids, batch.targetMask.subarray(start * T, (start + n) * T), n, T);
+    const x = tf.tidy(() => model.finalNorm(model.hidden(ids, n, T, { ...opts, training: false })));
+    const r = headEval(model.weights, x, head, chunk);
+    x.dispose();
+    out.lossSum += r.lossSum;
+    out.correct += r.correct;
+    out.tokens += r.tokens;
   }
   return out;
 }

@@ -1,6 +1,8 @@
 // Matrix products shaped for speed on every backend, with hand-written gradients. Public API:
 //   linearT(x [N,in], wT [in,out]) → x·wT            frozen weight: gradient for x only
 //   bmm(a [...,M,K], b [...,K,N]) → a·b              batched, gradients for both (wasm: per-matrix 2-D products)
+//   batchMatMul(a, b) → a·b                          the same product, not differentiable (inside custom gradients)
+//   swapLast2(t) → t with its last two axes swapped
 //   loraDelta(x [N,in], a [r,in], b [out,r], scale) → scale·(x·aᵀ)·bᵀ   gradients for x, a, b
 //   matMul2d(a [M,K], b [K,N]) → a·b                 gradients for both (a weight that trains)
 //   oneHotEmbed(ids int32 [N], table [V,H]) → rows   gradient for the table (wasm has no gather grad)
@@ -14,7 +16,7 @@ import { tf } from './engine.ts';
 // tfjs types custom-gradient functions as variadic; ours take fixed tensor arguments.
 type CustomGradFn = Parameters<typeof tf.customGrad>[0];
 
-function swapLast2(t: tf.Tensor): tf.Tensor {
+export function swapLast2(t: tf.Tensor): tf.Tensor {
   const perm = t.shape.map((_, i) => i);
   const r = perm.length;
   [perm[r - 2], perm[r - 1]] = [perm[r - 1], perm[r - 2]];
@@ -57,9 +59,14 @@ function matMulPerMatrix(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
   return tf.reshape(out, [...a.shape.slice(0, -1), b.shape[b.rank - 1]]);
 }
 
+/** Batched a·b (rank ≥ 3, equal batch dims) in the backend's fastest form; no gradient of its own. */
+export function batchMatMul(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
+  return tf.getBackend() === 'wasm' ? matMulPerMatrix(a, b) : tf.matMul(a, b);
+}
+
 /** Batched a·b (rank ≥ 3, equal batch dims). */
 export function bmm(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
-  const mm = tf.getBackend() === 'wasm' ? matMulPerMatrix : (x: tf.Tensor, y: tf.Tensor) => tf.matMul(x, y);
+  const mm = batchMatMul;
   const f = tf.customGrad(((aa: tf.Tensor, bb: tf.Tensor, save: tf.GradSaveFunc) => {
     save([aa, bb]);
     return {
