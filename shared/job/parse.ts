@@ -10,6 +10,7 @@ import { fileFields, type FileSpec, type FileTask } from './schema.ts';
 import { cotoScheduleOf, fileKeyOf, loraConfigOf, mergeOptionsOf, trainingOf } from './to-library.ts';
 import type { JobSpec, ResolvedTask, SyncSpec } from './types.ts';
 import type { TrainingSettings } from '../train/settings.ts';
+import { methodProblems } from './method-rules.ts';
 
 /** Parses and resolves a spec. `sourcePath` names the file in errors and anchors relative paths (default: cwd). */
 export function parseJobSpec(text: string, opts: { sourcePath?: string } = {}): JobSpec {
@@ -62,6 +63,10 @@ function resolveSpec(f: FileSpec, baseDir: string, source: string): JobSpec {
   if (!f.data && !f.tasks) problems.push('data: required (or tasks)');
   if (problems.length > 0) fail(source, problems);
   const fileTasks: FileTask[] = f.tasks ?? [{ name: 'default', data: f.data! }];
+  const sync: SyncSpec =
+    f.sync?.mode === 'weights'
+      ? { mode: 'weights', every: f.sync.every, method: f.sync.method ?? 'cat_svd' }
+      : { mode: 'gradients' };
   const baseModel = absolutise(f.base_model, baseDir);
   const tasks: ResolvedTask[] = [];
   const names = new Set<string>();
@@ -85,6 +90,12 @@ function resolveSpec(f: FileSpec, baseDir: string, source: string): JobSpec {
     }
     if (coto && coto.pStart > coto.pEnd)
       problems.push(`${where('coto', 'pStart')}: must be <= coto.p_end (${coto.pEnd})`);
+    const lora = loraConfigOf(f.lora, t.lora);
+    const fieldAt = (section: 'lora' | 'training', key: string) =>
+      (t[section] as Record<string, unknown> | undefined)?.[key] !== undefined
+        ? `tasks[${i}].${section}.${key}`
+        : `${section}.${key}`;
+    problems.push(...methodProblems(lora, training, sync, fieldAt));
     tasks.push({
       name: t.name,
       baseModel,
@@ -94,7 +105,7 @@ function resolveSpec(f: FileSpec, baseDir: string, source: string): JobSpec {
       },
       replicas: t.replicas ?? 1,
       seed: t.seed ?? f.seed ?? 0,
-      lora: loraConfigOf(f.lora, t.lora),
+      lora,
       coto,
       training: training as TrainingSettings,
     });
@@ -108,10 +119,6 @@ function resolveSpec(f: FileSpec, baseDir: string, source: string): JobSpec {
     problems.push('merge.space: "factors" is not available for method svd');
   }
   if (problems.length > 0) fail(source, problems);
-  const sync: SyncSpec =
-    f.sync?.mode === 'weights'
-      ? { mode: 'weights', every: f.sync.every, method: f.sync.method ?? 'cat_svd' }
-      : { mode: 'gradients' };
   return {
     ...(f.name !== undefined ? { name: f.name } : {}),
     baseModel,

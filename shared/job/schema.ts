@@ -5,6 +5,7 @@ import { z } from 'zod';
 import { MODULE_NAMES } from '../model/llama.ts';
 import { MERGE_METHODS } from '../merge/options.ts';
 import { BASE_WEIGHTS_MODES, LR_SCHEDULES } from '../train/settings.ts';
+import { SPARSITY_CRITERIA } from '../lora/types.ts';
 
 const int = (min: number) => z.int({ error: 'must be an integer' }).gte(min, `must be >= ${min}`);
 const num = () => z.number({ error: 'must be a number' }).refine(Number.isFinite, 'must be finite');
@@ -21,6 +22,14 @@ const loraFields = z.strictObject({
   dropout: num().gte(0, 'must be >= 0').lt(1, 'must be < 1'),
   target_modules: z.array(oneOf(MODULE_NAMES)).min(1, 'must name at least one module'),
   use_rslora: z.boolean({ error: 'must be true or false' }),
+  // Training-only methods (docs/METHODS.md); cross-field rules are checked in parse.ts.
+  dropout_samples: int(1).lte(64, 'must be <= 64'),
+  sparsity: z.strictObject({
+    ratio: num().gte(0, 'must be >= 0').lt(1, 'must be < 1'),
+    criterion: oneOf(SPARSITY_CRITERIA).optional(),
+    batches: int(1).lte(64, 'must be <= 64').optional(),
+  }),
+  split: z.strictObject({ groups: int(2), active: int(1) }),
 });
 
 const cotoFields = z.strictObject({
@@ -55,6 +64,7 @@ const trainingFields = z.strictObject({
   log_every: int(1),
   gradient_checkpointing: z.union([z.boolean(), z.literal('auto')], { error: 'must be true, false or auto' }),
   base_weights: oneOf(BASE_WEIGHTS_MODES),
+  rdrop: z.strictObject({ alpha: num().gte(0, 'must be >= 0') }),
 });
 
 const dataFields = z.strictObject({ train: path(), eval: path().optional() });

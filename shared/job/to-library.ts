@@ -27,6 +27,7 @@ const TRAINING_KEYS = {
   log_every: 'logEvery',
   gradient_checkpointing: 'gradientCheckpointing',
   base_weights: 'baseWeights',
+  rdrop: 'rdrop',
 } as const satisfies Record<keyof FileTraining, keyof TrainingSettings>;
 
 const LORA_KEYS = {
@@ -35,6 +36,9 @@ const LORA_KEYS = {
   dropout: 'loraDropout',
   target_modules: 'targetModules',
   use_rslora: 'useRslora',
+  dropout_samples: 'dropoutSamples',
+  sparsity: 'sparsity',
+  split: 'split',
 } as const satisfies Record<keyof FileLora, keyof LoraConfig>;
 
 const COTO_KEYS = {
@@ -87,7 +91,9 @@ export function trainingOf(...layers: Array<Partial<FileTraining> | undefined>):
 
 export function loraConfigOf(...layers: Array<Partial<FileLora> | undefined>): LoraConfig {
   const merged = Object.assign({ ...LORA_DEFAULTS }, ...layers.map((l) => toLibrary(LORA_KEYS, l ?? {})));
-  return { ...merged, targetModules: [...merged.targetModules] } as LoraConfig;
+  const out = { ...merged, targetModules: [...merged.targetModules] } as LoraConfig;
+  if (out.sparsity) out.sparsity = { ...out.sparsity, criterion: out.sparsity.criterion ?? 'snip' };
+  return out;
 }
 
 /** The CoTo schedule of a task, or null when CoTo is off (plain LoRA). */

@@ -22,6 +22,30 @@ export interface LoraConfig {
   rankPattern?: Record<string, number>;
   /** Per-module alpha overrides keyed by module path suffix, as PEFT's alpha_pattern. */
   alphaPattern?: Record<string, number>;
+  // Training-only methods (docs/METHODS.md). They change how the factors are trained, never what
+  // a file means: the PEFT writer leaves them out and the saved adapter is an ordinary LoRA.
+  /** Multi-sample dropout: K dropout masks on the LoRA input per step, the K losses averaged (default 1). */
+  dropoutSamples?: number;
+  /** SparseAdapter: entries pruned at initialisation, kept at zero through training. */
+  sparsity?: LoraSparsity;
+  /** MoSA-style split: the rank in `groups` blocks, `active` of them trained per step. */
+  split?: LoraSplit;
+}
+
+export const SPARSITY_CRITERIA = ['snip', 'magnitude', 'random'] as const;
+export type SparsityCriterion = (typeof SPARSITY_CRITERIA)[number];
+
+export interface LoraSparsity {
+  /** Fraction of each factor's entries pruned, in [0, 1). */
+  ratio: number;
+  criterion: SparsityCriterion;
+  /** Training batches SNIP's saliency is summed over (default 2). */
+  batches?: number;
+}
+
+export interface LoraSplit {
+  groups: number;
+  active: number;
 }
 
 /** One adapted linear layer: y = W x + scaling · B (A x). */

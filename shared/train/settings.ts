@@ -40,6 +40,8 @@ export interface TrainingSettings {
   logEvery: number;
   gradientCheckpointing: GradientCheckpointing;
   baseWeights: BaseWeightsMode;
+  /** R-Drop (docs/METHODS.md): two dropout passes, loss = mean CE + alpha · symmetric KL. Absent: off. */
+  rdrop?: { alpha: number };
 }
 
 /** Everything but `steps`, which a job must give. */

@@ -23,7 +23,9 @@ import { tf } from '../tensor/engine.ts';
 import { ChorusError } from '../errors.ts';
 import { deriveSeed } from '../tensor/random.ts';
 import type { LlamaModel } from '../model/llama.ts';
-import { nextTokenLoss, type TokenBatch } from '../model/loss.ts';
+import type { TokenBatch } from '../model/loss.ts';
+import { objectiveSum, type Objective } from './objective.ts';
+import { methodProblems } from '../job/method-rules.ts';
 import { evaluateExamples, type EvalSummary } from './evaluate.ts';
 import { LoraRuntime } from '../lora/runtime.ts';
 import type { LoraAdapter, LoraConfig } from '../lora/types.ts';
@@ -125,6 +127,7 @@ export class AdapterTrainer {
   private readonly blocks: Array<{ variable: tf.Variable; offset: number; length: number; slot: number }>;
   private readonly numLayers: number;
   private readonly padId: number;
+  private readonly objective: Objective;
 
   private constructor(opts: TrainerOptions, runtime: LoraRuntime) {
     this.model = opts.model;
@@ -158,6 +161,10 @@ export class AdapterTrainer {
     });
     this.evalExamples = opts.evalExamples ?? [];
     this.padId = opts.padId ?? 0;
+    this.objective = {
+      samples: opts.task.lora.dropoutSamples ?? 1,
+      rdropAlpha: opts.task.training.rdrop?.alpha ?? null,
+    };
   }
 
   static create(opts: TrainerOptions): AdapterTrainer {
@@ -171,6 +178,8 @@ export class AdapterTrainer {
     ) {
       throw new ChorusError(`trainer: replica ${replica} of ${replicas} is not valid`);
     }
+    const problems = methodProblems(opts.task.lora, opts.task.training, { mode: 'gradients' }, (s, k) => `${s}.${k}`);
+    if (problems.length > 0) throw new ChorusError(`trainer: ${problems.join('; ')}`);
     const config: LoraConfig = {
       ...opts.task.lora,
       targetModules: [...opts.task.lora.targetModules],
@@ -222,19 +231,8 @@ export class AdapterTrainer {
       const count = countTargets(batch);
       if (count === 0) continue;
       const dropoutSeed = deriveSeed(this.seed, step, this.replica, micro);
-      const lossOf = () =>
-        tf.tidy(
-          () =>
-            tf.mul(
-              nextTokenLoss(this.model, batch, {
-                lora: this.runtime,
-                activeLayers,
-                training: true,
-                dropoutSeed,
-              }),
-              count,
-            ) as tf.Scalar,
-        );
+      const fwd = { lora: this.runtime, activeLayers };
+      const lossOf = () => tf.tidy(() => objectiveSum(this.model, batch, fwd, dropoutSeed, count, this.objective));
       tokens += count;
       if (varList.length === 0) {
         // The active layers carry no LoRA module (an adapter limited to some layers): loss only.
