@@ -1,6 +1,7 @@
 // A job's life from the client's side: submitted (validated, planned, stored), cancelled, and
 // finished (merging → the final merge and report → succeeded, or failed with the reason).
 import { ChorusError, errorMessage } from '../shared/errors.ts';
+import { MAX_NAME_CHARS } from '../shared/job/limits.ts';
 import { parseJobSpec } from '../shared/job/parse.ts';
 import { isTerminal } from '../shared/nats/events.ts';
 import type { Evaluations } from './evals.ts';
@@ -10,9 +11,6 @@ import type { ClusterState } from './state.ts';
 import type { JobRecord } from './types.ts';
 
 export class NotFound extends ChorusError {}
-
-/** Specs larger than this are refused before they are parsed. */
-const MAX_SPEC_BYTES = 1 << 20;
 
 export class Jobs {
   private readonly finishing = new Set<string>();
@@ -24,12 +22,15 @@ export class Jobs {
 
   async submit(specText: string, name: string): Promise<JobRecord> {
     const { state } = this;
-    if (specText.length > MAX_SPEC_BYTES) throw new ChorusError('spec: larger than 1 MiB');
+    if (name.length > MAX_NAME_CHARS) {
+      throw new ChorusError(`name: ${name.length} characters exceeds the ${MAX_NAME_CHARS}-character limit`);
+    }
     const spec = parseJobSpec(specText);
     const id = newJobId();
     const job = planJob(id, spec, name);
+    // Stored before it is acknowledged: a job the store refuses is refused, never silently lost.
+    await state.saveNewJob(job);
     state.jobs.set(id, job);
-    await state.saveJob(job);
     await state.publish(
       'job.submitted',
       id,

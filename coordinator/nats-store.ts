@@ -80,6 +80,11 @@ export class NatsStore {
     }
   }
 
+  /** The largest message (KV value) the server takes: its max_payload (NATS' default is 1 MiB). */
+  get maxRecordBytes(): number {
+    return this.nc.info?.max_payload ?? 1 << 20;
+  }
+
   async close(): Promise<void> {
     await this.nc.drain().catch(() => this.nc.close());
   }

@@ -1,7 +1,7 @@
 // What the coordinator knows, and the one way each piece of it changes: jobs and workers in memory,
 // mirrored to JetStream KV (saves are chained per job, so KV never goes back in time), events
 // published in the order things happened, and the device bookkeeping every part shares.
-import { errorMessage } from '../shared/errors.ts';
+import { ChorusError, errorMessage, Unavailable } from '../shared/errors.ts';
 import type { CoordinatorMessage } from '../shared/gen/chorus/v1/worker.ts';
 import { isTerminal, makeEvent, type EventData, type EventType, type JobState } from '../shared/nats/events.ts';
 import { jobIdOfShard } from '../shared/shard/plan.ts';
@@ -93,6 +93,29 @@ export class ClusterState {
       .catch((err) => this.log(`saving job ${job.id} failed: ${errorMessage(err)}`));
     this.saveChains.set(job.id, next);
     return next;
+  }
+
+  /**
+   * A new job's first save, which must succeed (its failure is the submitter's error, not a log
+   * line). Its record grows while it runs (progress, artifacts, metrics), so it must also start
+   * well inside the store's message limit.
+   */
+  async saveNewJob(job: JobRecord): Promise<void> {
+    job.updatedMs = Date.now();
+    const snapshot = storedJob(job);
+    const limit = Math.floor(this.store.maxRecordBytes / 2);
+    const size = Buffer.byteLength(snapshot, 'utf8');
+    if (size > limit) {
+      throw new ChorusError(
+        `spec: the job's record would be ${size} bytes, more than the ${limit} bytes it may start with ` +
+          `(half the store's ${this.store.maxRecordBytes}-byte message limit); use fewer tasks or shorter paths`,
+      );
+    }
+    try {
+      await this.store.jobs.put(job.id, snapshot);
+    } catch (err) {
+      throw new Unavailable(`the job could not be stored (${errorMessage(err)}); it was not submitted`);
+    }
   }
 
   async saveWorker(w: WorkerRecord): Promise<void> {

@@ -3,10 +3,11 @@
 // Clients write under uploads/, workers under jobs/.
 import * as grpc from '@grpc/grpc-js';
 import type { BlobChunk, JobServiceServer } from '../../shared/gen/chorus/v1/jobs.ts';
+import { ChorusError, describe } from '../../shared/errors.ts';
 import type { Coordinator } from '../coordinator.ts';
 import { NotFound } from '../jobs.ts';
 import type { Authenticator, Role } from './auth.ts';
-import { toStatus } from './status.ts';
+import { statusOf, toStatus } from './status.ts';
 
 /** Blob chunks are at most 1 MiB. */
 const MAX_BLOB_CHUNK = 1 << 20;
@@ -32,7 +33,14 @@ export function blobHandlers(
       let failed = false;
       call.on('data', (chunk: BlobChunk) => {
         if (failed) return;
-        if (!name) name = chunk.name;
+        if (!name) {
+          name = chunk.name;
+          if (!validObjectName(name)) {
+            failed = true;
+            cb(statusOf(grpc.status.INVALID_ARGUMENT, nameProblem(name)));
+            return;
+          }
+        }
         if (chunk.data.length > MAX_BLOB_CHUNK) {
           failed = true;
           parts.length = 0;
@@ -62,10 +70,7 @@ export function blobHandlers(
       call.on('end', () => {
         if (failed) return;
         if (!validObjectName(name)) {
-          cb({
-            code: grpc.status.INVALID_ARGUMENT,
-            details: `blob name: "${name}" is not a valid object name`,
-          } as grpc.ServiceError);
+          cb(statusOf(grpc.status.INVALID_ARGUMENT, nameProblem(name)));
           return;
         }
         // Clients add job inputs; workers write job outputs. Neither may overwrite the other's.
@@ -87,6 +92,7 @@ export function blobHandlers(
       void (async () => {
         try {
           auth.authorize(call.metadata, ['client', 'worker']);
+          if (!validObjectName(call.request.name)) throw new ChorusError(nameProblem(call.request.name));
           const data = await coord.store.getObject(call.request.name);
           if (!data) throw new NotFound(`no object named "${call.request.name}"`);
           for (let off = 0; off < data.length || off === 0; off += MAX_BLOB_CHUNK) {
@@ -112,6 +118,22 @@ export function blobHandlers(
   };
 }
 
-function validObjectName(name: string): boolean {
-  return name.length > 0 && name.length < 512 && !name.split('/').some((p) => p === '' || p === '.' || p === '..');
+/**
+ * Object names: printable ASCII without spaces or backslashes, under 512 characters, '/'-separated
+ * parts that are neither empty, "." nor "..". The store's own name rules then never fail as INTERNAL.
+ */
+export function validObjectName(name: string): boolean {
+  return (
+    name.length > 0 &&
+    name.length < 512 &&
+    /^[\x21-\x7e]+$/.test(name) &&
+    !name.includes('\\') &&
+    !name.split('/').some((p) => p === '' || p === '.' || p === '..')
+  );
+}
+
+function nameProblem(name: string): string {
+  return name === ''
+    ? 'blob name: must not be empty'
+    : `blob name: ${describe(name, 80)} is not a valid object name (printable ASCII, no spaces, no empty, "." or ".." parts, under 512 characters)`;
 }

@@ -1,6 +1,7 @@
 // JobService for clients: submit, list, get, cancel and watch jobs; list workers. (Blob transfers,
 // also part of JobService, are blobs.ts.)
 import type { Job, JobEvent, JobServiceServer } from '../../shared/gen/chorus/v1/jobs.ts';
+import { truncate } from '../../shared/errors.ts';
 import { isTerminal } from '../../shared/nats/events.ts';
 import type { Coordinator } from '../coordinator.ts';
 import type { JobRecord } from '../types.ts';
@@ -47,7 +48,8 @@ export function jobHandlers(
       jobs: [...coord.state.jobs.values()].sort((a, b) => a.createdMs - b.createdMs).map(jobToProto),
     })),
     cancelJob: unary(auth, ['client'], async (req) =>
-      jobToProto(await coord.jobs.cancel(req.jobId, req.reason || 'cancelled by user')),
+      // The reason is stored with the job: keep it small enough to persist.
+      jobToProto(await coord.jobs.cancel(req.jobId, truncate(req.reason, 500) || 'cancelled by user')),
     ),
     listWorkers: unary(auth, ['client'], () => ({
       workers: coord.listWorkers().map(({ record, shards }) => ({

@@ -4,9 +4,10 @@
 import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import type { z } from 'zod';
-import YAML from 'yaml';
 import { ChorusError, errorMessage } from '../errors.ts';
+import { MAX_SHARD_STEPS, MAX_SHARDS } from './limits.ts';
 import { fileFields, type FileSpec, type FileTask } from './schema.ts';
+import { readSpecText } from './spec-text.ts';
 import { cotoScheduleOf, fileKeyOf, loraConfigOf, mergeOptionsOf, trainingOf } from './to-library.ts';
 import type { JobSpec, ResolvedTask, SyncSpec } from './types.ts';
 import type { TrainingSettings } from '../train/settings.ts';
@@ -15,18 +16,9 @@ import { methodProblems } from './method-rules.ts';
 /** Parses and resolves a spec. `sourcePath` names the file in errors and anchors relative paths (default: cwd). */
 export function parseJobSpec(text: string, opts: { sourcePath?: string } = {}): JobSpec {
   const source = opts.sourcePath ?? '<job spec>';
-  const doc = YAML.parseDocument(text, { prettyErrors: true, uniqueKeys: true });
-  if (doc.errors.length > 0) {
-    fail(
-      source,
-      doc.errors.map((e) => {
-        const pos = e.linePos?.[0];
-        const message = e.message.split('\n')[0].replace(/ at line \d+, column \d+:?$/, '');
-        return `${pos ? `line ${pos.line}, column ${pos.col}: ` : ''}${message}`;
-      }),
-    );
-  }
-  const raw: unknown = doc.toJS();
+  const read = readSpecText(text);
+  if (!read.ok) fail(source, read.problems);
+  const raw = read.value;
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
     fail(source, ['(top level): must be a mapping of fields (base_model, training, data or tasks, …)']);
   }
@@ -110,6 +102,17 @@ function resolveSpec(f: FileSpec, baseDir: string, source: string): JobSpec {
       training: training as TrainingSettings,
     });
   });
+  // Total work: bounds on each field alone still allow 64 tasks × 64 replicas × 10^6 steps.
+  const shards = tasks.reduce((n, t) => n + t.replicas, 0);
+  if (shards > MAX_SHARDS) {
+    problems.push(`${f.tasks ? 'tasks[*].replicas' : 'replicas'}: ${shards} shards in all exceeds ${MAX_SHARDS}`);
+  }
+  const work = tasks.reduce((n, t) => n + t.replicas * t.training.steps, 0);
+  if (work > MAX_SHARD_STEPS) {
+    problems.push(
+      `training.steps: replicas × steps summed over tasks is ${work}, more than the ${MAX_SHARD_STEPS} limit`,
+    );
+  }
   const merge = f.merge === undefined || f.merge === 'none' ? null : mergeOptionsOf(f.merge);
   if (merge?.weights && merge.weights.length !== fileTasks.length) {
     problems.push(`merge.weights: expected ${fileTasks.length} weights (one per task), got ${merge.weights.length}`);
@@ -135,8 +138,16 @@ function absolutise(p: string, baseDir: string): string {
   return isAbsolute(p) ? p : resolve(baseDir, p);
 }
 
+/** Problems listed at most; the rest are counted (a hostile spec can have 100k unknown keys). */
+const MAX_PROBLEMS = 20;
+const MAX_PROBLEM_CHARS = 300;
+
 function fail(source: string, problems: string[]): never {
-  throw new ChorusError(`invalid job spec ${source}:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+  const shown = problems
+    .slice(0, MAX_PROBLEMS)
+    .map((p) => `  - ${p.length > MAX_PROBLEM_CHARS ? `${p.slice(0, MAX_PROBLEM_CHARS)}…` : p}`);
+  if (problems.length > MAX_PROBLEMS) shown.push(`  … and ${problems.length - MAX_PROBLEMS} more problem(s)`);
+  throw new ChorusError(`invalid job spec ${source}:\n${shown.join('\n')}`);
 }
 
 function formatPath(p: ReadonlyArray<PropertyKey>): string {

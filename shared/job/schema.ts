@@ -5,31 +5,42 @@ import { z } from 'zod';
 import { MODULE_NAMES } from '../model/llama.ts';
 import { MERGE_METHODS } from '../merge/options.ts';
 import { BASE_WEIGHTS_MODES, LR_SCHEDULES } from '../train/settings.ts';
+import * as L from './limits.ts';
 import { SPARSITY_CRITERIA } from '../lora/types.ts';
 
-const int = (min: number) => z.int({ error: 'must be an integer' }).gte(min, `must be >= ${min}`);
+// z.int() also refuses integers past 2^53; `max` is the field's documented bound (limits.ts).
+const int = (min: number, max: number) =>
+  z.int({ error: 'must be an integer' }).gte(min, `must be >= ${min}`).lte(max, `must be <= ${max}`);
+const str = (max: number) => z.string({ error: 'must be a string' }).max(max, `must be at most ${max} characters`);
 const num = () => z.number({ error: 'must be a number' }).refine(Number.isFinite, 'must be finite');
 const positive = () => num().gt(0, 'must be > 0');
 const fraction = (lowInclusive: boolean) =>
   (lowInclusive ? num().gte(0, 'must be >= 0') : num().gt(0, 'must be > 0')).lte(1, 'must be <= 1');
-const path = () => z.string({ error: 'must be a path (string)' }).min(1, 'must not be empty');
+const path = () =>
+  z
+    .string({ error: 'must be a path (string)' })
+    .min(1, 'must not be empty')
+    .max(L.MAX_PATH_CHARS, `must be at most ${L.MAX_PATH_CHARS} characters`);
 const oneOf = <T extends readonly [string, ...string[]]>(values: T) =>
   z.enum(values, { error: `must be one of ${values.join(', ')}` });
 
 const loraFields = z.strictObject({
-  r: int(1),
-  alpha: positive(),
+  r: int(1, L.MAX_LORA_RANK),
+  alpha: positive().lte(L.MAX_SCALE, `must be <= ${L.MAX_SCALE}`),
   dropout: num().gte(0, 'must be >= 0').lt(1, 'must be < 1'),
-  target_modules: z.array(oneOf(MODULE_NAMES)).min(1, 'must name at least one module'),
+  target_modules: z
+    .array(oneOf(MODULE_NAMES))
+    .min(1, 'must name at least one module')
+    .max(MODULE_NAMES.length, `must list each module at most once (${MODULE_NAMES.length} at most)`),
   use_rslora: z.boolean({ error: 'must be true or false' }),
   // Training-only methods (docs/METHODS.md); cross-field rules are checked in parse.ts.
-  dropout_samples: int(1).lte(64, 'must be <= 64'),
+  dropout_samples: int(1, 64),
   sparsity: z.strictObject({
     ratio: num().gte(0, 'must be >= 0').lt(1, 'must be < 1'),
     criterion: oneOf(SPARSITY_CRITERIA).optional(),
-    batches: int(1).lte(64, 'must be <= 64').optional(),
+    batches: int(1, 64).optional(),
   }),
-  split: z.strictObject({ groups: int(2), active: int(1) }),
+  split: z.strictObject({ groups: int(2, L.MAX_LORA_RANK), active: int(1, L.MAX_LORA_RANK) }),
 });
 
 const cotoFields = z.strictObject({
@@ -40,48 +51,46 @@ const cotoFields = z.strictObject({
 });
 
 const trainingFields = z.strictObject({
-  steps: int(1),
-  batch_size: int(1),
-  seq_len: int(2),
-  grad_accum: int(1),
-  lr: positive(),
-  warmup_steps: int(0),
+  steps: int(1, L.MAX_STEPS),
+  batch_size: int(1, L.MAX_BATCH_SIZE),
+  seq_len: int(2, L.MAX_SEQ_LEN),
+  grad_accum: int(1, L.MAX_GRAD_ACCUM),
+  lr: positive().lte(L.MAX_LR, `must be <= ${L.MAX_LR}`),
+  warmup_steps: int(0, L.MAX_STEPS),
   schedule: oneOf(LR_SCHEDULES),
   min_lr_ratio: fraction(true),
-  weight_decay: num().gte(0, 'must be >= 0'),
+  weight_decay: num().gte(0, 'must be >= 0').lte(L.MAX_WEIGHT_DECAY, `must be <= ${L.MAX_WEIGHT_DECAY}`),
   betas: z.tuple(
     [num().gte(0, 'must be >= 0').lt(1, 'must be < 1'), num().gte(0, 'must be >= 0').lt(1, 'must be < 1')],
     {
       error: 'must be a list of two numbers [beta1, beta2]',
     },
   ),
-  eps: positive(),
-  max_grad_norm: num().gte(0, 'must be >= 0'),
-  eval_every: int(0),
-  eval_batches: int(1),
-  checkpoint_every: int(0),
-  keep_checkpoints: int(0),
-  log_every: int(1),
+  eps: positive().lte(1, 'must be <= 1'),
+  max_grad_norm: num().gte(0, 'must be >= 0').lte(L.MAX_SCALE, `must be <= ${L.MAX_SCALE}`),
+  eval_every: int(0, L.MAX_STEPS),
+  eval_batches: int(1, L.MAX_EVAL_BATCHES),
+  checkpoint_every: int(0, L.MAX_STEPS),
+  keep_checkpoints: int(0, L.MAX_KEEP_CHECKPOINTS),
+  log_every: int(1, L.MAX_STEPS),
   gradient_checkpointing: z.union([z.boolean(), z.literal('auto')], { error: 'must be true, false or auto' }),
   base_weights: oneOf(BASE_WEIGHTS_MODES),
-  rdrop: z.strictObject({ alpha: num().gte(0, 'must be >= 0') }),
+  rdrop: z.strictObject({ alpha: num().gte(0, 'must be >= 0').lte(L.MAX_SCALE, `must be <= ${L.MAX_SCALE}`) }),
 });
 
 const dataFields = z.strictObject({ train: path(), eval: path().optional() });
 
 const overrides = {
-  seed: int(0).optional(),
+  seed: int(0, Number.MAX_SAFE_INTEGER).optional(),
   lora: loraFields.partial().optional(),
   coto: cotoFields.partial().optional(),
   training: trainingFields.partial().optional(),
 };
 
 const taskFields = z.strictObject({
-  name: z
-    .string({ error: 'must be a string' })
-    .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'must be letters, digits, "_", "." or "-"'),
+  name: str(L.MAX_TASK_NAME_CHARS).regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'must be letters, digits, "_", "." or "-"'),
   data: dataFields,
-  replicas: int(1).optional(),
+  replicas: int(1, L.MAX_REPLICAS).optional(),
   ...overrides,
 });
 
@@ -91,7 +100,7 @@ const syncFields = z.discriminatedUnion(
     z.strictObject({ mode: z.literal('gradients') }),
     z.strictObject({
       mode: z.literal('weights'),
-      every: int(1),
+      every: int(1, L.MAX_STEPS),
       method: z.enum(['mean', 'cat_svd'], { error: 'must be mean or cat_svd' }).optional(),
     }),
   ],
@@ -100,20 +109,30 @@ const syncFields = z.discriminatedUnion(
 
 const mergeFields = z.strictObject({
   method: oneOf(MERGE_METHODS),
-  weights: z.array(num()).min(1, 'must not be empty').optional(),
+  weights: z
+    .array(num().gte(-L.MAX_SCALE, `must be >= ${-L.MAX_SCALE}`).lte(L.MAX_SCALE, `must be <= ${L.MAX_SCALE}`))
+    .min(1, 'must not be empty')
+    .max(L.MAX_TASKS, `must have at most ${L.MAX_TASKS} entries`)
+    .optional(),
   density: fraction(false).optional(),
   majority_sign: z.enum(['total', 'frequency'], { error: 'must be total or frequency' }).optional(),
-  rank: z.union([int(1), z.literal('full')], { error: 'must be a positive integer or "full"' }).optional(),
-  seed: int(0).optional(),
+  rank: z
+    .union([int(1, L.MAX_MERGE_RANK), z.literal('full')], { error: 'must be a positive integer or "full"' })
+    .optional(),
+  seed: int(0, Number.MAX_SAFE_INTEGER).optional(),
   space: z.enum(['delta', 'factors'], { error: 'must be delta or factors' }).optional(),
 });
 
 export const fileFields = z.strictObject({
-  name: z.string({ error: 'must be a string' }).optional(),
+  name: str(L.MAX_NAME_CHARS).optional(),
   base_model: path(),
   ...overrides,
   data: dataFields.optional(),
-  tasks: z.array(taskFields).min(1, 'must list at least one task').optional(),
+  tasks: z
+    .array(taskFields)
+    .min(1, 'must list at least one task')
+    .max(L.MAX_TASKS, `must list at most ${L.MAX_TASKS} tasks`)
+    .optional(),
   sync: syncFields.optional(),
   merge: z.union([z.literal('none'), mergeFields], { error: 'must be "none" or {method: …}' }).optional(),
 });
