@@ -245,11 +245,10 @@ test('rejects malformed files with errors naming the file and the tensor/field',
   rejects(rawFile({ t: 5 }), /tensor "t" must be an object/);
 });
 
-test('a header claiming a huge tensor in a tiny file fails fast without allocating', async () => {
+test('a header claiming a huge tensor in a tiny file is refused without allocating (time: npm run bench -- safetensors)', async () => {
   const lie = rawFile({ t: { dtype: 'F32', shape: [1e12, 1e6], data_offsets: [0, 4e18] } }, new Uint8Array(16));
   const lie2 = rawFile({ t: { dtype: 'F64', shape: [1e9, 1e9], data_offsets: [0, 16] } }, new Uint8Array(16));
   const before = process.memoryUsage().arrayBuffers;
-  const t0 = performance.now();
   rejects(lie, /out of range/);
   rejects(lie2, /needs more bytes than the file holds|needs 8e\+18/);
   const dir = await mkdtemp(join(tmpdir(), 'st-'));
@@ -265,7 +264,6 @@ test('a header claiming a huge tensor in a tiny file fails fast without allocati
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
-  assert.ok(performance.now() - t0 < 2000);
   assert.ok(process.memoryUsage().arrayBuffers - before < 16 * 1024 * 1024);
 });
 

@@ -6,11 +6,17 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
 const child = fileURLToPath(new URL('./engine-child.ts', import.meta.url));
+const hideNative = fileURLToPath(new URL('./hide-native.mjs', import.meta.url));
 
-function run(arg: string, env: Record<string, string | undefined> = {}) {
+/** Runs the child; `hidden` makes the native packages unresolvable there (installed or not). */
+function run(arg: string, env: Record<string, string | undefined> = {}, hidden = false) {
   const fullEnv = { ...process.env, ...env };
   for (const [k, v] of Object.entries(env)) if (v === undefined) delete fullEnv[k];
-  const res = spawnSync(process.execPath, ['--import', 'tsx', child, arg], { encoding: 'utf8', env: fullEnv });
+  const flags = hidden ? ['--import', hideNative] : [];
+  const res = spawnSync(process.execPath, [...flags, '--import', 'tsx', child, arg], {
+    encoding: 'utf8',
+    env: fullEnv,
+  });
   assert.equal(res.status, 0, res.stderr);
   return {
     out: JSON.parse(res.stdout) as { backend?: string; active?: string; sum?: number; error?: string; name?: string },
@@ -18,16 +24,14 @@ function run(arg: string, env: Record<string, string | undefined> = {}) {
   };
 }
 
-function nativeInstalled(): boolean {
-  for (const pkg of ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node']) {
-    try {
-      import.meta.resolve(pkg);
-      return true;
-    } catch {
-      // not installed
-    }
-  }
-  return false;
+/** Whether a native package loads here: decided in a child process that only imports it. */
+function nativeLoads(): boolean {
+  return ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node'].some(
+    (pkg) =>
+      spawnSync(process.execPath, ['--input-type=module', '-e', `await import(${JSON.stringify(pkg)})`], {
+        encoding: 'utf8',
+      }).status === 0,
+  );
 }
 
 test('explicit wasm and cpu load, compute, and are announced once on stderr', () => {
@@ -44,10 +48,9 @@ test('CHORUS_BACKEND chooses when no argument is given; the argument wins over i
   assert.equal(run('', { CHORUS_BACKEND: 'cpu', CHORUS_QUIET_BACKEND: '1' }).stderr, '');
 });
 
-test('default order: tensorflow when its package loads, else wasm', () => {
-  const { out } = run('', { CHORUS_BACKEND: undefined });
-  if (nativeInstalled()) assert.ok(out.backend === 'tensorflow' || out.backend === 'wasm', JSON.stringify(out));
-  else assert.equal(out.backend, 'wasm');
+test('default order: tensorflow when its package loads, else wasm (native packages hidden: wasm)', () => {
+  assert.equal(run('', { CHORUS_BACKEND: undefined }).out.backend, nativeLoads() ? 'tensorflow' : 'wasm');
+  assert.equal(run('', { CHORUS_BACKEND: undefined }, true).out.backend, 'wasm');
 });
 
 test('unknown or unavailable backends are ChorusErrors that say why', () => {
@@ -55,12 +58,11 @@ test('unknown or unavailable backends are ChorusErrors that say why', () => {
   assert.equal(bad.name, 'ChorusError');
   assert.match(bad.error!, /--backend: unknown backend 'tpu' \(expected one of tensorflow, wasm, cpu\)/);
   assert.match(run('', { CHORUS_BACKEND: 'gpu' }).out.error!, /CHORUS_BACKEND: unknown backend 'gpu'/);
-  if (!nativeInstalled()) {
-    const tfErr = run('tensorflow').out;
-    assert.equal(tfErr.name, 'ChorusError');
-    assert.match(
-      tfErr.error!,
-      /backend 'tensorflow' is not available: @tensorflow\/tfjs-node-gpu: .*; @tensorflow\/tfjs-node: /,
-    );
-  }
+  // With the native packages hidden, asking for tensorflow names both packages and why they failed.
+  const tfErr = run('tensorflow', { CHORUS_BACKEND: undefined }, true).out;
+  assert.equal(tfErr.name, 'ChorusError');
+  assert.match(
+    tfErr.error!,
+    /backend 'tensorflow' is not available: @tensorflow\/tfjs-node-gpu: .*hidden by test.*; @tensorflow\/tfjs-node: .*hidden by test/,
+  );
 });
