@@ -82,6 +82,37 @@ before(async () => {
     '-days',
     '2',
   );
+  // A second CA the coordinator does not trust, and a worker certificate it signed.
+  openssl(
+    'req',
+    '-x509',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-keyout',
+    'other-ca.key',
+    '-out',
+    'other-ca.pem',
+    '-days',
+    '2',
+    '-subj',
+    '/CN=other-ca',
+  );
+  openssl(
+    'x509',
+    '-req',
+    '-in',
+    'worker.csr',
+    '-CA',
+    'other-ca.pem',
+    '-CAkey',
+    'other-ca.key',
+    '-CAcreateserial',
+    '-out',
+    'stranger.pem',
+    '-days',
+    '2',
+  );
   coord = await h.startCoordinator(prefix, [
     '--tls-cert',
     f('server.pem'),
@@ -98,6 +129,25 @@ after(async () => {
   await h.cleanNats(prefix);
 });
 
+function tlsWorker(name: string, certArgs: string[]): h.Proc {
+  const p = h.chorus([
+    'worker',
+    '--coordinator',
+    coord.address,
+    '--devices',
+    'cpu:1',
+    '--name',
+    name,
+    '--token',
+    h.TOKENS.worker,
+    '--tls-ca',
+    f('ca.pem'),
+    ...certArgs,
+  ]);
+  procs.push(p);
+  return p;
+}
+
 test('mTLS: clients need the CA and a certificate; workers register over mTLS', async () => {
   const plain = h.client(coord.address);
   await assert.rejects(plain.list(), (e: unknown) => e instanceof ChorusRpcError && e.code === 14 /* UNAVAILABLE */);
@@ -105,8 +155,19 @@ test('mTLS: clients need the CA and a certificate; workers register over mTLS', 
   const ca = readFileSync(f('ca.pem'));
   // Trusting the CA but presenting no certificate: the handshake fails under --tls-ca.
   const noCert = new ChorusClient({ address: coord.address, token: h.TOKENS.client, tls: { ca } });
-  await assert.rejects(noCert.list());
+  await assert.rejects(
+    noCert.list(),
+    (e: unknown) => e instanceof ChorusRpcError && e.code === 14 && /certificate required/.test(e.message),
+  );
   noCert.close();
+  const stranger = new ChorusClient({
+    address: coord.address,
+    token: h.TOKENS.client,
+    tls: { ca, cert: readFileSync(f('stranger.pem')), key: readFileSync(f('worker.key')) },
+  });
+  // The same key and subject as the accepted certificate below: only the signing CA differs.
+  await assert.rejects(stranger.list(), (e: unknown) => e instanceof ChorusRpcError && e.code === 14);
+  stranger.close();
   const good = new ChorusClient({
     address: coord.address,
     token: h.TOKENS.client,
@@ -114,28 +175,18 @@ test('mTLS: clients need the CA and a certificate; workers register over mTLS', 
   });
   try {
     assert.deepEqual(await good.list(), []);
-    const w = h.chorus([
-      'worker',
-      '--coordinator',
-      coord.address,
-      '--devices',
-      'cpu:1',
-      '--name',
-      'tlsw',
-      '--token',
-      h.TOKENS.worker,
-      '--tls-ca',
-      f('ca.pem'),
-      '--tls-cert',
-      f('worker.pem'),
-      '--tls-key',
-      f('worker.key'),
-    ]);
-    procs.push(w);
+    const w = tlsWorker('tlsw', ['--tls-cert', f('worker.pem'), '--tls-key', f('worker.key')]);
     await h.waitFor(w, /(registered as \S+)/, 30_000);
+    // Workers without a client certificate, or with one from another CA, never register.
+    const certless = tlsWorker('nocert', []);
+    const foreign = tlsWorker('foreign', ['--tls-cert', f('stranger.pem'), '--tls-key', f('worker.key')]);
+    await h.waitFor(certless, /stream to \S+ broke: .*certificate required/, 30_000);
+    await h.waitFor(foreign, /stream to \S+ broke: No connection established/, 30_000);
     const ws = await good.workers();
-    assert.equal(ws.length, 1);
-    assert.equal(ws[0].name, 'tlsw');
+    assert.deepEqual(
+      ws.map((x) => x.name),
+      ['tlsw'],
+    );
   } finally {
     good.close();
   }
