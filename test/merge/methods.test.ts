@@ -2,8 +2,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mergeAdapters, type MergeMethod, type MergeResult } from '../../shared/merge/index.ts';
-import { SplitMix32, deriveSeed } from '../../shared/tensor/random.ts';
-import { nameHash } from '../../shared/merge/options.ts';
 import {
   deltaOf,
   flat,
@@ -37,13 +35,6 @@ function refDeltas(name: string): number[][] {
 function mergedDelta(result: MergeResult, name: string): number[] {
   const m = result.adapter.modules.get(name)!;
   return flat(deltaOf(m));
-}
-
-/** DARE as documented: uniform draw per entry from SplitMix32(deriveSeed(seed, hash(module), k, 0)). */
-function refDare(x: number[], density: number, seed: number, name: string, k: number): number[] {
-  if (density >= 1) return x.slice();
-  const g = new SplitMix32(deriveSeed(seed, nameHash(name), k, 0));
-  return x.map((v) => (g.uniform() < density ? v / density : 0));
 }
 
 async function check(method: MergeMethod, ref: (name: string) => number[], extra: Record<string, unknown> = {}) {
@@ -136,33 +127,6 @@ test('ties (total and frequency) = trim, elect from unweighted trimmed deltas, d
       },
     );
   }
-});
-
-test('dare_linear and dare_ties follow the documented seeded mask; different seeds differ', async () => {
-  const seed = 7;
-  await check(
-    'dare_linear',
-    (name) =>
-      refLinear(
-        refDeltas(name).map((d, k) => refDare(d, 0.6, seed, name, k)),
-        weights,
-      ),
-    { density: 0.6, seed },
-  );
-  await check(
-    'dare_ties',
-    (name) =>
-      refTies(
-        refDeltas(name).map((d, k) => refDare(d, 0.6, seed, name, k)),
-        weights,
-        'total',
-      ),
-    { density: 0.6, seed },
-  );
-  const a = await mergeAdapters(adapters, { method: 'dare_linear', weights, density: 0.6, seed: 1, rank: 'full' });
-  const b = await mergeAdapters(adapters, { method: 'dare_linear', weights, density: 0.6, seed: 2, rank: 'full' });
-  const name = 'model.layers.0.self_attn.q_proj';
-  assert.ok(maxAbsDiff(mergedDelta(a, name), mergedDelta(b, name)) > 1e-3);
 });
 
 test('dare_linear is unbiased: its mean over seeds approaches the linear merge', async () => {
