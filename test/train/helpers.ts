@@ -59,3 +59,16 @@ export function randomExamples(n: number, len: number, vocab: number, seed = 1):
     lossMask: Uint8Array.from({ length: len }, (_, t) => (t === 0 ? 0 : 1)),
   }));
 }
+
+/** Sequences of lengths in [minLen, maxLen] whose first 1–3 targets are masked (a "prompt"). */
+export function variableExamples(n: number, minLen: number, maxLen: number, vocab: number, seed = 1): TokenExample[] {
+  const rng = new SplitMix32(seed);
+  return Array.from({ length: n }, () => {
+    const len = minLen + (rng.next() % (maxLen - minLen + 1));
+    const prompt = 1 + (rng.next() % 3);
+    return {
+      inputIds: Int32Array.from({ length: len }, () => rng.next() % vocab),
+      lossMask: Uint8Array.from({ length: len }, (_, t) => (t === 0 || t < prompt ? 0 : 1)),
+    };
+  });
+}

@@ -4,14 +4,25 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { tf } from '../../shared/tensor/engine.ts';
 import { AdapterTrainer } from '../../shared/train/trainer.ts';
-import { evaluate } from '../../shared/model/loss.ts';
+import type { TokenBatch } from '../../shared/model/loss.ts';
+import { LlamaModel, MODULE_NAMES } from '../../shared/model/llama.ts';
 import { SplitMix32 } from '../../shared/tensor/random.ts';
+import { refLoss, lcg } from '../model/reference.ts';
+import { makeFixture, randomAdapter, refLoraOf } from '../model/fixture.ts';
 import { encodeCheckpointBlob, restoreCheckpointBlob } from '../../shared/train/checkpoint.ts';
-import { randomExamples, task, tinyModel } from './helpers.ts';
+import { randomExamples, task, tinyModel, variableExamples } from './helpers.ts';
 
 const model = await tinyModel({ layers: 3 });
 const V = model.config.vocabSize;
 const examples = randomExamples(32, 8, V, 11);
+const fxConfig = {
+  hiddenSize: 16,
+  numHiddenLayers: 2,
+  numAttentionHeads: 2,
+  numKeyValueHeads: 1,
+  vocabSize: 20,
+  intermediateSize: 24,
+};
 
 function randomizeB(t: AdapterTrainer, seed: number) {
   const a = t.getAdapter();
@@ -20,46 +31,68 @@ function randomizeB(t: AdapterTrainer, seed: number) {
   t.setAdapter(a, { resetMoments: true });
 }
 
-test('gradSums are the gradient of the summed token loss (central finite differences, float64 sums)', () => {
+test('gradSums equal float64 central finite differences of the independent reference (every module, A and B)', () => {
+  // A random adapter with B ≠ 0 on every module, variable-length examples with prompt masks (so
+  // padding, truncation and masked targets all occur), plain LoRA so every layer has gradients.
+  const fx = makeFixture(fxConfig, 31);
+  const fxModel = LlamaModel.fromTensors(fx.config, fx.tensors);
+  const adapter = randomAdapter(fx.config, [...MODULE_NAMES], 2, 4, 6);
+  const data = variableExamples(12, 3, 11, fx.config.vocabSize, 5);
   const t = AdapterTrainer.create({
-    model,
-    task: task({ coto: null, training: { batchSize: 4 } }),
-    examples,
+    model: fxModel,
+    task: task({ coto: null, training: { batchSize: 4, seqLen: 8 } }),
+    examples: data,
+    adapter,
   });
-  randomizeB(t, 5);
   const before = t.state();
   const g = t.computeGradients(0);
-  t.restore(before); // rewind the data cursor: the same batch again
-  // The batch computeGradients used: first 4 examples of epoch 0's permutation → recompute via
-  // evaluate() after perturbing single parameters.
-  const stream = (t as any).data;
-  const theBatch = stream.next();
-  stream.seek(before.cursor);
-  const lossSumAt = (flat: Float32Array) => {
-    const a = t.getAdapter();
-    t.layout.unflattenInto(flat, a);
-    t.setAdapter(a);
-    return evaluate(model, theBatch, { lora: t.runtime }).lossSum;
-  };
-  const rng = new SplitMix32(9);
-  const h = 1e-2;
-  let checked = 0;
-  for (let k = 0; k < 12; k++) {
-    const i = rng.next() % t.layout.size;
-    const plus = before.params.slice();
-    plus[i] += h;
-    const minus = before.params.slice();
-    minus[i] -= h;
-    const fd = (lossSumAt(plus) - lossSumAt(minus)) / (2 * h);
-    assert.ok(
-      Math.abs(fd - g.gradSums[i]) <= 2e-2 * Math.max(1, Math.abs(fd)),
-      `param ${i}: fd ${fd} vs grad ${g.gradSums[i]}`,
-    );
-    checked++;
-  }
-  assert.equal(checked, 12);
-  assert.equal(g.tokens, 4 * 7);
+  // The batch it used: rewind the data cursor and read it again.
+  t.restore(before);
+  const batch = (t as unknown as { data: { next(): TokenBatch } }).data.next();
   t.dispose();
+  const T = batch.seqLen;
+  const ids = Array.from({ length: batch.batchSize }, (_, r) =>
+    Array.from(batch.inputIds.subarray(r * T, (r + 1) * T)),
+  );
+  const mask = Array.from({ length: batch.batchSize }, (_, r) =>
+    Array.from(batch.targetMask.subarray(r * T, (r + 1) * T)),
+  );
+  const tokens = mask.flat().reduce((x, y) => x + y, 0);
+  assert.equal(g.tokens, tokens);
+  assert.ok(tokens < batch.batchSize * (T - 1), 'the batch has masked or padded targets');
+
+  const ref = refLoraOf(adapter);
+  const lossSum = () => refLoss(fx.ref, fx.refWeights, ids, mask, ref) * tokens;
+  assert.ok(Math.abs(g.lossSum - lossSum()) < 1e-4 * lossSum(), `loss sum ${g.lossSum} vs reference ${lossSum()}`);
+  const rand = lcg(12);
+  const h = 1e-5;
+  const checks: Array<{ where: string; got: number; fd: number }> = [];
+  for (const slot of t.layout.slots) {
+    const m = ref.get(slot.path)!;
+    for (const [which, arr, base] of [
+      ['A', m.a, slot.offset],
+      ['B', m.b, slot.offset + slot.aLength],
+    ] as const) {
+      for (let k = 0; k < 2; k++) {
+        const i = Math.floor(rand() * arr.length);
+        const saved = arr[i];
+        arr[i] = saved + h;
+        const up = lossSum();
+        arr[i] = saved - h;
+        const down = lossSum();
+        arr[i] = saved;
+        checks.push({ where: `${slot.path}.${which}[${i}]`, got: g.gradSums[base + i], fd: (up - down) / (2 * h) });
+      }
+    }
+  }
+  const scale = Math.max(...checks.map((c) => Math.abs(c.fd)));
+  const tol = (fd: number) => 1e-3 * Math.abs(fd) + 1e-4 * scale;
+  for (const c of checks) assert.ok(Math.abs(c.got - c.fd) <= tol(c.fd), `${c.where}: grad ${c.got}, fd ${c.fd}`);
+  // The check has teeth: a zero or sign-flipped gradient would fail on (nearly) every entry.
+  const decisive = checks.filter((c) => Math.abs(c.fd) > 2 * tol(c.fd)).length;
+  assert.ok(decisive >= 0.9 * checks.length, `${decisive} of ${checks.length} entries tell a zero gradient apart`);
+  assert.equal(checks.length, 4 * 7 * fx.config.numHiddenLayers);
+  fxModel.dispose();
 });
 
 test('gradient accumulation: 2 micro-batches of 4 give the gradient sums of 1 batch of 8', () => {
@@ -135,23 +168,53 @@ test('CoTo: inactive layers get no gradient, and their weights, moments and Adam
   t.dispose();
 });
 
-test('two replicas combined (Σ gradSums / Σ tokens) apply the same update in both processes', () => {
-  const spec = task({ training: { steps: 10 } });
-  const reps = [0, 1].map((replica) => AdapterTrainer.create({ model, task: spec, examples, replica, replicas: 2 }));
-  for (let step = 0; step < 3; step++) {
+test('two replicas combined (Σ gradSums / Σ tokens) train like one process on both shards at once', () => {
+  // 8 variable-length examples: with 2 replicas and batch 4 each replica's shard is one batch, so
+  // every step the replicas together see exactly the 8 examples one process with batch 8 sees.
+  // Different token counts per replica tell Σ sums / Σ tokens apart from a mean of replica means.
+  const data = variableExamples(8, 3, 11, V, 21);
+  const spec = task({ training: { steps: 10, batchSize: 4 } });
+  const reps = [0, 1].map((replica) =>
+    AdapterTrainer.create({ model, task: spec, examples: data, replica, replicas: 2 }),
+  );
+  const single = AdapterTrainer.create({
+    model,
+    task: task({ training: { steps: 10, batchSize: 8 } }),
+    examples: data,
+  });
+  const init = single.state().params;
+  let meanOfMeansGap = 0;
+  for (let step = 0; step < 5; step++) {
     const gs = reps.map((r) => r.computeGradients(step));
-    assert.deepEqual(gs[0].activeLayers, gs[1].activeLayers);
-    const sum = new Float32Array(gs[0].gradSums.length);
+    const one = single.computeGradients(step);
+    assert.notEqual(gs[0].tokens, gs[1].tokens, `step ${step}: replicas should hold different token counts`);
+    assert.equal(gs[0].tokens + gs[1].tokens, one.tokens);
+    const sum = new Float64Array(one.gradSums.length);
     for (const g of gs) for (let i = 0; i < sum.length; i++) sum[i] += g.gradSums[i];
-    const tokens = gs[0].tokens + gs[1].tokens;
-    reps.forEach((r) => r.applyGradients(sum, tokens, step));
+    let diff = 0;
+    let size = 0;
+    for (let i = 0; i < sum.length; i++) {
+      diff = Math.max(diff, Math.abs(sum[i] - one.gradSums[i]));
+      size = Math.max(size, Math.abs(one.gradSums[i]));
+      const meanOfMeans = (gs[0].gradSums[i] / gs[0].tokens + gs[1].gradSums[i] / gs[1].tokens) / 2;
+      meanOfMeansGap = Math.max(meanOfMeansGap, Math.abs(meanOfMeans - one.gradSums[i] / one.tokens) * one.tokens);
+    }
+    assert.ok(size > 0 && diff <= 1e-5 * size, `step ${step}: Σ replica sums vs one process: ${diff} (max ${size})`);
+    const total = Float32Array.from(sum);
+    reps.forEach((r) => r.applyGradients(total, gs[0].tokens + gs[1].tokens, step));
+    single.applyGradients(one.gradSums, one.tokens, step);
   }
   const [a, b] = reps.map((r) => r.state().params);
+  const c = single.state().params;
   assert.ok(
     a.every((v, i) => v === b[i]),
     'replicas diverged',
   );
-  reps.forEach((r) => r.dispose());
+  const moved = c.reduce((m, v, i) => Math.max(m, Math.abs(v - init[i])), 0);
+  const diff = a.reduce((m, v, i) => Math.max(m, Math.abs(v - c[i])), 0);
+  assert.ok(moved > 0 && diff <= 1e-5 * Math.max(1, moved), `replicas vs one process after 5 steps: ${diff}`);
+  assert.ok(meanOfMeansGap > 1e-3, 'a mean of replica means would be a different gradient here');
+  [...reps, single].forEach((r) => r.dispose());
 });
 
 test('state() / restore() continue bit-exactly', () => {
