@@ -1,23 +1,12 @@
-// Scores the base model and LoRA adapters with the project's own engine (shared/model + LoRA
-// runtime), by the same greedy exact-match rule the pretraining script uses.
+// Scores the base model and LoRA adapter directories with the project's own engine (shared/model +
+// LoRA runtime), by the same greedy exact-match rule the pretraining script uses (demo/score.ts).
 import { readFileSync } from 'node:fs';
-import { tf } from '../shared/tensor/engine.ts';
 import { loadBaseModel } from '../shared/train/load.ts';
 import { readPeftAdapter } from '../shared/formats/peft.ts';
 import { LoraRuntime } from '../shared/lora/runtime.ts';
-import type { LlamaModel, LoraProvider } from '../shared/model/llama.ts';
-import { greedyExactMatch, type LastLogits, type ScoreResult } from './score.ts';
+import type { LlamaModel } from '../shared/model/llama.ts';
+import { greedyExactMatch, type ScoreResult } from './score.ts';
 import type { Example } from './tasks.ts';
-
-export function engineLastLogits(model: LlamaModel, lora?: LoraProvider): LastLogits {
-  return (rows) =>
-    tf.tidy(() => {
-      const logits = model.forward(tf.tensor2d(rows, [rows.length, rows[0].length], 'int32'), { lora });
-      const [B, T, V] = logits.shape;
-      const flat = tf.slice(logits, [0, T - 1, 0], [B, 1, V]).dataSync() as Float32Array;
-      return rows.map((_, b) => flat.slice(b * V, (b + 1) * V));
-    });
-}
 
 export function readExamples(file: string): Example[] {
   return readFileSync(file, 'utf8')
@@ -46,7 +35,7 @@ export async function createScorer(baseDir: string): Promise<Scorer> {
           runtimes.set(adapterDir, lora);
         }
       }
-      return greedyExactMatch(examples, engineLastLogits(model, lora));
+      return greedyExactMatch(examples, model, { lora });
     },
   };
 }

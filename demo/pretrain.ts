@@ -16,7 +16,6 @@ import { writeHfModelDir } from '../shared/formats/hf-model.ts';
 import { writeByteTokenizer } from '../shared/data/tokenizer.ts';
 import { BASE_OPS, TASK_OPS, generate, inputOf, makeExample, randomInput, rng, type Example } from './tasks.ts';
 import { completionBatch, greedyExactMatch } from './score.ts';
-import { engineLastLogits } from './engine-score.ts';
 
 /** Byte vocabulary (no special tokens), hidden 96, 3 layers, 4 heads / 2 KV heads. */
 export const BASE_CONFIG: LlamaConfig = makeLlamaConfig({
@@ -126,7 +125,7 @@ async function main() {
       let line = `step ${step}/${steps} loss ${lossValue.toFixed(4)} lr ${lr.toExponential(2)} ${rate} ms/step`;
       if (step % 500 === 0 || step === steps) {
         for (const [name, ex] of probes) {
-          const r = await greedyExactMatch(ex, engineLastLogits(model));
+          const r = greedyExactMatch(ex, model);
           line += ` ${name}=${(100 * r.accuracy).toFixed(0)}%`;
         }
       }

@@ -1,8 +1,9 @@
 // Causal grouped-query attention, HF's eager path (softmax(q·kᵀ/√d + causal mask)·v with KV heads
 // repeated), in two exact forms. Public API:
 //   causalMask(T) → [T, T] additive mask (0 on and below the diagonal, −1e9 above)
-//   attention(q [B,nh,T,d], k [B,nkv,T,d], v [B,nkv,T,d], { mask?, block? }) → [B, nh, T, d]
-//     block undefined: dense scores [B, nh, T, T] (fastest while they fit; needs `mask`)
+//   attention(q [B,nh,T,d], k [B,nkv,S,d], v [B,nkv,S,d], { mask?, block? }) → [B, nh, T, d]
+//     block undefined: dense scores [B, nh, T, S] (fastest while they fit; needs `mask` [T, S]);
+//     S > T when a KV cache supplies earlier positions' keys (decoding), else S = T
 //     block N: queries and keys in blocks of N with a running softmax (flash attention), with a
 //     hand-written backward that recomputes each block's scores from the saved log-sum-exp, so
 //     neither pass ever holds more than B × nh × N × N scores.
@@ -37,10 +38,12 @@ export function attention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, opts: 
   const scaled = tf.mul(q, 1 / Math.sqrt(d)) as tf.Tensor4D;
   if (opts.block !== undefined && opts.block < T) return blockedAttention(scaled, k, v, opts.block);
   if (!opts.mask) throw new Error('attention: the dense path needs the causal mask');
+  // S keys: T, or more when a KV cache holds earlier positions (then the mask is [T, S]).
+  const S = k.shape[2];
   const qGrouped = tf.reshape(scaled, [B, nkv, group * T, d]);
-  const scores = tf.reshape(bmm(qGrouped, swapLast2(k)), [B, nh, T, T]);
+  const scores = tf.reshape(bmm(qGrouped, swapLast2(k)), [B, nh, T, S]);
   const probs = tf.softmax(tf.add(scores, opts.mask), -1);
-  return tf.reshape(bmm(tf.reshape(probs, [B, nkv, group * T, T]), v), [B, nh, T, d]) as tf.Tensor4D;
+  return tf.reshape(bmm(tf.reshape(probs, [B, nkv, group * T, S]), v), [B, nh, T, d]) as tf.Tensor4D;
 }
 
 interface Geometry {

@@ -12,6 +12,7 @@ import { linearT, matMul2d } from '../tensor/ops.ts';
 import { ropeInverseFrequencies, type LlamaConfig } from './config.ts';
 import { attention, causalMask } from './attention.ts';
 import type { LoraContext, LoraProvider, ModuleName } from './llama.ts';
+import type { KvCache } from './kv-cache.ts';
 
 export interface LayerWeights {
   inputNorm: tf.Tensor1D;
@@ -102,6 +103,20 @@ export interface LayerContext {
   trainable: boolean;
   /** Attention block size (undefined: dense). */
   attentionBlock?: number;
+  /** Decoding: the T new positions follow kvCache.length cached ones, whose keys/values join attention. */
+  kvCache?: KvCache;
+}
+
+/** cos/sin rows and causal-mask rows [T, past+T] of positions past..past+T−1. */
+function positions(rope: RopeTables, past: number, T: number, dense: boolean) {
+  const { cos, sin } = rope.tables(past + T);
+  const mask = dense ? rope.mask(past + T) : undefined;
+  if (past === 0) return { cos, sin, mask };
+  return {
+    cos: tf.slice(cos, [past, 0], [T, -1]) as tf.Tensor2D,
+    sin: tf.slice(sin, [past, 0], [T, -1]) as tf.Tensor2D,
+    mask: mask && (tf.slice(mask, [past, 0], [T, -1]) as tf.Tensor2D),
+  };
 }
 
 /**
@@ -126,15 +141,17 @@ export function decoderLayer(h: tf.Tensor2D, w: LayerWeights, ctx: LayerContext)
   const c = ctx.config;
   const [B, T] = [ctx.batch, ctx.seqLen];
   const hd = c.headDim;
-  const { cos, sin } = ctx.rope.tables(T);
+  const block = ctx.kvCache ? undefined : ctx.attentionBlock; // decoding steps are one query: dense
+  const dense = block === undefined || block >= T;
+  const { cos, sin, mask } = positions(ctx.rope, ctx.kvCache?.length ?? 0, T, dense);
   const swap = ctx.rope.halfSwap();
   const x = rmsNorm(h, w.inputNorm, c.rmsNormEps) as tf.Tensor2D;
   const heads = (t: tf.Tensor2D, n: number) => tf.transpose(tf.reshape(t, [B, T, n, hd]), [0, 2, 1, 3]) as tf.Tensor4D;
   const q = rope(heads(linear(x, w, 'q_proj', ctx), c.numAttentionHeads), cos, sin, swap);
-  const k = rope(heads(linear(x, w, 'k_proj', ctx), c.numKeyValueHeads), cos, sin, swap);
-  const v = heads(linear(x, w, 'v_proj', ctx), c.numKeyValueHeads);
-  const block = ctx.attentionBlock;
-  const attn = attention(q, k, v, block !== undefined && block < T ? { block } : { mask: ctx.rope.mask(T) });
+  let k = rope(heads(linear(x, w, 'k_proj', ctx), c.numKeyValueHeads), cos, sin, swap);
+  let v = heads(linear(x, w, 'v_proj', ctx), c.numKeyValueHeads);
+  if (ctx.kvCache) ({ k, v } = ctx.kvCache.extend(ctx.layer, k, v));
+  const attn = attention(q, k, v, dense ? { mask } : { block });
   const merged = tf.reshape(tf.transpose(attn, [0, 2, 1, 3]), [B * T, c.numAttentionHeads * hd]) as tf.Tensor2D;
   const h1 = tf.add(h, linear(merged, w, 'o_proj', ctx)) as tf.Tensor2D;
 

@@ -12,7 +12,8 @@
 //     weights: BaseWeights                                             resident or streamed (weights.ts)
 //     embed(ids Int32Array) → h [N, H];  runLayer(l, h, w, run) → h'   the pieces a layered pass drives
 //     hidden(ids Int32Array, B, T, opts) → final hidden states before the final norm, [B·T, H]
-//     forward(inputIds int32 [B,T], { lora?, activeLayers?, training?, dropoutSeed?, attentionBlock? }) → logits [B,T,V]
+//     forward(inputIds int32 [B,T], { lora?, activeLayers?, training?, dropoutSeed?, attentionBlock?, kvCache? })
+//                                                                      → logits [B,T,V]
 //     trainableVariables(), toTensorMap(), dispose()
 //   initRandomWeights(config, seed) → Map<hfName, TensorData>          HF init: N(0, 0.02), norms 1
 //
@@ -30,6 +31,7 @@ import type { LlamaConfig } from './config.ts';
 import { expectedShapes, type ModuleName } from './modules.ts';
 import { decoderLayer, rmsNorm, RopeTables, type LayerWeights } from './layer.ts';
 import { BaseWeights, type TensorData, type WeightSource } from './weights.ts';
+import type { KvCache } from './kv-cache.ts';
 
 export { MODULE_NAMES, isModuleName, modulePath, moduleShape, type ModuleName } from './modules.ts';
 export type { TensorData } from './weights.ts';
@@ -61,6 +63,11 @@ export interface ForwardOptions {
   dropoutSeed?: number;
   /** Attention in blocks of this many queries and keys (exact); undefined: dense scores. */
   attentionBlock?: number;
+  /**
+   * Incremental decoding (shared/model/kv-cache.ts): the ids continue the cached positions, attend
+   * over them too, and their keys/values are appended. Inference only.
+   */
+  kvCache?: KvCache;
 }
 
 /** How one layer runs within a pass: the batch geometry and the per-pass options. */
@@ -133,6 +140,7 @@ export class LlamaModel {
       loraCtx: { training: run.training ?? false, dropoutSeed: run.dropoutSeed },
       trainable: this.trainable,
       attentionBlock: run.attentionBlock,
+      kvCache: run.kvCache,
     });
   }
 
@@ -158,6 +166,7 @@ export class LlamaModel {
       );
     }
     const run: LayerRun = { ...opts, batch, seqLen };
+    if (opts.kvCache && opts.training) throw new ChorusError('forward: a KV cache is for inference, not training');
     // Without a gradient tape (evaluation, the layered trainer's forward) each layer runs in its own scope
     // and only its output survives, so memory holds one layer's activations, not the model's.
     const taping = tf.engine().state.activeTape != null;
@@ -174,6 +183,7 @@ export class LlamaModel {
       lease.release();
       if (!taping) prev.dispose();
     }
+    opts.kvCache?.advance(seqLen);
     return h;
   }
 

@@ -1,5 +1,6 @@
 // Evaluation over examples: mean next-token loss over loss-bearing tokens, perplexity, and the
-// fraction of those tokens the model's argmax predicts, with every layer's adapter on.
+// fraction of those tokens the model's argmax predicts, with every layer's adapter on (or only the
+// layers `activeLayers` keeps: a pruned adapter).
 import type { LlamaModel, LoraProvider } from '../model/llama.ts';
 import { evaluate } from '../model/loss.ts';
 import { evalBatches, type TokenExample } from '../data/batches.ts';
@@ -16,6 +17,7 @@ export interface EvalOptions {
   seqLen: number;
   padId?: number;
   maxBatches?: number;
+  activeLayers?: boolean[];
 }
 
 export function evaluateExamples(
@@ -28,7 +30,7 @@ export function evaluateExamples(
   let tokens = 0;
   let correct = 0;
   for (const batch of evalBatches(examples, { ...o, padId: o.padId ?? 0 })) {
-    const r = evaluate(model, batch, lora ? { lora } : {});
+    const r = evaluate(model, batch, lora ? { lora, activeLayers: o.activeLayers } : {});
     lossSum += r.lossSum;
     tokens += r.tokens;
     correct += r.correct;
