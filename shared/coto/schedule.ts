@@ -29,7 +29,8 @@ export function cotoProbability(step: number, totalSteps: number, opts: Partial<
   if (!Number.isInteger(step) || step < 0)
     throw new ChorusError(`coto: step must be a non-negative integer, got ${step}`);
   const rampSteps = Math.ceil(ramp * totalSteps);
-  if (rampSteps === 0) return p1;
+  // Past the ramp p is p1 exactly: p0 + (p1 − p0)·1 rounds to 0.9999999999999999 for the defaults.
+  if (step >= rampSteps) return p1;
   const p = p0 + ((p1 - p0) * step) / rampSteps;
   // "Capped at p1" in the direction of travel (a decreasing schedule is capped from below).
   return p1 >= p0 ? Math.min(p, p1) : Math.max(p, p1);
