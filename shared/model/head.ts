@@ -57,7 +57,7 @@ function chunksOf(n: number, size: number): Chunk[] {
 }
 
 /** Logits [n, V] of rows x [n, H], slab by slab of the vocabulary. Not differentiable. */
-function logitsOf(w: BaseWeights, x: tf.Tensor2D): tf.Tensor2D {
+export function logitsOf(w: BaseWeights, x: tf.Tensor2D): tf.Tensor2D {
   const parts = w.headSlabs().map((slab) => {
     const lease = w.headT(slab);
     const y: tf.Tensor2D = tf.matMul(x, lease.value);
@@ -126,7 +126,6 @@ function headBackward(
 ): tf.Tensor2D {
   const H = x.shape[1];
   const sel = tf.gather(x, tf.tensor1d(rows.rows, 'int32')) as tf.Tensor2D;
-  const slabs = w.headSlabs();
   const parts = chunks.map((c) =>
     tf.tidy(() => {
       const xc = tf.slice(sel, [c.start, 0], [c.end - c.start, H]);
@@ -134,24 +133,7 @@ function headBackward(
       const scale = tf.mul(chunkWeights(rows, c), dy).reshape([-1, 1]);
       const oneHot = tf.cast(tf.oneHot(tf.tensor1d(rows.targets.subarray(c.start, c.end), 'int32'), V), 'float32');
       const dl = tf.mul(tf.sub(tf.exp(tf.sub(logits, lse.reshape([-1, 1]))), oneHot), scale) as tf.Tensor2D;
-      let dx: tf.Tensor2D | null = null;
-      for (const slab of slabs) {
-        const dls: tf.Tensor2D = slabs.length === 1 ? dl : tf.slice(dl, [0, slab.start], [-1, slab.end - slab.start]);
-        const lease = w.headRows(slab);
-        let part: tf.Tensor2D;
-        if (lease) {
-          part = tf.matMul(dls, lease.value);
-          lease.release();
-        } else {
-          // Only the transposed head is in the engine: dx = (Wᵀ·dlᵀ)ᵀ, transposing the activation-sized
-          // dlogits rather than materialising a second copy of lm_head.
-          const wT = w.headT(slab);
-          part = tf.transpose(tf.matMul(wT.value, tf.transpose(dls))) as tf.Tensor2D;
-          wT.release();
-        }
-        dx = dx ? (tf.add(dx, part) as tf.Tensor2D) : part;
-      }
-      return dx!;
+      return logitsBackward(w, dl);
     }),
   );
   // Scatter the chunk rows back to their positions as a gather from [dSel; 0] (wasm has no scatter).
@@ -161,6 +143,29 @@ function headBackward(
   const dx = tf.gather(all, tf.tensor1d(back, 'int32')) as tf.Tensor2D;
   tf.dispose([sel, all, ...parts]);
   return dx;
+}
+
+/** dx [n, H] = dlogits [n, V] · W, slab by slab of the vocabulary (the head's backward for its input). */
+export function logitsBackward(w: BaseWeights, dl: tf.Tensor2D): tf.Tensor2D {
+  const slabs = w.headSlabs();
+  let dx: tf.Tensor2D | null = null;
+  for (const slab of slabs) {
+    const dls: tf.Tensor2D = slabs.length === 1 ? dl : tf.slice(dl, [0, slab.start], [-1, slab.end - slab.start]);
+    const lease = w.headRows(slab);
+    let part: tf.Tensor2D;
+    if (lease) {
+      part = tf.matMul(dls, lease.value);
+      lease.release();
+    } else {
+      // Only the transposed head is in the engine: dx = (Wᵀ·dlᵀ)ᵀ, transposing the activation-sized
+      // dlogits rather than materialising a second copy of lm_head.
+      const wT = w.headT(slab);
+      part = tf.transpose(tf.matMul(wT.value, tf.transpose(dls))) as tf.Tensor2D;
+      wT.release();
+    }
+    dx = dx ? (tf.add(dx, part) as tf.Tensor2D) : part;
+  }
+  return dx!;
 }
 
 export function headEval(

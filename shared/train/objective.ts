@@ -5,8 +5,8 @@
 // so one sample is exactly the plain objective.
 import { tf } from '../tensor/engine.ts';
 import { deriveSeed } from '../tensor/random.ts';
-import type { ForwardOptions, LlamaModel } from '../model/llama.ts';
-import { nextTokenLoss, type TokenBatch } from '../model/loss.ts';
+import type { LlamaModel } from '../model/llama.ts';
+import { nextTokenLoss, type LossOptions, type TokenBatch } from '../model/loss.ts';
 import { rdropLossSum } from './rdrop.ts';
 
 export interface Objective {
@@ -25,7 +25,7 @@ export function dropoutSampleSeed(seed: number, k: number): number {
 export function objectiveSum(
   model: LlamaModel,
   batch: TokenBatch,
-  fwd: Omit<ForwardOptions, 'dropoutSeed' | 'training'>,
+  fwd: Omit<LossOptions, 'dropoutSeed' | 'training'>,
   dropoutSeed: number,
   count: number,
   objective: Objective,

@@ -8,7 +8,8 @@ import { deriveSeed, SplitMix32 } from '../../shared/tensor/random.ts';
 import { AdapterTrainer } from '../../shared/train/trainer.ts';
 import { nextTokenLoss, type TokenBatch } from '../../shared/model/loss.ts';
 import { dropoutSampleSeed } from '../../shared/train/objective.ts';
-import { rdropLossSum } from '../../shared/train/rdrop.ts';
+import { rdropHeadSum, rdropLossSum } from '../../shared/train/rdrop.ts';
+import { logitsOf } from '../../shared/model/head.ts';
 import { randomExamples, task, tinyModel } from '../train/helpers.ts';
 
 const model = await tinyModel({ layers: 2 });
@@ -162,13 +163,67 @@ test('R-Drop loss: mean of the two cross-entropies + α × symmetric KL, against
   const ref = rdropReference(batch, l1, l2, alpha);
   // The KL term is far above the tolerance, so a wrong or missing KL cannot pass.
   assert.ok(alpha * ref.kl > 50 * 1e-5 * ref.total, `the two passes should differ (KL ${ref.kl}, CE ${ref.ce})`);
-  for (const rows of [undefined, 5]) {
-    const got = tf.tidy(() => rdropLossSum(model, batch, { lora: t.runtime }, seeds, alpha, rows).dataSync()[0]);
-    assert.ok(Math.abs(got - ref.total) <= 1e-5 * ref.total, `rows ${rows}: ${got} vs float64 ${ref.total}`);
+  for (const headChunkTokens of [undefined, 5]) {
+    const fwd = { lora: t.runtime, headChunkTokens };
+    const got = tf.tidy(() => rdropLossSum(model, batch, fwd, seeds, alpha).dataSync()[0]);
+    assert.ok(
+      Math.abs(got - ref.total) <= 1e-5 * ref.total,
+      `chunk ${headChunkTokens}: ${got} vs float64 ${ref.total}`,
+    );
   }
   const ceOnly = tf.tidy(() => rdropLossSum(model, batch, { lora: t.runtime }, seeds, 0).dataSync()[0]);
   assert.ok(Math.abs(ceOnly - ref.ce) <= 1e-5 * ref.ce, `α = 0: ${ceOnly} vs ${ref.ce}`);
   t.dispose();
+});
+
+test('R-Drop head: the closed-form chunked gradient equals autodiff of the plain formula', () => {
+  const N = 12;
+  const H = model.config.hiddenSize;
+  const rng = new SplitMix32(4);
+  const rand = () =>
+    tf.tensor2d(
+      Float32Array.from({ length: N * H }, () => rng.normal()),
+      [N, H],
+    );
+  const x1 = rand();
+  const x2 = rand();
+  // Rows 0, 3, 4, … bear loss with assorted weights; the others must get a zero gradient.
+  const rowList = [0, 3, 4, 7, 8, 9, 11];
+  const rows = {
+    rows: Int32Array.from(rowList),
+    targets: Int32Array.from(rowList, (r) => (r * 5) % V),
+    weights: Float32Array.from(rowList, (_, i) => 1 + (i % 3) * 0.5),
+  };
+  const alpha = 1.5;
+  const [g1, g2] = tf.grads((a: tf.Tensor, b: tf.Tensor) =>
+    rdropHeadSum(model.weights, a as tf.Tensor2D, b as tf.Tensor2D, rows, 3, alpha),
+  )([x1, x2]);
+  // The plain formula on full logits, differentiated by tfjs.
+  const [r1, r2] = tf.grads((a: tf.Tensor, b: tf.Tensor) => {
+    // Row selection as a 0/1 product (gather's gradient needs a scatter kernel, absent on wasm).
+    const sel = tf.oneHot(tf.tensor1d(rows.rows, 'int32'), N).asType('float32') as tf.Tensor2D;
+    const pick = (x: tf.Tensor) => tf.matMul(sel, x as tf.Tensor2D) as tf.Tensor2D;
+    const lp1 = tf.logSoftmax(logitsOf(model.weights, pick(a)), 1);
+    const lp2 = tf.logSoftmax(logitsOf(model.weights, pick(b)), 1);
+    const hot = tf.oneHot(tf.tensor1d(rows.targets, 'int32'), V).asType('float32');
+    const kl12 = tf.sum(tf.mul(tf.exp(lp1), tf.sub(lp1, lp2)), 1);
+    const kl21 = tf.sum(tf.mul(tf.exp(lp2), tf.sub(lp2, lp1)), 1);
+    const ce = tf.neg(tf.sum(tf.mul(tf.add(lp1, lp2), hot), 1));
+    const per = tf.add(tf.mul(ce, 0.5), tf.mul(tf.add(kl12, kl21), 0.5 * alpha));
+    return tf.sum(tf.mul(per, tf.tensor1d(rows.weights)));
+  })([x1, x2]);
+  for (const [got, ref] of [
+    [g1, r1],
+    [g2, r2],
+  ]) {
+    const a = got.dataSync();
+    const b = ref.dataSync();
+    let scale = 0;
+    for (const v of b) scale = Math.max(scale, Math.abs(v));
+    assert.ok(scale > 1e-3);
+    for (let i = 0; i < a.length; i++) assert.ok(Math.abs(a[i] - b[i]) <= 1e-5 * scale, `${i}: ${a[i]} vs ${b[i]}`);
+  }
+  tf.dispose([x1, x2, g1, g2, r1, r2]);
 });
 
 /** Sequences that count up by one (mod V) from a random start: learnable by a small LoRA. */
