@@ -52,6 +52,8 @@ export interface ModelOptions {
   trainable?: boolean;
   /** Where frozen weights live (default resident; see weights.ts). */
   baseWeights?: 'resident' | 'streamed';
+  /** Streamed: vocabulary rows of the head widened at once (default: 64 MiB of float32). */
+  headSlabRows?: number;
 }
 
 export interface ForwardOptions {

@@ -91,6 +91,8 @@ export class BaseWeights {
   private readonly lmHeadT: tf.Tensor2D | null;
   /** streamed only: the host tensors by HF name */
   private readonly stored: Map<string, StoredTensor> | null;
+  /** streamed only: vocabulary rows of one head slab */
+  private readonly slabRows: number;
 
   private constructor(p: {
     config: LlamaConfig;
@@ -102,6 +104,7 @@ export class BaseWeights {
     projT?: Array<Record<ModuleName, tf.Tensor2D>>;
     lmHeadT?: tf.Tensor2D | null;
     stored?: Map<string, StoredTensor>;
+    slabRows?: number;
   }) {
     this.config = p.config;
     this.mode = p.mode;
@@ -112,6 +115,7 @@ export class BaseWeights {
     this.projT = p.projT ?? null;
     this.lmHeadT = p.lmHeadT ?? null;
     this.stored = p.stored ?? null;
+    this.slabRows = p.slabRows ?? p.config.vocabSize;
   }
 
   /**
@@ -123,7 +127,7 @@ export class BaseWeights {
     config: LlamaConfig,
     weights: Map<string, WeightSource>,
     source: string,
-    opts: { trainable?: boolean; baseWeights?: 'resident' | 'streamed' } = {},
+    opts: { trainable?: boolean; baseWeights?: 'resident' | 'streamed'; headSlabRows?: number } = {},
   ): BaseWeights {
     checkShapes(config, weights, source);
     const trainable = opts.trainable ?? false;
@@ -160,7 +164,8 @@ export class BaseWeights {
         const t = weights.get(name)!;
         stored.set(name, t instanceof StoredTensor ? t : new StoredTensor('F32', t.shape, bytesOf(t.data), name));
       }
-      return new BaseWeights({ config, mode, trainable, finalNorm, norms, stored });
+      const slabRows = opts.headSlabRows ?? Math.max(1, Math.floor(SLAB_FLOATS / config.hiddenSize));
+      return new BaseWeights({ config, mode, trainable, finalNorm, norms, stored, slabRows });
     }
     const embed = get2('model.embed_tokens.weight');
     const projT = norms.map((_, l) => {
@@ -201,9 +206,8 @@ export class BaseWeights {
   headSlabs(): HeadSlab[] {
     const V = this.config.vocabSize;
     if (!this.stored) return [{ start: 0, end: V }];
-    const rows = Math.max(1, Math.floor(SLAB_FLOATS / this.config.hiddenSize));
     const out: HeadSlab[] = [];
-    for (let s = 0; s < V; s += rows) out.push({ start: s, end: Math.min(V, s + rows) });
+    for (let s = 0; s < V; s += this.slabRows) out.push({ start: s, end: Math.min(V, s + this.slabRows) });
     return out;
   }
 

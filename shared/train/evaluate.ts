@@ -18,6 +18,8 @@ export interface EvalOptions {
   padId?: number;
   maxBatches?: number;
   activeLayers?: boolean[];
+  attentionBlock?: number;
+  headChunkTokens?: number;
 }
 
 export function evaluateExamples(
@@ -30,7 +32,11 @@ export function evaluateExamples(
   let tokens = 0;
   let correct = 0;
   for (const batch of evalBatches(examples, { ...o, padId: o.padId ?? 0 })) {
-    const r = evaluate(model, batch, lora ? { lora, activeLayers: o.activeLayers } : {});
+    const r = evaluate(model, batch, {
+      ...(lora ? { lora, activeLayers: o.activeLayers } : {}),
+      attentionBlock: o.attentionBlock,
+      headChunkTokens: o.headChunkTokens,
+    });
     lossSum += r.lossSum;
     tokens += r.tokens;
     correct += r.correct;

@@ -24,8 +24,10 @@ import { ChorusError } from '../errors.ts';
 import { deriveSeed } from '../tensor/random.ts';
 import type { LlamaModel } from '../model/llama.ts';
 import type { TokenBatch } from '../model/loss.ts';
-import { objectiveSum, type Objective } from './objective.ts';
+import { objectiveSum, dropoutSampleSeed, type Objective } from './objective.ts';
 import { methodProblems } from '../job/method-rules.ts';
+import { layeredGradients } from './layered.ts';
+import { ENGINE_DEFAULTS, type EngineOptions } from './settings.ts';
 import { evaluateExamples, type EvalSummary } from './evaluate.ts';
 import { LoraRuntime } from '../lora/runtime.ts';
 import type { LoraAdapter, LoraConfig } from '../lora/types.ts';
@@ -57,6 +59,11 @@ export interface TrainerOptions {
   baseModelName?: string;
   /** Token id that pads short examples (always masked out of the loss). Default 0. */
   padId?: number;
+  /**
+   * How a step runs, as the memory plan resolved it (default: today's path). baseWeights is the model's
+   * (fixed when it was built); a streamed model always recomputes per layer.
+   */
+  engine?: Partial<Omit<EngineOptions, 'baseWeights'>>;
 }
 
 export interface GradientResult {
@@ -128,6 +135,7 @@ export class AdapterTrainer {
   private readonly numLayers: number;
   private readonly padId: number;
   private readonly objective: Objective;
+  readonly engine: EngineOptions;
 
   private constructor(opts: TrainerOptions, runtime: LoraRuntime) {
     this.model = opts.model;
@@ -165,6 +173,15 @@ export class AdapterTrainer {
       samples: opts.task.lora.dropoutSamples ?? 1,
       rdropAlpha: opts.task.training.rdrop?.alpha ?? null,
     };
+    const baseWeights = opts.model.weights.mode;
+    this.engine = { ...ENGINE_DEFAULTS, ...opts.engine, baseWeights };
+    if (baseWeights === 'streamed') this.engine.gradientCheckpointing = true;
+    if (this.engine.gradientCheckpointing && this.objective.rdropAlpha !== null) {
+      throw new ChorusError(
+        'trainer: training.rdrop compares two full forward passes and does not run with per-layer recomputation ' +
+          '(set gradient_checkpointing: false and base_weights: resident, or drop rdrop)',
+      );
+    }
   }
 
   static create(opts: TrainerOptions): AdapterTrainer {
@@ -225,15 +242,32 @@ export class AdapterTrainer {
     let lossSum = 0;
     let inputTokens = 0;
     const accum = this.task.training.gradAccum;
+    const { attentionBlock, headChunkTokens } = this.engine;
+    const offsets = new Map(active.map((b) => [b.variable.name, b]));
+    const samples = this.objective.samples;
+    const add = (variable: tf.Variable, g: tf.Tensor) => {
+      const b = offsets.get(variable.name)!;
+      const data = g.dataSync() as Float32Array;
+      // The layered path runs each dropout sample on its own; the objective is their mean.
+      const scale = this.engine.gradientCheckpointing ? 1 / samples : 1;
+      for (let i = 0; i < b.length; i++) gradSums[b.offset + i] += scale === 1 ? data[i] : data[i] * scale;
+    };
     for (let micro = 0; micro < accum; micro++) {
       const batch = this.data.next();
       inputTokens += batch.batchSize * batch.seqLen;
       const count = countTargets(batch);
       if (count === 0) continue;
-      const dropoutSeed = deriveSeed(this.seed, step, this.replica, micro);
-      const fwd = { lora: this.runtime, activeLayers };
-      const lossOf = () => tf.tidy(() => objectiveSum(this.model, batch, fwd, dropoutSeed, count, this.objective));
       tokens += count;
+      const dropoutSeed = deriveSeed(this.seed, step, this.replica, micro);
+      const fwd = { lora: this.runtime, activeLayers, attentionBlock, headChunkTokens };
+      if (this.engine.gradientCheckpointing) {
+        for (let k = 0; k < samples; k++) {
+          const opts = { ...fwd, training: true, dropoutSeed: dropoutSampleSeed(dropoutSeed, k) };
+          lossSum += layeredGradients(this.model, batch, opts, add) / samples;
+        }
+        continue;
+      }
+      const lossOf = () => tf.tidy(() => objectiveSum(this.model, batch, fwd, dropoutSeed, count, this.objective));
       if (varList.length === 0) {
         // The active layers carry no LoRA module (an adapter limited to some layers): loss only.
         const value = lossOf();
@@ -244,11 +278,7 @@ export class AdapterTrainer {
       const { value, grads } = tf.variableGrads(lossOf, varList);
       lossSum += value.dataSync()[0];
       value.dispose();
-      for (const b of active) {
-        const g = grads[b.variable.name];
-        const data = g.dataSync() as Float32Array;
-        for (let i = 0; i < b.length; i++) gradSums[b.offset + i] += data[i];
-      }
+      for (const b of active) add(b.variable, grads[b.variable.name]);
       tf.dispose(grads);
     }
     return { step, gradSums, tokens, lossSum, activeLayers, inputTokens };
@@ -387,6 +417,8 @@ export class AdapterTrainer {
       seqLen: tr.seqLen,
       padId: this.padId,
       maxBatches: opts.maxBatches,
+      attentionBlock: this.engine.attentionBlock,
+      headChunkTokens: this.engine.headChunkTokens,
     });
   }
 
