@@ -5,6 +5,7 @@ import { homedir } from 'node:os';
 import type * as grpc from '@grpc/grpc-js';
 import { Authenticator, loadTokens, type Tokens } from './rpc/auth.ts';
 import { Coordinator } from './coordinator.ts';
+import { DEFAULT_RETRIES, type RetryOptions } from './retries.ts';
 import { NatsStore, type NatsOptions } from './nats-store.ts';
 import { closeMergePool } from './merge/pool.ts';
 import { bind, createServer, serverCredentials, type TlsOptions } from './rpc/server.ts';
@@ -16,6 +17,8 @@ export interface StartOptions {
   auth: { clientToken?: string; workerToken?: string; tokenFile?: string } | null;
   tls: TlsOptions | null;
   heartbeatTimeoutMs: number;
+  /** Overrides of the retry policy (coordinator/retries.ts). */
+  retries?: Partial<RetryOptions>;
   log?: (line: string) => void;
 }
 
@@ -43,7 +46,7 @@ export async function startCoordinator(opts: StartOptions): Promise<RunningCoord
   const coordinator = new Coordinator(store, {
     heartbeatTimeoutMs: opts.heartbeatTimeoutMs,
     heartbeatIntervalMs: Math.max(200, Math.floor(opts.heartbeatTimeoutMs / 4)),
-    maxAttempts: 4,
+    retries: { ...DEFAULT_RETRIES, ...opts.retries },
     log,
   });
   await coordinator.start();

@@ -28,6 +28,7 @@ export function planJob(id: string, spec: JobSpec, name: string): JobRecord {
       loss: Number.NaN,
       tokens: 0,
       attempts: 0,
+      failures: 0,
       checkpoint: null,
       final: null,
     })),

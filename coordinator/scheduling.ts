@@ -9,6 +9,8 @@ import type { JobRecord } from './types.ts';
 export class Scheduling {
   private running = false;
   private stopped = false;
+  /** Wakes the scheduler when a backed-off shard may be placed again. */
+  private wake: NodeJS.Timeout | null = null;
 
   constructor(private readonly state: ClusterState) {
     state.setScheduler(() => void this.run());
@@ -16,6 +18,7 @@ export class Scheduling {
 
   stop(): void {
     this.stopped = true;
+    if (this.wake) clearTimeout(this.wake);
   }
 
   async run(): Promise<void> {
@@ -24,9 +27,12 @@ export class Scheduling {
     try {
       const { state } = this;
       const queue: SchedJob[] = [];
+      const now = Date.now();
       for (const job of [...state.jobs.values()].sort((a, b) => a.createdMs - b.createdMs)) {
         if (job.state !== 'queued' && job.state !== 'running') continue;
-        const pending = job.shards.filter((s) => s.state === 'pending').map((s) => s.id);
+        const pending = job.shards
+          .filter((s) => s.state === 'pending' && state.retries.ready(s.id, now))
+          .map((s) => s.id);
         queue.push({ id: job.id, state: job.state, pendingShards: pending });
       }
       const { placements, waiting } = placeShards(queue, state.freeDevices());
@@ -39,6 +45,7 @@ export class Scheduling {
         shard.workerId = p.workerId;
         shard.device = p.device;
         shard.attempts++;
+        state.retries.placed(job.id, shard.id);
         w.busy.set(p.device, shard.id);
         touched.add(job);
         const resume = shard.checkpoint;
@@ -76,8 +83,18 @@ export class Scheduling {
           await state.saveJob(job);
         }
       }
+      this.wakeForBackoff();
     } finally {
       this.running = false;
     }
+  }
+
+  private wakeForBackoff(): void {
+    const next = this.state.retries.nextReadyMs();
+    if (this.wake) clearTimeout(this.wake);
+    this.wake = null;
+    if (next === null || this.stopped) return;
+    this.wake = setTimeout(() => void this.run(), Math.max(10, next - Date.now()));
+    this.wake.unref();
   }
 }

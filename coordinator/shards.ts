@@ -1,6 +1,7 @@
 // What workers report about the shards they run: progress (every step; checked against the CoTo
 // schedule the coordinator owns, folded into the per-layer figures), checkpoints, the end of a shard,
-// and failures — a failed or lost shard is placed again until it has used up its attempts.
+// and failures — a shard whose own run failed is placed again until it has used up its budget; one
+// that lost its worker is placed again while the job makes progress (retries.ts).
 import { LayerActivity } from '../shared/coto/activity.ts';
 import { activeLayersAt } from '../shared/coto/schedule.ts';
 import type { WorkerMessage } from '../shared/gen/chorus/v1/worker.ts';
@@ -34,6 +35,7 @@ export class Shards {
       });
     }
     const fresh = p.step > shard.step;
+    if (fresh) state.retries.progressed(job.id, shard.id, this.workerName(workerId));
     shard.step = p.step;
     shard.loss = p.loss;
     shard.tokens = p.tokens;
@@ -100,6 +102,7 @@ export class Shards {
     const found = state.liveShard(workerId, d.shardId, d.attempt);
     if (!found) return;
     const { job, shard } = found;
+    state.retries.progressed(job.id, shard.id, this.workerName(workerId));
     shard.state = 'finished';
     shard.final = { object: d.object, sha256: d.sha256 };
     shard.step = d.steps || shard.totalSteps;
@@ -130,15 +133,79 @@ export class Shards {
   async failed(workerId: string, f: Msg<'shardFailed'>): Promise<void> {
     const found = this.state.liveShard(workerId, f.shardId, f.attempt);
     if (!found) return;
-    await this.lost(found.job, found.shard, f.error);
+    await this.runFailed(found.job, found.shard, f.error);
     this.state.scheduleSoon();
   }
 
-  /** The shard stopped running (its runner failed, or its worker died): place it again, or fail the job. */
-  async lost(job: JobRecord, shard: ShardRecord, why: string): Promise<void> {
+  /** The shard's own run failed: charged to its budget; placed again until the budget is used up. */
+  async runFailed(job: JobRecord, shard: ShardRecord, why: string): Promise<void> {
     const { state } = this;
-    const willRetry = shard.attempts < state.opts.maxAttempts;
-    await state.publish('shard.failed', job.id, {
+    shard.failures++;
+    state.retries.runFailed(shard.id);
+    const willRetry = shard.failures < state.opts.retries.maxFailures;
+    await this.publishFailed(job, shard, why, willRetry);
+    state.releaseShard(shard);
+    if (!willRetry) {
+      shard.state = 'failed';
+      await state.endJob(
+        job,
+        'failed',
+        `shard ${shard.id} failed ${shard.failures} time(s); last: ${why}`,
+        'job failed',
+      );
+      return;
+    }
+    await state.saveJob(job);
+  }
+
+  /**
+   * The shard's worker died or left: not the shard's fault, so it is placed again (with backoff
+   * while it keeps losing workers before a step) unless the job has made no progress for too long.
+   */
+  async workerLost(job: JobRecord, shard: ShardRecord, workerName: string, why: string): Promise<void> {
+    const { state } = this;
+    const flapping = state.retries.workerLost(shard.id, workerName);
+    if (flapping) {
+      const { flapLimit, quarantineMs } = state.opts.retries;
+      state.log(
+        `worker ${flapping} is flapping: lost ${flapLimit} shards in a row before they took a step; no shards for ${Math.round(quarantineMs / 1000)} s`,
+      );
+    }
+    const stalled = state.retries.stalledFor(
+      job.id,
+      job.shards.map((s) => s.id),
+    );
+    await this.publishFailed(job, shard, why, stalled === null);
+    state.releaseShard(shard);
+    if (stalled !== null) {
+      await this.failStalled(job, stalled, why);
+      return;
+    }
+    await state.saveJob(job);
+  }
+
+  /** The watchdog's check: a job whose shards keep losing workers without progress fails in the end. */
+  async checkStalled(job: JobRecord): Promise<void> {
+    const stalled = this.state.retries.stalledFor(
+      job.id,
+      job.shards.map((s) => s.id),
+    );
+    if (stalled !== null) await this.failStalled(job, stalled, 'its shards are waiting to be placed again');
+  }
+
+  private async failStalled(job: JobRecord, stalledMs: number, last: string): Promise<void> {
+    const flapping = this.state.retries.quarantinedNames();
+    const named = flapping.length ? `; flapping worker(s), given no shards: ${flapping.join(', ')}` : '';
+    await this.state.endJob(
+      job,
+      'failed',
+      `no progress for ${Math.round(stalledMs / 1000)} s while its shards kept losing their workers (last: ${last})${named}`,
+      'job failed',
+    );
+  }
+
+  private publishFailed(job: JobRecord, shard: ShardRecord, why: string, willRetry: boolean): Promise<unknown> {
+    return this.state.publish('shard.failed', job.id, {
       shardId: shard.id,
       task: shard.task,
       replica: shard.replica,
@@ -146,17 +213,9 @@ export class Shards {
       error: why,
       willRetry,
     });
-    state.releaseShard(shard);
-    if (!willRetry) {
-      shard.state = 'failed';
-      await state.endJob(
-        job,
-        'failed',
-        `shard ${shard.id} failed ${shard.attempts} time(s); last: ${why}`,
-        'job failed',
-      );
-      return;
-    }
-    await state.saveJob(job);
+  }
+
+  private workerName(workerId: string): string {
+    return this.state.workers.get(workerId)?.record.name ?? workerId;
   }
 }

@@ -7,13 +7,14 @@ import { isTerminal, makeEvent, type EventData, type EventType, type JobState } 
 import { jobIdOfShard } from '../shared/shard/plan.ts';
 import type { NatsStore } from './nats-store.ts';
 import type { FreeDevice } from './placement.ts';
+import { RetryPolicy, type RetryOptions } from './retries.ts';
 import { jobFromStored, storedJob, type JobRecord, type ShardRecord, type WorkerRecord } from './types.ts';
 
 export interface CoordinatorOptions {
   heartbeatTimeoutMs: number;
   heartbeatIntervalMs: number;
-  /** Retries of one shard (worker deaths, runner crashes) before the job fails. */
-  maxAttempts: number;
+  /** What is retried how often (retries.ts): a shard's own failures are budgeted, lost workers are not. */
+  retries: RetryOptions;
   log: (line: string) => void;
 }
 
@@ -38,11 +39,14 @@ export class ClusterState {
   private pubChain: Promise<unknown> = Promise.resolve();
   private readonly trainingEndHooks: Array<(job: JobRecord) => void> = [];
   private scheduler: () => void = () => {};
+  readonly retries: RetryPolicy;
 
   constructor(
     readonly store: NatsStore,
     readonly opts: CoordinatorOptions,
-  ) {}
+  ) {
+    this.retries = new RetryPolicy(opts.retries);
+  }
 
   get log(): (line: string) => void {
     return this.opts.log;
@@ -154,6 +158,10 @@ export class ClusterState {
       }
     }
     this.trainingEnded(job);
+    this.retries.forgetJob(
+      job.id,
+      job.shards.map((s) => s.id),
+    );
     await this.setState(job, state, reason);
     this.scheduleSoon();
   }
@@ -187,7 +195,7 @@ export class ClusterState {
   freeDevices(): FreeDevice[] {
     const out: FreeDevice[] = [];
     for (const w of this.workers.values()) {
-      if (!w.link) continue;
+      if (!w.link || this.retries.isQuarantined(w.record.name)) continue;
       for (const d of w.record.devices) if (!w.busy.has(d.id)) out.push({ workerId: w.record.id, device: d.id });
     }
     return out;

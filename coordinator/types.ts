@@ -20,7 +20,10 @@ export interface ShardRecord {
   totalSteps: number;
   loss: number;
   tokens: number;
+  /** Placements so far (every report echoes the current one). */
   attempts: number;
+  /** Failures of the shard's own run (runner errors, bad data), charged to its budget; lost workers are not. */
+  failures: number;
   /** Last checkpoint in the object store. */
   checkpoint: { step: number; object: string } | null;
   final: { object: string; sha256: string } | null;
@@ -78,5 +81,7 @@ export function jobFromStored(
   const layers: Record<string, LayerActivity> = {};
   for (const [task, l] of Object.entries(json.layers ?? {}))
     layers[task] = LayerActivity.fromJSON(l, `job ${json.id}: layers of ${task}`);
-  return { ...json, spec: parseJobSpec(json.specText, { sourcePath: `job ${json.id}` }), layers };
+  // Records written before failures were counted apart from placements start at none.
+  const shards = json.shards.map((s) => ({ ...s, failures: s.failures ?? 0 }));
+  return { ...json, shards, spec: parseJobSpec(json.specText, { sourcePath: `job ${json.id}` }), layers };
 }

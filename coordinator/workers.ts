@@ -146,6 +146,7 @@ export class Workers {
       if (now - w.record.lastHeartbeatMs > timeout)
         await this.gone(w.record.id, 'dead', `no heartbeat for ${timeout} ms`);
     }
+    for (const job of [...this.state.jobs.values()]) if (job.state === 'running') await this.shards.checkStalled(job);
   }
 
   private async gone(workerId: string, how: 'dead' | 'left', reason: string): Promise<void> {
@@ -168,7 +169,7 @@ export class Workers {
       const { job, shard } = state.findShard(shardId);
       if (!job || !shard || isTerminal(job.state)) continue;
       if (shard.state === 'assigned' || shard.state === 'running') {
-        await this.shards.lost(job, shard, `worker ${w.record.name} ${how}: ${reason}`);
+        await this.shards.workerLost(job, shard, w.record.name, `worker ${w.record.name} ${how}: ${reason}`);
       }
     }
     this.evals.workerGone(workerId, `worker ${w.record.name} ${how}`);

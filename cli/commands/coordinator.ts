@@ -1,6 +1,7 @@
 // `chorus coordinator`: runs the cluster's coordinator until SIGINT/SIGTERM.
 import type { Command } from 'commander';
 import { ChorusError } from '../../shared/errors.ts';
+import { parsePositiveInt } from './flags.ts';
 import { DEFAULT_TOKEN_FILE, parseDuration, startCoordinator } from '../../coordinator/main.ts';
 import { jetStreamEvents, startHttpServer } from '../../coordinator/http/index.ts';
 
@@ -22,6 +23,12 @@ export function register(program: Command): void {
     .option('--tls-key <file>', 'private key of --tls-cert')
     .option('--tls-ca <file>', 'require client certificates signed by this CA (mTLS)')
     .option('--heartbeat-timeout <duration>', 'declare a silent worker dead after this long', '5s')
+    .option('--max-failures <n>', "failures of a shard's own run (not lost workers) before its job fails", '4')
+    .option(
+      '--stall-timeout <duration>',
+      'fail a job whose shards keep losing their workers without a step for this long',
+      '10m',
+    )
     .option(
       '--http <addr>',
       'serve the dashboard and Prometheus /metrics on host:port (no auth: keep it on a private address)',
@@ -43,6 +50,10 @@ export function register(program: Command): void {
           : { clientToken: o.clientToken, workerToken: o.workerToken, tokenFile: o.tokenFile },
         tls: o.tlsCert ? { cert: o.tlsCert, key: o.tlsKey, ca: o.tlsCa } : null,
         heartbeatTimeoutMs: parseDuration(o.heartbeatTimeout, '--heartbeat-timeout'),
+        retries: {
+          maxFailures: parsePositiveInt(o.maxFailures, '--max-failures'),
+          noProgressMs: parseDuration(o.stallTimeout, '--stall-timeout'),
+        },
       });
       console.error(
         `chorus coordinator listening on ${running.address} (${o.tlsCert ? (o.tlsCa ? 'mTLS' : 'TLS') : 'plaintext'})`,
