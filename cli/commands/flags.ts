@@ -42,3 +42,32 @@ export function parsePositiveInt(text: string | undefined, flag: string): number
   }
   return n;
 }
+
+const BYTE_UNITS: Record<string, number> = {
+  '': 1,
+  b: 1,
+  kb: 1e3,
+  mb: 1e6,
+  gb: 1e9,
+  tb: 1e12,
+  kib: 1024,
+  mib: 1024 ** 2,
+  gib: 1024 ** 3,
+  tib: 1024 ** 4,
+  k: 1024,
+  m: 1024 ** 2,
+  g: 1024 ** 3,
+  t: 1024 ** 4,
+};
+
+/** A size like "8GiB", "5GB" (10⁹, as Hugging Face's max_shard_size), "512M" (2²⁰) or plain bytes. */
+export function parseByteSize(text: string | undefined, flag: string): number | undefined {
+  if (text === undefined) return undefined;
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/.exec(text);
+  const unit = m ? BYTE_UNITS[m[2].toLowerCase()] : undefined;
+  const bytes = m && unit ? Math.floor(Number(m[1]) * unit) : NaN;
+  if (!Number.isSafeInteger(bytes) || bytes <= 0) {
+    throw new ChorusError(`${flag} must be a size such as 8GiB, 500MB or 1048576, got '${text}'`);
+  }
+  return bytes;
+}
