@@ -4,11 +4,11 @@
 import type { Command } from 'commander';
 import { existsSync, readdirSync } from 'node:fs';
 import { ChorusError } from '../../shared/errors.ts';
-import { llamaConfigToJson, makeLlamaConfig } from '../../shared/model/config.ts';
-import { initRandomWeights } from '../../shared/model/llama.ts';
+import { llamaConfigToJson, makeLlamaConfig, parseLlamaConfig } from '../../shared/model/config.ts';
+import { randomWeightSources } from '../../shared/model/llama.ts';
 import { writeHfModelDir } from '../../shared/formats/hf-model.ts';
 import { writeByteTokenizer } from '../../shared/data/tokenizer.ts';
-import { parsePositiveInt } from './flags.ts';
+import { parseByteSize, parseDtype, parsePositiveInt } from './flags.ts';
 
 function positiveNumber(value: string | undefined, flag: string): number | undefined {
   if (value === undefined) return undefined;
@@ -31,6 +31,12 @@ export interface InitModelOptions {
   maxPositions?: string;
   seed: string;
   tie?: boolean;
+  /** Stored dtype of the weights: f32 (default), f16 or bf16. */
+  dtype?: string;
+  /** Split into safetensors shards of at most this size ("2GB", "500MiB"). */
+  maxShardSize?: string;
+  /** A llama3 rope_scaling block (factor 32, low 1, high 4, original 8192: Llama 3.2's). */
+  ropeScaling?: string;
   tokenizer: boolean;
   force?: boolean;
   out: string;
@@ -44,6 +50,8 @@ export async function initModel(o: InitModelOptions): Promise<{ parameters: numb
     throw new ChorusError(`${o.out}: directory is not empty (use --force to overwrite the model files)`);
   }
   const vocab = parsePositiveInt(o.vocab, '--vocab')!;
+  const dtype = parseDtype(o.dtype ?? 'f32');
+  const shardBytes = parseByteSize(o.maxShardSize, '--max-shard-size');
   const config = makeLlamaConfig({
     hiddenSize: parsePositiveInt(o.hidden, '--hidden')!,
     numHiddenLayers: parsePositiveInt(o.layers, '--layers')!,
@@ -58,17 +66,31 @@ export async function initModel(o: InitModelOptions): Promise<{ parameters: numb
     maxPositionEmbeddings: parsePositiveInt(o.maxPositions, '--max-positions'),
   });
   const json = llamaConfigToJson(config);
+  json.torch_dtype = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' }[dtype];
+  if (o.ropeScaling !== undefined) {
+    if (o.ropeScaling !== 'llama3') throw new ChorusError(`--rope-scaling must be llama3, got '${o.ropeScaling}'`);
+    // Llama 3.2's values; parsing the result checks them as a loaded model's would be.
+    json.rope_scaling = {
+      rope_type: 'llama3',
+      factor: 32,
+      low_freq_factor: 1,
+      high_freq_factor: 4,
+      original_max_position_embeddings: 8192,
+    };
+    parseLlamaConfig(json, '--rope-scaling');
+  }
   // The byte tokenizer needs ids 0..255; with vocab ≥ 258 it also gets <s> and </s>.
   const withTokenizer = o.tokenizer && vocab >= 256;
   if (withTokenizer) {
     Object.assign(json, vocab >= 258 ? { bos_token_id: 256, eos_token_id: 257, pad_token_id: 257 } : {});
   }
-  const tensors = initRandomWeights(config, seed);
-  await writeHfModelDir(o.out, json, tensors);
+  // Drawn tensor by tensor as the writer reaches it: a 1B model never sits in memory as float32.
+  const tensors = randomWeightSources(config, seed);
+  await writeHfModelDir(o.out, json, tensors, { dtype, shardBytes });
   if (withTokenizer) await writeByteTokenizer(o.out, vocab);
   let parameters = 0;
   for (const [name, t] of tensors)
-    if (!(config.tieWordEmbeddings && name === 'lm_head.weight')) parameters += t.data.length;
+    if (!(config.tieWordEmbeddings && name === 'lm_head.weight')) parameters += t.shape.reduce((a, b) => a * b, 1);
   return { parameters, tokenizer: withTokenizer };
 }
 
@@ -89,6 +111,9 @@ export function register(program: Command): void {
     .option('--max-positions <n>', 'max_position_embeddings', '2048')
     .option('--seed <n>', 'random seed of the weights', '0')
     .option('--tie', 'tie lm_head to the input embedding')
+    .option('--rope-scaling <type>', "RoPE scaling: llama3 (Llama 3.2's factors)")
+    .option('--dtype <dtype>', 'stored dtype of the weights: f32, f16 or bf16', 'f32')
+    .option('--max-shard-size <size>', 'write safetensors shards of at most this size (e.g. 2GB) with an index')
     .option('--no-tokenizer', 'do not write the byte tokenizer')
     .option('--force', 'overwrite model files in a non-empty --out')
     .requiredOption('--out <dir>', 'output directory')

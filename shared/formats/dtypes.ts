@@ -215,6 +215,19 @@ export function encodeFromNumbers(dtype: Dtype, data: NumericData, what: string)
     return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
   }
   const out = new Uint8Array(n * DTYPE_SIZE[dtype]);
+  if (dtype === 'BF16' && LITTLE_ENDIAN_HOST && data instanceof Float32Array) {
+    // Whole models are written in BF16: round on integer views (as numberToBf16Bits), ~10× the per-element path.
+    const bits = new Uint32Array(data.buffer, data.byteOffset, n);
+    const u16 = new Uint16Array(out.buffer);
+    for (let i = 0; i < n; i++) {
+      const f = bits[i];
+      u16[i] =
+        (f & 0x7f800000) === 0x7f800000 && f & 0x7fffff
+          ? ((f >>> 16) | 0x40) & 0xffff
+          : ((f + 0x7fff + ((f >>> 16) & 1)) >>> 16) & 0xffff;
+    }
+    return out;
+  }
   const dv = new DataView(out.buffer);
   const num = (i: number): number => Number((data as ArrayLike<number | bigint>)[i]);
   const big = (i: number): bigint => {

@@ -193,6 +193,12 @@ export function checkLlamaTensors(config: HfConfig, tensors: HfTensors, source: 
   }
 }
 
+/** A tensor to write: its values, or a function that makes them when the writer reaches it (one tensor in memory at a time). */
+export interface HfTensorSource {
+  shape: number[];
+  data: Float32Array | (() => Float32Array);
+}
+
 export interface WriteHfOptions {
   /** Split into shards of at most this many bytes (one tensor larger than that gets its own shard). */
   shardBytes?: number;
@@ -209,7 +215,7 @@ export interface WriteHfOptions {
 export async function writeHfModelDir(
   dir: string,
   config: HfConfig,
-  tensors: HfTensors,
+  tensors: Map<string, HfTensorSource>,
   opts: WriteHfOptions = {},
 ): Promise<void> {
   const dtype = opts.dtype ?? 'F32';
@@ -220,15 +226,18 @@ export async function writeHfModelDir(
     }
   }
   const entries = [...tensors.entries()].filter(([name]) => !(isTiedConfig(config) && name === LM_HEAD_NAME));
-  for (const [name, t] of entries) {
-    if (t.data.length !== numelOf(t.shape)) {
+  const valuesOf = (name: string, t: HfTensorSource) => {
+    const data = typeof t.data === 'function' ? t.data() : t.data;
+    if (data.length !== numelOf(t.shape)) {
       throw new ChorusError(
-        `writeHfModelDir: tensor "${name}" has shape [${t.shape.join(', ')}] but ${t.data.length} values`,
+        `writeHfModelDir: tensor "${name}" has shape [${t.shape.join(', ')}] but ${data.length} values`,
       );
     }
-  }
-  const sizeOf = (t: HfTensor) => t.data.length * DTYPE_SIZE[dtype];
-  const shards: Array<Array<[string, HfTensor]>> = [[]];
+    return data;
+  };
+  for (const [name, t] of entries) if (typeof t.data !== 'function') valuesOf(name, t);
+  const sizeOf = (t: HfTensorSource) => numelOf(t.shape) * DTYPE_SIZE[dtype];
+  const shards: Array<Array<[string, HfTensorSource]>> = [[]];
   let current = 0;
   for (const e of entries) {
     const s = sizeOf(e[1]);
@@ -239,8 +248,10 @@ export async function writeHfModelDir(
     shards[shards.length - 1].push(e);
     current += s;
   }
-  const input = (list: Array<[string, HfTensor]>) =>
-    new Map<string, TensorInput>(list.map(([name, t]) => [name, { dtype, shape: t.shape, data: t.data }]));
+  const input = (list: Array<[string, HfTensorSource]>) =>
+    new Map<string, TensorInput>(
+      list.map(([name, t]) => [name, { dtype, shape: t.shape, data: () => valuesOf(name, t) }]),
+    );
 
   await writeFile(join(dir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
   if (shards.length === 1) {

@@ -279,11 +279,14 @@ export async function readSafetensorsFile(path: string) {
 // ---------------------------------------------------------------------------------------------
 // Writing
 
-/** `data` as Uint8Array = bytes already in `dtype`'s encoding; anything else = numbers to encode. */
+/**
+ * `data` as Uint8Array = bytes already in `dtype`'s encoding; numbers = values to encode; a function = values made
+ * when the file writer reaches this tensor (so a multi-GB file never holds more than one tensor in memory).
+ */
 export interface TensorInput {
   dtype: Dtype;
   shape: number[];
-  data: Uint8Array | NumericData;
+  data: Uint8Array | NumericData | (() => Uint8Array | NumericData);
 }
 
 export type TensorInputs = Map<string, TensorInput> | Array<TensorInput & { name: string }>;
@@ -305,9 +308,10 @@ function encodeTensor(name: string, t: TensorInput): Uint8Array {
   if (!t.shape.every((d) => isCount(d)))
     throw new ChorusError(`safetensors: tensor "${name}" has an invalid shape [${t.shape.join(', ')}]`);
   const numel = numelOf(t.shape);
-  const bytes = t.data instanceof Uint8Array ? t.data : encodeFromNumbers(t.dtype, t.data, `tensor "${name}"`);
+  const data = typeof t.data === 'function' ? t.data() : t.data;
+  const bytes = data instanceof Uint8Array ? data : encodeFromNumbers(t.dtype, data, `tensor "${name}"`);
   if (bytes.byteLength !== numel * DTYPE_SIZE[t.dtype]) {
-    const got = t.data instanceof Uint8Array ? `${bytes.byteLength} bytes` : `${t.data.length} elements`;
+    const got = data instanceof Uint8Array ? `${bytes.byteLength} bytes` : `${data.length} elements`;
     throw new ChorusError(
       `safetensors: tensor "${name}" has shape [${t.shape.join(', ')}] (${numel} elements) but ${got} of data`,
     );

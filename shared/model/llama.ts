@@ -16,6 +16,7 @@
 //                                                                      → logits [B,T,V]
 //     trainableVariables(), toTensorMap(), dispose()
 //   initRandomWeights(config, seed) → Map<hfName, TensorData>          HF init: N(0, 0.02), norms 1
+//   randomWeightSources(config, seed)                                  the same, drawn tensor by tensor
 //
 // Base weights are frozen tensors owned by the model and shared by every adapter: a LoraRuntime
 // only adds its own small A/B variables. With { trainable: true } (full-parameter training, e.g.
@@ -223,14 +224,25 @@ export class LlamaModel {
  */
 export function initRandomWeights(config: LlamaConfig, seed: number): Map<string, TensorData> {
   const out = new Map<string, TensorData>();
+  for (const [name, t] of randomWeightSources(config, seed)) out.set(name, { shape: t.shape, data: t.data() });
+  return out;
+}
+
+/** initRandomWeights, one tensor at a time: each `data()` draws that tensor (init-model writes GB-sized models this way). */
+export function randomWeightSources(
+  config: LlamaConfig,
+  seed: number,
+): Map<string, { shape: number[]; data: () => Float32Array }> {
+  const out = new Map<string, { shape: number[]; data: () => Float32Array }>();
   let index = 0;
   for (const [name, shape] of expectedShapes(config)) {
     const numel = shape.reduce((a, b) => a * b, 1);
-    const data = new Float32Array(numel);
-    if (name.endsWith('norm.weight')) data.fill(1);
-    else fillNormal(data, deriveSeed(seed, index), config.initializerRange);
+    const sub = deriveSeed(seed, index++);
+    const data = () =>
+      name.endsWith('norm.weight')
+        ? new Float32Array(numel).fill(1)
+        : fillNormal(new Float32Array(numel), sub, config.initializerRange);
     out.set(name, { shape, data });
-    index++;
   }
   return out;
 }

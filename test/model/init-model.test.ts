@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,6 +14,8 @@ import { parseLlamaConfig } from '../../shared/model/config.ts';
 import { LlamaModel, initRandomWeights } from '../../shared/model/llama.ts';
 import { initModel, type InitModelOptions } from '../../cli/commands/init-model.ts';
 import { ChorusError } from '../../shared/errors.ts';
+import { readHfModelStored } from '../../shared/formats/hf-stored.ts';
+import { bf16BitsToNumber, numberToBf16Bits } from '../../shared/formats/dtypes.ts';
 
 const cli = fileURLToPath(new URL('../../cli/main.ts', import.meta.url));
 const tmp = mkdtempSync(join(tmpdir(), 'chorus-init-'));
@@ -101,6 +103,9 @@ test('init-model: bad flags and a non-empty --out are clear errors', async () =>
     [{ arch: 'gpt2' }, /--arch 'gpt2' is not supported/],
     [{ seed: 'abc' }, /--seed must be an integer/],
     [{ out: join(tmp, 'base') }, /directory is not empty/],
+    [{ dtype: 'int8' }, /--dtype must be F32, F16 or BF16, got "int8"/],
+    [{ maxShardSize: '2 bananas' }, /--max-shard-size must be a size such as 8GiB/],
+    [{ ropeScaling: 'yarn' }, /--rope-scaling must be llama3/],
   ];
   for (const [o, re] of cases) {
     await assert.rejects(
@@ -113,4 +118,45 @@ test('init-model: bad flags and a non-empty --out are clear errors', async () =>
   const res = chorus('--hidden', '64', '--layers', '-1', '--heads', '4', '--out', join(tmp, 'y'));
   assert.equal(res.status, 1);
   assert.equal(res.stderr.trim(), "chorus: --layers must be a positive integer, got '-1'");
+});
+
+test('init-model --dtype bf16 --max-shard-size: sharded BF16 weights, the seeded init rounded; llama3 RoPE scaling', async () => {
+  const out = join(tmp, 'bf16');
+  const res = chorus(
+    ...['--hidden', '64', '--layers', '3', '--heads', '4', '--kv-heads', '2', '--vocab', '300', '--tie'],
+    ...['--dtype', 'bf16', '--max-shard-size', '20KB', '--rope-scaling', 'llama3', '--seed', '3', '--out', out],
+  );
+  assert.equal(res.status, 0, res.stderr);
+  const shards = readdirSync(out).filter((f) => /^model-\d{5}-of-\d{5}\.safetensors$/.test(f));
+  assert.ok(shards.length >= 3, `shards: ${shards}`);
+  // A shard holds at most 20 kB of tensors, unless one tensor alone is larger (the 300×64 BF16 embedding).
+  const index = JSON.parse(readFileSync(join(out, 'model.safetensors.index.json'), 'utf8'));
+  for (const f of shards) {
+    const count = Object.values(index.weight_map).filter((v) => v === f).length;
+    if (count > 1)
+      assert.ok(statSync(join(out, f)).size <= 20_000 + 8192, `${f}: ${statSync(join(out, f)).size} bytes`);
+  }
+  assert.ok(existsSync(join(out, 'model.safetensors.index.json')));
+  const raw = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'));
+  assert.equal(raw.torch_dtype, 'bfloat16');
+  const cfg = parseLlamaConfig(raw, 'config.json');
+  assert.deepEqual(cfg.ropeScaling, {
+    type: 'llama3',
+    factor: 32,
+    lowFreqFactor: 1,
+    highFreqFactor: 4,
+    originalMaxPositionEmbeddings: 8192,
+  });
+  const { tensors } = await readHfModelStored(out);
+  const expected = initRandomWeights(cfg, 3);
+  assert.deepEqual([...tensors.keys()].sort(), [...expected.keys()].sort());
+  for (const [k, t] of expected) {
+    const s = tensors.get(k)!;
+    assert.equal(s.dtype, 'BF16', k);
+    assert.deepEqual(
+      s.toFloat32(),
+      Float32Array.from(t.data, (v) => bf16BitsToNumber(numberToBf16Bits(v))),
+      k,
+    );
+  }
 });
