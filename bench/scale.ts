@@ -164,7 +164,9 @@ async function main(): Promise<void> {
       let r: PointResult;
       if (line) r = JSON.parse(line.slice('SCALE_RESULT '.length));
       else {
-        const why = run.error ? errorMessage(run.error) : (run.stderr.trim().split('\n').slice(-2).join(' | ') || `exit ${run.status}`);
+        const why = run.error
+          ? errorMessage(run.error)
+          : run.stderr.trim().split('\n').slice(-2).join(' | ') || `exit ${run.status}`;
         r = { shape: name, batch, seq, refused: `child failed (${run.signal ?? run.status}): ${why.slice(0, 300)}` };
       }
       results.push(r);

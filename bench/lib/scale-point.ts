@@ -4,7 +4,7 @@ import { initEngine, tf } from '../../shared/tensor/engine.ts';
 import { parseLlamaConfig, type LlamaConfig } from '../../shared/model/config.ts';
 import { readHfConfig } from '../../shared/formats/hf-model.ts';
 import { storedWeightBytes } from '../../shared/formats/hf-stored.ts';
-import { loadPlannedModel } from '../../shared/train/load.ts';
+import { loadBaseModel } from '../../shared/train/load.ts';
 import { AdapterTrainer } from '../../shared/train/trainer.ts';
 import { evaluateExamples } from '../../shared/train/evaluate.ts';
 import { TRAINING_DEFAULTS } from '../../shared/train/settings.ts';
@@ -42,7 +42,7 @@ export async function runPoint(o: PointOptions): Promise<PointResult> {
   }
   out.plan = plan;
   const t0 = performance.now();
-  const model = await loadPlannedModel(o.dir, plan.options);
+  const model = await loadBaseModel(o.dir, { baseWeights: plan.options.baseWeights });
   out.loadSeconds = (performance.now() - t0) / 1000;
   const rng = new SplitMix32(2);
   const examples = Array.from({ length: 4 * o.batch }, () => ({
@@ -50,7 +50,7 @@ export async function runPoint(o: PointOptions): Promise<PointResult> {
     lossMask: Uint8Array.from({ length: o.seq }, (_, t) => (t === 0 ? 0 : 1)),
   }));
   const training = { ...TRAINING_DEFAULTS, steps: 1000, batchSize: o.batch, seqLen: o.seq };
-  const trainer = AdapterTrainer.create({
+  const trainerOptions = {
     model,
     task: {
       name: 'scale',
@@ -64,7 +64,8 @@ export async function runPoint(o: PointOptions): Promise<PointResult> {
     },
     examples,
     engine: plan.options,
-  });
+  };
+  const trainer = AdapterTrainer.create(trainerOptions);
   let w = performance.now();
   trainer.trainStep();
   out.warmupSeconds = (performance.now() - w) / 1000;

@@ -1,15 +1,22 @@
 // Loading what local training, evaluation and export need: the base model from a Hugging Face
 // directory, and JSONL data tokenised with the model's tokenizer (only when a line needs one, so
 // a model directory without a tokenizer still trains on {"input_ids": …} data).
-import { readHfModelDir } from '../formats/hf-model.ts';
+import { readHfModelStored } from '../formats/hf-stored.ts';
 import { parseLlamaConfig } from '../model/config.ts';
 import { LlamaModel } from '../model/llama.ts';
 import { loadTokenizer, type Tokenizer } from '../data/tokenizer.ts';
 import { needsTokenizer, parseJsonl, readDataText, type Example } from '../data/dataset.ts';
 
-export async function loadBaseModel(dir: string): Promise<LlamaModel> {
-  const { config, tensors } = await readHfModelDir(dir);
-  return LlamaModel.fromTensors(parseLlamaConfig(config, `${dir}/config.json`), tensors, dir);
+/**
+ * The base model, its weights read in their stored dtype (a BF16 checkpoint is never held as float32 on the host):
+ * resident widens them into the engine one tensor at a time, streamed keeps them on the host (see model/weights.ts).
+ */
+export async function loadBaseModel(
+  dir: string,
+  opts: { baseWeights?: 'resident' | 'streamed' } = {},
+): Promise<LlamaModel> {
+  const { config, tensors } = await readHfModelStored(dir);
+  return LlamaModel.fromTensors(parseLlamaConfig(config, `${dir}/config.json`), tensors, dir, opts);
 }
 
 /** Loads JSONL examples; the tokenizer is loaded from modelDir once, only if some line needs it. */

@@ -39,10 +39,22 @@ export interface MemoryLimits {
 
 /** The wasm32 engine cannot address more than 4 GiB, whatever the machine has. */
 export const WASM_HEAP_LIMIT = 4 * GiB;
-/** Node, tfjs, the wasm module, data and the JS heap before any model (measured ~0.3 GiB; rounded up). */
-const PROCESS_OVERHEAD = 0.4 * GiB;
+// Calibration (docs/SCALE.md; 135M shape, wasm, plain path at 1×128 and 2×128): the heap grew 1.08 GiB per 128
+// tokens, 3.2× the forward intermediates counted below, because the tape keeps every forward tensor and the
+// backward's gradients until the gradient pass ends; at zero tokens it held twice the float32 weights (XNNPACK
+// keeps a packed copy of every weight matrix it multiplies) plus ~0.2 GiB; RSS was the heap plus ~0.3 GiB.
+/** Bytes held per counted forward intermediate (forward + backward tape). */
+const TAPE = 3.3;
+/** Each float32 weight in the engine is held twice: the tensor and XNNPACK's packed copy. */
+const PACKED = 2;
+/** The engine's own heap before any weight: the wasm module, XNNPACK's workspace, RoPE tables. */
+const ENGINE_BASE = 0.25 * GiB;
+/** Node, tfjs, data and the JS heap outside the engine. */
+const PROCESS_OVERHEAD = 0.35 * GiB;
 /** Share of a limit a plan may fill: allocator fragmentation and XNNPACK's packed weight copies live in the rest. */
 const FILL = 0.85;
+/** A streamed head widens the vocabulary in slabs of at most this many floats (shared/model/weights.ts). */
+const HEAD_SLAB_FLOATS = 1 << 24;
 /** Attention scores and one head chunk each stay under this share of the engine budget. */
 const TRANSIENT_SHARE = 1 / 16;
 
@@ -132,38 +144,35 @@ export function estimateMemory(req: PlanRequest, o: MemoryPlan['options']): Memo
   const B = req.training.batchSize;
   const T = req.training.seqLen;
   const N = B * T;
+  const L = c.numHiddenLayers;
   const p = baseParameters(c);
   const layerWeights = p.perLayer * F32;
-  // Resident: every layer plus the embedding and an [hidden, vocab] head (a transposed copy when tied).
-  // Streamed: one widened layer in the forward and again in its backward, and the head the chunks need.
+  // Resident: every layer plus the embedding and an [hidden, vocab] head (a transposed copy when tied), each
+  // with an XNNPACK-packed copy. Streamed: one widened layer (and its packed copy) in the forward and again in
+  // its backward, and two vocabulary slabs of the head.
+  const slab = Math.min(HEAD_SLAB_FLOATS, p.embedding) * F32;
   const weights =
     o.baseWeights === 'resident'
-      ? (c.numHiddenLayers * p.perLayer + 2 * p.embedding) * F32
-      : 2 * layerWeights + p.embedding * F32;
+      ? PACKED * (L * p.perLayer + 2 * p.embedding) * F32
+      : 2 * PACKED * layerWeights + 2 * slab;
   const hostWeights = o.baseWeights === 'streamed' ? req.storedBytes : 0;
   const loraN = loraParameters(c, req.lora);
-  const layerActs = N * layerFloatsPerToken(c, req.lora) * F32;
+  // One layer's forward intermediates (dense or blocked scores included) and what its backward adds.
+  const layerStep = TAPE * (N * layerFloatsPerToken(c, req.lora) + denseScoreFloats(c, B, T, o.attentionBlock)) * F32;
   const recompute = o.gradientCheckpointing || o.baseWeights === 'streamed';
-  // Recomputation keeps each layer's input and rebuilds one layer at a time; the backward of that layer
-  // needs about as much again for its gradients.
-  const activations = recompute
-    ? c.numHiddenLayers * N * c.hiddenSize * F32 + 2 * layerActs
-    : c.numHiddenLayers * layerActs + layerActs;
-  const scores = denseScoreFloats(c, B, T, o.attentionBlock) * F32;
-  const attention = recompute ? scores : c.numHiddenLayers * scores;
+  // Without recomputation every layer's tape lives until the gradient pass ends; with it, each layer's input
+  // and its gradient, plus one layer rebuilt at a time.
+  const activations = recompute ? 2 * L * N * c.hiddenSize * F32 + layerStep : L * layerStep;
   // One head chunk: logits, their softmax and their gradient; plus the final hidden states and their gradient.
-  const head = 3 * Math.min(N, o.headChunkTokens) * c.vocabSize * F32 + 2 * N * c.hiddenSize * F32;
-  // Resident: XNNPACK packs a weight matrix per product, so about one layer's weights more in flight.
-  const transient = head + (o.baseWeights === 'resident' ? layerWeights : 0);
-  const engineBytes = weights + 3 * loraN * F32 + activations + attention + transient;
+  const transient = 3 * Math.min(N, o.headChunkTokens) * c.vocabSize * F32 + 2 * N * c.hiddenSize * F32;
+  const engineBytes = ENGINE_BASE + weights + 3 * loraN * F32 + activations + transient;
   // Host: parameters, Adam moments, gradient sums and a read-back in Float32Arrays, and the stored weights.
-  const hostOwn =
-    PROCESS_OVERHEAD + 5 * loraN * F32 + hostWeights + (o.baseWeights === 'resident' ? req.storedBytes : 0);
+  const hostOwn = PROCESS_OVERHEAD + 5 * loraN * F32 + hostWeights;
   const hostBytes = hostOwn + (req.limits.engineInHost ? engineBytes : 0);
   return {
     engineBytes,
     hostBytes,
-    parts: { weights, hostWeights, lora: 8 * loraN * F32, activations: activations + attention, transient },
+    parts: { weights, hostWeights, lora: 8 * loraN * F32, activations, transient },
   };
 }
 
