@@ -3,10 +3,12 @@
 import { join } from 'node:path';
 import { homedir } from 'node:os';
 import type * as grpc from '@grpc/grpc-js';
+import { ChorusError } from '../shared/errors.ts';
 import { Authenticator, loadTokens, type Tokens } from './rpc/auth.ts';
 import { Coordinator } from './coordinator.ts';
 import { DEFAULT_RETRIES, type RetryOptions } from './retries.ts';
 import { NatsStore, type NatsOptions } from './nats-store.ts';
+import { ArtifactExpiry } from './retention.ts';
 import { closeMergePool } from './merge/pool.ts';
 import { bind, createServer, serverCredentials, type TlsOptions } from './rpc/server.ts';
 
@@ -19,6 +21,8 @@ export interface StartOptions {
   heartbeatTimeoutMs: number;
   /** Overrides of the retry policy (coordinator/retries.ts). */
   retries?: Partial<RetryOptions>;
+  /** Delete a finished job's objects this long after it ended (0: keep them). */
+  artifactsTtlMs?: number;
   log?: (line: string) => void;
 }
 
@@ -42,7 +46,7 @@ export async function startCoordinator(opts: StartOptions): Promise<RunningCoord
     tokens = loaded.tokens;
     tokenSource = loaded.source;
   }
-  const store = await NatsStore.open(opts.nats);
+  const store = await NatsStore.open({ log, ...opts.nats });
   const coordinator = new Coordinator(store, {
     heartbeatTimeoutMs: opts.heartbeatTimeoutMs,
     heartbeatIntervalMs: Math.max(200, Math.floor(opts.heartbeatTimeoutMs / 4)),
@@ -50,11 +54,14 @@ export async function startCoordinator(opts: StartOptions): Promise<RunningCoord
     log,
   });
   await coordinator.start();
+  const expiry = new ArtifactExpiry(coordinator.state, opts.artifactsTtlMs ?? 0);
+  expiry.start();
   const server: grpc.Server = createServer(coordinator, new Authenticator(tokens));
   let port: number;
   try {
     port = await bind(server, opts.listen, serverCredentials(opts.tls));
   } catch (err) {
+    await expiry.stop();
     await coordinator.stop();
     await store.close();
     throw err;
@@ -69,6 +76,7 @@ export async function startCoordinator(opts: StartOptions): Promise<RunningCoord
     tokenSource,
     stop() {
       stopping ??= (async () => {
+        await expiry.stop();
         await coordinator.stop();
         await new Promise<void>((resolve) => {
           const t = setTimeout(() => {
@@ -88,10 +96,30 @@ export async function startCoordinator(opts: StartOptions): Promise<RunningCoord
   };
 }
 
-/** "5s", "500ms", "2m" or plain milliseconds. */
+const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** "5s", "500ms", "2m", "12h", "30d" or plain milliseconds. */
 export function parseDuration(text: string, flag: string): number {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(text.trim());
-  if (!m) throw new Error(`${flag}: "${text}" is not a duration (e.g. 5s, 500ms, 2m)`);
-  const n = Number(m[1]);
-  return m[2] === 'm' ? n * 60_000 : m[2] === 's' ? n * 1000 : n;
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$/.exec(text.trim());
+  if (!m) throw new ChorusError(`${flag}: "${text}" is not a duration (e.g. 5s, 500ms, 2m, 12h, 30d)`);
+  return Number(m[1]) * DURATION_UNITS[m[2] ?? 'ms'];
+}
+
+const BYTE_UNITS: Record<string, number> = {
+  '': 1,
+  k: 1e3,
+  m: 1e6,
+  g: 1e9,
+  t: 1e12,
+  ki: 2 ** 10,
+  mi: 2 ** 20,
+  gi: 2 ** 30,
+  ti: 2 ** 40,
+};
+
+/** "500MB", "2GiB", "1g" or plain bytes. */
+export function parseBytes(text: string, flag: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]i?)?b?$/i.exec(text.trim());
+  if (!m) throw new ChorusError(`${flag}: "${text}" is not a size (e.g. 500MB, 2GiB)`);
+  return Math.round(Number(m[1]) * BYTE_UNITS[(m[2] ?? '').toLowerCase()]);
 }

@@ -4,8 +4,9 @@
 import { sha256Hex } from '../shared/digest.ts';
 import {
   connect,
-  AckPolicy,
-  DeliverPolicy,
+  nuid,
+  type MsgRequest,
+  type StoredMsg,
   type ConnectionOptions,
   type JetStreamClient,
   type KV,
@@ -17,6 +18,8 @@ import { readFileSync } from 'node:fs';
 import { ChorusError, errorMessage } from '../shared/errors.ts';
 import { natsNames, type NatsNames } from '../shared/nats/subjects.ts';
 import { parseEvent, type ChorusEvent } from '../shared/nats/events.ts';
+import { DEFAULT_LAYOUT, ensureNatsResources, type NatsLayout } from './nats-setup.ts';
+import { isTransientNatsError, withNatsRetry } from './nats-retry.ts';
 
 export interface NatsOptions {
   url?: string;
@@ -26,6 +29,10 @@ export interface NatsOptions {
   token?: string;
   user?: string;
   pass?: string;
+  /** Replicas and event retention of the streams, buckets and object store (defaults: 1, keep all). */
+  layout?: Partial<NatsLayout>;
+  /** Where connection changes (reconnects to another node) and retries are reported. */
+  log?: (line: string) => void;
 }
 
 /** A NATS URL (or comma-separated list) fit for messages and logs: user:password@ becomes ***@. */
@@ -34,6 +41,8 @@ export function redactUrl(url: string): string {
 }
 
 export class NatsStore {
+  private readonly log: (line: string) => void;
+
   private constructor(
     readonly nc: NatsConnection,
     readonly js: JetStreamClient,
@@ -41,12 +50,44 @@ export class NatsStore {
     readonly jobs: KV,
     readonly workers: KV,
     readonly objects: ObjectStore,
-  ) {}
+    log: (line: string) => void,
+  ) {
+    this.log = log;
+    void this.reportConnection();
+  }
+
+  /** The NATS server this connection is on now (its server_name), for logs and the failover test. */
+  get server(): string {
+    return this.nc.info?.server_name ?? 'unknown';
+  }
+
+  private async reportConnection(): Promise<void> {
+    let at = this.server;
+    this.log(`NATS: connected to ${at}`);
+    for await (const s of this.nc.status()) {
+      if (s.type === 'disconnect') this.log(`NATS: disconnected from ${at}`);
+      else if (s.type === 'reconnect') this.log(`NATS: reconnected to ${(at = this.server)}`);
+    }
+  }
+
+  /** A JetStream call retried through node losses and leader elections (see nats-retry.ts). */
+  retry<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    return withNatsRetry(what, fn, { closed: () => this.nc.isClosed(), log: this.log });
+  }
 
   static async open(opts: NatsOptions = {}): Promise<NatsStore> {
     const names = natsNames(opts.prefix);
     const url = opts.url ?? process.env.NATS_URL ?? 'nats://127.0.0.1:4222';
-    const co: ConnectionOptions = { servers: url, name: 'chorus-coordinator', maxReconnectAttempts: -1 };
+    const log = opts.log ?? (() => undefined);
+    const co: ConnectionOptions = {
+      servers: url.split(',').map((u) => u.trim()),
+      name: 'chorus-coordinator',
+      maxReconnectAttempts: -1,
+      // A dead node is noticed by its closed socket at once; a silent one (network cut) within ~10 s.
+      pingInterval: 5_000,
+      maxPingOut: 2,
+      reconnectTimeWait: 250,
+    };
     if (opts.creds) co.authenticator = credsAuthenticator(readFileSync(opts.creds));
     if (opts.token) co.token = opts.token;
     if (opts.user) co.user = opts.user;
@@ -61,19 +102,13 @@ export class NatsStore {
     }
     try {
       const jsm = await nc.jetstreamManager();
-      try {
-        await jsm.streams.info(names.eventsStream);
-      } catch {
-        // A 2-minute window lets a restarted coordinator re-publish without duplicating events.
-        await jsm.streams.add({ name: names.eventsStream, subjects: [names.eventsFilter], duplicate_window: 120e9 });
-      }
       const js = nc.jetstream();
-      const jobs = await js.views.kv(names.jobsBucket, { history: 1 });
-      const workers = await js.views.kv(names.workersBucket, { history: 1 });
-      const objects = await js.views.os(names.objectStore);
-      return new NatsStore(nc, js, names, jobs, workers, objects);
+      const layout = { ...DEFAULT_LAYOUT, ...opts.layout };
+      const { jobs, workers, objects } = await ensureNatsResources(js, jsm, names, layout);
+      return new NatsStore(nc, js, names, jobs, workers, objects, log);
     } catch (err) {
       await nc.close();
+      if (err instanceof ChorusError) throw err;
       throw new ChorusError(
         `NATS at ${redactUrl(url)} has no usable JetStream (${errorMessage(err)}); start nats-server with -js`,
       );
@@ -89,53 +124,94 @@ export class NatsStore {
     await this.nc.drain().catch(() => this.nc.close());
   }
 
-  /** Publishes an event; `msgId` makes a re-publish (after a restart, a repeated merge) a no-op. */
+  /**
+   * Publishes an event; `msgId` makes a re-publish (after a restart, a repeated merge) a no-op.
+   * Every event carries a msg id (a fresh one when none is given), so a publish retried after a lost
+   * ack (the node died after storing it) is dropped by the stream instead of stored twice.
+   */
   async publish(event: ChorusEvent, subject: string, msgId?: string): Promise<number> {
-    const ack = await this.js.publish(subject, JSON.stringify(event), msgId ? { msgID: msgId } : undefined);
+    const payload = JSON.stringify(event);
+    const id = msgId ?? nuid.next();
+    const ack = await this.retry(`publishing ${event.type}`, () => this.js.publish(subject, payload, { msgID: id }));
     return ack.seq;
   }
 
-  /** Replays every event matching `filter` from the first, then follows live until `stop` says so. */
+  /**
+   * Replays every event matching `filter` from the first, then follows live until `signal` aborts.
+   * Reads the stream itself, one "next message on this subject from sequence N" request at a time
+   * (STREAM.MSG.GET, answered by the stream's leader), so the only state is N. Consumers were lossy
+   * here: a message the server pushed while the client was reconnecting to another node, or after
+   * the client had given up on a fetch, counted as delivered (no acks on a read-only replay) and
+   * was never seen. With N, a watcher sees every event once, in stream order, across node losses.
+   */
   async *events(filter: string, signal?: AbortSignal): AsyncGenerator<ChorusEvent> {
-    // An ephemeral pull consumer (not the client's "ordered consumer": that one never delivers on
-    // nats-server 2.9, which Debian ships). No acks: it is a read-only replay + follow.
-    const jsm = await this.nc.jetstreamManager();
-    const info = await jsm.consumers.add(this.names.eventsStream, {
-      filter_subject: filter,
-      deliver_policy: DeliverPolicy.All,
-      ack_policy: AckPolicy.None,
-      inactive_threshold: 30e9,
+    const jsm = await this.retry('opening JetStream', () => this.nc.jetstreamManager());
+    // Core-NATS wake-ups when something new is published; the timer covers any missed one.
+    let fresh = false;
+    let wake: (() => void) | null = null;
+    const sub = this.nc.subscribe(filter, {
+      callback: () => {
+        fresh = true;
+        wake?.();
+      },
     });
-    const consumer = await this.js.consumers.get(this.names.eventsStream, info.name);
-    const messages = await consumer.consume();
-    const onAbort = () => void messages.close();
+    const onAbort = () => wake?.();
     signal?.addEventListener('abort', onAbort);
+    let next = 1;
+    let failures = 0;
     try {
-      for await (const m of messages) {
+      while (!signal?.aborted && !this.nc.isClosed()) {
+        fresh = false;
+        let m: StoredMsg;
+        try {
+          m = await jsm.streams.getMessage(this.names.eventsStream, {
+            seq: next,
+            next_by_subj: filter,
+          } as unknown as MsgRequest);
+          failures = 0;
+        } catch (err) {
+          if (isNoMessage(err)) {
+            if (!fresh) await new Promise<void>((r) => ((wake = r), setTimeout(r, 1000)));
+            wake = null;
+            continue;
+          }
+          if (this.nc.isClosed() || !isTransientNatsError(err)) throw err;
+          if (failures++ % 20 === 0)
+            this.log(`NATS: reading events of ${filter} at seq ${next}: ${errorMessage(err)}; retrying`);
+          await new Promise((r) => setTimeout(r, 250));
+          continue;
+        }
+        next = m.seq + 1;
         yield parseEvent(m.data, m.seq);
       }
     } finally {
       signal?.removeEventListener('abort', onAbort);
-      void messages.close().catch(() => undefined);
-      await jsm.consumers.delete(this.names.eventsStream, info.name).catch(() => undefined);
+      sub.unsubscribe();
     }
   }
 
   async getJson<T>(kv: KV, key: string): Promise<T | null> {
-    const e = await kv.get(key);
+    const e = await this.retry(`reading ${key}`, () => kv.get(key));
     if (!e || e.operation !== 'PUT' || e.length === 0) return null;
     return e.json<T>();
   }
 
   async putJson(kv: KV, key: string, value: unknown): Promise<void> {
-    await kv.put(key, JSON.stringify(value));
+    await this.putText(kv, key, JSON.stringify(value));
+  }
+
+  async putText(kv: KV, key: string, text: string): Promise<void> {
+    await this.retry(`saving ${key}`, () => kv.put(key, text));
   }
 
   async allJson<T>(kv: KV): Promise<T[]> {
     const out: T[] = [];
     // Keys first, values after: reading values while the key lister runs loses keys.
     const keys: string[] = [];
-    for await (const k of await kv.keys()) keys.push(k);
+    await this.retry('listing keys', async () => {
+      keys.length = 0;
+      for await (const k of await kv.keys()) keys.push(k);
+    });
     for (const k of keys) {
       const v = await this.getJson<T>(kv, k);
       if (v) out.push(v);
@@ -143,13 +219,23 @@ export class NatsStore {
     return out;
   }
 
+  /**
+   * Stores an object; a put cut off by a node loss is made again from the start (same name: the
+   * object store keeps the last complete one). The stored digest is checked against the bytes given.
+   */
   async putObject(name: string, data: Uint8Array): Promise<{ name: string; size: number; sha256: string }> {
-    await this.objects.putBlob({ name }, data);
-    return { name, size: data.length, sha256: sha256Hex(data) };
+    const sha256 = sha256Hex(data);
+    const want = `SHA-256=${Buffer.from(sha256, 'hex').toString('base64url')}`;
+    await this.retry(`storing ${name}`, async () => {
+      const info = await this.objects.putBlob({ name }, data);
+      if (info.digest.replace(/=+$/, '') !== want.replace(/=+$/, '') || info.size !== data.length)
+        throw new Error(`object ${name} stored as ${info.size} bytes with ${info.digest}, expected ${want}`);
+    });
+    return { name, size: data.length, sha256 };
   }
 
   async getObject(name: string): Promise<Uint8Array | null> {
-    return this.objects.getBlob(name);
+    return this.retry(`reading ${name}`, () => this.objects.getBlob(name));
   }
 
   /** An object a worker announced by name and SHA-256: exactly those bytes, or an error naming it. */
@@ -163,7 +249,7 @@ export class NatsStore {
   }
 
   async hasObject(name: string): Promise<boolean> {
-    const info = await this.objects.info(name);
+    const info = await this.retry(`looking up ${name}`, () => this.objects.info(name));
     return !!info && !info.deleted;
   }
 }
@@ -180,4 +266,11 @@ export async function deleteNatsPrefix(nc: NatsConnection, prefix: string): Prom
   ]) {
     await jsm.streams.delete(stream).catch(() => undefined);
   }
+}
+
+function isNoMessage(err: unknown): boolean {
+  return (
+    (err as { api_error?: { err_code?: number } })?.api_error?.err_code === 10037 ||
+    /no message found/i.test(errorMessage(err))
+  );
 }

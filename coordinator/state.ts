@@ -93,7 +93,7 @@ export class ClusterState {
     const snapshot = storedJob(job);
     const prev = this.saveChains.get(job.id) ?? Promise.resolve();
     const next = prev
-      .then(() => this.store.jobs.put(job.id, snapshot).then(() => undefined))
+      .then(() => this.store.putText(this.store.jobs, job.id, snapshot))
       .catch((err) => this.log(`saving job ${job.id} failed: ${errorMessage(err)}`));
     this.saveChains.set(job.id, next);
     return next;

@@ -51,6 +51,8 @@ export interface JobRecord {
   updatedMs: number;
   shards: ShardRecord[];
   artifacts: string[];
+  /** When --artifacts-ttl deleted this finished job's objects (retention.ts). */
+  artifactsExpiredMs?: number;
   /** Last merged round per task (sync: weights). */
   rounds: Record<string, { round: number; step: number; object: string; sha256: string }>;
   /** Per task: what CoTo did to each layer, over all replicas (sized on the first report). */

@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import { ChorusError } from '../../shared/errors.ts';
 import { parsePositiveInt } from './flags.ts';
-import { DEFAULT_TOKEN_FILE, parseDuration, startCoordinator } from '../../coordinator/main.ts';
+import { DEFAULT_TOKEN_FILE, parseBytes, parseDuration, startCoordinator } from '../../coordinator/main.ts';
 import { jetStreamEvents, startHttpServer } from '../../coordinator/http/index.ts';
 
 export function register(program: Command): void {
@@ -15,6 +15,10 @@ export function register(program: Command): void {
     .option('--nats-token <token>', 'NATS auth token (or NATS_TOKEN)')
     .option('--nats-user <user>', 'NATS user (password from NATS_PASSWORD)')
     .option('--prefix <name>', 'prefix of NATS streams, buckets and subjects', 'chorus')
+    .option('--nats-replicas <n>', 'replicas of every NATS stream, bucket and the object store (3 on a cluster)', '1')
+    .option('--events-max-age <duration>', 'drop events older than this (e.g. 30d; default: keep)')
+    .option('--events-max-bytes <size>', 'keep at most this much of the events stream, oldest dropped (e.g. 1GB)')
+    .option('--artifacts-ttl <duration>', "delete a finished job's objects this long after it ends (e.g. 7d)")
     .option('--client-token <token>', 'bearer token of the client role (or CHORUS_CLIENT_TOKEN)')
     .option('--worker-token <token>', 'bearer token of the worker role (or CHORUS_WORKER_TOKEN)')
     .option('--token-file <file>', 'where generated tokens are kept (mode 0600)', DEFAULT_TOKEN_FILE)
@@ -44,7 +48,13 @@ export function register(program: Command): void {
           token: o.natsToken ?? process.env.NATS_TOKEN,
           user: o.natsUser,
           pass: o.natsUser ? process.env.NATS_PASSWORD : undefined,
+          layout: {
+            replicas: parseReplicas(o.natsReplicas),
+            eventsMaxAgeMs: o.eventsMaxAge ? parseDuration(o.eventsMaxAge, '--events-max-age') : 0,
+            eventsMaxBytes: o.eventsMaxBytes ? parseBytes(o.eventsMaxBytes, '--events-max-bytes') : 0,
+          },
         },
+        artifactsTtlMs: o.artifactsTtl ? parseDuration(o.artifactsTtl, '--artifacts-ttl') : 0,
         auth: o.insecureNoAuth
           ? null
           : { clientToken: o.clientToken, workerToken: o.workerToken, tokenFile: o.tokenFile },
@@ -86,4 +96,11 @@ export function register(program: Command): void {
       await http?.close();
       await running.stop();
     });
+}
+
+function parseReplicas(text: string): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1 || n > 5)
+    throw new ChorusError(`--nats-replicas must be an integer from 1 to 5, got '${text}'`);
+  return n;
 }
