@@ -19,7 +19,7 @@ export function isTransientNatsError(err: unknown): boolean {
   return TRANSIENT_TEXT.test(errorMessage(err));
 }
 
-export interface RetryOptions {
+export interface NatsRetryOptions {
   /** Stop early (the connection was closed on purpose). */
   closed: () => boolean;
   log?: (line: string) => void;
@@ -27,7 +27,7 @@ export interface RetryOptions {
 }
 
 /** Runs `fn` until it succeeds, fails with a non-transient error, or the retry window ends. */
-export async function withNatsRetry<T>(what: string, fn: () => Promise<T>, opts: RetryOptions): Promise<T> {
+export async function withNatsRetry<T>(what: string, fn: () => Promise<T>, opts: NatsRetryOptions): Promise<T> {
   const deadline = Date.now() + (opts.windowMs ?? NATS_RETRY_WINDOW_MS);
   let wait = 100;
   for (let attempt = 1; ; attempt++) {

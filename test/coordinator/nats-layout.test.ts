@@ -7,6 +7,7 @@ import { NatsStore } from '../../coordinator/nats-store.ts';
 import { parseBytes, parseDuration } from '../../coordinator/main.ts';
 import { ClusterState } from '../../coordinator/state.ts';
 import { ArtifactExpiry } from '../../coordinator/retention.ts';
+import { DEFAULT_RETRIES } from '../../coordinator/retries.ts';
 import type { JobRecord } from '../../coordinator/types.ts';
 import { cleanNats, NATS_URL, uniquePrefix } from '../cluster/helpers.ts';
 
@@ -66,7 +67,7 @@ test('--artifacts-ttl deletes the objects of jobs that ended longer ago, and onl
     const state = new ClusterState(store, {
       heartbeatTimeoutMs: 1000,
       heartbeatIntervalMs: 250,
-      maxAttempts: 1,
+      retries: DEFAULT_RETRIES,
       log: () => {},
     });
     const now = Date.now();
