@@ -49,6 +49,40 @@ export function writeTaskData(file: string, n: number, len: number, stride: numb
   return file;
 }
 
+/**
+ * Token data of lengths in [minLen, maxLen] with a masked "prompt" of 1–3 tokens: variable token
+ * counts per batch (padding and truncation at seq_len 8 included).
+ */
+export function writeMaskedTaskData(file: string, n: number, minLen: number, maxLen: number, seed = 1): string {
+  const rng = new SplitMix32(seed);
+  const lines: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const len = minLen + (rng.next() % (maxLen - minLen + 1));
+    const prompt = 1 + (rng.next() % 3);
+    const start = rng.next() % TINY.vocab;
+    lines.push(
+      JSON.stringify({
+        input_ids: Array.from({ length: len }, (_, t) => (start + 3 * t) % TINY.vocab),
+        loss_mask: Array.from({ length: len }, (_, t) => (t < prompt ? 0 : 1)),
+      }),
+    );
+  }
+  writeFileSync(file, lines.join('\n') + '\n');
+  return file;
+}
+
+/** Resolves with `p`, or fails after `ms` naming what it waited for, with the processes' last output. */
+export function withDeadline<T>(p: Promise<T>, ms: number, what: string, procs: Proc[] = []): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      const logs = procs.map((x) => `--- ${x.child.spawnargs.slice(2, 4).join(' ')}\n${x.output().slice(-3000)}`);
+      reject(new Error(`timed out after ${ms} ms waiting for ${what}\n${logs.join('\n')}`));
+    }, ms);
+  });
+  return Promise.race([p, deadline]).finally(() => clearTimeout(timer));
+}
+
 export function uniquePrefix(): string {
   return `t${randomBytes(4).toString('hex')}`;
 }
