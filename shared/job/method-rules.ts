@@ -13,9 +13,6 @@ export function methodProblems(
   where: (section: 'lora' | 'training', fileKey: string) => string,
 ): string[] {
   const out: string[] = [];
-  for (const key of ['sparsity', 'split'] as const) {
-    if (lora[key]) out.push(`${where('lora', key)}: not available yet in this version`);
-  }
   const samples = lora.dropoutSamples ?? 1;
   if (samples > 1 && lora.loraDropout === 0) {
     out.push(

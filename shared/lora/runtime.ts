@@ -8,6 +8,7 @@
 //     variables() / variablesOfLayer(l)  trainable tf.Variables (A then B per module)
 //     namedVariables() → Map<"<module path>.lora_A"|".lora_B", Variable>  stable keys for optimiser state
 //     layers() → layer indices that carry an adapter
+//     setActiveGroups(on | null)          lora.split: rank groups used by training passes (split.ts)
 //     dispose()
 // Semantics (PEFT's LoraLayer): y = W x + s · B(A(dropout(x))), s = alpha/r (rsLoRA: alpha/√r);
 // A ~ kaiming_uniform(a=√5) = U(−1/√in, 1/√in), B = 0, so a fresh adapter leaves the model unchanged.
@@ -17,6 +18,7 @@ import { ChorusError } from '../errors.ts';
 import { deriveSeed, fillUniform } from '../tensor/random.ts';
 import { lookupPattern } from '../formats/peft-patterns.ts';
 import { loraDelta } from '../tensor/ops.ts';
+import { rankMask } from './split.ts';
 import { layerOfModule, loraScaling, type LoraAdapter, type LoraConfig, type LoraModule } from './types.ts';
 import {
   MODULE_NAMES,
@@ -57,6 +59,7 @@ export class LoraRuntime implements LoraProvider {
   private readonly slots = new Map<string, Slot>(); // key `${layer}:${name}`
   private readonly byPath = new Map<string, Slot>();
   private disposed = false;
+  private groupsOn: boolean[] | null = null;
 
   private constructor(config: LoraConfig) {
     this.config = config;
@@ -134,7 +137,18 @@ export class LoraRuntime implements LoraProvider {
       const seed = deriveSeed(ctx.dropoutSeed ?? 0, layer, MODULE_NAMES.indexOf(name));
       input = tf.dropout(x, rate, undefined, seed) as tf.Tensor2D;
     }
-    return loraDelta(input, s.a as tf.Tensor2D, s.b as tf.Tensor2D, s.scaling);
+    let a = s.a as tf.Tensor2D;
+    // lora.split: only the step's active rank groups take part (and so only they get gradients).
+    if (ctx.training && this.groupsOn) a = tf.mul(a, tf.tensor2d(rankMask(s.rank, this.groupsOn), [s.rank, 1]));
+    return loraDelta(input, a, s.b as tf.Tensor2D, s.scaling);
+  }
+
+  /**
+   * lora.split: the rank groups that take part in training passes until the next call (null: all).
+   * Evaluation always uses every group: the merged adapter.
+   */
+  setActiveGroups(groupsOn: boolean[] | null): void {
+    this.groupsOn = groupsOn ? [...groupsOn] : null;
   }
 
   /** Replaces the values with an adapter's (e.g. a round's merged result); shapes must match. */

@@ -26,6 +26,8 @@ import type { LlamaModel } from '../model/llama.ts';
 import type { TokenBatch } from '../model/loss.ts';
 import { objectiveSum, dropoutSampleSeed, type Objective } from './objective.ts';
 import { methodProblems } from '../job/method-rules.ts';
+import { FrozenEntries, holdMasked, maskGradient } from './frozen.ts';
+import { pruneMasks } from './snip.ts';
 import { layeredGradients } from './layered.ts';
 import { ENGINE_DEFAULTS, type EngineOptions } from './settings.ts';
 import { evaluateExamples, type EvalSummary } from './evaluate.ts';
@@ -135,6 +137,8 @@ export class AdapterTrainer {
   private readonly numLayers: number;
   private readonly padId: number;
   private readonly objective: Objective;
+  /** lora.sparsity's pruned entries and lora.split's idle groups (null: neither). */
+  readonly frozen: FrozenEntries | null;
   readonly engine: EngineOptions;
 
   private constructor(opts: TrainerOptions, runtime: LoraRuntime) {
@@ -176,6 +180,7 @@ export class AdapterTrainer {
     const baseWeights = opts.model.weights.mode;
     this.engine = { ...ENGINE_DEFAULTS, ...opts.engine, baseWeights };
     if (baseWeights === 'streamed') this.engine.gradientCheckpointing = true;
+    this.frozen = this.methodMasks(opts, adapter);
     if (this.engine.gradientCheckpointing && this.objective.rdropAlpha !== null) {
       throw new ChorusError(
         'trainer: training.rdrop compares two full forward passes and does not run with per-layer recomputation ' +
@@ -215,6 +220,27 @@ export class AdapterTrainer {
     }
   }
 
+  /** lora.sparsity prunes the starting adapter here (docs/METHODS.md); lora.split draws per step. */
+  private methodMasks(opts: TrainerOptions, adapter: LoraAdapter): FrozenEntries | null {
+    const { sparsity, split } = this.task.lora;
+    let pruned: Uint8Array | null = null;
+    if (sparsity) {
+      const tr = this.task.training;
+      // Batches from the whole training set under their own seed: the same in every replica.
+      const stream = replicaBatchStream(opts.examples, {
+        ...{ batchSize: tr.batchSize, seqLen: tr.seqLen, padId: this.padId, source: this.task.data.train },
+        ...{ seed: deriveSeed(this.seed, 0x5a1), replica: 0, replicas: 1 },
+      });
+      const batches = () => Array.from({ length: sparsity.batches ?? 2 }, () => stream.next());
+      const { model, runtime, layout, params, seed } = this;
+      pruned = pruneMasks({ model, runtime, layout, params, sparsity, seed, batches });
+      for (let i = 0; i < pruned.length; i++) if (pruned[i]) this.params[i] = 0;
+      this.pushParams(new Array<boolean>(this.numLayers).fill(true));
+    }
+    const ranks = this.layout.slots.map((s) => adapter.modules.get(s.path)!.rank);
+    return FrozenEntries.of(this.layout, ranks, pruned, split ? { split, seed: deriveSeed(this.seed, 0x5b1) } : null);
+  }
+
   /** CoTo's activation probability at optimiser step `step` (1 when CoTo is off). */
   probabilityAt(step: number): number {
     return probabilityAt(this.task.coto, step, this.task.training.steps);
@@ -235,6 +261,7 @@ export class AdapterTrainer {
    */
   computeGradients(step = this.step): GradientResult {
     const activeLayers = this.activeLayersAt(step);
+    this.runtime.setActiveGroups(this.frozen?.groupsAt(step) ?? null);
     const gradSums = new Float32Array(this.layout.size);
     const active = this.blocks.filter((b) => activeLayers[this.layout.slots[b.slot].layer]);
     const varList = active.map((b) => b.variable);
@@ -281,6 +308,7 @@ export class AdapterTrainer {
       for (const b of active) add(b.variable, grads[b.variable.name]);
       tf.dispose(grads);
     }
+    this.runtime.setActiveGroups(null);
     return { step, gradSums, tokens, lossSum, activeLayers, inputTokens };
   }
 
@@ -296,27 +324,31 @@ export class AdapterTrainer {
     const tr = this.task.training;
     const activeLayers = this.activeLayersAt(step);
     const lr = this.learningRateAt(step);
+    const frozen = this.frozen?.maskAt(step) ?? null;
+    if (frozen) gradSums = maskGradient(gradSums, frozen);
     const ranges = this.layout.rangesOf(activeLayers);
     const scale = tokens > 0 ? 1 / tokens : 0;
     const gradNorm = globalNorm(gradSums, ranges, scale);
     const clipCoef = clipCoefficient(gradNorm, tr.maxGradNorm);
     if (tokens > 0) {
       const h = { lr, beta1: tr.betas[0], beta2: tr.betas[1], eps: tr.eps, weightDecay: tr.weightDecay };
-      this.layout.slots.forEach((s, i) => {
-        if (!activeLayers[s.layer]) return;
-        this.moduleSteps[i] += 1;
-        adamwUpdate(
-          this.params,
-          gradSums,
-          this.expAvg,
-          this.expAvgSq,
-          s.offset,
-          s.aLength + s.bLength,
-          this.moduleSteps[i],
-          scale * clipCoef,
-          h,
-        );
-      });
+      holdMasked(frozen, [this.params, this.expAvg, this.expAvgSq], () =>
+        this.layout.slots.forEach((s, i) => {
+          if (!activeLayers[s.layer]) return;
+          this.moduleSteps[i] += 1;
+          adamwUpdate(
+            this.params,
+            gradSums,
+            this.expAvg,
+            this.expAvgSq,
+            s.offset,
+            s.aLength + s.bLength,
+            this.moduleSteps[i],
+            scale * clipCoef,
+            h,
+          );
+        }),
+      );
       this.pushParams(activeLayers);
     }
     this.activation.record(activeLayers);

@@ -68,3 +68,33 @@ test('every method combines with CoTo', () => {
   );
   assert.ok(s.tasks[0].coto);
 });
+
+test('sparsity and split: defaults, rules, and the wire form', () => {
+  const s = parseJobSpec(spec({ lora: { r: 8, sparsity: { ratio: 0.5 }, split: { groups: 4, active: 1 } } }));
+  assert.deepEqual(s.tasks[0].lora.sparsity, { ratio: 0.5, criterion: 'snip' });
+  assert.deepEqual(s.tasks[0].lora.split, { groups: 4, active: 1 });
+  assert.deepEqual(parseJobSpec(specToWire(s)).tasks, s.tasks);
+  assert.match(
+    errorOf(spec({ lora: { sparsity: { ratio: 1, criterion: 'loud' } } })),
+    /lora\.sparsity\.ratio: must be < 1/,
+  );
+  assert.match(
+    errorOf(spec({ lora: { sparsity: { ratio: 0.1, criterion: 'loud' } } })),
+    /lora\.sparsity\.criterion: must be one of snip, magnitude, random/,
+  );
+  assert.match(
+    errorOf(spec({ lora: { r: 6 } }, { lora: { split: { groups: 4, active: 1 } } })),
+    /tasks\[0\]\.lora\.split\.groups: lora\.r \(6\) must be a multiple of the number of groups \(4\)/,
+  );
+  assert.match(
+    errorOf(spec({ lora: { split: { groups: 2, active: 2 } } })),
+    /lora\.split\.active: must be < split\.groups \(2\)/,
+  );
+  for (const key of ['sparsity', 'split']) {
+    const lora = key === 'sparsity' ? { sparsity: { ratio: 0.5 } } : { split: { groups: 2, active: 1 } };
+    assert.match(
+      errorOf(spec({ lora, sync: { mode: 'weights', every: 5 } })),
+      new RegExp(`lora\\.${key}: needs sync mode gradients`),
+    );
+  }
+});
