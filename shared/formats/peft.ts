@@ -10,9 +10,11 @@
 
 import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ChorusError } from '../errors.ts';
+import { ChorusError, describe } from '../errors.ts';
 import { loraScaling, type LoraAdapter, type LoraConfig, type LoraModule } from '../lora/types.ts';
-import { isTargetModule, lookupPattern, type TargetSpec } from './peft-patterns.ts';
+import { checkFinite, checkLoraConfig } from '../lora/check.ts';
+import { parseJsonText } from './json-keys.ts';
+import { checkPatternKeys, fullMatch, isTargetModule, lookupPattern, type TargetSpec } from './peft-patterns.ts';
 import {
   parseSafetensors,
   readSafetensorsFile,
@@ -24,6 +26,10 @@ import {
 } from './safetensors.ts';
 
 const ADAPTER_WEIGHTS = 'adapter_model.safetensors';
+/** What PEFT saves adapters in; integer or 8-bit float factors are not an adapter. */
+const ADAPTER_DTYPES: readonly string[] = ['F32', 'F16', 'BF16'];
+/** adapter_config.json: a flat object whose values are at most lists or maps of scalars. */
+const MAX_CONFIG_DEPTH = 16;
 const ADAPTER_CONFIG = 'adapter_config.json';
 const PEFT_KEY_PREFIX = 'base_model.model.';
 
@@ -50,7 +56,7 @@ function field<T>(
 ): T {
   const v = raw[name];
   if (v === undefined) return fallback;
-  if (!check(v)) throw new ChorusError(`${src}: "${name}" must be ${want} (got ${JSON.stringify(v)})`);
+  if (!check(v)) throw new ChorusError(`${src}: "${name}" must be ${want} (got ${describe(v)})`);
   return v;
 }
 
@@ -75,15 +81,15 @@ function parsePeftConfig(raw: unknown, src: string): ParsedPeftConfig {
     throw new ChorusError(`${src}: must be a JSON object`);
   const o = raw as Record<string, unknown>;
   if (o.peft_type !== 'LORA')
-    throw new ChorusError(`${src}: "peft_type" must be "LORA" (got ${JSON.stringify(o.peft_type)})`);
+    throw new ChorusError(`${src}: "peft_type" must be "LORA" (got ${describe(o.peft_type)})`);
   // Features whose weights we cannot represent: refuse rather than load a different model.
   if (o.use_dora === true) throw new ChorusError(`${src}: "use_dora": true (DoRA) is not supported`);
   if (o.lora_bias === true) throw new ChorusError(`${src}: "lora_bias": true is not supported`);
   if (o.bias !== undefined && o.bias !== 'none')
-    throw new ChorusError(`${src}: "bias": ${JSON.stringify(o.bias)} is not supported (only "none")`);
+    throw new ChorusError(`${src}: "bias": ${describe(o.bias)} is not supported (only "none")`);
   if (o.modules_to_save != null && !(Array.isArray(o.modules_to_save) && o.modules_to_save.length === 0)) {
     throw new ChorusError(
-      `${src}: "modules_to_save" is not supported (fully trained extra modules); got ${JSON.stringify(o.modules_to_save)}`,
+      `${src}: "modules_to_save" is not supported (fully trained extra modules); got ${describe(o.modules_to_save)}`,
     );
   }
   if (o.layer_replication != null) throw new ChorusError(`${src}: "layer_replication" is not supported`);
@@ -114,6 +120,16 @@ function parsePeftConfig(raw: unknown, src: string): ParsedPeftConfig {
     rankPattern,
     alphaPattern,
   };
+  // One check for every reader (merge and eval agree), then the patterns: each compiles, within length.
+  checkLoraConfig(config, src);
+  checkPatternKeys(rankPattern, `${src}: "rank_pattern"`);
+  checkPatternKeys(alphaPattern, `${src}: "alpha_pattern"`);
+  for (const [name, spec] of [
+    ['target_modules', targetModules],
+    ['exclude_modules', targets.excludeModules],
+  ] as const) {
+    if (typeof spec === 'string' && spec !== 'all-linear') fullMatch(spec, '', `${src}: "${name}"`);
+  }
   return { config, targets };
 }
 
@@ -163,6 +179,26 @@ function groupKeys(tensors: Map<string, TensorView>, src: string): Map<string, {
   return modules;
 }
 
+/** A module's factors as float32, after the rules for adapters: F32/F16/BF16 only, every value finite. */
+function factorsOf(path: string, a: TensorView, b: TensorView, src: string): [Float32Array, Float32Array] {
+  const out: Float32Array[] = [];
+  for (const [which, view] of [
+    ['A', a],
+    ['B', b],
+  ] as const) {
+    const key = peftKey(path, which);
+    if (!ADAPTER_DTYPES.includes(view.dtype)) {
+      throw new ChorusError(
+        `${src}: tensor ${describe(key, 200)} has dtype ${view.dtype}; adapters hold F32, F16 or BF16`,
+      );
+    }
+    const values = tensorToFloat32(view);
+    checkFinite(values, key, src);
+    out.push(values);
+  }
+  return [out[0], out[1]];
+}
+
 /** Builds an adapter from a parsed config and the adapter_model.safetensors tensors. */
 function adapterFromPeft(parsed: ParsedPeftConfig, tensors: Map<string, TensorView>, src: string): LoraAdapter {
   const { config, targets } = parsed;
@@ -172,34 +208,37 @@ function adapterFromPeft(parsed: ParsedPeftConfig, tensors: Map<string, TensorVi
   const leafNames = new Set<string>();
   for (const [path, { a, b }] of [...grouped].sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0))) {
     if (!a || !b)
-      throw new ChorusError(`${src}: module "${path}" has lora_${a ? 'A' : 'B'} but no lora_${a ? 'B' : 'A'}`);
+      throw new ChorusError(
+        `${src}: module ${describe(path, 200)} has lora_${a ? 'A' : 'B'} but no lora_${a ? 'B' : 'A'}`,
+      );
     if (a.shape.length !== 2 || b.shape.length !== 2) {
       throw new ChorusError(
-        `${src}: module "${path}": lora_A ${JSON.stringify(a.shape)} and lora_B ${JSON.stringify(b.shape)} must both be 2-D`,
+        `${src}: module ${describe(path, 200)}: lora_A ${describe(a.shape)} and lora_B ${describe(b.shape)} must both be 2-D`,
       );
     }
     const [rank, inFeatures] = a.shape;
     const [outFeatures, rankB] = b.shape;
     if (rank !== rankB) {
       throw new ChorusError(
-        `${src}: module "${path}": mismatched ranks, lora_A is [${a.shape}] (rank ${rank}) but lora_B is [${b.shape}] (rank ${rankB})`,
+        `${src}: module ${describe(path, 200)}: mismatched ranks, lora_A is [${a.shape}] (rank ${rank}) but lora_B is [${b.shape}] (rank ${rankB})`,
       );
     }
     if (!isTargetModule(targets, path, src)) {
       throw new ChorusError(
-        `${src}: module "${path}" is not matched by target_modules ${JSON.stringify(targets.targetModules)} (PEFT would not load it)`,
+        `${src}: module ${describe(path, 200)} is not matched by target_modules ${describe(targets.targetModules)} (PEFT would not load it)`,
       );
     }
     const r = lookupPattern(config.rankPattern, path, config.r, `${src}: "rank_pattern"`);
     if (rank !== r) {
       throw new ChorusError(
-        `${src}: module "${path}" has rank ${rank} but the config gives it r = ${r} (check "r" and "rank_pattern")`,
+        `${src}: module ${describe(path, 200)} has rank ${rank} but the config gives it r = ${r} (check "r" and "rank_pattern")`,
       );
     }
     const alpha = lookupPattern(config.alphaPattern, path, config.loraAlpha, `${src}: "alpha_pattern"`);
+    const [fa, fb] = factorsOf(path, a, b, src);
     modules.set(path, {
-      a: tensorToFloat32(a),
-      b: tensorToFloat32(b),
+      a: fa,
+      b: fb,
       rank,
       inFeatures,
       outFeatures,
@@ -215,12 +254,7 @@ function adapterFromPeft(parsed: ParsedPeftConfig, tensors: Map<string, TensorVi
 
 /** In-memory form (e.g. for the object store): the two files' contents. */
 export function peftAdapterFromBytes(weights: Uint8Array, configJson: string, source = 'adapter'): LoraAdapter {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(configJson);
-  } catch (err) {
-    throw new ChorusError(`${source}/${ADAPTER_CONFIG}: not valid JSON (${(err as Error).message})`);
-  }
+  const raw = parseJsonText(configJson, `${source}/${ADAPTER_CONFIG}`, MAX_CONFIG_DEPTH);
   const parsed = parsePeftConfig(raw, `${source}/${ADAPTER_CONFIG}`);
   const src = `${source}/${ADAPTER_WEIGHTS}`;
   return adapterFromPeft(parsed, parseSafetensors(weights, src).tensors, src);
@@ -235,12 +269,7 @@ export async function readPeftAdapter(dir: string): Promise<LoraAdapter> {
   } catch {
     throw new ChorusError(`${cfgPath}: adapter config not found`);
   }
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch (err) {
-    throw new ChorusError(`${cfgPath}: not valid JSON (${(err as Error).message})`);
-  }
+  const raw = parseJsonText(text, cfgPath, MAX_CONFIG_DEPTH);
   const parsed = parsePeftConfig(raw, cfgPath);
   if (!(await exists(weightsPath))) {
     if (await exists(join(dir, 'adapter_model.bin'))) {
@@ -327,7 +356,7 @@ function peftTensors(adapter: LoraAdapter, opts: WritePeftOptions): Map<string, 
     const m = adapter.modules.get(path)!;
     if (m.a.length !== m.rank * m.inFeatures || m.b.length !== m.outFeatures * m.rank) {
       throw new ChorusError(
-        `writePeftAdapter: module "${path}" says rank ${m.rank}, in ${m.inFeatures}, out ${m.outFeatures} ` +
+        `writePeftAdapter: module ${describe(path, 200)} says rank ${m.rank}, in ${m.inFeatures}, out ${m.outFeatures} ` +
           `but A has ${m.a.length} values and B ${m.b.length}`,
       );
     }
@@ -386,30 +415,34 @@ export function adapterFromObjectBytes(bytes: Uint8Array, source: string): LoraA
   if (configText === undefined || scalingsText === undefined) {
     throw new ChorusError(`${source}: not a Chorus adapter object (no ${OBJECT_CONFIG} / ${OBJECT_SCALINGS} metadata)`);
   }
-  const parse = (text: string, key: string): unknown => {
-    try {
-      return JSON.parse(text);
-    } catch (err) {
-      throw new ChorusError(`${source}: metadata "${key}" is not valid JSON (${(err as Error).message})`);
-    }
+  const parse = (text: string, key: string): Record<string, unknown> => {
+    const v = parseJsonText(text, `${source}: metadata "${key}"`, MAX_CONFIG_DEPTH);
+    if (v === null || typeof v !== 'object' || Array.isArray(v))
+      throw new ChorusError(`${source}: metadata "${key}" must be a JSON object`);
+    return v as Record<string, unknown>;
   };
-  const config = parse(configText, OBJECT_CONFIG) as LoraConfig;
+  // These bytes may come from any worker-token holder: check the config as a PEFT file's would be.
+  const config = parse(configText, OBJECT_CONFIG) as unknown as LoraConfig;
+  checkLoraConfig(config, `${source}: metadata "${OBJECT_CONFIG}"`);
+  if (config.rankPattern) checkPatternKeys(config.rankPattern, `${source}: "rankPattern"`);
+  if (config.alphaPattern) checkPatternKeys(config.alphaPattern, `${source}: "alphaPattern"`);
   const scalings = parse(scalingsText, OBJECT_SCALINGS) as Record<string, number>;
   const grouped = groupKeys(tensors, source);
   const modules = new Map<string, LoraModule>();
   for (const [path, scaling] of Object.entries(scalings)) {
     const { a, b } = grouped.get(path) ?? {};
-    if (!a || !b) throw new ChorusError(`${source}: module "${path}" lacks lora_A or lora_B`);
+    if (!a || !b) throw new ChorusError(`${source}: module ${describe(path, 200)} lacks lora_A or lora_B`);
     if (a.shape.length !== 2 || b.shape.length !== 2 || a.shape[0] !== b.shape[1]) {
       throw new ChorusError(
-        `${source}: module "${path}": lora_A [${a.shape}] and lora_B [${b.shape}] are not [r, in] and [out, r]`,
+        `${source}: module ${describe(path, 200)}: lora_A [${a.shape}] and lora_B [${b.shape}] are not [r, in] and [out, r]`,
       );
     }
     if (typeof scaling !== 'number' || !Number.isFinite(scaling))
-      throw new ChorusError(`${source}: module "${path}" has scaling ${JSON.stringify(scaling)}`);
+      throw new ChorusError(`${source}: module ${describe(path, 200)} has scaling ${describe(scaling)}`);
+    const [fa, fb] = factorsOf(path, a, b, source);
     modules.set(path, {
-      a: tensorToFloat32(a),
-      b: tensorToFloat32(b),
+      a: fa,
+      b: fb,
       rank: a.shape[0],
       inFeatures: a.shape[1],
       outFeatures: b.shape[0],

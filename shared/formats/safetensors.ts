@@ -5,9 +5,9 @@
 // (SafetensorsFile), which is what multi-GB base models need.
 
 import { open, rename, rm, type FileHandle } from 'node:fs/promises';
-import { ChorusError } from '../errors.ts';
+import { ChorusError, describe } from '../errors.ts';
 import { DTYPE_SIZE, decodeToFloat32, encodeFromNumbers, isDtype, type Dtype, type NumericData } from './dtypes.ts';
-import { findDuplicateKey } from './json-keys.ts';
+import { findDuplicateKey, parseJsonText } from './json-keys.ts';
 
 export type { Dtype } from './dtypes.ts';
 
@@ -57,34 +57,53 @@ export function readHeaderLength(first8: Uint8Array, fileLength: number, source:
   return headerLen;
 }
 
+/** A header is {name: {dtype, shape: [...], data_offsets: [...]}}: three levels; more is not safetensors. */
+const MAX_HEADER_DEPTH = 8;
+
+/** A UTF-16 surrogate half without its partner: a string no UTF-8 encoder can write. */
+export function hasLoneSurrogate(s: string): boolean {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0xd800 || c > 0xdfff) continue;
+    if (c <= 0xdbff) {
+      const d = s.charCodeAt(i + 1);
+      if (d >= 0xdc00 && d <= 0xdfff) {
+        i++;
+        continue;
+      }
+    }
+    return true;
+  }
+  return false;
+}
+
 function isCount(x: unknown): x is number {
   return typeof x === 'number' && Number.isInteger(x) && x >= 0; // huge values fail the range checks later
 }
 
 /** Parses and validates the JSON header against the total file length. */
 export function parseHeader(json: Uint8Array, fileLength: number, source: string): SafetensorsHeader {
+  if (json[0] === 0xef && json[1] === 0xbb && json[2] === 0xbf) {
+    throw new ChorusError(`${source}: header starts with a byte-order mark (the format rules it out)`);
+  }
   let text: string;
   try {
-    text = new TextDecoder('utf-8', { fatal: true }).decode(json);
+    // ignoreBOM: keep a mark the check above missed rather than strip it silently.
+    text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(json);
   } catch {
     throw new ChorusError(`${source}: header is not valid UTF-8`);
   }
   if (!text.startsWith('{')) {
-    throw new ChorusError(`${source}: header must start with '{' (found ${JSON.stringify(text.slice(0, 12))})`);
+    throw new ChorusError(`${source}: header must start with '{' (found ${describe(text.slice(0, 12))})`);
   }
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch (err) {
-    throw new ChorusError(`${source}: header is not valid JSON (${(err as Error).message})`);
-  }
+  const raw = parseJsonText(text, `${source}: header`, MAX_HEADER_DEPTH);
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
     throw new ChorusError(`${source}: header must be a JSON object`);
   }
   const dup = findDuplicateKey(text);
   if (dup) {
-    const where = dup.path ? ` in "${dup.path}"` : '';
-    throw new ChorusError(`${source}: duplicate key "${dup.key}"${where} in the header`);
+    const where = dup.path ? ` in ${describe(dup.path, 200)}` : '';
+    throw new ChorusError(`${source}: duplicate key ${describe(dup.key, 200)}${where} in the header`);
   }
 
   const dataStart = 8 + json.byteLength;
@@ -92,6 +111,10 @@ export function parseHeader(json: Uint8Array, fileLength: number, source: string
   const metadata: Record<string, string> = {};
   const tensors = new Map<string, TensorInfo>();
   for (const [name, value] of Object.entries(raw as Record<string, unknown>)) {
+    // JSON's \uD800 escapes can spell lone surrogates, which are not UTF-8 (other readers fail on them).
+    if (hasLoneSurrogate(name)) {
+      throw new ChorusError(`${source}: tensor name ${describe(name, 80)} holds a lone surrogate (not valid UTF-8)`);
+    }
     if (name === '__metadata__') {
       if (value === null) continue;
       if (typeof value !== 'object' || Array.isArray(value)) {
@@ -99,7 +122,7 @@ export function parseHeader(json: Uint8Array, fileLength: number, source: string
       }
       for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
         if (typeof v !== 'string') {
-          throw new ChorusError(`${source}: "__metadata__"."${k}" must be a string (got ${JSON.stringify(v)})`);
+          throw new ChorusError(`${source}: "__metadata__".${describe(k, 80)} must be a string (got ${describe(v)})`);
         }
         metadata[k] = v;
       }
@@ -115,7 +138,7 @@ export function parseHeader(json: Uint8Array, fileLength: number, source: string
     if (t.begin !== cursor) {
       const what =
         t.begin < cursor ? 'overlaps the previous tensor' : `leaves a hole (previous data ends at ${cursor})`;
-      throw new ChorusError(`${source}: tensor "${name}" data_offsets [${t.begin}, ${t.end}] ${what}`);
+      throw new ChorusError(`${source}: tensor ${describe(name, 200)} data_offsets [${t.begin}, ${t.end}] ${what}`);
     }
     cursor = t.end;
   }
@@ -129,22 +152,20 @@ export function parseHeader(json: Uint8Array, fileLength: number, source: string
 }
 
 function parseTensorInfo(name: string, value: unknown, dataLength: number, source: string): TensorInfo {
-  const where = `${source}: tensor "${name}"`;
+  const where = `${source}: tensor ${describe(name, 200)}`;
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
     throw new ChorusError(`${where} must be an object {dtype, shape, data_offsets}`);
   }
   const v = value as Record<string, unknown>;
   if (typeof v.dtype !== 'string') throw new ChorusError(`${where}: "dtype" is missing or not a string`);
-  if (!isDtype(v.dtype)) throw new ChorusError(`${where}: unknown or unsupported dtype "${v.dtype}"`);
+  if (!isDtype(v.dtype)) throw new ChorusError(`${where}: unknown or unsupported dtype ${describe(v.dtype, 40)}`);
   if (!Array.isArray(v.shape) || !v.shape.every(isCount)) {
-    throw new ChorusError(
-      `${where}: "shape" must be an array of non-negative integers (got ${JSON.stringify(v.shape)})`,
-    );
+    throw new ChorusError(`${where}: "shape" must be an array of non-negative integers (got ${describe(v.shape)})`);
   }
   const offs = v.data_offsets;
   if (!Array.isArray(offs) || offs.length !== 2 || !offs.every(isCount)) {
     throw new ChorusError(
-      `${where}: "data_offsets" must be [begin, end] non-negative integers (got ${JSON.stringify(offs)})`,
+      `${where}: "data_offsets" must be [begin, end] non-negative integers (got ${describe(offs)})`,
     );
   }
   const [begin, end] = offs as [number, number];
@@ -249,7 +270,8 @@ export class SafetensorsFile {
         Math.min(bytes.byteLength - done, 1 << 30),
         this.header.dataStart + t.begin + done,
       );
-      if (bytesRead === 0) throw new ChorusError(`${this.path}: file shrank while reading tensor "${name}"`);
+      if (bytesRead === 0)
+        throw new ChorusError(`${this.path}: file shrank while reading tensor ${describe(name, 200)}`);
       done += bytesRead;
     }
     return { dtype: t.dtype, shape: t.shape, bytes };
@@ -304,16 +326,17 @@ function entriesOf(tensors: TensorInputs): Array<[string, TensorInput]> {
 }
 
 function encodeTensor(name: string, t: TensorInput): Uint8Array {
-  if (!isDtype(t.dtype)) throw new ChorusError(`safetensors: tensor "${name}" has unknown dtype "${String(t.dtype)}"`);
+  if (!isDtype(t.dtype))
+    throw new ChorusError(`safetensors: tensor ${describe(name, 200)} has unknown dtype "${String(t.dtype)}"`);
   if (!t.shape.every((d) => isCount(d)))
-    throw new ChorusError(`safetensors: tensor "${name}" has an invalid shape [${t.shape.join(', ')}]`);
+    throw new ChorusError(`safetensors: tensor ${describe(name, 200)} has an invalid shape [${t.shape.join(', ')}]`);
   const numel = numelOf(t.shape);
   const data = typeof t.data === 'function' ? t.data() : t.data;
-  const bytes = data instanceof Uint8Array ? data : encodeFromNumbers(t.dtype, data, `tensor "${name}"`);
+  const bytes = data instanceof Uint8Array ? data : encodeFromNumbers(t.dtype, data, `tensor ${describe(name, 200)}`);
   if (bytes.byteLength !== numel * DTYPE_SIZE[t.dtype]) {
     const got = data instanceof Uint8Array ? `${bytes.byteLength} bytes` : `${data.length} elements`;
     throw new ChorusError(
-      `safetensors: tensor "${name}" has shape [${t.shape.join(', ')}] (${numel} elements) but ${got} of data`,
+      `safetensors: tensor ${describe(name, 200)} has shape [${t.shape.join(', ')}] (${numel} elements) but ${got} of data`,
     );
   }
   return bytes;
@@ -370,7 +393,7 @@ export async function writeSafetensorsFile(
   // Encode lazily per tensor but compute sizes first: the header needs every offset.
   const sizes = list.map(([name, t]) => {
     if (!isDtype(t.dtype))
-      throw new ChorusError(`safetensors: tensor "${name}" has unknown dtype "${String(t.dtype)}"`);
+      throw new ChorusError(`safetensors: tensor ${describe(name, 200)} has unknown dtype "${String(t.dtype)}"`);
     return numelOf(t.shape) * DTYPE_SIZE[t.dtype];
   });
   const head = buildHeader(

@@ -17,6 +17,7 @@ import { tf } from '../tensor/engine.ts';
 import { ChorusError } from '../errors.ts';
 import { deriveSeed, fillUniform } from '../tensor/random.ts';
 import { lookupPattern } from '../formats/peft-patterns.ts';
+import { checkLoraConfig } from './check.ts';
 import { loraDelta } from '../tensor/ops.ts';
 import { rankMask } from './split.ts';
 import { layerOfModule, loraScaling, type LoraAdapter, type LoraConfig, type LoraModule } from './types.ts';
@@ -66,7 +67,7 @@ export class LoraRuntime implements LoraProvider {
   }
 
   static create(model: LlamaModel, config: LoraConfig, opts: { seed: number }): LoraRuntime {
-    validateConfig(config);
+    checkLoraConfig(config, 'lora');
     const targets = resolveTargetModules(config.targetModules);
     const rt = new LoraRuntime({ ...config, targetModules: targets });
     for (let l = 0; l < model.config.numHiddenLayers; l++) {
@@ -95,7 +96,7 @@ export class LoraRuntime implements LoraProvider {
   }
 
   static fromAdapter(model: LlamaModel, adapter: LoraAdapter, source = 'adapter'): LoraRuntime {
-    validateConfig(adapter.config);
+    checkLoraConfig(adapter.config, source);
     if (adapter.modules.size === 0) throw new ChorusError(`${source}: holds no LoRA modules`);
     const rt = new LoraRuntime(adapter.config);
     for (const [path, mod] of adapter.modules) {
@@ -229,14 +230,6 @@ export class LoraRuntime implements LoraProvider {
     this.slots.clear();
     this.byPath.clear();
   }
-}
-
-function validateConfig(c: LoraConfig): void {
-  if (!Number.isInteger(c.r) || c.r <= 0) throw new ChorusError(`lora r must be a positive integer, got ${c.r}`);
-  if (!Number.isFinite(c.loraAlpha) || c.loraAlpha <= 0)
-    throw new ChorusError(`lora_alpha must be positive, got ${c.loraAlpha}`);
-  if (!(c.loraDropout >= 0 && c.loraDropout < 1))
-    throw new ChorusError(`lora_dropout must be in [0, 1), got ${c.loraDropout}`);
 }
 
 function parsePath(path: string, model: LlamaModel, source: string): { layer: number; name: ModuleName } {

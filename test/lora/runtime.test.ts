@@ -349,7 +349,7 @@ test('bad adapters and configs are ChorusErrors that name the problem', () => {
         { r: 0, loraAlpha: 1, targetModules: ['q_proj'], loraDropout: 0, useRslora: false },
         { seed: 0 },
       ),
-    /r must be a positive integer/,
+    /"r" must be a positive integer/,
   );
   const ad = randomAdapter(fx.config, ['q_proj'], 2, 2, 0);
   const m = ad.modules.get('model.layers.0.self_attn.q_proj')!;
