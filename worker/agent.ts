@@ -10,6 +10,7 @@ import { ChorusClient, grpcCredentials, type ClientOptions } from '../shared/cli
 import { ChorusError } from '../shared/errors.ts';
 import { WorkerServiceClient, type CoordinatorMessage, type WorkerMessage } from '../shared/gen/chorus/v1/worker.ts';
 import { BlobTransfer } from './blobs.ts';
+import { DataRoots } from './data-roots.ts';
 import type { DeviceSpec } from './devices.ts';
 import { Evaluator } from './evals.ts';
 import { RunnerHost } from './runner/host.ts';
@@ -24,6 +25,8 @@ export interface AgentOptions {
   backend?: string;
   /** Where uploaded job inputs (chorus-object:// URIs) are cached; default ~/.cache/chorus. */
   cacheDir?: string;
+  /** Directories job inputs may be read from (default: the working directory); the cache is always allowed. */
+  dataRoots?: string[];
   log?: (line: string) => void;
 }
 
@@ -62,11 +65,9 @@ export class WorkerAgent {
     const client = new ChorusClient({ address: opts.coordinator, token: opts.token, tls: opts.tls });
     this.blobs = new BlobTransfer(client, this.log, () => this.stopping);
     this.host = new RunnerHost(opts.devices.filter((d) => d.kind === 'cpu').length);
-    const runners = {
-      devices: opts.devices,
-      backend: opts.backend,
-      cacheDir: opts.cacheDir ?? join(homedir(), '.cache', 'chorus'),
-    };
+    const cacheDir = opts.cacheDir ?? join(homedir(), '.cache', 'chorus');
+    const roots = new DataRoots([...(opts.dataRoots?.length ? opts.dataRoots : [process.cwd()]), cacheDir]);
+    const runners = { devices: opts.devices, backend: opts.backend, cacheDir, roots };
     const send = (msg: WorkerMessage, important?: boolean) => this.send(msg, important);
     this.shards = new ShardSupervisor(runners, this.host, this.blobs, send, this.log);
     this.evaluator = new Evaluator(runners, this.host, this.blobs, send, this.log);

@@ -5,6 +5,7 @@ import { errorMessage } from '../shared/errors.ts';
 import type * as wire from '../shared/gen/chorus/v1/worker.ts';
 import { evalPlanFromWire } from '../shared/shard/plan.ts';
 import type { BlobTransfer } from './blobs.ts';
+import type { DataRoots } from './data-roots.ts';
 import type { DeviceSpec } from './devices.ts';
 import { materialiseTask } from './inputs.ts';
 import type { RunnerHandle, RunnerHost } from './runner/host.ts';
@@ -13,7 +14,7 @@ export class Evaluator {
   private readonly running = new Map<string, RunnerHandle>();
 
   constructor(
-    private readonly opts: { devices: DeviceSpec[]; backend?: string; cacheDir: string },
+    private readonly opts: { devices: DeviceSpec[]; backend?: string; cacheDir: string; roots: DataRoots },
     private readonly host: RunnerHost,
     private readonly blobs: BlobTransfer,
     private readonly send: (msg: wire.WorkerMessage, important?: boolean) => void,
@@ -29,7 +30,12 @@ export class Evaluator {
       const device = this.opts.devices.find((d) => d.id === plan.device) ?? this.opts.devices[0];
       this.log(`worker: evaluating ${plan.coalitions.length} layer coalition(s) of ${plan.task.name} on ${device.id}`);
       const adapter = await this.blobs.download(plan.adapterObject);
-      plan.task = await materialiseTask(plan.task, this.opts.cacheDir, (name) => this.blobs.download(name));
+      plan.task = await materialiseTask(
+        plan.task,
+        this.opts.cacheDir,
+        (name) => this.blobs.download(name),
+        this.opts.roots,
+      );
       await new Promise<void>((resolve) => {
         const handle = this.host.start(device, (m) => {
           if (m.type === 'evalDone') reply(m.losses);

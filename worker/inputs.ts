@@ -7,6 +7,7 @@ import { dirname, join, normalize } from 'node:path';
 import { ChorusError } from '../shared/errors.ts';
 import { OBJECT_SCHEME, type DirManifest } from '../shared/client/uploads.ts';
 import type { ResolvedTask } from '../shared/job/types.ts';
+import type { DataRoots } from './data-roots.ts';
 
 type Fetch = (object: string) => Promise<Uint8Array>;
 
@@ -28,10 +29,14 @@ async function fetchVerified(fetch: Fetch, object: string, digest: string, dest:
 
 async function localPath(uri: string, cacheDir: string, fetch: Fetch): Promise<string> {
   if (!uri.startsWith(OBJECT_SCHEME)) return uri;
-  const [kind, digest, name] = uri.slice(OBJECT_SCHEME.length).split('/');
-  if (!hexOk(digest ?? '')) throw new ChorusError(`${uri}: not a valid chorus object URI`);
+  const parts = uri.slice(OBJECT_SCHEME.length).split('/');
+  const [kind, digest, name] = parts;
+  if (!hexOk(digest ?? '') || parts.length > (kind === 'file' ? 3 : 2))
+    throw new ChorusError(`${uri}: not a valid chorus object URI`);
   if (kind === 'file') {
-    const safe = (name ?? 'data').replace(/[^A-Za-z0-9_.-]/g, '_');
+    // One plain file name: "." or ".." would put the file at (or above) the digest's directory.
+    const safe = (name || 'data').replace(/[^A-Za-z0-9_.-]/g, '_');
+    if (/^\.+$/.test(safe)) throw new ChorusError(`${uri}: "${name}" is not a file name`);
     const dest = join(cacheDir, 'files', digest, safe);
     await fetchVerified(fetch, `uploads/blobs/${digest}`, digest, dest);
     return dest;
@@ -52,14 +57,24 @@ async function localPath(uri: string, cacheDir: string, fetch: Fetch): Promise<s
   throw new ChorusError(`${uri}: unknown object kind "${kind}"`);
 }
 
-/** The task with every chorus-object:// input replaced by a cached local path. */
-export async function materialiseTask(task: ResolvedTask, cacheDir: string, fetch: Fetch): Promise<ResolvedTask> {
+/**
+ * The task with every chorus-object:// input replaced by a cached local path; every other path
+ * must lie under one of the worker's data roots.
+ */
+export async function materialiseTask(
+  task: ResolvedTask,
+  cacheDir: string,
+  fetch: Fetch,
+  roots: DataRoots,
+): Promise<ResolvedTask> {
+  const local = async (field: string, uri: string) =>
+    uri.startsWith(OBJECT_SCHEME) ? localPath(uri, cacheDir, fetch) : roots.check(field, uri);
   return {
     ...task,
-    baseModel: await localPath(task.baseModel, cacheDir, fetch),
+    baseModel: await local('base_model', task.baseModel),
     data: {
-      train: await localPath(task.data.train, cacheDir, fetch),
-      ...(task.data.eval ? { eval: await localPath(task.data.eval, cacheDir, fetch) } : {}),
+      train: await local('data.train', task.data.train),
+      ...(task.data.eval ? { eval: await local('data.eval', task.data.eval) } : {}),
     },
   };
 }

@@ -7,6 +7,7 @@ import { errorMessage } from '../shared/errors.ts';
 import type * as wire from '../shared/gen/chorus/v1/worker.ts';
 import { shardObjects, shardPlanFromWire, type ShardPlan } from '../shared/shard/plan.ts';
 import type { BlobTransfer } from './blobs.ts';
+import type { DataRoots } from './data-roots.ts';
 import type { DeviceSpec } from './devices.ts';
 import { materialiseTask } from './inputs.ts';
 import type { RunnerHandle, RunnerHost } from './runner/host.ts';
@@ -34,7 +35,7 @@ export class ShardSupervisor {
   private readonly running = new Map<string, RunningShard>();
 
   constructor(
-    private readonly opts: { devices: DeviceSpec[]; backend?: string; cacheDir: string },
+    private readonly opts: { devices: DeviceSpec[]; backend?: string; cacheDir: string; roots: DataRoots },
     private readonly host: RunnerHost,
     private readonly blobs: BlobTransfer,
     private readonly send: Send,
@@ -75,7 +76,12 @@ export class ShardSupervisor {
     try {
       plan = shardPlanFromWire(wirePlan);
       if (a.resumeObject) checkpoint = await this.blobs.download(a.resumeObject);
-      plan.task = await materialiseTask(plan.task, this.opts.cacheDir, (name) => this.blobs.download(name));
+      plan.task = await materialiseTask(
+        plan.task,
+        this.opts.cacheDir,
+        (name) => this.blobs.download(name),
+        this.opts.roots,
+      );
     } catch (err) {
       return failed(`cannot fetch inputs of ${shardId}: ${errorMessage(err)}`);
     }

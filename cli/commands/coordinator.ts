@@ -35,8 +35,9 @@ export function register(program: Command): void {
     )
     .option(
       '--http <addr>',
-      'serve the dashboard and Prometheus /metrics on host:port (no auth: keep it on a private address)',
+      'serve the dashboard and Prometheus /metrics on host:port (the client token or --http-token opens it; TLS with --tls-*)',
     )
+    .option('--http-token <token>', 'a read-only token that opens only the dashboard (or CHORUS_HTTP_TOKEN)')
     .action(async (o) => {
       if (!!o.tlsCert !== !!o.tlsKey) throw new ChorusError('--tls-cert and --tls-key go together');
       const running = await startCoordinator({
@@ -81,8 +82,19 @@ export function register(program: Command): void {
         if (at < 0 || !Number.isInteger(port) || port < 0 || port > 65535)
           throw new ChorusError(`--http must be host:port, got '${o.http}'`);
         events = jetStreamEvents(running.coordinator.store.nc, o.prefix);
-        http = await startHttpServer({ host: String(o.http).slice(0, at) || '127.0.0.1', port, events });
-        console.error(`dashboard on ${http.url} (Prometheus metrics: ${http.url}/metrics)`);
+        const httpToken: string | undefined = o.httpToken ?? process.env.CHORUS_HTTP_TOKEN;
+        const auth = running.tokens ? { tokens: [running.tokens.client, ...(httpToken ? [httpToken] : [])] } : null;
+        http = await startHttpServer({
+          host: String(o.http).slice(0, at) || '127.0.0.1',
+          port,
+          events,
+          auth,
+          tls: o.tlsCert ? { cert: o.tlsCert, key: o.tlsKey, ca: o.tlsCa } : null,
+        });
+        const opens = auth ? `open ${http.url}/?token=<${httpToken ? 'dashboard' : 'client'} token> once` : 'no auth';
+        console.error(
+          `dashboard on ${http.url} (${opens}; Prometheus metrics: ${http.url}/metrics with a bearer token)`,
+        );
       }
       // Tests and scripts wait for this line to learn the port.
       console.log(`ready ${running.address}`);

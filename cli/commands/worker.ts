@@ -15,6 +15,12 @@ export function register(program: Command): void {
     .option('--token <token>', 'worker bearer token (default CHORUS_WORKER_TOKEN, then CHORUS_TOKEN)')
     .option('--backend <name>', 'tensor backend of the runners: tensorflow | wasm | cpu (default: best available)')
     .option('--cache-dir <dir>', 'cache of inputs uploaded with `submit --upload` (default ~/.cache/chorus)')
+    .option(
+      '--data-root <dir>',
+      'read job inputs (base model, data) only under this directory; repeatable (default: the working directory; the cache is always allowed)',
+      (dir: string, all: string[]) => [...all, dir],
+      [] as string[],
+    )
     .option('--tls-ca <file>', 'TLS: trust this CA for the coordinator certificate')
     .option('--tls-cert <file>', "mTLS: this worker's client certificate")
     .option('--tls-key <file>', 'mTLS: key of --tls-cert')
@@ -28,6 +34,7 @@ export function register(program: Command): void {
         devices,
         backend: o.backend,
         cacheDir: o.cacheDir,
+        dataRoots: o.dataRoot,
       });
       agent.start();
       await Promise.race([

@@ -4,7 +4,7 @@
 import { randomBytes } from 'node:crypto';
 import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, relative, resolve } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { connect, type NatsConnection } from 'nats';
 import { ChorusClient } from '../../shared/client/index.ts';
 import { ChorusError } from '../../shared/errors.ts';
@@ -92,6 +92,8 @@ export async function runDemo(o: DemoOptions): Promise<void> {
   );
   res.prefix = `demo_${randomBytes(3).toString('hex')}`;
   const clientToken = randomBytes(16).toString('hex');
+  // A read-only token that opens only the dashboard: printed in its address below.
+  const httpToken = randomBytes(16).toString('hex');
   const workerToken = randomBytes(16).toString('hex');
   const bin = join(o.root, 'bin', 'chorus.mjs');
 
@@ -117,7 +119,7 @@ export async function runDemo(o: DemoOptions): Promise<void> {
       ...httpArgs,
     ],
     {
-      env: { CHORUS_CLIENT_TOKEN: clientToken, CHORUS_WORKER_TOKEN: workerToken },
+      env: { CHORUS_CLIENT_TOKEN: clientToken, CHORUS_WORKER_TOKEN: workerToken, CHORUS_HTTP_TOKEN: httpToken },
       logDir,
       cwd: o.root,
     },
@@ -126,10 +128,23 @@ export async function runDemo(o: DemoOptions): Promise<void> {
   say(`  coordinator pid ${coordinator.child.pid}, gRPC on ${address}`);
   res.client = new ChorusClient({ address, token: clientToken });
 
+  // Workers read job inputs only under their data roots: the directories of this spec's inputs.
+  const inputs = spec.tasks.flatMap((t) => [t.baseModel, t.data.train, ...(t.data.eval ? [t.data.eval] : [])]);
+  const roots = [...new Set(inputs.map((p) => dirname(resolve(p))))].flatMap((d) => ['--data-root', d]);
   for (let i = 1; i <= o.workers; i++) {
     const w = startProcess(
       `worker-${i}`,
-      [bin, 'worker', '--coordinator', address, '--devices', `cpu:${o.devicesPerWorker}`, '--name', `worker-${i}`],
+      [
+        bin,
+        'worker',
+        '--coordinator',
+        address,
+        '--devices',
+        `cpu:${o.devicesPerWorker}`,
+        '--name',
+        `worker-${i}`,
+        ...roots,
+      ],
       {
         env: { CHORUS_WORKER_TOKEN: workerToken },
         logDir,
@@ -143,7 +158,9 @@ export async function runDemo(o: DemoOptions): Promise<void> {
   // Kept to remove this run's streams from a shared NATS server at the end.
   res.nc = await connect({ servers: res.nats.url });
   if (dashboardPort !== null)
-    say(`  dashboard  http://127.0.0.1:${dashboardPort}   (served by the coordinator; metrics: /metrics)`);
+    say(
+      `  dashboard  http://127.0.0.1:${dashboardPort}/?token=${httpToken}   (served by the coordinator; metrics: /metrics with that bearer token)`,
+    );
 
   const jobId = await res.client.submitSpec(spec, spec.name ?? 'demo');
   say(

@@ -5,10 +5,13 @@
 //   GET /api/jobs         job summaries        GET /api/jobs/<id>   one job: shards, curves, layers
 //   GET /api/workers      workers              GET /api/events      SSE: `jobs`, `job`, `workers`
 //   GET /metrics          Prometheus text      GET /healthz         "ok"
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { ChorusEvent } from '../../shared/nats/events.ts';
 import { errorMessage } from '../../shared/errors.ts';
+import { readPem } from '../../shared/client/tls.ts';
+import { admit, type HttpAuth } from './access.ts';
 import { ChorusMetrics } from './metrics.ts';
 import { DASHBOARD_HTML } from './page.ts';
 import { ClusterView, jobJson } from './views.ts';
@@ -23,6 +26,10 @@ export interface HttpServerOptions {
   pushIntervalMs?: number;
   /** Where to report a failing event source (default: stderr). */
   onError?: (err: unknown) => void;
+  /** Tokens that open it (access.ts); null or absent = open to whoever reaches the port. */
+  auth?: HttpAuth | null;
+  /** HTTPS with the gRPC port's files; with `ca`, clients must present a certificate it signed. */
+  tls?: { cert: string; key: string; ca?: string } | null;
 }
 
 export interface HttpServerHandle {
@@ -72,6 +79,7 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServ
   const handle = async (req: IncomingMessage, res: ServerResponse) => {
     const url = new URL(req.url ?? '/', 'http://localhost');
     const path = url.pathname;
+    if (!admit(req, res, url, opts.auth ?? null, !!opts.tls)) return;
     if (req.method !== 'GET' && req.method !== 'HEAD')
       return json(res, 405, { error: `method ${req.method} not allowed` });
     if (path === '/' || path === '/index.html') {
@@ -112,12 +120,23 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServ
     json(res, 404, { error: `no route ${path}` });
   };
 
-  const server = createServer((req, res) => {
+  const onRequest = (req: IncomingMessage, res: ServerResponse) => {
     handle(req, res).catch((err) => {
       if (!res.headersSent) json(res, 500, { error: errorMessage(err) });
       else res.end();
     });
-  });
+  };
+  const tls = opts.tls;
+  const server: Server = tls
+    ? createHttpsServer(
+        {
+          cert: readPem(tls.cert, '--tls-cert'),
+          key: readPem(tls.key, '--tls-key'),
+          ...(tls.ca ? { ca: readPem(tls.ca, '--tls-ca'), requestCert: true, rejectUnauthorized: true } : {}),
+        },
+        onRequest,
+      )
+    : createServer(onRequest);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(opts.port, opts.host ?? '127.0.0.1', () => resolve());
@@ -141,7 +160,7 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServ
     : Promise.resolve();
 
   return {
-    url: `http://${host.includes(':') ? `[${host}]` : host}:${port}`,
+    url: `${tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${port}`,
     port,
     view,
     metrics,

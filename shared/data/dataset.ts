@@ -8,8 +8,9 @@
 // so lossMask[0] is always 0. Text shapes get BOS in front and EOS at the end when the tokenizer
 // has them (addBos/addEos turn that off); input_ids are taken verbatim.
 
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { ChorusError } from '../errors.ts';
+import { jsonSyntaxError } from '../json-error.ts';
 import type { Tokenizer } from './tokenizer.ts';
 
 export interface Example {
@@ -27,6 +28,12 @@ export interface DatasetOptions {
   vocabSize?: number;
   addBos?: boolean;
   addEos?: boolean;
+}
+
+/** What kind of value a line held where a token id belongs (the value itself is the file's content). */
+function kindOf(v: unknown): string {
+  if (typeof v === 'number') return v < 0 ? 'a negative number' : 'a number with a fraction';
+  return v === null ? 'null' : Array.isArray(v) ? 'an array' : `a ${typeof v}`;
 }
 
 function fail(source: string, line: number, what: string): never {
@@ -59,9 +66,9 @@ function exampleFromLine(obj: Record<string, unknown>, opts: DatasetOptions, sou
     for (let i = 0; i < raw.length; i++) {
       const v = raw[i];
       if (typeof v !== 'number' || !Number.isInteger(v) || v < 0)
-        fail(source, line, `"input_ids"[${i}] must be a non-negative integer (got ${JSON.stringify(v)})`);
+        fail(source, line, `"input_ids"[${i}] must be a non-negative integer (got ${kindOf(v)})`);
       if (vocab !== undefined && v >= vocab)
-        fail(source, line, `"input_ids"[${i}] = ${v} is outside the vocabulary (size ${vocab})`);
+        fail(source, line, `"input_ids"[${i}] is outside the vocabulary (size ${vocab})`);
     }
     ids = raw as number[];
     kind = 'ids';
@@ -133,7 +140,7 @@ export function parseJsonl(text: string, source: string, opts: DatasetOptions = 
     try {
       obj = JSON.parse(raw);
     } catch (err) {
-      fail(source, i + 1, `not valid JSON (${(err as Error).message})`);
+      fail(source, i + 1, jsonSyntaxError(err));
     }
     if (obj === null || typeof obj !== 'object' || Array.isArray(obj))
       fail(source, i + 1, 'each line must be a JSON object');
@@ -143,11 +150,18 @@ export function parseJsonl(text: string, source: string, opts: DatasetOptions = 
   return out;
 }
 
-/** A data file's text; a missing or unreadable file is a ChorusError naming it. */
+/** Data files above this are refused before they are read (a JS string holds at most ~512 MiB). */
+export const MAX_DATA_BYTES = 512 << 20;
+
+/** A data file's text; a missing, unreadable or too large file is a ChorusError naming it (and only it). */
 export async function readDataText(path: string): Promise<string> {
   try {
+    const size = (await stat(path)).size;
+    if (size > MAX_DATA_BYTES)
+      throw new ChorusError(`${path}: data file too large (${size} bytes; at most ${MAX_DATA_BYTES >> 20} MiB)`);
     return await readFile(path, 'utf8');
   } catch (err) {
+    if (err instanceof ChorusError) throw err;
     const code = (err as NodeJS.ErrnoException).code;
     throw new ChorusError(code === 'ENOENT' ? `${path}: data file not found` : `${path}: cannot read (${code})`);
   }
@@ -166,7 +180,7 @@ export function needsTokenizer(text: string): boolean {
       const o = JSON.parse(raw);
       if (o && typeof o === 'object' && !('input_ids' in o)) return true;
     } catch {
-      return true; // let parseJsonl report it
+      return false; // parseJsonl reports the line; no tokenizer is needed to say it is not JSON
     }
   }
   return false;

@@ -19,6 +19,7 @@ import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Tokenizer as HfTokenizerImpl } from '@huggingface/tokenizers';
 import { ChorusError } from '../errors.ts';
+import { jsonSyntaxError } from '../json-error.ts';
 
 export interface Tokenizer {
   /** Token ids of `text`, without special tokens. */
@@ -132,7 +133,7 @@ async function readJsonIfExists(path: string): Promise<unknown | undefined> {
   try {
     return JSON.parse(text);
   } catch (err) {
-    throw new ChorusError(`${path}: not valid JSON (${(err as Error).message})`);
+    throw new ChorusError(`${path}: ${jsonSyntaxError(err)}`);
   }
 }
 

@@ -5,6 +5,7 @@
 import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ChorusError } from '../errors.ts';
+import { jsonSyntaxError } from '../json-error.ts';
 import { DTYPE_SIZE } from './dtypes.ts';
 import {
   SafetensorsFile,
@@ -47,7 +48,7 @@ async function readJson(path: string, what: string): Promise<unknown> {
   try {
     return JSON.parse(text);
   } catch (err) {
-    throw new ChorusError(`${path}: ${what} is not valid JSON (${(err as Error).message})`);
+    throw new ChorusError(`${path}: ${what} is ${jsonSyntaxError(err)}`);
   }
 }
 

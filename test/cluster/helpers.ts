@@ -156,8 +156,22 @@ export async function startCoordinatorAt(prefix: string, address: string): Promi
   throw new Error(`could not bind ${address} again`);
 }
 
-export function startWorker(address: string, name: string, devices = 'cpu:1'): Proc {
-  return chorus(['worker', '--coordinator', address, '--devices', devices, '--name', name, '--token', TOKENS.worker]);
+/** Test data lives in temporary directories: workers may read job inputs there (`--data-root`). */
+export const DATA_ROOT = ['--data-root', tmpdir()];
+
+export function startWorker(address: string, name: string, devices = 'cpu:1', extra: string[] = DATA_ROOT): Proc {
+  return chorus([
+    'worker',
+    '--coordinator',
+    address,
+    '--devices',
+    devices,
+    '--name',
+    name,
+    '--token',
+    TOKENS.worker,
+    ...extra,
+  ]);
 }
 
 export function waitFor(p: Proc, re: RegExp, timeoutMs: number): Promise<string> {

@@ -143,6 +143,7 @@ function tlsWorker(name: string, certArgs: string[]): h.Proc {
     '--tls-ca',
     f('ca.pem'),
     ...certArgs,
+    ...h.DATA_ROOT,
   ]);
   procs.push(p);
   return p;

@@ -61,6 +61,7 @@ test('a job submitted with --upload runs on a worker that never saw its files', 
       h.TOKENS.worker,
       '--cache-dir',
       cache,
+      ...h.DATA_ROOT,
     ]),
   );
   const c = h.client(coord.address);
@@ -105,6 +106,7 @@ test('a GPU-style runner (one child process per device) trains next to a thread 
     h.TOKENS.worker,
     '--cache-dir',
     cache,
+    ...h.DATA_ROOT,
   ]);
   procs.push(g);
   await h.waitFor(g, /(registered as \S+)/, 30_000);

@@ -28,10 +28,13 @@ test('the demo runs a short job to the end and prints the score table', { timeou
     // While the job runs, the coordinator's dashboard shows it and its metrics.
     let seen: { jobs: Array<{ name: string }>; metrics: string } | null = null;
     while (demo.exitCode === null && !seen) {
-      const url = /dashboard {2}(http:\/\/\S+)/.exec(out)?.[1];
+      const [, url, token] = /dashboard {2}(http:\/\/[^/\s]+)\/\?token=(\S+)/.exec(out) ?? [];
       if (url && /running: 6 shard/.test(out)) {
-        const jobs = await (await fetch(`${url}/api/jobs`)).json();
-        const metrics = await (await fetch(`${url}/metrics`)).text();
+        // The dashboard needs its token.
+        assert.equal((await fetch(`${url}/api/jobs`)).status, 401);
+        const headers = { authorization: `Bearer ${token}` };
+        const jobs = await (await fetch(`${url}/api/jobs`, { headers })).json();
+        const metrics = await (await fetch(`${url}/metrics`, { headers })).text();
         seen = { jobs, metrics };
       }
       await new Promise((r) => setTimeout(r, 100));
@@ -43,7 +46,7 @@ test('the demo runs a short job to the end and prints the score table', { timeou
     assert.match(seen.metrics, /^chorus_jobs\{state="running"\} 1$/m);
     assert.equal(code, 0, out);
     assert.match(out, /coordinator pid \d+, gRPC on 127\.0\.0\.1:\d+/);
-    assert.match(out, /dashboard  http:\/\/127\.0\.0\.1:\d+   \(served by the coordinator/);
+    assert.match(out, /dashboard  http:\/\/127\.0\.0\.1:\d+\/\?token=[0-9a-f]{32}   \(served by the coordinator/);
     // Not a TTY here: progress comes as plain lines with loss and p(t).
     assert.match(out, /revup\/r0 step \d+\/6 loss \d+\.\d{4} p\(t\) \d\.\d\d/);
     assert.match(out, /task\s+rule\s+base\s+task adapter\s+merged \(linear\)/);
