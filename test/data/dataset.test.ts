@@ -86,7 +86,10 @@ test('bad lines give errors naming the file and line', async () => {
   bad('{"text": 5}', /^data\.jsonl:1: "text" must be a string/, { tokenizer: bytes });
   bad('{"text": "a"}', /^data\.jsonl:1: "text" needs a tokenizer/);
   bad('{"prompt": "a"}', /^data\.jsonl:1: "completion" must be a string/, { tokenizer: bytes });
-  bad('{"input_ids": [1, 2.5]}', /^data\.jsonl:1: "input_ids"\[1\] must be a non-negative integer \(got a number with a fraction\)/);
+  bad(
+    '{"input_ids": [1, 2.5]}',
+    /^data\.jsonl:1: "input_ids"\[1\] must be a non-negative integer \(got a number with a fraction\)/,
+  );
   bad('{"input_ids": [1, 9]}', /^data\.jsonl:1: "input_ids"\[1\] is outside the vocabulary \(size 8\)/, {
     vocabSize: 8,
   });
