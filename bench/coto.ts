@@ -7,6 +7,9 @@
 // them. Prints the table (mean ± 95 % CI over seeds, the paired difference against plain LoRA, the
 // paper's figures beside) and writes table.md, results.json (every raw score), lmc.svg and
 // pruning.svg to --out (default runs/bench-coto). --quick: 2 seeds, 40 steps, 40 eval examples.
+// --cluster [--cluster-tasks 1] [--cluster-seeds 2]: also trains that many tasks × arms × seeds as
+// one job on a throwaway local cluster and reports max |cluster − local| per adapter, with the
+// coordinator's per-layer activation counts and Shapley values (bench/coto/cluster.ts).
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { cpus } from 'node:os';
@@ -21,6 +24,7 @@ import { keepEvery, lmcCurves, PROBES, shapleyByArm } from './coto/probes.ts';
 import { lmcSvg, pruningSvg, table, type ProbeOutcome } from './coto/report.ts';
 import { makeTasks } from './coto/tasks.ts';
 import { trainAdapter, type TrainSettings } from './coto/train.ts';
+import { clusterCheck, type ClusterCheck } from './coto/cluster.ts';
 
 const { values: a } = parseArgs({
   options: {
@@ -34,6 +38,9 @@ const { values: a } = parseArgs({
     probes: { type: 'string' },
     out: { type: 'string', default: 'runs/bench-coto' },
     backend: { type: 'string', default: 'wasm' },
+    cluster: { type: 'boolean', default: false },
+    'cluster-tasks': { type: 'string', default: '1' },
+    'cluster-seeds': { type: 'string', default: '2' },
   },
 });
 const num = (v: string | undefined, d: number) => (v === undefined ? d : Number(v));
@@ -75,6 +82,13 @@ for (const task of tasks) {
   }
 }
 const trainSeconds = (performance.now() - t0) / 1000;
+
+let cluster: ClusterCheck | null = null;
+if (a.cluster) {
+  const o = { tasks: num(a['cluster-tasks'], 1), seeds: Math.min(seedCount, num(a['cluster-seeds'], 2)) };
+  log(`cluster: ${o.tasks} task(s) × ${arms.length} arms × ${o.seeds} seeds as one job on a local cluster`);
+  cluster = await clusterCheck(lab, settings, o);
+}
 
 const baseScores = Object.fromEntries(tasks.map((t) => [t.name, greedyExactMatch(t.eval, model).accuracy]));
 const outcomes: ProbeOutcome[] = [];
@@ -137,6 +151,7 @@ const results = {
   lmcCurves,
   trainSeconds,
   totalSeconds,
+  cluster,
   probes: outcomes.map((o) => ({
     name: o.probe.name,
     description: o.probe.description,
@@ -162,6 +177,17 @@ const extra = [
         `mean Shapley value per layer (−loss): ${Object.entries(shapleyMeans)
           .map(([n, v]) => `${n} [${v.map((x) => x.toFixed(3)).join(', ')}]`)
           .join('; ')}`,
+      ]
+    : []),
+  ...(cluster
+    ? [
+        `cluster job ${cluster.jobId} (${cluster.seconds.toFixed(0)} s): adapters vs local, same seeds — max |Δ| ` +
+          cluster.adapters.map((c) => `${c.task}/${c.arm}/${c.seed} ${c.maxAbsDiff.toExponential(1)}`).join(', '),
+        ...cluster.adapters.map(
+          (c) =>
+            `  coordinator report ${c.task}/${c.arm}/${c.seed}: activations per layer [${c.activations.join(', ')}], ` +
+            `Shapley (−loss) [${c.shapley ? c.shapley.map((x) => x.toFixed(3)).join(', ') : 'not estimated'}]`,
+        ),
       ]
     : []),
   `'better'/'worse': the paired 95 % CI of (arm − ${baseline}) over seeds excludes 0; 'cannot tell': it does not.`,

@@ -24,6 +24,8 @@ export const BENCH_OPS: Op[] = [
 export interface BenchTask {
   name: string;
   train: TokenExample[];
+  /** The same training examples as text (what a cluster job reads from a JSONL file). */
+  trainText: Example[];
   /** Held-out examples (inputs never in train) for exact match and loss. */
   eval: Example[];
   evalTokens: TokenExample[];
@@ -43,6 +45,7 @@ export function makeTasks(opts: { train: number; eval: number; seed: number }): 
     return {
       name: op.name,
       train: tokens(train, `${op.name}.train`),
+      trainText: train,
       eval: evalSet,
       evalTokens: tokens(evalSet, `${op.name}.eval`),
     };
