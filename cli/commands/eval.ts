@@ -8,7 +8,7 @@
 import type { Command } from 'commander';
 import { initEngine } from '../../shared/tensor/engine.ts';
 import { ChorusError } from '../../shared/errors.ts';
-import { readPeftAdapter } from '../../shared/formats/peft.ts';
+import { evalAdapter, type EvalMergeFlags } from './eval-adapters.ts';
 import { LoraRuntime } from '../../shared/lora/runtime.ts';
 import { loadTokenizer } from '../../shared/data/tokenizer.ts';
 import { DataLoader, loadBaseModel } from '../../shared/train/load.ts';
@@ -16,9 +16,9 @@ import { evaluateExamples } from '../../shared/train/evaluate.ts';
 import { completionItems, scoreGeneration } from '../../shared/eval/score.ts';
 import { parseNumberList, parsePositiveInt } from './flags.ts';
 
-interface EvalFlags {
+interface EvalFlags extends EvalMergeFlags {
   model: string;
-  adapter?: string;
+  adapter: string[];
   data: string;
   backend?: string;
   batchSize: string;
@@ -50,7 +50,16 @@ export function register(program: Command): void {
     .command('eval')
     .description('evaluate a base model, with or without a LoRA adapter, on JSONL data (one JSON line)')
     .requiredOption('--model <dir>', 'Hugging Face model directory')
-    .option('--adapter <dir>', 'PEFT adapter directory (e.g. a chorus train --out, or a chorus merge --out)')
+    .option(
+      '--adapter <dir>',
+      'PEFT adapter directory (e.g. a chorus train --out, or a chorus merge --out); repeat it with --merge',
+      (v: string, acc: string[]) => [...acc, v],
+      [] as string[],
+    )
+    .option('--merge <method>', 'combine several --adapter at load time (e.g. orthogonal_dropout)')
+    .option('--merge-seed <n>', 'with --merge: seed of the masks (orthogonal_dropout, dare_*)')
+    .option('--weights <list>', 'with --merge: one weight per adapter')
+    .option('--density <fraction>', 'with --merge: fraction kept (ties, dare_*, magnitude_prune)')
     .requiredOption('--data <file>', 'JSONL data: {"text"}, {"prompt","completion"} or {"input_ids"}')
     .option('--backend <name>', 'tensorflow | wasm | cpu')
     .option('--batch-size <n>', 'examples per forward pass', '8')
@@ -68,10 +77,12 @@ export function register(program: Command): void {
       const batchSize = parsePositiveInt(f.batchSize, '--batch-size')!;
       if (!f.generate && (f.maxNewTokens !== undefined || f.stop.length > 0))
         throw new ChorusError('--max-new-tokens and --stop need --generate');
-      if (f.adapterLayers !== undefined && !f.adapter) throw new ChorusError('--adapter-layers needs --adapter');
+      if (f.adapterLayers !== undefined && f.adapter.length === 0)
+        throw new ChorusError('--adapter-layers needs --adapter');
       await initEngine(f.backend);
       const model = await loadBaseModel(f.model);
-      const lora = f.adapter ? LoraRuntime.fromAdapter(model, await readPeftAdapter(f.adapter), f.adapter) : undefined;
+      const adapter = await evalAdapter(f.adapter, f);
+      const lora = adapter ? LoraRuntime.fromAdapter(model, adapter, f.adapter.join(' + ')) : undefined;
       try {
         const activeLayers =
           f.adapterLayers !== undefined ? parseLayers(f.adapterLayers, model.config.numHiddenLayers) : undefined;

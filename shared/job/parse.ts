@@ -121,6 +121,11 @@ function resolveSpec(f: FileSpec, baseDir: string, source: string): JobSpec {
     // Acting on A and B separately has no meaning for an SVD of the sum.
     problems.push('merge.space: "factors" is not available for method svd');
   }
+  if (merge?.space === 'factors' && merge.method === 'orthogonal_dropout') {
+    problems.push(
+      'merge.space: "factors" is not available for method orthogonal_dropout (it masks ΔW\'s output units)',
+    );
+  }
   if (problems.length > 0) fail(source, problems);
   return {
     ...(f.name !== undefined ? { name: f.name } : {}),

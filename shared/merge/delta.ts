@@ -4,6 +4,7 @@
 //   linear, task_arithmetic   Σ w_k ΔW_k (identical here), re-factorised by SVD of the low-rank
 //   svd                       product (never a dense SVD): exact at the default rank Σ r_k for
 //                             linear, truncated to max r_k for svd.
+//   orthogonal_dropout        disjoint masks over output units (orthogonal.ts), ×N, then as cat.
 //   ties, dare_*, magnitude_  entry-wise on the dense ΔW_k (one of them in memory at a time), then
 //   prune                     truncated SVD to max r_k, or the exact rank-min(m,n) form with --rank full.
 // Output modules have scaling 1 (lora_alpha = r) with √σ on each factor. The heavy work goes through
@@ -15,6 +16,7 @@ import { frobenius2 } from './linalg.ts';
 import { denseTruncatedSvd, energyKept, entrywiseBuffer, lowRankSvd, visitDeltas } from './kernels.ts';
 import { nameHash, type ModuleReport, type ResolvedOptions } from './options.ts';
 import { deriveSeed } from '../tensor/random.ts';
+import { orthogonalMasked } from './orthogonal.ts';
 
 export interface ModuleOutcome {
   module: LoraModule;
@@ -29,6 +31,18 @@ export function mergeModuleDelta(name: string, mods: LoraModule[], opt: Resolved
   const exactCap = Math.min(m, n);
   const coef = mods.map((x, k) => opt.weights[k] * x.scaling);
   const method = opt.method;
+
+  if (method === 'orthogonal_dropout') {
+    // Disjoint output-unit masks, rescaled by N (orthogonal.ts), then the exact stack (or its SVD).
+    const masked = orthogonalMasked(mods, coef, opt.seed, nameHash(name));
+    const wanted = opt.rank === 'full' ? undefined : opt.rank;
+    if (wanted === undefined || wanted >= sumRank) {
+      return { module: catModule(masked.mods, masked.coef), report: { name, rank: sumRank, energyKept: 1 } };
+    }
+    const rank = Math.min(wanted, exactCap);
+    const { svd, sigma } = lowRankSvd(masked.mods, masked.coef, rank, opt.precision);
+    return { module: moduleFromSvd(svd, rank), report: { name, rank, energyKept: energyKept(sigma, rank) } };
+  }
 
   if (method === 'cat' || method === 'linear' || method === 'task_arithmetic' || method === 'svd') {
     const wanted = opt.rank === 'full' ? undefined : (opt.rank ?? (method === 'svd' ? maxRank : undefined));

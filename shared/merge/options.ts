@@ -14,6 +14,7 @@ export const MERGE_METHODS = [
   'dare_linear',
   'dare_ties',
   'magnitude_prune',
+  'orthogonal_dropout',
 ] as const;
 export type MergeMethod = (typeof MERGE_METHODS)[number];
 
@@ -119,6 +120,11 @@ export function resolveOptions(count: number, opts: MergeOptions): ResolvedOptio
   const space = opts.space ?? 'delta';
   if (space !== 'delta' && space !== 'factors') {
     throw new ChorusError(`space must be "delta" or "factors", got "${String(space)}"`);
+  }
+  if (opts.method === 'orthogonal_dropout' && space === 'factors') {
+    throw new ChorusError(
+      'space "factors" is not available for method orthogonal_dropout (it masks ΔW\'s output units)',
+    );
   }
   const precision = checkPrecision(opts.precision);
   checkThreads(opts.threads);
