@@ -2,10 +2,11 @@
 // sharded with model.safetensors.index.json. Tensors keep HF names and are upcast to Float32.
 // Parsing config.json into a typed config belongs to shared/model/config.ts: here it stays raw JSON.
 
+import { checkFinite } from '../lora/check.ts';
+import { parseJsonText } from './json-keys.ts';
 import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ChorusError } from '../errors.ts';
-import { jsonSyntaxError } from '../json-error.ts';
 import { DTYPE_SIZE } from './dtypes.ts';
 import {
   SafetensorsFile,
@@ -45,11 +46,7 @@ async function readJson(path: string, what: string): Promise<unknown> {
     const code = (err as NodeJS.ErrnoException).code;
     throw new ChorusError(code === 'ENOENT' ? `${path}: ${what} not found` : `${path}: cannot read ${what} (${code})`);
   }
-  try {
-    return JSON.parse(text);
-  } catch (err) {
-    throw new ChorusError(`${path}: ${what} is ${jsonSyntaxError(err)}`);
-  }
+  return parseJsonText(text, `${path}: ${what}`, MAX_JSON_DEPTH);
 }
 
 export async function readHfConfig(dir: string): Promise<HfConfig> {
@@ -124,6 +121,9 @@ export async function locateWeights(dir: string): Promise<Map<string, string>> {
   throw new ChorusError(`${dir}: no ${SINGLE_WEIGHTS} or ${WEIGHTS_INDEX} found`);
 }
 
+/** config.json and friends nest a few levels (rope_scaling, quantization_config). */
+const MAX_JSON_DEPTH = 64;
+
 export interface ReadHfOptions {
   /** Only load tensors for which this returns true (e.g. skip lm_head when tied). */
   filter?: (name: string) => boolean;
@@ -155,7 +155,10 @@ export async function readHfModelDir(
           throw new ChorusError(`${file}: missing tensor "${name}" (the weights index says it is in this shard)`);
         }
         const view = await f.view(name);
-        tensors.set(name, { shape: view.shape, data: tensorToFloat32(view) });
+        const data = tensorToFloat32(view);
+        // One NaN in a base weight turns every loss into NaN: refuse it here, by name.
+        checkFinite(data, name, file);
+        tensors.set(name, { shape: view.shape, data });
       }
     } finally {
       await f.close();

@@ -4,7 +4,8 @@
 // - nesting depth: JSON.parse itself copes with 10^6 levels, but everything recursive after it
 //   (JSON.stringify in an error message, a recursive walk) overflows the stack;
 // - a byte-order mark, which JSON (RFC 8259) forbids and the readers refuse.
-import { ChorusError, truncate } from '../errors.ts';
+import { ChorusError } from '../errors.ts';
+import { jsonSyntaxError } from '../json-error.ts';
 
 /** Nesting deeper than `max` objects/arrays, in one pass over the text (strings skipped). */
 export function jsonDepthExceeds(text: string, max: number): boolean {
@@ -23,7 +24,7 @@ export function jsonDepthExceeds(text: string, max: number): boolean {
 
 /**
  * JSON.parse for files: no byte-order mark, nesting at most `maxDepth`, errors that name the
- * source (JSON.parse's own message, cut short).
+ * source and the position (never the content).
  */
 export function parseJsonText(text: string, source: string, maxDepth: number): unknown {
   if (text.charCodeAt(0) === 0xfeff)
@@ -32,7 +33,8 @@ export function parseJsonText(text: string, source: string, maxDepth: number): u
   try {
     return JSON.parse(text);
   } catch (err) {
-    throw new ChorusError(`${source}: not valid JSON (${truncate((err as Error).message, 200)})`);
+    // Where, never what: the file may not be the caller's to read.
+    throw new ChorusError(`${source}: ${jsonSyntaxError(err)}`);
   }
 }
 

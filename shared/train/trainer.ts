@@ -38,6 +38,7 @@ import { LayerActivity, type LayerActivityJson } from '../coto/activity.ts';
 import type { ResolvedTask } from '../job/types.ts';
 import { adamwUpdate } from './adamw.ts';
 import { clipCoefficient, globalNorm } from './clip.ts';
+import { checkGradientFinite, checkLossFinite } from './finite.ts';
 import { FlatLayout } from './layout.ts';
 import { learningRate } from './lr-schedule.ts';
 import { replicaBatchStream, type BatchStream, type Cursor, type TokenExample } from '../data/batches.ts';
@@ -309,6 +310,7 @@ export class AdapterTrainer {
       tf.dispose(grads);
     }
     this.runtime.setActiveGroups(null);
+    checkLossFinite(lossSum, step);
     return { step, gradSums, tokens, lossSum, activeLayers, inputTokens };
   }
 
@@ -321,6 +323,8 @@ export class AdapterTrainer {
     if (gradSums.length !== this.layout.size) {
       throw new ChorusError(`trainer: gradient has ${gradSums.length} values, the adapter has ${this.layout.size}`);
     }
+    // Summed over replicas too: a NaN from any of them stops every one, before any update.
+    checkGradientFinite(gradSums, this.layout.slots, step);
     const tr = this.task.training;
     const activeLayers = this.activeLayersAt(step);
     const lr = this.learningRateAt(step);

@@ -140,3 +140,26 @@ test('reproducer 14: dtypes, byte-order marks, lone surrogates and alpha <= 0 ar
     /"rank_pattern" must be an object of positive integers/,
   );
 });
+
+test('reproducer 13: NaN or Inf in a base model weight is refused with the tensor name', async () => {
+  const { mkdtemp, rm } = await import('node:fs/promises');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const { readHfModelDir, writeHfModelDir } = await import('../../shared/formats/hf-model.ts');
+  const dir = await mkdtemp(join(tmpdir(), 'chorus-nan-model-'));
+  try {
+    const config = { model_type: 'llama', num_hidden_layers: 0 };
+    const w = new Float32Array([1, 2, NaN, 4]);
+    await writeHfModelDir(dir, config, new Map([['model.norm.weight', { shape: [4], data: w }]]));
+    await assert.rejects(readHfModelDir(dir), (e: unknown) => {
+      assert.ok(e instanceof ChorusError, String(e));
+      assert.match(
+        e.message,
+        /model\.safetensors: tensor "model\.norm\.weight" holds a non-finite value \(NaN at element 2\)/,
+      );
+      return true;
+    });
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
