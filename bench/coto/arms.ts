@@ -23,6 +23,46 @@ export const ARMS: Arm[] = [
     description: 'plain LoRA (every layer’s adapter trains at every step)',
     configure: (t) => ({ ...t, coto: null }),
   },
+  // Issue 12's training methods (docs/METHODS.md), each on plain LoRA (CoTo off).
+  {
+    name: 'msd',
+    description: 'multi-sample dropout: LoRA dropout 0.1, 4 dropout samples per step, losses averaged',
+    configure: (t) => ({ ...t, coto: null, lora: { ...t.lora, loraDropout: 0.1, dropoutSamples: 4 } }),
+  },
+  {
+    name: 'rdrop',
+    description: 'R-Drop: LoRA dropout 0.1, two passes, mean CE + 1 × symmetric KL',
+    configure: (t) => ({
+      ...t,
+      coto: null,
+      lora: { ...t.lora, loraDropout: 0.1 },
+      training: { ...t.training, rdrop: { alpha: 1 } },
+    }),
+  },
+  {
+    name: 'sparse',
+    description: 'SparseAdapter: each factor pruned to 50 % at init by SNIP, mask fixed (half the non-zeros)',
+    configure: (t) => ({ ...t, coto: null, lora: { ...t.lora, sparsity: { ratio: 0.5, criterion: 'snip' } } }),
+  },
+  {
+    name: 'large_sparse',
+    description: 'Large-Sparse: twice the rank (same alpha/r), 50 % pruned by SNIP: the baseline’s non-zero count',
+    configure: (t) => ({
+      ...t,
+      coto: null,
+      lora: {
+        ...t.lora,
+        r: 2 * t.lora.r,
+        loraAlpha: 2 * t.lora.loraAlpha,
+        sparsity: { ratio: 0.5, criterion: 'snip' },
+      },
+    }),
+  },
+  {
+    name: 'split',
+    description: 'split & merge: the rank in 4 groups, 2 random groups train per step, saved merged',
+    configure: (t) => ({ ...t, coto: null, lora: { ...t.lora, split: { groups: 4, active: 2 } } }),
+  },
 ];
 
 export function findArms(names: string[] | undefined): Arm[] {

@@ -62,14 +62,22 @@ function pruned(name: string, k: number, description: string, paper?: Probe['pap
   };
 }
 
-function multiTask(method: 'linear' | 'task_arithmetic' | 'ties', paper?: Probe['paper']): Probe {
-  const weights = (n: number) => new Array<number>(n).fill(method === 'linear' ? 1 / n : method === 'ties' ? 1 : 0.5);
+function multiTask(
+  method: 'linear' | 'task_arithmetic' | 'ties' | 'orthogonal_dropout',
+  paper?: Probe['paper'],
+): Probe {
+  const weights = (n: number) =>
+    new Array<number>(n).fill(
+      method === 'linear' || method === 'orthogonal_dropout' ? 1 / n : method === 'ties' ? 1 : 0.5,
+    );
   const how =
     method === 'linear'
       ? 'average of the task ΔW'
       : method === 'task_arithmetic'
         ? 'Σ 0.5·ΔW (task arithmetic, λ = 0.5)'
-        : 'TIES, density 0.5, weights 1';
+        : method === 'ties'
+          ? 'TIES, density 0.5, weights 1'
+          : 'orthogonal dropout: disjoint 1/4 shares of each module’s output units, ×4, weights 1/4 (the average in expectation)';
   return {
     name: `multi_${method}`,
     description: `the ${'four'} task adapters of one seed merged (${how}); exact match on each task`,
@@ -202,6 +210,7 @@ export const PROBES: Probe[] = [
   multiTask('linear', { lora: 59.35, coto: 63.41, what: 'six GLUE LoRAs, linear fusion' }),
   multiTask('task_arithmetic'),
   multiTask('ties'),
+  multiTask('orthogonal_dropout'),
   lmc,
   shapley,
   {
