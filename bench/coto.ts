@@ -6,7 +6,9 @@
 // trained in this process with the shared trainer, then every probe (bench/coto/probes.ts) runs on
 // them. Prints the table (mean ± 95 % CI over seeds, the paired difference against plain LoRA, the
 // paper's figures beside) and writes table.md, results.json (every raw score), lmc.svg and
-// pruning.svg to --out (default runs/bench-coto). --quick: 2 seeds, 40 steps, 40 eval examples.
+// pruning.svg to --out (default runs/bench-coto). Each trained adapter is kept under
+// <out>/adapters/<task>/<arm>/<seed>/ with its training figures; a rerun with the same --out and
+// settings reuses them (delete the folder to retrain). --quick: 2 seeds, 40 steps, 40 eval examples.
 // --cluster [--cluster-tasks 1] [--cluster-seeds 2]: also trains that many tasks × arms × seeds as
 // one job on a throwaway local cluster and reports max |cluster − local| per adapter, with the
 // coordinator's per-layer activation counts and Shapley values (bench/coto/cluster.ts).
@@ -23,7 +25,7 @@ import { Lab } from './coto/lab.ts';
 import { keepEvery, lmcCurves, PROBES, shapleyByArm } from './coto/probes.ts';
 import { lmcSvg, pruningSvg, table, type ProbeOutcome } from './coto/report.ts';
 import { makeTasks } from './coto/tasks.ts';
-import { trainAdapter, type TrainSettings } from './coto/train.ts';
+import { trainAdapter, trainedOrCached, type TrainSettings } from './coto/train.ts';
 import { clusterCheck, type ClusterCheck } from './coto/cluster.ts';
 
 const { values: a } = parseArgs({
@@ -74,7 +76,10 @@ log(
 for (const task of tasks) {
   for (const seed of seeds) {
     for (const arm of arms) {
-      const r = trainAdapter(model, task, arm, settings, seed);
+      const dir = join(out, 'adapters', task.name, arm.name, String(seed));
+      const r = await trainedOrCached(dir, { settings, data, task: task.name, arm: arm.name, seed }, () =>
+        trainAdapter(model, task, arm, settings, seed),
+      );
       const key = `${task.name}/${arm.name}`;
       lab.trained.set(key, [...(lab.trained.get(key) ?? []), r]);
       log(`  trained ${key} seed ${seed}: ${r.seconds.toFixed(1)} s, final loss ${r.finalLoss.toFixed(3)}`);

@@ -1,8 +1,9 @@
 // Evaluations on workers: the Shapley estimate of each layer adapter's contribution needs the task
-// adapter's loss under many layer coalitions. The coalitions are spread over the free devices, each
+// adapter's loss under many layer coalitions; with training.eval_generate the first part also scores
+// the whole adapter's greedy answers (exact match, edit similarity: shared/eval/score.ts). The coalitions are spread over the free devices, each
 // part sent as an EvalPlan to one worker; only that worker's answer (with one loss per coalition)
 // settles the request, and a worker that dies fails it.
-import type { WorkerMessage } from '../shared/gen/chorus/v1/worker.ts';
+import type { GenerationScore, WorkerMessage } from '../shared/gen/chorus/v1/worker.ts';
 import { objectNames } from '../shared/nats/subjects.ts';
 import { evalPlanToWire } from '../shared/shard/plan.ts';
 import { shapleyPlan, shapleyValues } from './shapley.ts';
@@ -11,8 +12,13 @@ import type { JobRecord } from './types.ts';
 
 type EvalResult = Extract<WorkerMessage['kind'], { $case: 'evalResult' }>['value'];
 
+interface Answer {
+  losses: number[];
+  generation?: GenerationScore;
+}
+
 interface Pending {
-  resolve: (losses: number[]) => void;
+  resolve: (answer: Answer) => void;
   reject: (e: Error) => void;
   workerId: string;
   count: number;
@@ -27,6 +33,8 @@ export interface ShapleyEstimate {
   /** Loss with no layer adapter and with all of them: Σ values = the gain between the two. */
   noAdapters: number;
   allAdapters: number;
+  /** Greedy-generation scores of the whole adapter, when the task asks for them (training.eval_generate). */
+  generation?: GenerationScore;
 }
 
 export class Evaluations {
@@ -40,14 +48,24 @@ export class Evaluations {
     // Coalitions are independent: spread them over every free device and evaluate at once.
     const parts = Math.max(1, Math.min(this.state.freeDevices().length, plan.coalitions.length));
     const chunks = Array.from({ length: parts }, (_, i) => plan.coalitions.filter((_, k) => k % parts === i));
-    const results = await Promise.all(chunks.map((coalitions) => this.onWorker(job, task, coalitions)));
-    const losses = plan.coalitions.map((_, k) => results[k % parts][Math.floor(k / parts)]);
+    // The generation scores (one pass over the eval set) ride with the first part.
+    const generate = job.spec.tasks.find((t) => t.name === task)?.training.evalGenerate !== undefined;
+    const results = await Promise.all(
+      chunks.map((coalitions, i) => this.onWorker(job, task, coalitions, generate && i === 0)),
+    );
+    const losses = plan.coalitions.map((_, k) => results[k % parts].losses[Math.floor(k / parts)]);
     const lossOf = (size: number) => losses[plan.coalitions.findIndex((c) => c.length === size)];
-    return { values: shapleyValues(plan, losses), noAdapters: lossOf(0), allAdapters: lossOf(layers) };
+    const generation = results[0].generation;
+    return {
+      values: shapleyValues(plan, losses),
+      noAdapters: lossOf(0),
+      allAdapters: lossOf(layers),
+      ...(generation ? { generation } : {}),
+    };
   }
 
-  /** Runs one evaluation plan on a free device; resolves to one loss per coalition. */
-  private onWorker(job: JobRecord, task: string, coalitions: number[][]): Promise<number[]> {
+  /** Runs one evaluation plan on a free device; resolves to one loss per coalition (and generation scores). */
+  private onWorker(job: JobRecord, task: string, coalitions: number[][], generate: boolean): Promise<Answer> {
     const free = this.state.freeDevices()[0];
     if (!free) return Promise.reject(new Error('no free device for evaluation'));
     const w = this.state.workers.get(free.workerId)!;
@@ -60,8 +78,9 @@ export class Evaluations {
       coalitions,
       maxBatches: BATCHES_PER_COALITION,
       device: free.device,
+      generate,
     });
-    return new Promise<number[]>((resolve, reject) => {
+    return new Promise<Answer>((resolve, reject) => {
       this.pending.set(requestId, { resolve, reject, workerId: w.record.id, count: coalitions.length });
       w.link!.send({ kind: { $case: 'eval', value: { requestId, plan } } });
     }).finally(() => {
@@ -83,7 +102,7 @@ export class Evaluations {
           `evaluation ${r.requestId}: the worker sent [${got}${r.losses.length > 8 ? ', …' : ''}] instead of ${ev.count} finite losses`,
         ),
       );
-    } else ev.resolve(r.losses);
+    } else ev.resolve({ losses: r.losses, ...(r.generation ? { generation: r.generation } : {}) });
   }
 
   /** The worker is gone: its evaluations will never answer. */

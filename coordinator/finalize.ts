@@ -103,6 +103,7 @@ async function publishLayerFigures(deps: FinalizeDeps, job: JobRecord, task: str
       const estimate = await deps.shapley(job, task, layers);
       job.shapley[task] = estimate.values;
       job.metrics[task].coalitionLoss = { noAdapters: estimate.noAdapters, allAdapters: estimate.allAdapters };
+      if (estimate.generation) job.metrics[task].generation = estimate.generation;
     } catch (err) {
       job.metrics[task].shapleyNote = `not estimated: ${errorMessage(err)}`;
     }
@@ -116,6 +117,7 @@ async function publishLayerFigures(deps: FinalizeDeps, job: JobRecord, task: str
       meanLossActive: activity?.meanLossActive() ?? [],
       meanLossInactive: activity?.meanLossInactive() ?? [],
       shapley: job.shapley[task] ?? null,
+      ...(job.metrics[task].generation ? { generation: job.metrics[task].generation } : {}),
     },
     `${job.id}.${task}.coto.layers`,
   );

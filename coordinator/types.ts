@@ -36,6 +36,8 @@ interface TaskMetrics {
   /** v(no adapters) and v(all adapters) of the Shapley game, so readers can check Σφ = the gain. */
   coalitionLoss?: { noAdapters: number; allAdapters: number };
   shapleyNote?: string;
+  /** Greedy-generation scores of the task adapter on its eval set (training.eval_generate). */
+  generation?: { exactMatch: number; editSimilarity: number; examples: number };
 }
 
 export interface JobRecord {

@@ -1,6 +1,6 @@
-// Evaluations the coordinator asks for (Shapley coalitions of a finished task's adapter): a runner
-// on the reserved device scores the adapter once per coalition; the answer always goes back, with
-// the losses or the error.
+// Evaluations the coordinator asks for (Shapley coalitions of a finished task's adapter, and its
+// generation scores when the task asks for them): a runner on the reserved device scores the adapter
+// once per coalition; the answer always goes back, with the losses (and scores) or the error.
 import { errorMessage } from '../shared/errors.ts';
 import type * as wire from '../shared/gen/chorus/v1/worker.ts';
 import { evalPlanFromWire } from '../shared/shard/plan.ts';
@@ -23,8 +23,8 @@ export class Evaluator {
 
   async evaluate(req: wire.EvalRequest): Promise<void> {
     const { requestId } = req;
-    const reply = (losses: number[], error = '') =>
-      this.send({ kind: { $case: 'evalResult', value: { requestId, losses, error } } }, true);
+    const reply = (losses: number[], error = '', generation?: wire.GenerationScore) =>
+      this.send({ kind: { $case: 'evalResult', value: { requestId, losses, error, generation } } }, true);
     try {
       const plan = evalPlanFromWire(req.plan!);
       const device = this.opts.devices.find((d) => d.id === plan.device) ?? this.opts.devices[0];
@@ -38,7 +38,7 @@ export class Evaluator {
       );
       await new Promise<void>((resolve) => {
         const handle = this.host.start(device, (m) => {
-          if (m.type === 'evalDone') reply(m.losses);
+          if (m.type === 'evalDone') reply(m.losses, '', m.generation);
           else if (m.type === 'failed') reply([], m.error);
         });
         this.running.set(requestId, handle);

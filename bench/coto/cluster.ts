@@ -4,8 +4,7 @@
 // ONE adapter, so seeds are tasks, not replicas). The job's adapters are compared with the local
 // ones, and the coordinator's per-layer CoTo activation counts and Shapley values are read from its
 // report, the figures its dashboard shows.
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { JobSpec } from '../../shared/job/types.ts';
 import { readPeftAdapter } from '../../shared/formats/peft.ts';
@@ -59,7 +58,10 @@ export async function clusterCheck(
   settings: TrainSettings,
   o: { tasks: number; seeds: number },
 ): Promise<ClusterCheck> {
-  const dir = mkdtempSync(join(tmpdir(), 'chorus-bench-coto-'));
+  // Under the repository (the bench workers' working directory, hence their default --data-root).
+  const runs = new URL('../../runs', import.meta.url).pathname;
+  mkdirSync(runs, { recursive: true });
+  const dir = mkdtempSync(join(runs, 'bench-coto-cluster-'));
   const base = new URL('../../demo/base', import.meta.url).pathname;
   const units: Array<{ name: string; task: string; arm: Arm; seed: number; seedIndex: number }> = [];
   const specTasks: JobSpec['tasks'] = [];

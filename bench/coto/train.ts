@@ -1,6 +1,9 @@
 // Trains one adapter of the benchmark in this process: the shared trainer (the one the cluster's
 // runners use) on a task's in-memory data, with an arm's configuration and a seed.
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { LlamaModel } from '../../shared/model/llama.ts';
+import { readPeftAdapter, writePeftAdapter } from '../../shared/formats/peft.ts';
 import type { LoraAdapter } from '../../shared/lora/types.ts';
 import type { ResolvedTask } from '../../shared/job/types.ts';
 import { TRAINING_DEFAULTS } from '../../shared/train/settings.ts';
@@ -68,4 +71,29 @@ export function trainAdapter(model: LlamaModel, task: BenchTask, arm: Arm, s: Tr
   } finally {
     trainer.dispose();
   }
+}
+
+/**
+ * The adapter kept in `dir` by an earlier run with the same settings, or a fresh one (then kept there).
+ * `key` (the settings) must match, so a changed run never reuses a stale adapter.
+ */
+export async function trainedOrCached(dir: string, key: object, train: () => Trained): Promise<Trained> {
+  const meta = join(dir, 'training.json');
+  const want = JSON.stringify(key);
+  if (existsSync(meta)) {
+    const m = JSON.parse(readFileSync(meta, 'utf8')) as Omit<Trained, 'adapter'> & { key: string };
+    if (m.key === want) {
+      return {
+        adapter: await readPeftAdapter(dir),
+        seconds: m.seconds,
+        activeSteps: m.activeSteps,
+        finalLoss: m.finalLoss,
+      };
+    }
+  }
+  const r = train();
+  await writePeftAdapter(dir, r.adapter);
+  const { adapter: _, ...figures } = r;
+  writeFileSync(meta, JSON.stringify({ key: want, ...figures }) + '\n');
+  return r;
 }

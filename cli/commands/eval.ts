@@ -13,7 +13,7 @@ import { LoraRuntime } from '../../shared/lora/runtime.ts';
 import { loadTokenizer } from '../../shared/data/tokenizer.ts';
 import { DataLoader, loadBaseModel } from '../../shared/train/load.ts';
 import { evaluateExamples } from '../../shared/train/evaluate.ts';
-import { completionItems, scoreGeneration } from '../../shared/eval/score.ts';
+import { scoreDataset } from '../../shared/eval/score.ts';
 import { parseNumberList, parsePositiveInt } from './flags.ts';
 
 interface EvalFlags extends EvalMergeFlags {
@@ -105,19 +105,19 @@ export function register(program: Command): void {
         };
         if (f.generate) {
           const tokenizer = await loadTokenizer(f.model, model.config.vocabSize);
-          const items = completionItems(examples, tokenizer, f.data);
-          const maxNewTokens =
-            parsePositiveInt(f.maxNewTokens, '--max-new-tokens') ??
-            Math.max(...examples.map((e) => e.inputIds.length - (e.completionStart ?? e.inputIds.length))) + 1;
-          const g = scoreGeneration(model, items, {
+          const g = scoreDataset(
+            model,
+            examples,
             tokenizer,
-            maxNewTokens,
-            stop: f.stop,
-            stopIds: tokenizer.eosId !== undefined ? [tokenizer.eosId] : [],
-            lora,
-            activeLayers,
-            batchSize: Math.max(batchSize, 64),
-          });
+            {
+              maxNewTokens: parsePositiveInt(f.maxNewTokens, '--max-new-tokens'),
+              stop: f.stop,
+              lora,
+              activeLayers,
+              batchSize: Math.max(batchSize, 64),
+            },
+            f.data,
+          );
           Object.assign(line, { exact_match: g.exactMatch, edit_similarity: g.editSimilarity, generated: g.examples });
         }
         process.stdout.write(JSON.stringify(line) + '\n');

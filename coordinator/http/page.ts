@@ -134,7 +134,9 @@ function renderDetail() {
     const layers = job.layers[t];
     html += '<div class="card chart"><h3>' + esc(t) + ' — layers</h3>' + (layers
       ? barChart(layers.activationCounts, 'activation count per layer') +
-        (layers.shapley ? barChart(layers.shapley, 'estimated marginal contribution (Shapley) per layer') : '')
+        (layers.shapley ? barChart(layers.shapley, 'estimated marginal contribution (Shapley) per layer') : '') +
+        (layers.generation ? '<div>exact match <b>' + num(100 * layers.generation.exactMatch, 1) + ' %</b>, edit similarity ' +
+          num(layers.generation.editSimilarity, 3) + ' <span class="muted">(greedy answers to ' + layers.generation.examples + ' eval prompts)</span></div>' : '')
       : '<div class="empty">per-layer CoTo figures come when the task finishes</div>') + '</div>';
   }
   el.innerHTML = html + '</div>';

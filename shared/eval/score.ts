@@ -103,3 +103,28 @@ export function completionItems(examples: readonly Example[], tokenizer: Tokeniz
     throw new ChorusError(`${source}: generation needs {"prompt","completion"} lines, and the file has none`);
   return items;
 }
+
+/** New tokens per answer when none is given: the longest reference completion, plus one for a stop. */
+export function defaultMaxNewTokens(examples: readonly Example[]): number {
+  return Math.max(1, ...examples.map((e) => e.inputIds.length - (e.completionStart ?? e.inputIds.length))) + 1;
+}
+
+/**
+ * Generation scores of a dataset's prompt/completion lines: EOS (when the tokenizer has one) and the
+ * stop strings end an answer; `maxNewTokens` defaults to defaultMaxNewTokens. What `chorus eval
+ * --generate` and the cluster's final scoring (training.eval_generate) both run.
+ */
+export function scoreDataset(
+  model: LlamaModel,
+  examples: readonly Example[],
+  tokenizer: Tokenizer,
+  o: Omit<GenerationOptions, 'tokenizer' | 'maxNewTokens' | 'stopIds'> & { maxNewTokens?: number },
+  source: string,
+): GenerationScore {
+  return scoreGeneration(model, completionItems(examples, tokenizer, source), {
+    ...o,
+    tokenizer,
+    maxNewTokens: o.maxNewTokens ?? defaultMaxNewTokens(examples),
+    stopIds: tokenizer.eosId !== undefined ? [tokenizer.eosId] : [],
+  });
+}

@@ -20,6 +20,10 @@ export const MAX_BATCH_SIZE = 4096;
 export const MAX_SEQ_LEN = 131_072;
 export const MAX_GRAD_ACCUM = 1024;
 export const MAX_EVAL_BATCHES = 100_000;
+/** training.eval_generate: stop strings, their length, and new tokens per answer. */
+export const MAX_STOP_STRINGS = 16;
+export const MAX_STOP_CHARS = 64;
+export const MAX_NEW_TOKENS = 4096;
 export const MAX_KEEP_CHECKPOINTS = 1000;
 export const MAX_LORA_RANK = 4096;
 /** lora.alpha, merge.weights entries, max_grad_norm: scale factors; past this they are typos. */

@@ -76,6 +76,13 @@ const trainingFields = z.strictObject({
   gradient_checkpointing: z.union([z.boolean(), z.literal('auto')], { error: 'must be true, false or auto' }),
   base_weights: oneOf(BASE_WEIGHTS_MODES),
   rdrop: z.strictObject({ alpha: num().gte(0, 'must be >= 0').lte(L.MAX_SCALE, `must be <= ${L.MAX_SCALE}`) }),
+  eval_generate: z.strictObject({
+    stop: z
+      .array(str(L.MAX_STOP_CHARS).min(1, 'must not be empty'))
+      .max(L.MAX_STOP_STRINGS, `must have at most ${L.MAX_STOP_STRINGS} entries`)
+      .optional(),
+    tokens: int(1, L.MAX_NEW_TOKENS).optional(),
+  }),
 });
 
 const dataFields = z.strictObject({ train: path(), eval: path().optional() });

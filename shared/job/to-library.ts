@@ -28,6 +28,7 @@ const TRAINING_KEYS = {
   gradient_checkpointing: 'gradientCheckpointing',
   base_weights: 'baseWeights',
   rdrop: 'rdrop',
+  eval_generate: 'evalGenerate',
 } as const satisfies Record<keyof FileTraining, keyof TrainingSettings>;
 
 const LORA_KEYS = {

@@ -77,6 +77,8 @@ export const eventDataSchemas = {
     meanLossActive: z.array(z.number().nullable()),
     meanLossInactive: z.array(z.number().nullable()),
     shapley: z.array(z.number()).nullable(),
+    /** Greedy-generation scores of the task adapter (training.eval_generate); absent when not asked for. */
+    generation: z.object({ exactMatch: z.number(), editSimilarity: z.number(), examples: z.number() }).optional(),
   }),
   /** Final merge of the task adapters (or `method: "none"`). */
   'merge.done': z.object({ method: z.string(), object: z.string().nullable(), sha256: z.string().nullable() }),

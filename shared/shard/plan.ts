@@ -38,6 +38,8 @@ export interface EvalPlan {
   coalitions: number[][];
   maxBatches: number;
   device: string;
+  /** Also score the whole adapter by greedy generation (training.eval_generate). */
+  generate: boolean;
 }
 
 /** Steps between cluster checkpoints when a task asks for none: a moved shard needs one to resume from. */
@@ -89,6 +91,7 @@ export function evalPlanFromWire(p: wire.EvalPlan): EvalPlan {
     coalitions: p.coalitions.map((c) => c.layers),
     maxBatches: p.maxBatches,
     device: p.device,
+    generate: p.generate,
   };
 }
 

@@ -42,6 +42,12 @@ export interface TrainingSettings {
   baseWeights: BaseWeightsMode;
   /** R-Drop (docs/METHODS.md): two dropout passes, loss = mean CE + alpha · symmetric KL. Absent: off. */
   rdrop?: { alpha: number };
+  /**
+   * Generation-based scoring of the finished adapter on the eval set (shared/eval/score.ts): greedy
+   * answers cut at a stop string, at most `tokens` new tokens (default: longest completion + 1).
+   * Absent: the cluster scores loss only.
+   */
+  evalGenerate?: { stop?: string[]; tokens?: number };
 }
 
 /** Everything but `steps`, which a job must give. */

@@ -2,6 +2,13 @@
 // GPU). The plans themselves are the shared shard module's (shared/shard/plan.ts).
 import type { EvalPlan, ShardPlan, ShardSummary } from '../../shared/shard/plan.ts';
 
+/** Generation scores of an evaluated adapter (shared/eval/score.ts). */
+export interface GenerationFigures {
+  exactMatch: number;
+  editSimilarity: number;
+  examples: number;
+}
+
 /** Resume point handed to a runner. */
 export interface ResumeState {
   step: number;
@@ -34,7 +41,7 @@ export type RunnerToHost =
   | { type: 'done'; adapter: Uint8Array; summary: ShardSummary }
   | { type: 'stopped'; step: number }
   | { type: 'failed'; error: string }
-  | { type: 'evalDone'; losses: number[] };
+  | { type: 'evalDone'; losses: number[]; generation?: GenerationFigures };
 
 export type GradSumMessage = Extract<HostToRunner, { type: 'gradSum' }>;
 export type RoundMergedMessage = Extract<HostToRunner, { type: 'roundMerged' }>;

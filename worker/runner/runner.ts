@@ -10,7 +10,9 @@ import { layerOfModule } from '../../shared/lora/types.ts';
 import { encodeCheckpointBlob, restoreCheckpointBlob } from '../../shared/train/checkpoint.ts';
 import type { EvalPlan, ShardPlan } from '../../shared/shard/plan.ts';
 import { Inbox } from './inbox.ts';
-import type { ResumeState, RunnerPort } from './protocol.ts';
+import type { GenerationFigures, ResumeState, RunnerPort } from './protocol.ts';
+import { loadTokenizer } from '../../shared/data/tokenizer.ts';
+import { scoreDataset } from '../../shared/eval/score.ts';
 import { replicaSync } from './sync.ts';
 import { loadModel, loadTaskData } from './task-data.ts';
 
@@ -88,8 +90,15 @@ async function runShard(
   }
 }
 
-/** Evaluates a task adapter with only the layers of each coalition on (Shapley values). */
-async function runEval(plan: EvalPlan, adapterBytes: Uint8Array, backend: string | undefined): Promise<number[]> {
+/**
+ * Evaluates a task adapter with only the layers of each coalition on (Shapley values), and with
+ * plan.generate scores the whole adapter's greedy answers (the task's training.eval_generate).
+ */
+async function runEval(
+  plan: EvalPlan,
+  adapterBytes: Uint8Array,
+  backend: string | undefined,
+): Promise<{ losses: number[]; generation?: GenerationFigures }> {
   await initEngine(backend, { quiet: true });
   const t = plan.task;
   const model = await loadModel(t.baseModel);
@@ -105,7 +114,21 @@ async function runEval(plan: EvalPlan, adapterBytes: Uint8Array, backend: string
   });
   try {
     const full = trainer.getAdapter();
-    return plan.coalitions.map((coalition) => {
+    let generation: GenerationFigures | undefined;
+    if (plan.generate) {
+      const tokenizer = await loadTokenizer(t.baseModel, model.config.vocabSize);
+      const g = t.training.evalGenerate ?? {};
+      const source = t.data.eval ?? t.data.train;
+      const s = scoreDataset(
+        model,
+        data.train,
+        tokenizer,
+        { lora: trainer.runtime, stop: g.stop, maxNewTokens: g.tokens },
+        source,
+      );
+      generation = { exactMatch: s.exactMatch, editSimilarity: s.editSimilarity, examples: s.examples };
+    }
+    const losses = plan.coalitions.map((coalition) => {
       const on = new Set(coalition);
       // A layer outside the coalition gets B = 0: its adapter adds nothing, as when CoTo skips it.
       const modules = new Map(
@@ -117,6 +140,7 @@ async function runEval(plan: EvalPlan, adapterBytes: Uint8Array, backend: string
       trainer.setAdapter({ config: full.config, modules });
       return trainer.evaluate({ maxBatches: plan.maxBatches }).loss;
     });
+    return { losses, generation };
   } finally {
     trainer.dispose();
   }
@@ -133,7 +157,7 @@ export function serve(port: RunnerPort): Promise<void> {
           .finally(resolve);
       } else if (msg.type === 'eval') {
         runEval(msg.plan, msg.adapter, msg.backend)
-          .then((losses) => port.post({ type: 'evalDone', losses }))
+          .then((r) => port.post({ type: 'evalDone', ...r }))
           .catch((err) => port.post({ type: 'failed', error: errorMessage(err) }))
           .finally(resolve);
       } else inbox.deliver(msg);

@@ -218,6 +218,8 @@ export interface EvalPlan {
   maxBatches: number;
   /** The device that was reserved for it. */
   device: string;
+  /** Also score the whole adapter by greedy generation (the task's training.eval_generate). */
+  generate: boolean;
 }
 
 export interface Coalition {
@@ -229,6 +231,14 @@ export interface EvalResult {
   /** One loss per coalition of the plan, in order (empty when error is set). */
   losses: number[];
   error: string;
+  /** When the plan asked for generation: exact match and mean edit similarity over `generated` answers. */
+  generation?: GenerationScore | undefined;
+}
+
+export interface GenerationScore {
+  exactMatch: number;
+  editSimilarity: number;
+  examples: number;
 }
 
 export interface Leaving {
@@ -2929,7 +2939,16 @@ export const EvalRequest: MessageFns<EvalRequest> = {
 };
 
 function createBaseEvalPlan(): EvalPlan {
-  return { jobId: "", jobSpec: "", task: "", adapterObject: "", coalitions: [], maxBatches: 0, device: "" };
+  return {
+    jobId: "",
+    jobSpec: "",
+    task: "",
+    adapterObject: "",
+    coalitions: [],
+    maxBatches: 0,
+    device: "",
+    generate: false,
+  };
 }
 
 export const EvalPlan: MessageFns<EvalPlan> = {
@@ -2954,6 +2973,9 @@ export const EvalPlan: MessageFns<EvalPlan> = {
     }
     if (message.device !== "") {
       writer.uint32(58).string(message.device);
+    }
+    if (message.generate !== false) {
+      writer.uint32(64).bool(message.generate);
     }
     return writer;
   },
@@ -3027,6 +3049,14 @@ export const EvalPlan: MessageFns<EvalPlan> = {
             message.device = reader.string();
             continue;
           }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.generate = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3066,6 +3096,7 @@ export const EvalPlan: MessageFns<EvalPlan> = {
         ? globalThis.Number(object.max_batches)
         : 0,
       device: isSet(object.device) ? globalThis.String(object.device) : "",
+      generate: isSet(object.generate) ? globalThis.Boolean(object.generate) : false,
     };
   },
 
@@ -3092,6 +3123,9 @@ export const EvalPlan: MessageFns<EvalPlan> = {
     if (message.device !== "") {
       obj.device = message.device;
     }
+    if (message.generate !== false) {
+      obj.generate = message.generate;
+    }
     return obj;
   },
 
@@ -3107,6 +3141,7 @@ export const EvalPlan: MessageFns<EvalPlan> = {
     message.coalitions = object.coalitions?.map((e) => Coalition.fromPartial(e)) || [];
     message.maxBatches = object.maxBatches ?? 0;
     message.device = object.device ?? "";
+    message.generate = object.generate ?? false;
     return message;
   },
 };
@@ -3195,7 +3230,7 @@ export const Coalition: MessageFns<Coalition> = {
 };
 
 function createBaseEvalResult(): EvalResult {
-  return { requestId: "", losses: [], error: "" };
+  return { requestId: "", losses: [], error: "", generation: undefined };
 }
 
 export const EvalResult: MessageFns<EvalResult> = {
@@ -3212,6 +3247,9 @@ export const EvalResult: MessageFns<EvalResult> = {
     }
     if (message.error !== "") {
       writer.uint32(26).string(message.error);
+    }
+    if (message.generation !== undefined) {
+      GenerationScore.encode(message.generation, writer.uint32(34).fork()).join();
     }
     return writer;
   },
@@ -3263,6 +3301,14 @@ export const EvalResult: MessageFns<EvalResult> = {
             message.error = reader.string();
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.generation = GenerationScore.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3284,6 +3330,7 @@ export const EvalResult: MessageFns<EvalResult> = {
         : "",
       losses: globalThis.Array.isArray(object?.losses) ? object.losses.map((e: any) => globalThis.Number(e)) : [],
       error: isSet(object.error) ? globalThis.String(object.error) : "",
+      generation: isSet(object.generation) ? GenerationScore.fromJSON(object.generation) : undefined,
     };
   },
 
@@ -3298,6 +3345,9 @@ export const EvalResult: MessageFns<EvalResult> = {
     if (message.error !== "") {
       obj.error = message.error;
     }
+    if (message.generation !== undefined) {
+      obj.generation = GenerationScore.toJSON(message.generation);
+    }
     return obj;
   },
 
@@ -3309,6 +3359,118 @@ export const EvalResult: MessageFns<EvalResult> = {
     message.requestId = object.requestId ?? "";
     message.losses = object.losses?.map((e) => e) || [];
     message.error = object.error ?? "";
+    message.generation = (object.generation !== undefined && object.generation !== null)
+      ? GenerationScore.fromPartial(object.generation)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseGenerationScore(): GenerationScore {
+  return { exactMatch: 0, editSimilarity: 0, examples: 0 };
+}
+
+export const GenerationScore: MessageFns<GenerationScore> = {
+  encode(message: GenerationScore, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.exactMatch !== 0) {
+      writer.uint32(9).double(message.exactMatch);
+    }
+    if (message.editSimilarity !== 0) {
+      writer.uint32(17).double(message.editSimilarity);
+    }
+    if (message.examples !== 0) {
+      writer.uint32(24).int32(message.examples);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GenerationScore {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGenerationScore();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 9) {
+              break;
+            }
+
+            message.exactMatch = reader.double();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.editSimilarity = reader.double();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.examples = reader.int32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GenerationScore {
+    return {
+      exactMatch: isSet(object.exactMatch)
+        ? globalThis.Number(object.exactMatch)
+        : isSet(object.exact_match)
+        ? globalThis.Number(object.exact_match)
+        : 0,
+      editSimilarity: isSet(object.editSimilarity)
+        ? globalThis.Number(object.editSimilarity)
+        : isSet(object.edit_similarity)
+        ? globalThis.Number(object.edit_similarity)
+        : 0,
+      examples: isSet(object.examples) ? globalThis.Number(object.examples) : 0,
+    };
+  },
+
+  toJSON(message: GenerationScore): unknown {
+    const obj: any = {};
+    if (message.exactMatch !== 0) {
+      obj.exactMatch = floatToJson(message.exactMatch);
+    }
+    if (message.editSimilarity !== 0) {
+      obj.editSimilarity = floatToJson(message.editSimilarity);
+    }
+    if (message.examples !== 0) {
+      obj.examples = Math.round(message.examples);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GenerationScore>, I>>(base?: I): GenerationScore {
+    return GenerationScore.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GenerationScore>, I>>(object: I): GenerationScore {
+    const message = createBaseGenerationScore();
+    message.exactMatch = object.exactMatch ?? 0;
+    message.editSimilarity = object.editSimilarity ?? 0;
+    message.examples = object.examples ?? 0;
     return message;
   },
 };
