@@ -3,7 +3,7 @@
 // idle rank groups that do not move, and the merged LoRA against the sum of its groups.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { tf } from '../../shared/tensor/engine.ts';
@@ -39,6 +39,12 @@ for (const criterion of ['snip', 'magnitude', 'random'] as const) {
     const dir = mkdtempSync(join(tmpdir(), 'chorus-sparse-'));
     await writePeftAdapter(dir, t.getAdapter());
     const saved = await readPeftAdapter(dir);
+    // An ordinary LoRA file: no method settings in adapter_config.json (docs/FORMATS.md).
+    const config = JSON.parse(readFileSync(join(dir, 'adapter_config.json'), 'utf8'));
+    assert.deepEqual(
+      Object.keys(config).filter((k) => /sparsity|split|sample|rdrop|chorus/i.test(k)),
+      [],
+    );
     assert.equal(saved.modules.size, t.layout.slots.length);
     for (const s of t.layout.slots) {
       const m = saved.modules.get(s.path)!;
