@@ -55,6 +55,7 @@ const spec = h.jobSpec(dir, {
   tasks: [{ name: 'a', data: { train: join(dir, 'a.jsonl') }, replicas: 2 }],
   sync: { mode: 'gradients' },
 });
+// Computed once, when the first job has ended: it holds this process's event loop while it trains.
 let reference: Promise<ReferenceRun> | null = null;
 const faultFree = () => (reference ??= gradientSyncReference(spec, 'a'));
 
@@ -134,7 +135,6 @@ function workerOf(events: ChorusEvent[], e: ChorusEvent): string {
 test('a worker killed with SIGKILL mid-job: its shard resumes at its last checkpoint elsewhere; the result is the fault-free one', async () => {
   const c = h.client(coord.address);
   try {
-    void faultFree(); // computed meanwhile
     await h.waitWorkers(c, 3);
     const id = await c.submit(spec);
     const events: ChorusEvent[] = [];

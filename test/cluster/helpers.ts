@@ -83,6 +83,23 @@ export function withDeadline<T>(p: Promise<T>, ms: number, what: string, procs: 
   return Promise.race([p, deadline]).finally(() => clearTimeout(timer));
 }
 
+/**
+ * Polls the job record until replica `replica` of its first task has reached `step`; fails when the
+ * job ends first (the action meant to happen mid-job would never happen) or after `ms`.
+ */
+export async function whenStep(c: ChorusClient, id: string, replica: number, step: number, ms = 120_000) {
+  const start = Date.now();
+  for (;;) {
+    const job = await c.get(id);
+    const shard = job.shards.find((s) => s.replica === replica);
+    if (shard && shard.step >= step) return job;
+    if (['succeeded', 'failed', 'cancelled'].includes(job.state))
+      throw new Error(`job ${id} ended (${job.state}) before replica ${replica} reached step ${step}`);
+    if (Date.now() - start > ms) throw new Error(`replica ${replica} of ${id} did not reach step ${step} in ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 export function uniquePrefix(): string {
   return `t${randomBytes(4).toString('hex')}`;
 }
