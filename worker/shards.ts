@@ -26,6 +26,8 @@ interface RunningShard {
   pending: wire.WorkerMessage | null;
   /** Per-shard queue, so uploads finish before the message that names them goes out. */
   chain: Promise<void>;
+  /** Resolves when the runner's last message (done, failed or stopped) has been queued on `chain`. */
+  said: Promise<void>;
 }
 
 /** A runner that ends without a last word gets this long for one still in flight before it counts as crashed. */
@@ -89,6 +91,7 @@ export class ShardSupervisor {
     this.log(
       `worker: shard ${shardId} (${plan.task.name} replica ${plan.replica + 1}/${plan.replicas}) on ${device.id}${resuming}`,
     );
+    let lastWord: () => void = () => {};
     const entry: RunningShard = {
       plan,
       device: device.id,
@@ -96,11 +99,11 @@ export class ShardSupervisor {
       step: a.resumeStep,
       pending: null,
       chain: Promise.resolve(),
+      said: new Promise<void>((r) => (lastWord = r)),
       handle: null as unknown as RunnerHandle,
     };
     this.running.set(shardId, entry);
-    let lastWord: () => void = () => {};
-    const said = new Promise<void>((r) => (lastWord = r));
+    const said = entry.said;
     entry.handle = this.host.start(device, (m) => {
       if (m.type === 'done' || m.type === 'failed' || m.type === 'stopped') lastWord();
       entry.chain = entry.chain
@@ -159,7 +162,12 @@ export class ShardSupervisor {
   async stopAll(reason: string): Promise<void> {
     const running = [...this.running.values()];
     for (const s of running) s.handle.send({ type: 'stop', reason });
-    await Promise.all(running.map((s) => s.handle.ended.then(() => s.chain)));
+    // Wait for each runner's last word, not just its end: a thread's final messages can arrive
+    // after its exit, and 'leaving' must not overtake the checkpoint it took on the way out (the
+    // coordinator would resume the shard from an older checkpoint).
+    const lastWord = (s: RunningShard) =>
+      Promise.race([s.said, s.handle.ended.then(() => new Promise((r) => setTimeout(r, LAST_WORD_MS)))]);
+    await Promise.all(running.map((s) => lastWord(s).then(() => s.chain)));
   }
 
   private async fromRunner(s: RunningShard, m: RunnerToHost): Promise<void> {
