@@ -59,14 +59,23 @@ test('R-Drop and multi-sample dropout need dropout, and do not combine', () => {
   );
 });
 
-test('every method combines with CoTo', () => {
+test('every method combines with CoTo, the training methods with each other (R-Drop aside), and the merge', () => {
   const s = parseJobSpec(
-    spec({
-      lora: { dropout: 0.1, dropout_samples: 2 },
-      coto: { enabled: true },
-    }),
+    spec(
+      {
+        lora: { r: 8, dropout: 0.1, dropout_samples: 2, sparsity: { ratio: 0.25 }, split: { groups: 2, active: 1 } },
+        coto: { enabled: true },
+        merge: { method: 'orthogonal_dropout', seed: 3 },
+      },
+      { training: { rdrop: { alpha: 1 } }, lora: { dropout_samples: 1 } },
+    ),
   );
   assert.ok(s.tasks[0].coto);
+  assert.deepEqual(s.merge, { method: 'orthogonal_dropout', seed: 3 });
+  assert.match(
+    errorOf(spec({ merge: { method: 'orthogonal_dropout', space: 'factors' } })),
+    /merge\.space: "factors" is not available for method orthogonal_dropout/,
+  );
 });
 
 test('sparsity and split: defaults, rules, and the wire form', () => {
