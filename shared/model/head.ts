@@ -59,8 +59,8 @@ function chunksOf(n: number, size: number): Chunk[] {
 /** Logits [n, V] of rows x [n, H], slab by slab of the vocabulary. Not differentiable. */
 export function logitsOf(w: BaseWeights, x: tf.Tensor2D): tf.Tensor2D {
   const parts = w.headSlabs().map((slab) => {
-    const lease = w.headT(slab);
-    const y: tf.Tensor2D = tf.matMul(x, lease.value);
+    const lease = w.headRows(slab);
+    const y = tf.tidy(() => tf.transpose(tf.matMul(lease.value, tf.transpose(x))) as tf.Tensor2D);
     lease.release();
     return y;
   });
@@ -152,17 +152,8 @@ export function logitsBackward(w: BaseWeights, dl: tf.Tensor2D): tf.Tensor2D {
   for (const slab of slabs) {
     const dls: tf.Tensor2D = slabs.length === 1 ? dl : tf.slice(dl, [0, slab.start], [-1, slab.end - slab.start]);
     const lease = w.headRows(slab);
-    let part: tf.Tensor2D;
-    if (lease) {
-      part = tf.matMul(dls, lease.value);
-      lease.release();
-    } else {
-      // Only the transposed head is in the engine: dx = (Wᵀ·dlᵀ)ᵀ, transposing the activation-sized
-      // dlogits rather than materialising a second copy of lm_head.
-      const wT = w.headT(slab);
-      part = tf.transpose(tf.matMul(wT.value, tf.transpose(dls))) as tf.Tensor2D;
-      wT.release();
-    }
+    const part: tf.Tensor2D = tf.matMul(dls, lease.value);
+    lease.release();
     dx = dx ? (tf.add(dx, part) as tf.Tensor2D) : part;
   }
   return dx!;

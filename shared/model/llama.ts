@@ -27,7 +27,7 @@
 import { tf } from '../tensor/engine.ts';
 import { ChorusError } from '../errors.ts';
 import { fillNormal, deriveSeed } from '../tensor/random.ts';
-import { linearT, matMul2d } from '../tensor/ops.ts';
+import { linearRows, matMul2d } from '../tensor/ops.ts';
 import type { LlamaConfig } from './config.ts';
 import { expectedShapes, type ModuleName } from './modules.ts';
 import { decoderLayer, rmsNorm, RopeTables, type LayerWeights } from './layer.ts';
@@ -198,14 +198,19 @@ export class LlamaModel {
     const [B, T] = inputIds.shape as [number, number];
     const ids = Int32Array.from(inputIds.dataSync() as ArrayLike<number>);
     const normed = this.finalNorm(this.hidden(ids, B, T, opts));
-    const parts = this.weights.headSlabs().map((slab) => {
-      const lease = this.weights.headT(slab);
+    let logits: tf.Tensor2D;
+    if (this.trainable) {
       // A trainable lm_head (or the embedding, tied) takes a gradient too.
-      const y = this.trainable ? matMul2d(normed, lease.value) : linearT(normed, lease.value);
-      if (this.weights.mode === 'streamed') lease.release();
-      return y;
-    });
-    const logits = parts.length === 1 ? parts[0] : tf.concat(parts, 1);
+      logits = matMul2d(normed, this.weights.headT());
+    } else {
+      const parts = this.weights.headSlabs().map((slab) => {
+        const lease = this.weights.headRows(slab);
+        const y = linearRows(normed, lease.value);
+        if (this.weights.mode === 'streamed') lease.release();
+        return y;
+      });
+      logits = parts.length === 1 ? parts[0] : (tf.concat(parts, 1) as tf.Tensor2D);
+    }
     return tf.reshape(logits, [B, T, this.config.vocabSize]) as tf.Tensor3D;
   }
 

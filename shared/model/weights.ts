@@ -6,7 +6,8 @@
 //     mode: 'resident' | 'streamed'
 //     embedRows(ids Int32Array) → [N, H]                        (trainable: a one-hot product with a gradient)
 //     layer(l) → Lease<LayerWeights>                            projections transposed, [in, out]
-//     headSlabs() → vocabulary ranges; headT(i) → Lease<[H, Vs]>; headRows(i) → Lease<[Vs, H]> | null
+//     headSlabs() → vocabulary ranges; headRows(i) → Lease<[Vs, H]> (lm_head as stored, or the tied embedding)
+//     headT() → [H, V] transposed head of a trainable model (its own gradient path)
 //     finalNorm, trainableVariables(), toTensorMap(), dispose()
 // resident: every weight is a float32 engine tensor for the model's life (a lease's release is a no-op).
 // streamed: projections, the embedding and lm_head stay on the host in their stored dtype (BF16/F16/F32);
@@ -87,8 +88,11 @@ export class BaseWeights {
   /** resident only */
   private readonly embed: tf.Tensor2D | null;
   private readonly projT: Array<Record<ModuleName, tf.Tensor2D>> | null;
-  /** lm_head transposed [H, V] (a transposed copy of the embedding when tied); null when trainable and tied. */
-  private readonly lmHeadT: tf.Tensor2D | null;
+  /**
+   * resident lm_head: frozen untied → as stored [V, H]; frozen tied → null (the embedding serves);
+   * trainable untied → transposed [H, V] (its gradient product's fast layout); trainable tied → null.
+   */
+  private readonly lmHead: tf.Tensor2D | null;
   /** streamed only: the host tensors by HF name */
   private readonly stored: Map<string, StoredTensor> | null;
   /** streamed only: vocabulary rows of one head slab */
@@ -102,7 +106,7 @@ export class BaseWeights {
     norms: BaseWeights['norms'];
     embed?: tf.Tensor2D;
     projT?: Array<Record<ModuleName, tf.Tensor2D>>;
-    lmHeadT?: tf.Tensor2D | null;
+    lmHead?: tf.Tensor2D | null;
     stored?: Map<string, StoredTensor>;
     slabRows?: number;
   }) {
@@ -113,7 +117,7 @@ export class BaseWeights {
     this.norms = p.norms;
     this.embed = p.embed ?? null;
     this.projT = p.projT ?? null;
-    this.lmHeadT = p.lmHeadT ?? null;
+    this.lmHead = p.lmHead ?? null;
     this.stored = p.stored ?? null;
     this.slabRows = p.slabRows ?? p.config.vocabSize;
   }
@@ -173,9 +177,10 @@ export class BaseWeights {
       for (const name of MODULE_NAMES) r[name] = get2T(`${modulePath(l, name)}.weight`);
       return r;
     });
-    const headName = config.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight';
-    const lmHeadT = config.tieWordEmbeddings && trainable ? null : get2T(headName);
-    return new BaseWeights({ config, mode, trainable, finalNorm, norms, embed, projT, lmHeadT });
+    // A frozen head keeps HF's [V, H] layout: the logits go as (W·xᵀ)ᵀ (see tensor/ops.ts linearRows), so a
+    // tied model needs no transposed copy of its embedding.
+    const lmHead = config.tieWordEmbeddings ? null : trainable ? get2T('lm_head.weight') : get2('lm_head.weight');
+    return new BaseWeights({ config, mode, trainable, finalNorm, norms, embed, projT, lmHead });
   }
 
   /** Embedding rows of the given token ids, [N, H]. */
@@ -211,26 +216,20 @@ export class BaseWeights {
     return out;
   }
 
-  /** lm_head rows of a slab, transposed: [H, Vs]. Trainable tied models transpose the embedding variable. */
-  headT(slab: HeadSlab): Lease<tf.Tensor2D> {
-    if (!this.stored) {
-      if (this.lmHeadT) return keep(this.lmHeadT);
-      return own(tf.transpose(this.embed!) as tf.Tensor2D);
-    }
-    const rows = this.headStored().rowsToFloat32(slab.start, slab.end);
-    const n = slab.end - slab.start;
-    const H = this.config.hiddenSize;
-    return own(tf.tensor2d(transpose2d(rows, n, H), [H, n], 'float32'));
+  /** The trainable model's head transposed, [H, V] (tied: a transposed view of the embedding variable, taped). */
+  headT(): tf.Tensor2D {
+    if (!this.trainable) throw new Error('headT: only a trainable model keeps a transposed head');
+    return this.lmHead ?? (tf.transpose(this.embed!) as tf.Tensor2D);
   }
 
-  /**
-   * lm_head rows of a slab as stored, [Vs, H], for the head's backward (dx = dlogits·W); null when the only
-   * engine copy is the transposed one (resident, untied), where the backward transposes dlogits instead.
-   */
-  headRows(slab: HeadSlab): Lease<tf.Tensor2D> | null {
-    if (!this.stored) return this.config.tieWordEmbeddings && this.embed ? keep(this.embed) : null;
-    const rows = this.headStored().rowsToFloat32(slab.start, slab.end);
-    return own(tf.tensor2d(rows, [slab.end - slab.start, this.config.hiddenSize], 'float32'));
+  /** lm_head rows of a slab as stored, [Vs, H] (the embedding when tied). Frozen models only. */
+  headRows(slab: HeadSlab): Lease<tf.Tensor2D> {
+    if (this.trainable) throw new Error('headRows: a trainable model keeps its head transposed');
+    if (this.stored) {
+      const rows = this.headStored().rowsToFloat32(slab.start, slab.end);
+      return own(tf.tensor2d(rows, [slab.end - slab.start, this.config.hiddenSize], 'float32'));
+    }
+    return keep(this.lmHead ?? this.embed!);
   }
 
   private headStored(): StoredTensor {
@@ -252,7 +251,7 @@ export class BaseWeights {
       for (const name of MODULE_NAMES) put(`${modulePath(l, name)}.weight`, this.projT![l][name]);
     });
     put('model.norm.weight', this.finalNorm);
-    if (this.lmHeadT) put('lm_head.weight', this.lmHeadT);
+    if (this.lmHead) put('lm_head.weight', this.lmHead);
     return out;
   }
 
@@ -280,14 +279,15 @@ export class BaseWeights {
     this.projT!.forEach((p, l) => {
       for (const name of MODULE_NAMES) putT(`${modulePath(l, name)}.weight`, p[name]);
     });
-    if (!this.config.tieWordEmbeddings) putT('lm_head.weight', this.lmHeadT!);
+    if (this.lmHead && this.trainable) putT('lm_head.weight', this.lmHead);
+    else if (this.lmHead) put('lm_head.weight', this.lmHead);
     return out;
   }
 
   dispose(): void {
     tf.dispose([this.finalNorm, ...this.norms.flatMap((n) => [n.inputNorm, n.postNorm])]);
     if (this.embed) this.embed.dispose();
-    if (this.lmHeadT) this.lmHeadT.dispose();
+    if (this.lmHead) this.lmHead.dispose();
     for (const p of this.projT ?? []) tf.dispose(Object.values(p));
   }
 }

@@ -1,5 +1,6 @@
 // Matrix products shaped for speed on every backend, with hand-written gradients. Public API:
 //   linearT(x [N,in], wT [in,out]) → x·wT            frozen weight: gradient for x only
+//   linearRows(x [N,in], w [out,in]) → x·wᵀ          frozen weight in HF layout (the LM head): gradient for x only
 //   bmm(a [...,M,K], b [...,K,N]) → a·b              batched, gradients for both (wasm: per-matrix 2-D products)
 //   batchMatMul(a, b) → a·b                          the same product, not differentiable (inside custom gradients)
 //   swapLast2(t) → t with its last two axes swapped
@@ -42,6 +43,24 @@ export function linearT(x: tf.Tensor2D, wT: tf.Tensor2D): tf.Tensor2D {
           if (rows * (K + N) <= K * N) return tf.transpose(tf.matMul(wT, tf.transpose(dy as tf.Tensor2D)));
           return tf.matMul(dy as tf.Tensor2D, tf.transpose(wT));
         }),
+    };
+  }) as unknown as CustomGradFn);
+  return f(x) as tf.Tensor2D;
+}
+
+/**
+ * x·wᵀ with w a constant [out, in] in HF's layout, computed as (w·xᵀ)ᵀ: w is the product's row operand,
+ * so nothing weight-sized is transposed or packed per call. For the LM head (out = vocabulary) this is
+ * also the fast form on wasm: 256 rows × 576 × 49152 took 2.7 s against 7.0 s for x·wT with a cached
+ * transposed copy (loaded 2-core machine), and a tied model keeps no transposed copy of its embedding.
+ * The input gradient dy·w takes w as it is.
+ */
+export function linearRows(x: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
+  const f = tf.customGrad(((xx: tf.Tensor, save: tf.GradSaveFunc) => {
+    save([]);
+    return {
+      value: tf.tidy(() => tf.transpose(tf.matMul(w, tf.transpose(xx as tf.Tensor2D)))),
+      gradFunc: (dy: tf.Tensor) => tf.matMul(dy as tf.Tensor2D, w),
     };
   }) as unknown as CustomGradFn);
   return f(x) as tf.Tensor2D;

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { initEngine, tf } from '../../shared/tensor/engine.ts';
-import { bmm, linearT, loraDelta, matMul2d, oneHotEmbed } from '../../shared/tensor/ops.ts';
+import { bmm, linearRows, linearT, loraDelta, matMul2d, oneHotEmbed } from '../../shared/tensor/ops.ts';
 
 await initEngine('wasm', { quiet: true });
 
@@ -38,6 +38,18 @@ for (const [rows, inF, outF] of [
     });
   });
 }
+
+test('linearRows: x·wᵀ and its input gradient equal tf.matMul’s with w in HF layout', () => {
+  tf.tidy(() => {
+    const x = tf.randomNormal([4, 6], 0, 1, 'float32', 1) as tf.Tensor2D;
+    const w = tf.randomNormal([9, 6], 0, 1, 'float32', 2) as tf.Tensor2D;
+    const r = tf.randomNormal([4, 9], 0, 1, 'float32', 3);
+    close(linearRows(x, w), tf.matMul(x, w, false, true), 'value');
+    const ours = tf.grad((xx: tf.Tensor) => tf.sum(tf.mul(linearRows(xx as tf.Tensor2D, w), r)))(x);
+    const theirs = tf.grad((xx: tf.Tensor) => tf.sum(tf.mul(tf.matMul(xx as tf.Tensor2D, w, false, true), r)))(x);
+    close(ours, theirs, 'dx');
+  });
+});
 
 test('bmm: value and both gradients equal tf.matMul’s (rank 4)', () => {
   tf.tidy(() => {
