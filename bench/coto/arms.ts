@@ -26,8 +26,8 @@ export const ARMS: Arm[] = [
   // Issue 12's training methods (docs/METHODS.md), each on plain LoRA (CoTo off).
   {
     name: 'msd',
-    description: 'multi-sample dropout: LoRA dropout 0.1, 4 dropout samples per step, losses averaged',
-    configure: (t) => ({ ...t, coto: null, lora: { ...t.lora, loraDropout: 0.1, dropoutSamples: 4 } }),
+    description: 'multi-sample dropout: LoRA dropout 0.1, 2 dropout samples per step, losses averaged',
+    configure: (t) => ({ ...t, coto: null, lora: { ...t.lora, loraDropout: 0.1, dropoutSamples: 2 } }),
   },
   {
     name: 'rdrop',
