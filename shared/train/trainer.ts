@@ -226,6 +226,12 @@ export class AdapterTrainer {
     const { sparsity, split } = this.task.lora;
     let pruned: Uint8Array | null = null;
     if (sparsity) {
+      if ((sparsity.criterion ?? 'snip') === 'snip' && this.model.weights.mode === 'streamed') {
+        throw new ChorusError(
+          'trainer: lora.sparsity criterion snip differentiates the whole model once and needs resident base weights ' +
+            '(set training.base_weights: resident, or use criterion magnitude or random)',
+        );
+      }
       const tr = this.task.training;
       // Batches from the whole training set under their own seed: the same in every replica.
       const stream = replicaBatchStream(opts.examples, {

@@ -199,3 +199,28 @@ test('split draws: a fixed number of groups per step, a function of (seed, step)
   }
   for (const c of seen) assert.ok(c > 40 && c < 120, `group use counts ${seen}`);
 });
+
+test('sparsity snip refuses streamed base weights by name; magnitude runs there', async () => {
+  const { makeLlamaConfig } = await import('../../shared/model/config.ts');
+  const { LlamaModel, initRandomWeights } = await import('../../shared/model/llama.ts');
+  const config = makeLlamaConfig({
+    hiddenSize: 16,
+    numHiddenLayers: 2,
+    numAttentionHeads: 2,
+    numKeyValueHeads: 1,
+    vocabSize: 32,
+    intermediateSize: 32,
+  });
+  const streamed = LlamaModel.fromTensors(config, initRandomWeights(config, 7), 'tiny', { baseWeights: 'streamed' });
+  const make = (criterion: 'snip' | 'magnitude') =>
+    AdapterTrainer.create({
+      model: streamed,
+      task: task({ coto: null, lora: { r: 8, targetModules: targets, sparsity: { ratio: 0.5, criterion } } }),
+      examples,
+    });
+  assert.throws(() => make('snip'), /criterion snip .* needs resident base weights/);
+  const t = make('magnitude');
+  t.trainStep();
+  t.dispose();
+  streamed.dispose();
+});
