@@ -19,16 +19,27 @@ export interface FinalizeDeps {
   shapley(job: JobRecord, task: string, layers: number): Promise<ShapleyEstimate>;
 }
 
+/** Stores one result object and records its SHA-256 (clients check their downloads against it). */
+async function putArtifact(deps: FinalizeDeps, job: JobRecord, artifacts: string[], name: string, data: Uint8Array) {
+  const info = await deps.store.putObject(name, data);
+  job.artifactSha256 = { ...job.artifactSha256, [name]: info.sha256 };
+  artifacts.push(name);
+  return info;
+}
+
 export async function finalizeJob(deps: FinalizeDeps, job: JobRecord): Promise<void> {
   const artifacts: string[] = [];
+  job.artifactSha256 = {};
   const taskAdapters = await storeTaskAdapters(deps, job, artifacts);
   const merged = await mergeTaskAdapters(deps, job, taskAdapters, artifacts);
   for (const t of job.spec.tasks) await publishLayerFigures(deps, job, t.name);
-  const info = await deps.store.putObject(
+  const info = await putArtifact(
+    deps,
+    job,
+    artifacts,
     objectNames.report(job.id),
     new TextEncoder().encode(reportText(job, merged)),
   );
-  artifacts.push(info.name);
   job.artifacts = artifacts;
   await deps.saveJob(job);
   await deps.publish('report.ready', job.id, { object: info.name, artifacts }, `${job.id}.report.ready`);
@@ -44,12 +55,9 @@ async function storeTaskAdapters(deps: FinalizeDeps, job: JobRecord, artifacts: 
     const bytes = await deps.store.getAnnounced(shard.final.object, shard.final.sha256);
     const adapter = adapterFromObjectBytes(bytes, shard.final.object);
     adapters.push(adapter);
-    await deps.store.putObject(objectNames.taskAdapter(job.id, t.name), adapterToObjectBytes(adapter));
-    await deps.store.putObject(
-      objectNames.taskConfig(job.id, t.name),
-      new TextEncoder().encode(peftConfigText(adapter)),
-    );
-    artifacts.push(objectNames.taskAdapter(job.id, t.name), objectNames.taskConfig(job.id, t.name));
+    await putArtifact(deps, job, artifacts, objectNames.taskAdapter(job.id, t.name), adapterToObjectBytes(adapter));
+    const config = new TextEncoder().encode(peftConfigText(adapter));
+    await putArtifact(deps, job, artifacts, objectNames.taskConfig(job.id, t.name), config);
     const replicas = job.shards.filter((s) => s.task === t.name);
     job.metrics[t.name] = {
       steps: shard.totalSteps,
@@ -82,9 +90,9 @@ async function mergeTaskAdapters(
     options: merge,
   });
   const adapter = adapterFromObjectBytes(mergedBytes, 'merged adapter');
-  const info = await deps.store.putObject(objectNames.mergedAdapter(job.id), mergedBytes);
-  await deps.store.putObject(objectNames.mergedConfig(job.id), new TextEncoder().encode(peftConfigText(adapter)));
-  artifacts.push(objectNames.mergedAdapter(job.id), objectNames.mergedConfig(job.id));
+  const info = await putArtifact(deps, job, artifacts, objectNames.mergedAdapter(job.id), mergedBytes);
+  const config = new TextEncoder().encode(peftConfigText(adapter));
+  await putArtifact(deps, job, artifacts, objectNames.mergedConfig(job.id), config);
   await deps.publish(
     'merge.done',
     job.id,

@@ -35,6 +35,8 @@ export interface LiveWorker {
 export class ClusterState {
   readonly jobs = new Map<string, JobRecord>();
   readonly workers = new Map<string, LiveWorker>();
+  /** worker id → SHA-256 of its secret, for every id ever issued (live or not): ids cannot be taken over. */
+  readonly workerSecrets = new Map<string, string>();
   private readonly saveChains = new Map<string, Promise<void>>();
   private pubChain: Promise<unknown> = Promise.resolve();
   private readonly trainingEndHooks: Array<(job: JobRecord) => void> = [];
@@ -63,6 +65,7 @@ export class ClusterState {
     }
     const now = Date.now();
     for (const w of await this.store.allJson<WorkerRecord>(this.store.workers)) {
+      if (w.secretSha256) this.workerSecrets.set(w.id, w.secretSha256);
       if (w.state !== 'online') continue;
       // Workers get a few heartbeat timeouts to reconnect (their backoff) before their shards move.
       const grace = now + 2 * this.opts.heartbeatTimeoutMs;

@@ -53,6 +53,8 @@ export interface JobRecord {
   updatedMs: number;
   shards: ShardRecord[];
   artifacts: string[];
+  /** Hex SHA-256 of each artifact as the coordinator wrote it (absent in records of older coordinators). */
+  artifactSha256?: Record<string, string>;
   /** When --artifacts-ttl deleted this finished job's objects (retention.ts). */
   artifactsExpiredMs?: number;
   /** Last merged round per task (sync: weights). */
@@ -71,6 +73,8 @@ export interface WorkerRecord {
   state: 'online' | 'dead' | 'left';
   devices: { id: string; kind: string; description: string; memoryBytes: number }[];
   lastHeartbeatMs: number;
+  /** SHA-256 of the secret issued with the id at its first registration (workers.ts). */
+  secretSha256?: string;
 }
 
 /** A job as stored in KV: everything but the parsed spec (LayerActivity serialises itself). */

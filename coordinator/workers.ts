@@ -1,6 +1,9 @@
 // The worker side of the cluster: registration (first time or after a reconnect, ours or theirs),
 // heartbeats, and the watchdog that declares a silent worker dead — its shards are then lost and
 // placed elsewhere, its evaluations fail.
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { sha256Hex } from '../shared/digest.ts';
+import { ChorusError } from '../shared/errors.ts';
 import type { WorkerMessage } from '../shared/gen/chorus/v1/worker.ts';
 import { isTerminal } from '../shared/nats/events.ts';
 import type { Evaluations } from './evals.ts';
@@ -9,6 +12,15 @@ import type { ClusterState, LiveWorker, WorkerLink } from './state.ts';
 import type { WorkerRecord } from './types.ts';
 
 type Register = Extract<WorkerMessage['kind'], { $case: 'register' }>['value'];
+
+/** A registration under an id this connection cannot prove is its own (rpc: PERMISSION_DENIED). */
+export class WorkerRefused extends ChorusError {}
+
+function sameDigest(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
+}
 
 export class Workers {
   private timer: NodeJS.Timeout | null = null;
@@ -32,12 +44,21 @@ export class Workers {
 
   async register(link: WorkerLink, msg: Register): Promise<string> {
     const { state } = this;
-    const known = msg.workerId ? state.workers.get(msg.workerId) : undefined;
-    const id = known
-      ? msg.workerId
-      : msg.workerId && /^[A-Za-z0-9_-]+$/.test(msg.workerId)
+    const id =
+      msg.workerId && msg.workerId.length <= 128 && /^[A-Za-z0-9_-]+$/.test(msg.workerId)
         ? msg.workerId
-        : `w${Date.now().toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`;
+        : `w${Date.now().toString(36)}${randomBytes(4).toString('hex')}`;
+    // An id is bound to the secret issued with it: whoever names it without the secret is refused
+    // before anything changes (the live worker keeps its stream and its shards).
+    const bound = state.workerSecrets.get(id);
+    if (bound !== undefined && !sameDigest(sha256Hex(Buffer.from(msg.secret)), bound))
+      throw new WorkerRefused(
+        `worker id ${id} belongs to another worker process (this connection did not present its secret); start the worker without an id to get a new one`,
+      );
+    const secret = bound !== undefined ? msg.secret : randomBytes(24).toString('base64url');
+    const secretSha256 = bound ?? sha256Hex(Buffer.from(secret));
+    state.workerSecrets.set(id, secretSha256);
+    const known = state.workers.get(id);
     const record: WorkerRecord = {
       id,
       name: msg.name || id,
@@ -49,6 +70,7 @@ export class Workers {
         memoryBytes: d.memoryBytes,
       })),
       lastHeartbeatMs: Date.now(),
+      secretSha256,
     };
     const live: LiveWorker = known ?? { record, link: null, busy: new Map() };
     live.record = record;
@@ -56,7 +78,10 @@ export class Workers {
     live.link = link;
     state.workers.set(id, live);
     link.send({
-      kind: { $case: 'registered', value: { workerId: id, heartbeatIntervalMs: state.opts.heartbeatIntervalMs } },
+      kind: {
+        $case: 'registered',
+        value: { workerId: id, heartbeatIntervalMs: state.opts.heartbeatIntervalMs, secret },
+      },
     });
     // Shards still running there go on when we still think they belong there; others are stopped.
     const keep = new Set<string>();

@@ -6,7 +6,13 @@ import { randomBytes } from 'node:crypto';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { ChorusClient, grpcCredentials, type ClientOptions } from '../shared/client/index.ts';
+import {
+  ChorusClient,
+  grpcCredentials,
+  WORKER_ID_HEADER,
+  WORKER_SECRET_HEADER,
+  type ClientOptions,
+} from '../shared/client/index.ts';
 import { ChorusError } from '../shared/errors.ts';
 import { WorkerServiceClient, type CoordinatorMessage, type WorkerMessage } from '../shared/gen/chorus/v1/worker.ts';
 import { BlobTransfer } from './blobs.ts';
@@ -41,6 +47,8 @@ export class WorkerAgent {
   private readonly log: (l: string) => void;
   private call: grpc.ClientDuplexStream<WorkerMessage, CoordinatorMessage> | null = null;
   private workerId: string;
+  /** Issued by the coordinator with our id: proves later registrations under that id are ours. */
+  private secret = '';
   private registered = false;
   private heartbeat: NodeJS.Timeout | null = null;
   private stopping = false;
@@ -62,7 +70,13 @@ export class WorkerAgent {
       'grpc.keepalive_timeout_ms': 5_000,
       'grpc.keepalive_permit_without_calls': 1,
     });
-    const client = new ChorusClient({ address: opts.coordinator, token: opts.token, tls: opts.tls });
+    // Blob calls name this worker and prove it (the coordinator lets a worker write only its shards' objects).
+    const client = new ChorusClient({
+      address: opts.coordinator,
+      token: opts.token,
+      tls: opts.tls,
+      metadata: () => ({ [WORKER_ID_HEADER]: this.workerId, [WORKER_SECRET_HEADER]: this.secret }),
+    });
     this.blobs = new BlobTransfer(client, this.log, () => this.stopping);
     this.host = new RunnerHost(opts.devices.filter((d) => d.kind === 'cpu').length);
     const cacheDir = opts.cacheDir ?? join(homedir(), '.cache', 'chorus');
@@ -112,7 +126,13 @@ export class WorkerAgent {
     call.write({
       kind: {
         $case: 'register',
-        value: { name: this.opts.name, devices, workerId: this.workerId, running: this.shards.list() },
+        value: {
+          name: this.opts.name,
+          devices,
+          workerId: this.workerId,
+          running: this.shards.list(),
+          secret: this.secret,
+        },
       },
     });
   }
@@ -140,6 +160,7 @@ export class WorkerAgent {
     switch (k.$case) {
       case 'registered': {
         this.workerId = k.value.workerId;
+        this.secret = k.value.secret;
         this.registered = true;
         this.backoffMs = 250;
         const devices = this.opts.devices.map((d) => d.id).join(', ');

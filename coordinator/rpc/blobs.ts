@@ -1,12 +1,14 @@
 // Blob transfers (JobService.UploadBlob / DownloadBlob): bulk bytes — job inputs, adapters,
 // checkpoints, results — in chunks of at most 1 MiB, into and out of the JetStream object store.
-// Clients write under uploads/, workers under jobs/.
+// Who may write and read which objects: object-access.ts.
 import * as grpc from '@grpc/grpc-js';
 import type { BlobChunk, JobServiceServer } from '../../shared/gen/chorus/v1/jobs.ts';
+import { sha256Hex } from '../../shared/digest.ts';
 import { ChorusError, describe } from '../../shared/errors.ts';
 import type { Coordinator } from '../coordinator.ts';
 import { NotFound } from '../jobs.ts';
 import type { Authenticator, Role } from './auth.ts';
+import { checkDownload, checkUpload } from './object-access.ts';
 import { statusOf, toStatus } from './status.ts';
 
 /** Blob chunks are at most 1 MiB. */
@@ -38,6 +40,13 @@ export function blobHandlers(
           if (!validObjectName(name)) {
             failed = true;
             cb(statusOf(grpc.status.INVALID_ARGUMENT, nameProblem(name)));
+            return;
+          }
+          try {
+            checkUpload(coord.state, role, call.metadata, name);
+          } catch (err) {
+            failed = true;
+            cb(toStatus(err) as grpc.ServiceError);
             return;
           }
         }
@@ -73,15 +82,6 @@ export function blobHandlers(
           cb(statusOf(grpc.status.INVALID_ARGUMENT, nameProblem(name)));
           return;
         }
-        // Clients add job inputs; workers write job outputs. Neither may overwrite the other's.
-        const area = role === 'worker' ? 'jobs/' : 'uploads/';
-        if (role && !name.startsWith(area)) {
-          cb({
-            code: grpc.status.PERMISSION_DENIED,
-            details: `a ${role} token may only upload under ${area} (got "${name}")`,
-          } as grpc.ServiceError);
-          return;
-        }
         coord.store
           .putObject(name, Buffer.concat(parts, size))
           .then((info) => cb(null, info))
@@ -91,8 +91,9 @@ export function blobHandlers(
     downloadBlob: (call) => {
       void (async () => {
         try {
-          auth.authorize(call.metadata, ['client', 'worker']);
+          const role = auth.authorize(call.metadata, ['client', 'worker']);
           if (!validObjectName(call.request.name)) throw new ChorusError(nameProblem(call.request.name));
+          checkDownload(coord.state, role, call.metadata, call.request.name);
           const data = await coord.store.getObject(call.request.name);
           if (!data) throw new NotFound(`no object named "${call.request.name}"`);
           for (let off = 0; off < data.length || off === 0; off += MAX_BLOB_CHUNK) {
@@ -101,6 +102,7 @@ export function blobHandlers(
               name: off === 0 ? call.request.name : '',
               size: off === 0 ? data.length : 0,
               data: Buffer.from(piece.buffer, piece.byteOffset, piece.byteLength),
+              sha256: off === 0 ? sha256Hex(data) : '',
             });
             if (!ok)
               await new Promise<void>((r) => {

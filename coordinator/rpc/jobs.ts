@@ -1,7 +1,7 @@
 // JobService for clients: submit, list, get, cancel and watch jobs; list workers. (Blob transfers,
 // also part of JobService, are blobs.ts.)
-import type { Job, JobEvent, JobServiceServer } from '../../shared/gen/chorus/v1/jobs.ts';
-import { truncate } from '../../shared/errors.ts';
+import { ChorusError, truncate } from '../../shared/errors.ts';
+import { Job, WorkerInfo, type JobEvent, type JobServiceServer } from '../../shared/gen/chorus/v1/jobs.ts';
 import { isTerminal } from '../../shared/nats/events.ts';
 import type { Coordinator } from '../coordinator.ts';
 import type { JobRecord } from '../types.ts';
@@ -31,7 +31,45 @@ function jobToProto(job: JobRecord): Job {
       attempts: s.attempts,
     })),
     artifacts: job.artifacts,
+    artifactSha256: job.artifactSha256 ?? {},
   };
+}
+
+/** Pages of at most this many entries, and of about this many bytes (one large entry still fits). */
+const PAGE_DEFAULT = 100;
+const PAGE_MAX = 1000;
+const PAGE_BYTES = 4 << 20;
+
+/**
+ * One page of `items` (already in list order) after the entry whose key is `token`; the token of
+ * the next page is the last key on this one.
+ */
+function page<T, P>(
+  items: T[],
+  key: (t: T) => string,
+  req: { pageSize: number; pageToken: string },
+  toProto: (t: T) => P,
+  bytes: (p: P) => number,
+): { items: P[]; next: string } {
+  if (!Number.isInteger(req.pageSize) || req.pageSize < 0)
+    throw new ChorusError(`page_size: must be a whole number >= 0 (got ${req.pageSize})`);
+  const size = Math.min(req.pageSize || PAGE_DEFAULT, PAGE_MAX);
+  let start = 0;
+  if (req.pageToken) {
+    const at = items.findIndex((t) => key(t) === req.pageToken);
+    if (at < 0) throw new ChorusError('page_token: not a token this list handed out');
+    start = at + 1;
+  }
+  const out: P[] = [];
+  let total = 0;
+  let i = start;
+  for (; i < items.length && out.length < size; i++) {
+    const p = toProto(items[i]);
+    total += bytes(p);
+    if (out.length > 0 && total > PAGE_BYTES) break;
+    out.push(p);
+  }
+  return { items: out, next: i < items.length ? key(items[i - 1]) : '' };
 }
 
 export function jobHandlers(
@@ -44,23 +82,35 @@ export function jobHandlers(
       return { jobId: job.id, state: job.state };
     }),
     getJob: unary(auth, ['client'], (req) => jobToProto(coord.jobs.get(req.jobId))),
-    listJobs: unary(auth, ['client'], () => ({
-      jobs: [...coord.state.jobs.values()].sort((a, b) => a.createdMs - b.createdMs).map(jobToProto),
-    })),
+    listJobs: unary(auth, ['client'], (req) => {
+      const jobs = [...coord.state.jobs.values()].sort((a, b) => a.createdMs - b.createdMs || (a.id < b.id ? -1 : 1));
+      const { items, next } = page(
+        jobs,
+        (j) => j.id,
+        req,
+        jobToProto,
+        (j) => Job.encode(j).finish().length,
+      );
+      return { jobs: items, nextPageToken: next };
+    }),
     cancelJob: unary(auth, ['client'], async (req) =>
       // The reason is stored with the job: keep it small enough to persist.
       jobToProto(await coord.jobs.cancel(req.jobId, truncate(req.reason, 500) || 'cancelled by user')),
     ),
-    listWorkers: unary(auth, ['client'], () => ({
-      workers: coord.listWorkers().map(({ record, shards }) => ({
+    listWorkers: unary(auth, ['client'], (req) => {
+      const workers = coord.listWorkers().sort((a, b) => (a.record.id < b.record.id ? -1 : 1));
+      const toProto = ({ record, shards }: (typeof workers)[number]): WorkerInfo => ({
         id: record.id,
         name: record.name,
         state: record.state,
         devices: record.devices,
         lastHeartbeatMs: record.lastHeartbeatMs,
         shards,
-      })),
-    })),
+      });
+      const bytes = (w: WorkerInfo) => WorkerInfo.encode(w).finish().length;
+      const { items, next } = page(workers, (w) => w.record.id, req, toProto, bytes);
+      return { workers: items, nextPageToken: next };
+    }),
     watchJob: (call) => {
       void (async () => {
         try {

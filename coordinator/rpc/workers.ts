@@ -3,9 +3,11 @@
 // stream's end tells the coordinator the worker may be gone.
 import type { CoordinatorMessage, WorkerMessage, WorkerServiceServer } from '../../shared/gen/chorus/v1/worker.ts';
 import { errorMessage } from '../../shared/errors.ts';
+import * as grpc from '@grpc/grpc-js';
 import type { Coordinator, WorkerLink } from '../coordinator.ts';
+import { WorkerRefused } from '../workers.ts';
 import type { Authenticator } from './auth.ts';
-import { toStatus } from './status.ts';
+import { statusOf, toStatus } from './status.ts';
 
 export function workerHandlers(coord: Coordinator, auth: Authenticator): WorkerServiceServer {
   return {
@@ -28,21 +30,31 @@ export function workerHandlers(coord: Coordinator, auth: Authenticator): WorkerS
       };
       const queue: WorkerMessage[] = [];
       let busy = false;
+      let refused = false;
       // Messages of one worker are handled in order (a step's gradients after its progress).
       const pump = async () => {
         if (busy) return;
         busy = true;
-        while (queue.length) {
+        while (queue.length && !refused) {
           const msg = queue.shift()!;
           try {
             workerId = await coord.fromWorker(link, workerId, msg);
           } catch (err) {
+            if (err instanceof WorkerRefused) {
+              // Nothing of this stream is handled any more; the worker it claimed to be is untouched.
+              refused = true;
+              queue.length = 0;
+              coord.state.log(`worker stream refused: ${err.message}`);
+              call.emit('error', statusOf(grpc.status.PERMISSION_DENIED, err.message));
+              break;
+            }
             coord.state.log(`worker ${workerId}: ${msg.kind?.$case}: ${errorMessage(err)}`);
           }
         }
         busy = false;
       };
       call.on('data', (msg: WorkerMessage) => {
+        if (refused) return;
         queue.push(msg);
         void pump();
       });

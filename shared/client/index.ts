@@ -4,6 +4,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
+import { sha256Hex } from '../digest.ts';
 import { ChorusError } from '../errors.ts';
 import { loadJobSpec } from '../job/parse.ts';
 import type { JobSpec } from '../job/types.ts';
@@ -26,6 +27,9 @@ export type { ChorusEvent, EventType, EventData, JobState } from '../nats/events
 export { isTerminal } from '../nats/events.ts';
 
 export const BLOB_CHUNK = 1 << 20;
+/** Metadata that names a worker agent, and proves it, on its blob calls (coordinator/rpc/object-access.ts). */
+export const WORKER_ID_HEADER = 'x-chorus-worker-id';
+export const WORKER_SECRET_HEADER = 'x-chorus-worker-secret';
 /** Largest single message either side accepts: blobs are chunked, so this only bounds specs and lists. */
 export const CLIENT_MAX_MESSAGE = 16 << 20;
 
@@ -36,6 +40,8 @@ export interface ClientOptions {
   token?: string;
   /** TLS: true for system roots, or the PEM of the CA to trust. */
   tls?: boolean | { ca?: Buffer; cert?: Buffer; key?: Buffer };
+  /** Extra metadata for every call (a worker agent's id and secret on its blob calls). */
+  metadata?: () => Record<string, string>;
 }
 
 export function grpcCredentials(tls: ClientOptions['tls']): grpc.ChannelCredentials {
@@ -72,10 +78,12 @@ export class ChorusClient {
   readonly address: string;
   private readonly rpc: JobServiceClient;
   private readonly token: string | undefined;
+  private readonly extra: ClientOptions['metadata'];
 
   constructor(options: ClientOptions = {}) {
     this.address = options.address ?? process.env.CHORUS_COORDINATOR ?? '127.0.0.1:7070';
     this.token = options.token ?? process.env.CHORUS_TOKEN ?? undefined;
+    this.extra = options.metadata;
     this.rpc = new JobServiceClient(this.address, grpcCredentials(options.tls), {
       'grpc.max_receive_message_length': CLIENT_MAX_MESSAGE,
       'grpc.max_send_message_length': CLIENT_MAX_MESSAGE,
@@ -90,6 +98,7 @@ export class ChorusClient {
   private md(): grpc.Metadata {
     const md = new grpc.Metadata();
     if (this.token) md.set('authorization', `Bearer ${this.token}`);
+    for (const [k, v] of Object.entries(this.extra?.() ?? {})) md.set(k, v);
     return md;
   }
 
@@ -121,16 +130,34 @@ export class ChorusClient {
     return this.unary<Job>((md, cb) => this.rpc.getJob({ jobId }, md, cb));
   }
 
+  /** Every job, oldest first (fetched page by page). */
   async list(): Promise<Job[]> {
-    return (await this.unary<ListJobsResponse>((md, cb) => this.rpc.listJobs({}, md, cb))).jobs;
+    const all: Job[] = [];
+    let pageToken = '';
+    do {
+      const res = await this.unary<ListJobsResponse>((md, cb) => this.rpc.listJobs({ pageSize: 0, pageToken }, md, cb));
+      all.push(...res.jobs);
+      pageToken = res.nextPageToken;
+    } while (pageToken);
+    return all;
   }
 
   cancel(jobId: string, reason = 'cancelled by user'): Promise<Job> {
     return this.unary<Job>((md, cb) => this.rpc.cancelJob({ jobId, reason }, md, cb));
   }
 
+  /** Every worker the coordinator knows (fetched page by page). */
   async workers(): Promise<WorkerInfo[]> {
-    return (await this.unary<ListWorkersResponse>((md, cb) => this.rpc.listWorkers({}, md, cb))).workers;
+    const all: WorkerInfo[] = [];
+    let pageToken = '';
+    do {
+      const res = await this.unary<ListWorkersResponse>((md, cb) =>
+        this.rpc.listWorkers({ pageSize: 0, pageToken }, md, cb),
+      );
+      all.push(...res.workers);
+      pageToken = res.nextPageToken;
+    } while (pageToken);
+    return all;
   }
   /** Resolves once at least `n` workers are online; rejects after `timeoutMs`. */
   async waitForWorkers(n: number, timeoutMs = 60_000): Promise<void> {
@@ -182,6 +209,7 @@ export class ChorusClient {
             name: isFirst ? name : '',
             size: isFirst ? data.length : 0,
             data: Buffer.from(data.buffer, data.byteOffset + off, Math.min(BLOB_CHUNK, data.length - off)),
+            sha256: '',
           };
           off += chunk.data.length;
           isFirst = false;
@@ -196,15 +224,30 @@ export class ChorusClient {
     });
   }
 
-  async downloadBlob(name: string): Promise<Buffer> {
+  /**
+   * An object's bytes, checked against the SHA-256 the coordinator sends with them and, when given,
+   * against `sha256` (a digest recorded when the object was written, e.g. a job's artifact digest).
+   */
+  async downloadBlob(name: string, sha256?: string): Promise<Buffer> {
     const call = this.rpc.downloadBlob({ name }, this.md());
     const parts: Buffer[] = [];
+    let announced = '';
     try {
-      for await (const chunk of call as AsyncIterable<BlobChunk>) parts.push(Buffer.from(chunk.data));
+      for await (const chunk of call as AsyncIterable<BlobChunk>) {
+        announced ||= chunk.sha256;
+        parts.push(Buffer.from(chunk.data));
+      }
     } catch (err) {
       throw wrap(err, this.address);
     }
-    return Buffer.concat(parts);
+    const data = Buffer.concat(parts);
+    const got = sha256Hex(data);
+    for (const [want, what] of [
+      [announced, 'the coordinator sent with it'],
+      [sha256, 'recorded when it was written'],
+    ] as const)
+      if (want && got !== want) throw new ChorusError(`object ${name}: SHA-256 ${got} is not the ${want} ${what}`);
+    return data;
   }
 
   /**
@@ -225,8 +268,12 @@ export class ChorusClient {
       const rel = name.slice(prefix.length);
       if (rel.split('/').some((p) => p === '..' || p === '')) throw new ChorusError(`refusing artifact name ${name}`);
       const dest = join(outDir, rel);
+      const digest = job.artifactSha256[name];
+      if (!digest)
+        throw new ChorusError(`job ${jobId} has no recorded SHA-256 for ${name}: refusing an unverifiable result`);
+      const data = await this.downloadBlob(name, digest);
       mkdirSync(dirname(dest), { recursive: true });
-      writeFileSync(dest, await this.downloadBlob(name));
+      writeFileSync(dest, data);
       written.push(dest);
     }
     return written;

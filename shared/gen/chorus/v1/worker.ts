@@ -62,6 +62,11 @@ export interface Register {
   /** Set when reconnecting: the id the coordinator gave before, and the shards still running here. */
   workerId: string;
   running: RunningShard[];
+  /**
+   * The secret the coordinator issued with worker_id at its first registration: a connection that
+   * names a known worker_id without it is refused (and changes nothing).
+   */
+  secret: string;
 }
 
 export interface RunningShard {
@@ -75,6 +80,8 @@ export interface RunningShard {
 export interface Registered {
   workerId: string;
   heartbeatIntervalMs: number;
+  /** Issued at the first registration of worker_id; the worker sends it with every later one. */
+  secret: string;
 }
 
 export interface Heartbeat {
@@ -712,7 +719,7 @@ export const CoordinatorMessage: MessageFns<CoordinatorMessage> = {
 };
 
 function createBaseRegister(): Register {
-  return { name: "", devices: [], workerId: "", running: [] };
+  return { name: "", devices: [], workerId: "", running: [], secret: "" };
 }
 
 export const Register: MessageFns<Register> = {
@@ -728,6 +735,9 @@ export const Register: MessageFns<Register> = {
     }
     for (const v of message.running) {
       RunningShard.encode(v!, writer.uint32(34).fork()).join();
+    }
+    if (message.secret !== "") {
+      writer.uint32(42).string(message.secret);
     }
     return writer;
   },
@@ -777,6 +787,14 @@ export const Register: MessageFns<Register> = {
             message.running.push(RunningShard.decode(reader, reader.uint32()));
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.secret = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -801,6 +819,7 @@ export const Register: MessageFns<Register> = {
       running: globalThis.Array.isArray(object?.running)
         ? object.running.map((e: any) => RunningShard.fromJSON(e))
         : [],
+      secret: isSet(object.secret) ? globalThis.String(object.secret) : "",
     };
   },
 
@@ -818,6 +837,9 @@ export const Register: MessageFns<Register> = {
     if (message.running?.length) {
       obj.running = message.running.map((e) => RunningShard.toJSON(e));
     }
+    if (message.secret !== "") {
+      obj.secret = message.secret;
+    }
     return obj;
   },
 
@@ -830,6 +852,7 @@ export const Register: MessageFns<Register> = {
     message.devices = object.devices?.map((e) => Device.fromPartial(e)) || [];
     message.workerId = object.workerId ?? "";
     message.running = object.running?.map((e) => RunningShard.fromPartial(e)) || [];
+    message.secret = object.secret ?? "";
     return message;
   },
 };
@@ -976,7 +999,7 @@ export const RunningShard: MessageFns<RunningShard> = {
 };
 
 function createBaseRegistered(): Registered {
-  return { workerId: "", heartbeatIntervalMs: 0 };
+  return { workerId: "", heartbeatIntervalMs: 0, secret: "" };
 }
 
 export const Registered: MessageFns<Registered> = {
@@ -986,6 +1009,9 @@ export const Registered: MessageFns<Registered> = {
     }
     if (message.heartbeatIntervalMs !== 0) {
       writer.uint32(16).int32(message.heartbeatIntervalMs);
+    }
+    if (message.secret !== "") {
+      writer.uint32(26).string(message.secret);
     }
     return writer;
   },
@@ -1019,6 +1045,14 @@ export const Registered: MessageFns<Registered> = {
             message.heartbeatIntervalMs = reader.int32();
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.secret = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1043,6 +1077,7 @@ export const Registered: MessageFns<Registered> = {
         : isSet(object.heartbeat_interval_ms)
         ? globalThis.Number(object.heartbeat_interval_ms)
         : 0,
+      secret: isSet(object.secret) ? globalThis.String(object.secret) : "",
     };
   },
 
@@ -1054,6 +1089,9 @@ export const Registered: MessageFns<Registered> = {
     if (message.heartbeatIntervalMs !== 0) {
       obj.heartbeatIntervalMs = Math.round(message.heartbeatIntervalMs);
     }
+    if (message.secret !== "") {
+      obj.secret = message.secret;
+    }
     return obj;
   },
 
@@ -1064,6 +1102,7 @@ export const Registered: MessageFns<Registered> = {
     const message = createBaseRegistered();
     message.workerId = object.workerId ?? "";
     message.heartbeatIntervalMs = object.heartbeatIntervalMs ?? 0;
+    message.secret = object.secret ?? "";
     return message;
   },
 };
