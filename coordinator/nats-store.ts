@@ -234,6 +234,20 @@ export class NatsStore {
     return { name, size: data.length, sha256 };
   }
 
+  /**
+   * Stores an object as its bytes arrive (an upload in progress): chunks go to JetStream as they
+   * come, so nothing holds the whole object. Not retried (the stream cannot be read twice): a
+   * failed put removes its partial chunks and the uploader sends again. Returns the store's digest.
+   */
+  async putObjectStream(
+    name: string,
+    rs: ReadableStream<Uint8Array>,
+  ): Promise<{ name: string; size: number; sha256: string }> {
+    const info = await this.objects.put({ name }, rs);
+    const sha256 = Buffer.from(info.digest.slice('SHA-256='.length), 'base64url').toString('hex');
+    return { name, size: info.size, sha256 };
+  }
+
   async getObject(name: string): Promise<Uint8Array | null> {
     return this.retry(`reading ${name}`, () => this.objects.getBlob(name));
   }

@@ -1,93 +1,22 @@
 // Blob transfers (JobService.UploadBlob / DownloadBlob): bulk bytes — job inputs, adapters,
 // checkpoints, results — in chunks of at most 1 MiB, into and out of the JetStream object store.
 // Who may write and read which objects: object-access.ts.
-import * as grpc from '@grpc/grpc-js';
-import type { BlobChunk, JobServiceServer } from '../../shared/gen/chorus/v1/jobs.ts';
+import type { JobServiceServer } from '../../shared/gen/chorus/v1/jobs.ts';
 import { sha256Hex } from '../../shared/digest.ts';
 import { ChorusError, describe } from '../../shared/errors.ts';
 import type { Coordinator } from '../coordinator.ts';
 import { NotFound } from '../jobs.ts';
-import type { Authenticator, Role } from './auth.ts';
-import { checkDownload, checkUpload } from './object-access.ts';
-import { statusOf, toStatus } from './status.ts';
-
-/** Blob chunks are at most 1 MiB. */
-const MAX_BLOB_CHUNK = 1 << 20;
-/** An upload is buffered in memory before it enters the object store: cap it (RESOURCE_EXHAUSTED past it). */
-const MAX_BLOB_BYTES = 2 ** 31;
+import type { Authenticator } from './auth.ts';
+import { checkDownload } from './object-access.ts';
+import { toStatus } from './status.ts';
+import { MAX_BLOB_CHUNK, uploadHandler } from './upload.ts';
 
 export function blobHandlers(
   coord: Coordinator,
   auth: Authenticator,
 ): Pick<JobServiceServer, 'uploadBlob' | 'downloadBlob'> {
   return {
-    uploadBlob: (call, cb) => {
-      let role: Role | null;
-      try {
-        role = auth.authorize(call.metadata, ['client', 'worker']);
-      } catch (err) {
-        cb(toStatus(err) as grpc.ServiceError);
-        return;
-      }
-      const parts: Buffer[] = [];
-      let name = '';
-      let size = 0;
-      let failed = false;
-      call.on('data', (chunk: BlobChunk) => {
-        if (failed) return;
-        if (!name) {
-          name = chunk.name;
-          if (!validObjectName(name)) {
-            failed = true;
-            cb(statusOf(grpc.status.INVALID_ARGUMENT, nameProblem(name)));
-            return;
-          }
-          try {
-            checkUpload(coord.state, role, call.metadata, name);
-          } catch (err) {
-            failed = true;
-            cb(toStatus(err) as grpc.ServiceError);
-            return;
-          }
-        }
-        if (chunk.data.length > MAX_BLOB_CHUNK) {
-          failed = true;
-          parts.length = 0;
-          cb({
-            code: grpc.status.INVALID_ARGUMENT,
-            details: `blob chunk of ${chunk.data.length} bytes exceeds ${MAX_BLOB_CHUNK}`,
-          } as grpc.ServiceError);
-          return;
-        }
-        if (size + chunk.data.length > MAX_BLOB_BYTES) {
-          failed = true;
-          parts.length = 0;
-          cb({
-            code: grpc.status.RESOURCE_EXHAUSTED,
-            details: `blob "${name}" exceeds ${MAX_BLOB_BYTES} bytes`,
-          } as grpc.ServiceError);
-          return;
-        }
-        size += chunk.data.length;
-        parts.push(Buffer.from(chunk.data));
-      });
-      // A client that goes away mid-upload leaves nothing buffered behind.
-      call.on('cancelled', () => {
-        failed = true;
-        parts.length = 0;
-      });
-      call.on('end', () => {
-        if (failed) return;
-        if (!validObjectName(name)) {
-          cb(statusOf(grpc.status.INVALID_ARGUMENT, nameProblem(name)));
-          return;
-        }
-        coord.store
-          .putObject(name, Buffer.concat(parts, size))
-          .then((info) => cb(null, info))
-          .catch((err) => cb(toStatus(err) as grpc.ServiceError));
-      });
-    },
+    uploadBlob: uploadHandler(coord, auth, validObjectName, nameProblem),
     downloadBlob: (call) => {
       void (async () => {
         try {
