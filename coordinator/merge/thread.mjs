@@ -1,6 +1,8 @@
-// piscina entry of the coordinator's merge threads (tsx registered here: Node 20 worker threads do
-// not inherit the main thread's loader hooks).
-import { register } from 'tsx/esm/api';
-register();
-const { runMergeTask } = await import('./task.ts');
+// piscina entry of the coordinator's merge threads. In dist/ (npm run build) the compiled
+// .js sits beside this file; in a source checkout the .ts runs through tsx, registered here because
+// Node 20 worker threads and forked processes do not inherit the parent's loader hooks.
+import { existsSync } from 'node:fs';
+const built = new URL('./task.js', import.meta.url);
+if (!existsSync(built)) (await import('tsx/esm/api')).register();
+const { runMergeTask } = await import(existsSync(built) ? built.href : './task.ts');
 export default runMergeTask;

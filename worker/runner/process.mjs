@@ -1,5 +1,8 @@
-// Entry of a GPU runner process (one per device: libtensorflow reads CUDA_VISIBLE_DEVICES once).
-import { register } from 'tsx/esm/api';
-register();
-const { runInProcess } = await import('./entry.ts');
+// Entry of a GPU runner process (one per device: libtensorflow reads CUDA_VISIBLE_DEVICES once). In dist/ (npm run build) the compiled
+// .js sits beside this file; in a source checkout the .ts runs through tsx, registered here because
+// Node 20 worker threads and forked processes do not inherit the parent's loader hooks.
+import { existsSync } from 'node:fs';
+const built = new URL('./entry.js', import.meta.url);
+if (!existsSync(built)) (await import('tsx/esm/api')).register();
+const { runInProcess } = await import(existsSync(built) ? built.href : './entry.ts');
 await runInProcess();

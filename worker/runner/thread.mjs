@@ -1,6 +1,8 @@
-// piscina entry of a CPU runner thread. Worker threads do not inherit the main thread's tsx
-// loader hooks on Node 20, so the thread registers tsx itself before loading the TypeScript.
-import { register } from 'tsx/esm/api';
-register();
-const { runInThread } = await import('./entry.ts');
+// piscina entry of a CPU runner thread. In dist/ (npm run build) the compiled
+// .js sits beside this file; in a source checkout the .ts runs through tsx, registered here because
+// Node 20 worker threads and forked processes do not inherit the parent's loader hooks.
+import { existsSync } from 'node:fs';
+const built = new URL('./entry.js', import.meta.url);
+if (!existsSync(built)) (await import('tsx/esm/api')).register();
+const { runInThread } = await import(existsSync(built) ? built.href : './entry.ts');
 export default runInThread;
