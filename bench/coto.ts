@@ -1,4 +1,4 @@
-// `npm run bench -- coto [--quick] [--seeds N] [--steps N] [--train N] [--eval N] [--arms coto,lora]
+// `npm run bench -- coto [--quick] [--seeds N] [--steps N] [--train N] [--eval N] [--arms coto,lora] [--tasks a,b]
 //  [--probes single,…] [--out DIR]`: the CoTo paper's probes at this project's scale.
 // Tasks: four held-out string compositions on the committed demo base (bench/coto/tasks.ts). Arms:
 // CoTo with the paper's scheduler and plain LoRA, the same steps, learning rate, data and seeds
@@ -38,6 +38,7 @@ const { values: a } = parseArgs({
     lr: { type: 'string' },
     arms: { type: 'string' },
     probes: { type: 'string' },
+    tasks: { type: 'string' },
     out: { type: 'string', default: 'runs/bench-coto' },
     backend: { type: 'string', default: 'wasm' },
     cluster: { type: 'boolean', default: false },
@@ -62,7 +63,11 @@ const log = (line: string) => process.stderr.write(`${line}\n`);
 
 await initEngine(a.backend, { quiet: true });
 const model = await loadBaseModel(new URL('../demo/base', import.meta.url).pathname);
-const tasks = makeTasks(data);
+const allTasks = makeTasks(data);
+// --tasks revup,rotup: a subset (the multi-task merges then merge that many adapters).
+const tasks = a.tasks ? allTasks.filter((t) => a.tasks!.split(',').includes(t.name)) : allTasks;
+if (tasks.length === 0)
+  throw new Error(`--tasks: none of ${a.tasks} (known: ${allTasks.map((t) => t.name).join(', ')})`);
 const seeds = Array.from({ length: seedCount }, (_, i) => 1000 + i);
 const lab = new Lab(model, tasks, arms, seeds, log);
 const started = new Date();
