@@ -46,8 +46,8 @@ export async function startBenchCluster(workers: number, devicesPerWorker = 1): 
   const address = (await waitForLine(coordinator, /^ready (\S+)/, 60_000))[1];
   for (let i = 0; i < workers; i++) {
     const args = [bin, 'worker', '--coordinator', address, '--devices', `cpu:${devicesPerWorker}`, '--name', `b${i}`];
-    // The bench's model and data live in a temporary directory.
-    args.push('--data-root', tmpdir());
+    // The benches' models and data live in a temporary directory, or in the repository (demo/base).
+    args.push('--data-root', tmpdir(), '--data-root', ROOT);
     startProcess(`worker-${i}`, args, { env, logDir, cwd: ROOT });
   }
   const client = new ChorusClient({ address, token: tokens.CHORUS_CLIENT_TOKEN });
