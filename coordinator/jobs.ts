@@ -8,7 +8,8 @@ import type { Evaluations } from './evals.ts';
 import { finalizeJob } from './finalize.ts';
 import { newJobId, planJob } from './plan.ts';
 import type { ClusterState } from './state.ts';
-import type { JobRecord } from './types.ts';
+import type { JobRecord, ModelRecord } from './types.ts';
+import { checkPlannable } from './memory-fit.ts';
 
 export class NotFound extends ChorusError {}
 
@@ -20,14 +21,17 @@ export class Jobs {
     private readonly evals: Evaluations,
   ) {}
 
-  async submit(specText: string, name: string): Promise<JobRecord> {
+  async submit(specText: string, name: string, model?: ModelRecord): Promise<JobRecord> {
     const { state } = this;
     if (name.length > MAX_NAME_CHARS) {
       throw new ChorusError(`name: ${name.length} characters exceeds the ${MAX_NAME_CHARS}-character limit`);
     }
     const spec = parseJobSpec(specText);
+    // What no device can change (seq_len past the model's positions, …) is refused now, naming the field.
+    if (model) checkPlannable(spec, model);
     const id = newJobId();
     const job = planJob(id, spec, name);
+    if (model) job.model = { configJson: model.configJson, weightBytes: model.weightBytes };
     // Stored before it is acknowledged: a job the store refuses is refused, never silently lost.
     await state.saveNewJob(job);
     state.jobs.set(id, job);

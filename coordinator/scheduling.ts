@@ -1,7 +1,8 @@
 // Placing shards on free devices and telling workers (the policy itself is placement.ts): a queued
 // job starts when all its shards fit at once; a running job's pending shard (its worker died) goes
 // to any free device and resumes from its last checkpoint.
-import { placeShards, type SchedJob } from './placement.ts';
+import { placeShards, type FreeDevice, type SchedJob } from './placement.ts';
+import { fitCheck } from './memory-fit.ts';
 import { shardPlanMessage } from './plan.ts';
 import type { ClusterState } from './state.ts';
 import type { JobRecord } from './types.ts';
@@ -33,9 +34,17 @@ export class Scheduling {
         const pending = job.shards
           .filter((s) => s.state === 'pending' && state.retries.ready(s.id, now))
           .map((s) => s.id);
-        queue.push({ id: job.id, state: job.state, pendingShards: pending });
+        const check = fitCheck(job.spec, job.model);
+        const unfit = check
+          ? (shardId: string, d: FreeDevice) => {
+              const device = state.workers.get(d.workerId)?.record.devices.find((x) => x.id === d.device);
+              const shard = job.shards.find((s) => s.id === shardId);
+              return device && shard ? check(shard.taskIndex, device) : null;
+            }
+          : undefined;
+        queue.push({ id: job.id, state: job.state, pendingShards: pending, unfit });
       }
-      const { placements, waiting } = placeShards(queue, state.freeDevices());
+      const { placements, waiting } = placeShards(queue, state.freeDevices(), state.liveDevices());
       const touched = new Set<JobRecord>();
       for (const p of placements) {
         const { job, shard } = state.findShard(p.shardId);

@@ -204,6 +204,15 @@ export class ClusterState {
     return out;
   }
 
+  /** Every device of a connected worker, busy or not. */
+  liveDevices(): FreeDevice[] {
+    const out: FreeDevice[] = [];
+    for (const w of this.workers.values()) {
+      if (w.link) for (const d of w.record.devices) out.push({ workerId: w.record.id, device: d.id });
+    }
+    return out;
+  }
+
   freeDevice(shard: ShardRecord): void {
     const w = this.workers.get(shard.workerId);
     if (w && w.busy.get(shard.device) === shard.id) w.busy.delete(shard.device);

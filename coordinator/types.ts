@@ -49,6 +49,8 @@ export interface JobRecord {
   specText: string;
   /** specText parsed; not stored (a restart parses specText again). */
   spec: JobSpec;
+  /** The base model's shape, when the client could read it: shards are placed by memory. */
+  model?: ModelRecord;
   createdMs: number;
   updatedMs: number;
   shards: ShardRecord[];
@@ -67,11 +69,27 @@ export interface JobRecord {
   gradFloor?: Record<string, number>;
 }
 
+export interface DeviceRecord {
+  id: string;
+  kind: string;
+  description: string;
+  /** What a shard may use there (0: unknown). */
+  memoryBytes: number;
+  /** The runners' tensor engine ("" = the best available). */
+  engine: string;
+}
+
+/** The base model's shape as the submitting client read it: what placement plans with. */
+export interface ModelRecord {
+  configJson: string;
+  weightBytes: number;
+}
+
 export interface WorkerRecord {
   id: string;
   name: string;
   state: 'online' | 'dead' | 'left';
-  devices: { id: string; kind: string; description: string; memoryBytes: number }[];
+  devices: DeviceRecord[];
   lastHeartbeatMs: number;
   /** SHA-256 of the secret issued with the id at its first registration (workers.ts). */
   secretSha256?: string;

@@ -68,6 +68,7 @@ export class Workers {
         kind: d.kind,
         description: d.description,
         memoryBytes: d.memoryBytes,
+        engine: d.engine,
       })),
       lastHeartbeatMs: Date.now(),
       secretSha256,

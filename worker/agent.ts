@@ -122,6 +122,7 @@ export class WorkerAgent {
       kind,
       description,
       memoryBytes,
+      engine: this.opts.backend ?? '',
     }));
     call.write({
       kind: {

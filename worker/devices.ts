@@ -1,17 +1,40 @@
 // Device discovery: GPUs through nvidia-smi when present, else CPU slots; `--devices` overrides
-// (auto | cpu:N | gpu:0,1).
+// (auto | cpu:N | gpu:0,1). Each device carries the memory a shard on it may use, reported at registration
+// so the coordinator places by it: a GPU's own memory, a CPU slot's share of the machine, or `--memory` for
+// each device when the operator sets one (a machine shared with other work).
 import { execFileSync } from 'node:child_process';
+import { totalmem } from 'node:os';
 import { ChorusError } from '../shared/errors.ts';
+import type { DeviceMemory } from '../shared/train/memory-limits.ts';
 
 export interface DeviceSpec {
   id: string;
   kind: 'cpu' | 'gpu';
   index: number;
   description: string;
+  /** What a shard on this device may use (0: unknown). */
   memoryBytes: number;
+  /** memoryBytes came from --memory. */
+  memoryFromFlag?: boolean;
 }
 
-export function parseDevices(text: string | undefined): DeviceSpec[] {
+/** The devices of `--devices`, each with `--memory` (bytes) as its budget when given. */
+export function parseDevices(text: string | undefined, memoryBytes?: number): DeviceSpec[] {
+  const devices = detect(text);
+  if (memoryBytes === undefined) return devices;
+  return devices.map((d) => ({ ...d, memoryBytes, memoryFromFlag: true }));
+}
+
+/** How the memory plan sees a device: a GPU bounds the engine, a CPU slot the process. */
+export function deviceMemory(d: DeviceSpec): DeviceMemory {
+  const bytes = d.memoryBytes > 0 ? d.memoryBytes : undefined;
+  if (d.kind === 'gpu')
+    return { device: d.id, gpu: true, deviceBytes: bytes, budgetBytes: d.memoryFromFlag ? bytes : undefined };
+  const budgetWhat = d.memoryFromFlag ? undefined : `${d.id}'s share of this machine's memory`;
+  return { device: d.id, budgetBytes: bytes, budgetWhat };
+}
+
+function detect(text: string | undefined): DeviceSpec[] {
   const spec = (text ?? 'auto').trim();
   if (spec === 'auto') {
     const gpus = detectGpus();
@@ -35,12 +58,14 @@ export function parseDevices(text: string | undefined): DeviceSpec[] {
 }
 
 function cpuSlots(n: number): DeviceSpec[] {
+  // Slots share the machine: each may use an equal part of its memory.
+  const share = Math.floor(totalmem() / n);
   return Array.from({ length: n }, (_, i) => ({
     id: `cpu:${i}`,
     kind: 'cpu',
     index: i,
     description: 'CPU slot (wasm backend)',
-    memoryBytes: 0,
+    memoryBytes: share,
   }));
 }
 

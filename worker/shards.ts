@@ -8,7 +8,7 @@ import type * as wire from '../shared/gen/chorus/v1/worker.ts';
 import { shardObjects, shardPlanFromWire, type ShardPlan } from '../shared/shard/plan.ts';
 import type { BlobTransfer } from './blobs.ts';
 import type { DataRoots } from './data-roots.ts';
-import type { DeviceSpec } from './devices.ts';
+import { deviceMemory, type DeviceSpec } from './devices.ts';
 import { materialiseTask } from './inputs.ts';
 import type { RunnerHandle, RunnerHost } from './runner/host.ts';
 import type { RunnerToHost } from './runner/protocol.ts';
@@ -110,7 +110,13 @@ export class ShardSupervisor {
         .then(() => this.fromRunner(entry, m))
         .catch((err) => this.fail(shardId, errorMessage(err)));
     });
-    entry.handle.send({ type: 'start', plan, resume: { step: a.resumeStep, checkpoint }, backend: this.opts.backend });
+    entry.handle.send({
+      type: 'start',
+      plan,
+      resume: { step: a.resumeStep, checkpoint },
+      backend: this.opts.backend,
+      memory: deviceMemory(device),
+    });
     void entry.handle.ended.then(async () => {
       // The runner's last message and the end of its task travel separately: wait for the former
       // a moment; a runner that ended without one crashed.

@@ -6,6 +6,7 @@ import { clientFrom, clientOptions } from './client-options.ts';
 import { loadJobSpec } from '../../shared/job/parse.ts';
 import { formatEvent } from './watch.ts';
 import { uploadSpecInputs } from '../../shared/client/uploads.ts';
+import { modelSummary } from '../../shared/client/model-summary.ts';
 
 export function register(program: Command): void {
   clientOptions(program.command('submit'))
@@ -20,8 +21,10 @@ export function register(program: Command): void {
       const spec = loadJobSpec(file);
       const client = clientFrom(o);
       try {
+        // The model's shape from its directory here (before an upload renames it), so shards are placed by memory.
+        const model = await modelSummary(spec.baseModel);
         const sent = o.upload ? await uploadSpecInputs(client, spec, (l) => console.error(l)) : spec;
-        const id = await client.submitSpec(sent, o.name ?? '');
+        const id = await client.submitSpec(sent, o.name ?? '', model);
         console.log(id);
         if (o.wait) {
           const job = await client.wait(id, (ev) => console.error(formatEvent(ev)));

@@ -18,7 +18,7 @@ export function register(program: Command): void {
         for (const w of ws) {
           const ago = ((Date.now() - w.lastHeartbeatMs) / 1000).toFixed(1);
           console.log(
-            `${w.name} (${w.id})  ${w.state}  devices: ${w.devices.map((d) => d.id).join(', ')}  busy: ${w.shards.length ? w.shards.join(', ') : '-'}  heartbeat ${ago}s ago`,
+            `${w.name} (${w.id})  ${w.state}  devices: ${w.devices.map((d) => (d.memoryBytes > 0 ? `${d.id} (${(d.memoryBytes / 1024 ** 3).toFixed(1)} GiB)` : d.id)).join(', ')}  busy: ${w.shards.length ? w.shards.join(', ') : '-'}  heartbeat ${ago}s ago`,
           );
         }
       } finally {

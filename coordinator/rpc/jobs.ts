@@ -78,7 +78,7 @@ export function jobHandlers(
 ): Pick<JobServiceServer, 'submitJob' | 'getJob' | 'listJobs' | 'cancelJob' | 'listWorkers' | 'watchJob'> {
   return {
     submitJob: unary(auth, ['client'], async (req) => {
-      const job = await coord.jobs.submit(req.spec, req.name);
+      const job = await coord.jobs.submit(req.spec, req.name, req.model);
       return { jobId: job.id, state: job.state };
     }),
     getJob: unary(auth, ['client'], (req) => jobToProto(coord.jobs.get(req.jobId))),

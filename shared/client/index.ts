@@ -9,6 +9,7 @@ import { ChorusError } from '../errors.ts';
 import { loadJobSpec } from '../job/parse.ts';
 import type { JobSpec } from '../job/types.ts';
 import { specToWire } from '../job/wire.ts';
+import { modelSummary } from './model-summary.ts';
 import {
   JobServiceClient,
   type BlobChunk,
@@ -17,6 +18,7 @@ import {
   type JobEvent,
   type ListJobsResponse,
   type ListWorkersResponse,
+  type ModelSummary,
   type SubmitJobResponse,
   type WorkerInfo,
 } from '../gen/chorus/v1/jobs.ts';
@@ -110,20 +112,27 @@ export class ChorusClient {
     });
   }
 
-  /** Submits a YAML/JSON job spec (text); resolves to the new job id. */
-  async submit(spec: string, name = ''): Promise<string> {
-    const res = await this.unary<SubmitJobResponse>((md, cb) => this.rpc.submitJob({ spec, name }, md, cb));
+  /**
+   * Submits a YAML/JSON job spec (text); resolves to the new job id. `model` (modelSummary of the base model)
+   * lets the coordinator place shards by memory.
+   */
+  async submit(spec: string, name = '', model?: ModelSummary): Promise<string> {
+    const res = await this.unary<SubmitJobResponse>((md, cb) => this.rpc.submitJob({ spec, name, model }, md, cb));
     return res.jobId;
   }
 
   /** Submits a parsed spec (paths must be readable by the workers, or uploaded). */
-  submitSpec(spec: JobSpec, name = ''): Promise<string> {
-    return this.submit(specToWire(spec), name);
+  submitSpec(spec: JobSpec, name = '', model?: ModelSummary): Promise<string> {
+    return this.submit(specToWire(spec), name, model);
   }
 
-  /** Submits the spec file at `path`, validated here first, its relative paths resolved against its folder. */
-  submitFile(path: string, name = ''): Promise<string> {
-    return this.submitSpec(loadJobSpec(path), name);
+  /**
+   * Submits the spec file at `path`, validated here first, its relative paths resolved against its folder; with
+   * the base model's shape when its directory is readable here.
+   */
+  async submitFile(path: string, name = ''): Promise<string> {
+    const spec = loadJobSpec(path);
+    return this.submitSpec(spec, name, await modelSummary(spec.baseModel));
   }
 
   get(jobId: string): Promise<Job> {

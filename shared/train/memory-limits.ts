@@ -9,8 +9,10 @@ import { totalmem } from 'node:os';
 import { WASM_HEAP_LIMIT, type MemoryLimits } from './memory-plan.ts';
 
 export interface DeviceMemory {
-  /** A budget set by the operator (worker --memory), in bytes. */
+  /** A budget set by the operator (worker --memory) or the device's share of the machine, in bytes. */
   budgetBytes?: number;
+  /** How to name that budget in messages (default "<device>'s memory budget (--memory)"). */
+  budgetWhat?: string;
   /** The device's own memory when known (GPU memory), in bytes. */
   deviceBytes?: number;
   /** Names the device in messages ("device gpu:0"). */
@@ -22,7 +24,7 @@ export function memoryLimits(backend: string, d: DeviceMemory = {}): MemoryLimit
   const who = d.device ? `${d.device}'s ` : '';
   const host =
     d.budgetBytes && !d.gpu
-      ? { bytes: d.budgetBytes, what: `${who}memory budget (--memory)` }
+      ? { bytes: d.budgetBytes, what: d.budgetWhat ?? `${who}memory budget (--memory)` }
       : { bytes: totalmem(), what: "this machine's memory" };
   if (backend === 'wasm')
     return { engine: { bytes: WASM_HEAP_LIMIT, what: 'the wasm heap' }, host, engineInHost: true };

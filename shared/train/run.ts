@@ -18,6 +18,7 @@ import { specField } from '../job/to-library.ts';
 import type { ResolvedTask } from '../job/types.ts';
 import { AdapterTrainer } from './trainer.ts';
 import { DataLoader, loadBaseModel } from './load.ts';
+import { planTask } from './plan-task.ts';
 import { latestCheckpoint, loadCheckpoint, pruneCheckpoints, saveCheckpoint } from './checkpoint-dir.ts';
 
 const METRICS_FILE = 'metrics.jsonl';
@@ -160,7 +161,10 @@ export async function runLocalTraining(o: LocalTrainOptions): Promise<LocalTrain
   const log = o.log ?? (() => {});
   const task = pickTask(o.specPath, o.task);
   const { backend } = await initEngine(o.backend);
-  const model = await loadBaseModel(task.baseModel);
+  // Planned before anything is loaded: a job that cannot fit is refused here, not by the engine minutes in.
+  const plan = await planTask(task, backend);
+  log(`memory plan: ${plan.summary}`);
+  const model = await loadBaseModel(task.baseModel, { baseWeights: plan.options.baseWeights });
   const trainer = await (async () => {
     const loader = new DataLoader(task.baseModel, model.config.vocabSize);
     const examples = await loader.load(task.data.train);
@@ -174,6 +178,7 @@ export async function runLocalTraining(o: LocalTrainOptions): Promise<LocalTrain
       evalExamples,
       baseModelName: task.baseModel,
       padId: await loader.padId(),
+      engine: plan.options,
     });
   })().catch((err) => {
     model.dispose();

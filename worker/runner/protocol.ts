@@ -1,6 +1,7 @@
 // The messages between a node agent and its runners (piscina threads on CPU, child processes on
 // GPU). The plans themselves are the shared shard module's (shared/shard/plan.ts).
 import type { EvalPlan, ShardPlan, ShardSummary } from '../../shared/shard/plan.ts';
+import type { DeviceMemory } from '../../shared/train/memory-limits.ts';
 
 /** Generation scores of an evaluated adapter (shared/eval/score.ts). */
 export interface GenerationFigures {
@@ -17,7 +18,7 @@ export interface ResumeState {
 }
 
 export type HostToRunner =
-  | { type: 'start'; plan: ShardPlan; resume: ResumeState; backend?: string }
+  | { type: 'start'; plan: ShardPlan; resume: ResumeState; backend?: string; memory?: DeviceMemory }
   | { type: 'gradSum'; step: number; sums: Uint8Array; tokens: number; lossSum: number }
   | { type: 'roundMerged'; round: number; adapter: Uint8Array }
   | { type: 'stop'; reason: string }

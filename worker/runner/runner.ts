@@ -15,6 +15,8 @@ import { loadTokenizer } from '../../shared/data/tokenizer.ts';
 import { scoreDataset } from '../../shared/eval/score.ts';
 import { replicaSync } from './sync.ts';
 import { loadModel, loadTaskData } from './task-data.ts';
+import { planTask } from '../../shared/train/plan-task.ts';
+import type { DeviceMemory } from '../../shared/train/memory-limits.ts';
 
 async function runShard(
   port: RunnerPort,
@@ -22,10 +24,18 @@ async function runShard(
   resume: ResumeState,
   backend: string | undefined,
   inbox: Inbox,
+  memory: DeviceMemory | undefined,
 ): Promise<void> {
-  await initEngine(backend, { quiet: true });
+  const engine = await initEngine(backend, { quiet: true });
   const t = plan.task;
-  const model = await loadModel(t.baseModel);
+  // The same plan the coordinator placed by, now with this runner's engine: refused here before loading.
+  const memoryPlan = await planTask(
+    t,
+    engine.backend,
+    memory,
+    `tasks[${/-t(\d+)-r\d+$/.exec(plan.shardId)?.[1] ?? '?'}].training`,
+  );
+  const model = await loadModel(t.baseModel, memoryPlan.options.baseWeights);
   const data = await loadTaskData(t.baseModel, model.config.vocabSize, t.data.train, t.data.eval);
   const trainer = AdapterTrainer.create({
     model,
@@ -36,6 +46,7 @@ async function runShard(
     replicas: plan.replicas,
     baseModelName: t.baseModel,
     padId: data.padId,
+    engine: memoryPlan.options,
   });
   try {
     if (resume.checkpoint) restoreCheckpointBlob(resume.checkpoint, trainer, `checkpoint of ${plan.shardId}`);
@@ -152,7 +163,7 @@ export function serve(port: RunnerPort): Promise<void> {
   return new Promise<void>((resolve) => {
     port.onMessage((msg) => {
       if (msg.type === 'start') {
-        runShard(port, msg.plan, msg.resume, msg.backend, inbox)
+        runShard(port, msg.plan, msg.resume, msg.backend, inbox, msg.memory)
           .catch((err) => port.post({ type: 'failed', error: errorMessage(err) }))
           .finally(resolve);
       } else if (msg.type === 'eval') {

@@ -8,17 +8,18 @@ import type { Example } from '../../shared/data/dataset.ts';
 
 // A runner runs one shard (or one evaluation) at a time, so it keeps ONE base model: asking for a
 // different one disposes the previous model's tensors instead of keeping every model ever used.
-let cached: { dir: string; model: Promise<LlamaModel> } | null = null;
+let cached: { dir: string; baseWeights: 'resident' | 'streamed'; model: Promise<LlamaModel> } | null = null;
 
-export function loadModel(dir: string): Promise<LlamaModel> {
-  if (cached?.dir === dir) return cached.model;
+/** The base model with its weights where the memory plan put them (a cached model placed otherwise is replaced). */
+export function loadModel(dir: string, baseWeights: 'resident' | 'streamed' = 'resident'): Promise<LlamaModel> {
+  if (cached?.dir === dir && cached.baseWeights === baseWeights) return cached.model;
   if (cached)
     void cached.model.then(
       (m) => m.dispose(),
       () => {},
     );
-  const p = loadBaseModel(dir);
-  const entry = { dir, model: p };
+  const p = loadBaseModel(dir, { baseWeights });
+  const entry = { dir, baseWeights, model: p };
   cached = entry;
   p.catch(() => {
     if (cached === entry) cached = null;

@@ -39,6 +39,18 @@ export interface SubmitJobRequest {
   spec: string;
   /** Optional label shown in listings; defaults to the spec's name. */
   name: string;
+  /**
+   * The base model's shape, read by the client where it can read the model; the coordinator places each shard
+   * only on a device whose memory fits the task's memory plan. Absent: placed by count, the runner plans.
+   */
+  model: ModelSummary | undefined;
+}
+
+export interface ModelSummary {
+  /** The model's config.json text. */
+  configJson: string;
+  /** Bytes of the weights as stored (BF16: 2 per parameter). */
+  weightBytes: number;
 }
 
 export interface SubmitJobResponse {
@@ -136,7 +148,10 @@ export interface Device {
   id: string;
   kind: string;
   description: string;
+  /** What a shard may use there: a GPU's memory, a CPU slot's share of the machine, or the worker's --memory. */
   memoryBytes: number;
+  /** The tensor engine of the runners there ("wasm", "tensorflow", "cpu"; "" = the best available). */
+  engine: string;
 }
 
 export interface WorkerInfo {
@@ -172,7 +187,7 @@ export interface DownloadBlobRequest {
 }
 
 function createBaseSubmitJobRequest(): SubmitJobRequest {
-  return { spec: "", name: "" };
+  return { spec: "", name: "", model: undefined };
 }
 
 export const SubmitJobRequest: MessageFns<SubmitJobRequest> = {
@@ -182,6 +197,9 @@ export const SubmitJobRequest: MessageFns<SubmitJobRequest> = {
     }
     if (message.name !== "") {
       writer.uint32(18).string(message.name);
+    }
+    if (message.model !== undefined) {
+      ModelSummary.encode(message.model, writer.uint32(26).fork()).join();
     }
     return writer;
   },
@@ -215,6 +233,14 @@ export const SubmitJobRequest: MessageFns<SubmitJobRequest> = {
             message.name = reader.string();
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.model = ModelSummary.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -231,6 +257,7 @@ export const SubmitJobRequest: MessageFns<SubmitJobRequest> = {
     return {
       spec: isSet(object.spec) ? globalThis.String(object.spec) : "",
       name: isSet(object.name) ? globalThis.String(object.name) : "",
+      model: isSet(object.model) ? ModelSummary.fromJSON(object.model) : undefined,
     };
   },
 
@@ -242,6 +269,9 @@ export const SubmitJobRequest: MessageFns<SubmitJobRequest> = {
     if (message.name !== "") {
       obj.name = message.name;
     }
+    if (message.model !== undefined) {
+      obj.model = ModelSummary.toJSON(message.model);
+    }
     return obj;
   },
 
@@ -252,6 +282,102 @@ export const SubmitJobRequest: MessageFns<SubmitJobRequest> = {
     const message = createBaseSubmitJobRequest();
     message.spec = object.spec ?? "";
     message.name = object.name ?? "";
+    message.model = (object.model !== undefined && object.model !== null)
+      ? ModelSummary.fromPartial(object.model)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseModelSummary(): ModelSummary {
+  return { configJson: "", weightBytes: 0 };
+}
+
+export const ModelSummary: MessageFns<ModelSummary> = {
+  encode(message: ModelSummary, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.configJson !== "") {
+      writer.uint32(10).string(message.configJson);
+    }
+    if (message.weightBytes !== 0) {
+      writer.uint32(16).int64(message.weightBytes);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ModelSummary {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseModelSummary();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.configJson = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.weightBytes = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ModelSummary {
+    return {
+      configJson: isSet(object.configJson)
+        ? globalThis.String(object.configJson)
+        : isSet(object.config_json)
+        ? globalThis.String(object.config_json)
+        : "",
+      weightBytes: isSet(object.weightBytes)
+        ? globalThis.Number(object.weightBytes)
+        : isSet(object.weight_bytes)
+        ? globalThis.Number(object.weight_bytes)
+        : 0,
+    };
+  },
+
+  toJSON(message: ModelSummary): unknown {
+    const obj: any = {};
+    if (message.configJson !== "") {
+      obj.configJson = message.configJson;
+    }
+    if (message.weightBytes !== 0) {
+      obj.weightBytes = Math.round(message.weightBytes);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ModelSummary>, I>>(base?: I): ModelSummary {
+    return ModelSummary.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ModelSummary>, I>>(object: I): ModelSummary {
+    const message = createBaseModelSummary();
+    message.configJson = object.configJson ?? "";
+    message.weightBytes = object.weightBytes ?? 0;
     return message;
   },
 };
@@ -1713,7 +1839,7 @@ export const JobEvent: MessageFns<JobEvent> = {
 };
 
 function createBaseDevice(): Device {
-  return { id: "", kind: "", description: "", memoryBytes: 0 };
+  return { id: "", kind: "", description: "", memoryBytes: 0, engine: "" };
 }
 
 export const Device: MessageFns<Device> = {
@@ -1729,6 +1855,9 @@ export const Device: MessageFns<Device> = {
     }
     if (message.memoryBytes !== 0) {
       writer.uint32(32).int64(message.memoryBytes);
+    }
+    if (message.engine !== "") {
+      writer.uint32(42).string(message.engine);
     }
     return writer;
   },
@@ -1778,6 +1907,14 @@ export const Device: MessageFns<Device> = {
             message.memoryBytes = longToNumber(reader.int64());
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.engine = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1800,6 +1937,7 @@ export const Device: MessageFns<Device> = {
         : isSet(object.memory_bytes)
         ? globalThis.Number(object.memory_bytes)
         : 0,
+      engine: isSet(object.engine) ? globalThis.String(object.engine) : "",
     };
   },
 
@@ -1817,6 +1955,9 @@ export const Device: MessageFns<Device> = {
     if (message.memoryBytes !== 0) {
       obj.memoryBytes = Math.round(message.memoryBytes);
     }
+    if (message.engine !== "") {
+      obj.engine = message.engine;
+    }
     return obj;
   },
 
@@ -1829,6 +1970,7 @@ export const Device: MessageFns<Device> = {
     message.kind = object.kind ?? "";
     message.description = object.description ?? "";
     message.memoryBytes = object.memoryBytes ?? 0;
+    message.engine = object.engine ?? "";
     return message;
   },
 };
