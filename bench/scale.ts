@@ -54,7 +54,9 @@ const gib = (b: number) => (b / GiB).toFixed(2);
 
 async function ensureModel(root: string, name: string, s: Shape): Promise<string> {
   const dir = join(root, `${name}-bf16`);
-  if (existsSync(join(dir, 'model.safetensors.index.json'))) return dir;
+  // Written once and reused: init-model writes config.json first and the tokenizer last (none here), so a
+  // finished directory is one whose weights index or single file exists.
+  if (existsSync(join(dir, 'model.safetensors.index.json')) || existsSync(join(dir, 'model.safetensors'))) return dir;
   const t0 = performance.now();
   await initModel({
     arch: 'llama',
@@ -126,7 +128,12 @@ function row(r: PointResult): string {
   const p = r.plan!;
   const o = p.options;
   const chose = `ckpt ${o.gradientCheckpointing ? 'on' : 'off'}, ${o.baseWeights}${o.attentionBlock ? `, attn ${o.attentionBlock}` : ''}, head ${o.headChunkTokens}`;
-  if (r.stepSeconds === undefined) return `${head} ${chose}: ${r.refused ?? 'did not finish'}`;
+  if (r.stepSeconds === undefined) {
+    const mem = r.heapBytes
+      ? `after the warm-up step (${r.warmupSeconds!.toFixed(1)} s): RSS ${gib(r.peakRss!)} GiB (plan ${gib(p.estimate.hostBytes)})  heap ${gib(r.heapBytes)} GiB (plan ${gib(p.estimate.engineBytes)})`
+      : 'no step finished';
+    return `${head} stopped by --timeout ${mem}  [${chose}]`;
+  }
   const fwd = r.forwardSeconds!;
   const bwd = Math.max(0, r.stepSeconds - r.optimizerSeconds! - fwd);
   return (
@@ -160,7 +167,10 @@ async function main(): Promise<void> {
       args.push('--batch', String(batch), '--seq', String(seq), '--steps', String(steps));
       if (memory) args.push('--memory', String(memory));
       const run = spawnSync(process.execPath, args, { encoding: 'utf8', timeout, maxBuffer: 1 << 26 });
-      const line = run.stdout.split('\n').find((l) => l.startsWith('SCALE_RESULT '));
+      const line = run.stdout
+        .split('\n')
+        .filter((l) => l.startsWith('SCALE_RESULT '))
+        .pop();
       let r: PointResult;
       if (line) r = JSON.parse(line.slice('SCALE_RESULT '.length));
       else {

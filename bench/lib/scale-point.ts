@@ -30,6 +30,11 @@ function wasmHeapBytes(): number {
   return b.wasm?.HEAPU8?.buffer.byteLength ?? tf.memory().numBytes;
 }
 
+/** One result line for the parent (the last one printed wins). */
+export function report(r: PointResult): void {
+  process.stdout.write(`SCALE_RESULT ${JSON.stringify(r)}\n`);
+}
+
 export async function runPoint(o: PointOptions): Promise<PointResult> {
   const out: PointResult = { shape: o.shape, batch: o.batch, seq: o.seq };
   await initEngine('wasm', { quiet: true });
@@ -69,6 +74,10 @@ export async function runPoint(o: PointOptions): Promise<PointResult> {
   let w = performance.now();
   trainer.trainStep();
   out.warmupSeconds = (performance.now() - w) / 1000;
+  // Memory after one full step, reported now: a point the parent's --timeout cuts short still has its peaks.
+  out.heapBytes = wasmHeapBytes();
+  out.peakRss = process.resourceUsage().maxRSS * 1024;
+  report(out);
   let grad = 0;
   let opt = 0;
   let loss = 0;

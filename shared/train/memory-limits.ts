@@ -26,8 +26,9 @@ export function memoryLimits(backend: string, d: DeviceMemory = {}): MemoryLimit
     d.budgetBytes && !d.gpu
       ? { bytes: d.budgetBytes, what: d.budgetWhat ?? `${who}memory budget (--memory)` }
       : { bytes: totalmem(), what: "this machine's memory" };
-  if (backend === 'wasm')
-    return { engine: { bytes: WASM_HEAP_LIMIT, what: 'the wasm heap' }, host, engineInHost: true };
+  if (backend === 'wasm') {
+    return { engine: { bytes: WASM_HEAP_LIMIT, what: 'the wasm heap' }, host, engineInHost: true, packsWeights: true };
+  }
   if (backend === 'tensorflow' && d.gpu) {
     const bytes = d.budgetBytes ?? d.deviceBytes;
     const engine = bytes

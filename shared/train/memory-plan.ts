@@ -35,6 +35,8 @@ export interface MemoryLimits {
   host: MemoryLimit | null;
   /** The engine's heap is part of the process (wasm, cpu, tensorflow on CPU): it counts in the host too. */
   engineInHost: boolean;
+  /** XNNPACK (wasm) keeps a packed copy of every weight matrix it multiplies. */
+  packsWeights?: boolean;
 }
 
 /** The wasm32 engine cannot address more than 4 GiB, whatever the machine has. */
@@ -45,8 +47,6 @@ export const WASM_HEAP_LIMIT = 4 * GiB;
 // keeps a packed copy of every weight matrix it multiplies) plus ~0.2 GiB; RSS was the heap plus ~0.3 GiB.
 /** Bytes held per counted forward intermediate (forward + backward tape). */
 const TAPE = 3.3;
-/** Each float32 weight in the engine is held twice: the tensor and XNNPACK's packed copy. */
-const PACKED = 2;
 /** The engine's own heap before any weight: the wasm module, XNNPACK's workspace, RoPE tables. */
 const ENGINE_BASE = 0.25 * GiB;
 /** Node, tfjs, data and the JS heap outside the engine. */
@@ -147,6 +147,8 @@ export function estimateMemory(req: PlanRequest, o: MemoryPlan['options']): Memo
   const L = c.numHiddenLayers;
   const p = baseParameters(c);
   const layerWeights = p.perLayer * F32;
+  // On wasm each float32 weight in the engine is held twice: the tensor and XNNPACK's packed copy.
+  const PACKED = req.limits.packsWeights ? 2 : 1;
   // Resident: every layer plus the embedding and an [hidden, vocab] head (a transposed copy when tied), each
   // with an XNNPACK-packed copy. Streamed: one widened layer (and its packed copy) in the forward and again in
   // its backward, and two vocabulary slabs of the head.

@@ -30,6 +30,7 @@ const wasm: MemoryLimits = {
   engine: { bytes: 4 * GiB, what: 'the wasm heap' },
   host: { bytes: 24 * GiB, what: "this machine's memory" },
   engineInHost: true,
+  packsWeights: true,
 };
 
 function req(over: Partial<PlanRequest['training']> = {}, limits = wasm, config: LlamaConfig = smol): PlanRequest {
@@ -137,6 +138,13 @@ test('limits: wasm caps the engine at 4 GiB; a GPU budget bounds the engine, a C
     vocabSize: 128256,
     tieWordEmbeddings: true,
   });
+  // XNNPACK's packed weight copies are counted on wasm only.
+  const opts = { gradientCheckpointing: true, baseWeights: 'resident' as const, headChunkTokens: 256 };
+  const packed = estimateMemory(req({}, wasm), opts).engineBytes;
+  const unpacked = estimateMemory(req({}, { ...wasm, packsWeights: false }), opts).engineBytes;
+  // Every layer, the embedding and the transposed head, once more in float32.
+  const resident = 4 * (baseParameters(smol).total - smol.hiddenSize + smol.vocabSize * smol.hiddenSize);
+  assert.ok(Math.abs(packed - unpacked - resident) < 1, `${packed - unpacked} vs ${resident}`);
   const plan = planMemory(req({ batchSize: 8, seqLen: 512 }, g, oneB));
   assert.equal(plan.options.baseWeights, 'resident');
   assert.ok(plan.estimate.hostBytes < plan.estimate.engineBytes);
