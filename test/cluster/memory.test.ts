@@ -13,14 +13,7 @@ let coord: Awaited<ReturnType<typeof h.startCoordinator>>;
 const procs: h.Proc[] = [];
 
 function worker(name: string, memory: string): h.Proc {
-  const p = h.chorus(
-    ['worker', '--coordinator', coord.address, '--devices', 'cpu:1', '--name', name].concat([
-      '--token',
-      h.TOKENS.worker,
-      '--memory',
-      memory,
-    ]),
-  );
+  const p = h.startWorker(coord.address, name, 'cpu:1', [...h.DATA_ROOT, '--memory', memory]);
   procs.push(p);
   return p;
 }
