@@ -64,25 +64,45 @@ export async function runModuleJobs(
   const finished = new Map<number, ModuleJobResult>();
   let next = 0;
   let reported = 0;
-  let failed = false;
+  // The failure of the lowest module index wins, whichever thread finished first: the same inputs
+  // give the same error with any number of threads. Lanes stop taking jobs after a failure and let
+  // their module in flight finish (it may be a lower index that fails too).
+  const failed: { first?: { index: number; error: Error } } = {};
+  const fail = (index: number, error: Error) => {
+    if (!failed.first || index < failed.first.index) failed.first = { index, error };
+  };
   const lane = async () => {
-    while (next < count && !failed) {
+    while (next < count && !failed.first) {
       const i = next++;
-      const job = await jobAt(i);
-      const transferList = job.kind === 'extract' && job.handOver ? handOver(job.base, job.tuned) : undefined;
-      const reply = (await pool.run({ job, backend }, { transferList })) as ThreadReply;
-      if ('error' in reply) {
-        failed = true;
-        throw reply.chorus ? new ChorusError(reply.error) : new Error(reply.error);
+      let reply: ThreadReply | { thrown: unknown };
+      try {
+        const job = await jobAt(i);
+        const transferList = job.kind === 'extract' && job.handOver ? handOver(job.base, job.tuned) : undefined;
+        reply = (await pool.run({ job, backend }, { transferList })) as ThreadReply;
+      } catch (thrown) {
+        reply = { thrown };
+      }
+      if (!('ok' in reply)) {
+        const error =
+          'thrown' in reply
+            ? reply.thrown instanceof Error
+              ? reply.thrown
+              : new Error(String(reply.thrown))
+            : reply.chorus
+              ? new ChorusError(reply.error)
+              : new Error(reply.error);
+        fail(i, error);
+        continue;
       }
       finished.set(i, reply.ok);
-      for (let r = finished.get(reported); r; r = finished.get(reported)) {
+      for (let r = finished.get(reported); r && !failed.first; r = finished.get(reported)) {
         finished.delete(reported);
         onResult(reported++, r);
       }
     }
   };
   await Promise.all(Array.from({ length: Math.min(threads, count) }, lane));
+  if (failed.first) throw failed.first.error;
 }
 
 /** The buffers of arrays that own them whole (moving a shared buffer would take others' data too). */

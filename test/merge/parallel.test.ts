@@ -11,6 +11,7 @@ import {
   type NamedTensor,
 } from '../../shared/merge/index.ts';
 import type { LoraAdapter } from '../../shared/lora/types.ts';
+import { runModuleJobs } from '../../shared/merge/parallel.ts';
 import { randomAdapter, rng, type Spec } from './helpers.ts';
 
 after(closeMergeThreads);
@@ -67,11 +68,32 @@ test('extraction in threads equals extraction here; the caller keeps its tensors
   for (const t of base.values()) assert.equal(t.data.length, t.shape[0] * t.shape[1]);
 });
 
-test('an error in a merge thread arrives with its message (the module and shapes named)', async () => {
+test('an error in a merge thread arrives with its message: the first failing module in module order, whichever thread ends first', async () => {
+  // Every module fails here (ranks 4 and 2), so each of the two threads fails its first module and
+  // they race; the error must still name module 0, every time.
   const other = randomAdapter({ ...spec, rank: 2 }, 7);
+  for (let attempt = 0; attempt < 12; attempt++) {
+    await assert.rejects(
+      mergeAdapters([adapters[0], other], { method: 'ties', density: 0.5, space: 'factors', threads: 2 }),
+      /method ties in factors space needs equal ranks: module model\.layers\.0\.self_attn\.q_proj has rank 4/,
+    );
+  }
+});
+
+test('when inputs fail to load, the lowest module index is reported, not the first failure in time', async () => {
+  // Module 0's input fails late, module 1's at once (as a truncated file read would): the error is
+  // module 0's, as with one thread.
+  const jobAt = async (i: number): Promise<never> => {
+    await new Promise((r) => setTimeout(r, i === 0 ? 300 : 0));
+    throw new Error(`module ${i} could not be read`);
+  };
   await assert.rejects(
-    mergeAdapters([adapters[0], other], { method: 'ties', density: 0.5, space: 'factors', threads: 2 }),
-    /method ties in factors space needs equal ranks: module model\.layers\.0\.self_attn\.q_proj has rank 4/,
+    runModuleJobs(2, jobAt, 1, () => undefined),
+    /module 0 could not be read/,
+  );
+  await assert.rejects(
+    runModuleJobs(2, jobAt, 2, () => undefined),
+    /module 0 could not be read/,
   );
 });
 
