@@ -238,3 +238,32 @@ test('chorus train: SIGINT finishes the step, checkpoints, writes the adapter an
   assert.ok(existsSync(join(out, 'adapter_model.safetensors')));
   assert.match(stderr, /SIGINT: finishing the current step/);
 });
+
+test('chorus train plans before loading: a step that cannot fit, or seq_len past the positions, is one clear error', async () => {
+  const logs: string[] = [];
+  const r = await runLocalTraining({
+    specPath: join(dir, 'job.yaml'),
+    outDir: join(dir, 'runs/plan'),
+    stopAtStep: 1,
+    log: (s) => logs.push(s),
+  });
+  assert.equal(r.steps, 1);
+  assert.ok(
+    logs.some((l) => /^memory plan: gradient_checkpointing auto→false, base_weights auto→resident/.test(l)),
+    logs.join('\n'),
+  );
+  writeFileSync(
+    join(dir, 'huge.yaml'),
+    spec(2).replace('batch_size: 4', 'batch_size: 4096').replace('seq_len: 10', 'seq_len: 256'),
+  );
+  await assert.rejects(
+    runLocalTraining({ specPath: join(dir, 'huge.yaml'), outDir: join(dir, 'runs/huge') }),
+    /training: batch_size 4096 × seq_len 256 .*needs about [\d.]+ GiB of engine memory, over the wasm heap \(4\.00 GiB.*lower training\.batch_size/,
+  );
+  writeFileSync(join(dir, 'long.yaml'), spec(2).replace('seq_len: 10', 'seq_len: 4096'));
+  await assert.rejects(
+    runLocalTraining({ specPath: join(dir, 'long.yaml'), outDir: join(dir, 'runs/long') }),
+    /training\.seq_len: 4096 exceeds the model's max_position_embeddings \(2048\)/,
+  );
+  assert.ok(!existsSync(join(dir, 'runs/huge/checkpoints')) && !existsSync(join(dir, 'runs/long/checkpoints')));
+});
