@@ -15,7 +15,7 @@
 // The per-token coefficients count the tensors the forward in shared/model/llama.ts creates per layer; they
 // are checked against measured peaks by `npm run bench -- scale` (docs/SCALE.md), not by tests.
 import { ChorusError } from '../errors.ts';
-import { moduleShape, MODULE_NAMES, type ModuleName } from '../model/llama.ts';
+import { moduleShape, MODULE_NAMES, type ModuleName } from '../model/modules.ts';
 import type { LlamaConfig } from '../model/config.ts';
 import type { LoraConfig } from '../lora/types.ts';
 import type { EngineOptions, TrainingSettings } from './settings.ts';
