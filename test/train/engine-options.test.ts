@@ -101,7 +101,13 @@ for (const tied of [false, true]) {
   }
 }
 
-test('recomputation and streaming leak no tensors: the same count after step 3 and step 12', () => {
+/** The wasm module's heap (it only ever grows), or null on another backend. */
+function wasmHeapBytes(): number | null {
+  const wasm = (tf.backend() as unknown as { wasm?: { HEAPU8: Uint8Array } }).wasm;
+  return wasm ? wasm.HEAPU8.length : null;
+}
+
+test('recomputation and streaming stay flat: the same tensors and wasm heap after step 3 and step 12', () => {
   const { config, stored } = storedModel(true);
   const model = LlamaModel.fromTensors(config, stored, 'fixture', { baseWeights: 'streamed', headSlabRows: 20 });
   const spec = task({ coto: {}, training: { seqLen: SEQ, steps: 20 } });
@@ -113,10 +119,14 @@ test('recomputation and streaming leak no tensors: the same count after step 3 a
   });
   assert.equal(t.engine.gradientCheckpointing, true, 'streamed weights imply recomputation');
   for (let i = 0; i < 3; i++) t.trainStep();
+  t.evaluate({ examples: randomExamples(4, SEQ, 64) });
   const before = tf.memory().numTensors;
+  const heap = wasmHeapBytes();
   for (let i = 0; i < 9; i++) t.trainStep();
   t.evaluate({ examples: randomExamples(4, SEQ, 64) });
   assert.equal(tf.memory().numTensors, before);
+  // Widened layers (and XNNPACK's packed copies of them) are freed each time: the heap does not grow.
+  assert.equal(wasmHeapBytes(), heap);
   t.dispose();
   model.dispose();
 });
