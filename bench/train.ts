@@ -1,6 +1,6 @@
 // Training throughput of each tensor engine that loads here. Usage:
 //   npm run bench -- train [--steps 6] [--cpu-steps 2] [--coto] [--engines wasm,cpu]
-//     [--shape smollm2-135m] [--batch B] [--seq T] [--targets q,v] [--checkpointing] [--torch [--threads 2]]
+//     [--shape smollm2-135m] [--batch B] [--seq T] [--targets q,v] [--checkpointing] [--torch [--threads 1]]
 // --shape smollm2-135m: hidden 576, 30 layers, 9 heads / 3 KV, intermediate 1536, vocab 49152, tied.
 // --torch runs ../shared/reference/torch_lora_bench.py (Debian's python3-torch, OpenBLAS) on the same shape,
 // batch, seq and targets right after each engine, so both see the same machine load.
@@ -188,7 +188,8 @@ function torchRow(steps: number): string {
     if (existsSync(path)) script = path;
   }
   if (!script) return `${'torch'.padEnd(11)} skipped: shared/reference/torch_lora_bench.py not found`;
-  const threads = arg('threads') ?? '2';
+  // tfjs-wasm runs one thread under Node (no threaded build is detected), so one core each by default.
+  const threads = arg('threads') ?? '1';
   const args = [
     script,
     ...['hidden', REF.hidden, 'layers', REF.layers, 'heads', REF.heads, 'kv-heads', REF.kvHeads],
