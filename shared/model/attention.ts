@@ -1,6 +1,7 @@
 // Causal grouped-query attention, HF's eager path (softmax(q·kᵀ/√d + causal mask)·v with KV heads
 // repeated), in two exact forms. Public API:
 //   causalMask(T) → [T, T] additive mask (0 on and below the diagonal, −1e9 above)
+//   attentionBlockFor(batch, heads, T, budgetBytes) → undefined (dense fits) or a block size that fits
 //   attention(q [B,nh,T,d], k [B,nkv,S,d], v [B,nkv,S,d], { mask?, block? }) → [B, nh, T, d]
 //     block undefined: dense scores [B, nh, T, S] (fastest while they fit; needs `mask` [T, S]);
 //     S > T when a KV cache supplies earlier positions' keys (decoding), else S = T
@@ -23,6 +24,22 @@ export function causalMask(T: number): tf.Tensor2D {
   for (let i = 0; i < T; i++) for (let j = i + 1; j < T; j++) mask[i * T + j] = MASKED;
   return tf.tensor2d(mask, [T, T]);
 }
+
+/**
+ * The block size for a layer whose float32 scores (batch × heads × T × T, a few live copies in the backward)
+ * must stay under `budgetBytes`: undefined when the dense scores fit, else the largest power of two ≥ 16
+ * whose block scores do (16 at least: smaller blocks cost more in per-block overhead than they save).
+ */
+export function attentionBlockFor(batch: number, heads: number, T: number, budgetBytes: number): number | undefined {
+  const bytes = (n: number) => 4 * SCORE_COPIES * batch * heads * n * n;
+  if (bytes(T) <= budgetBytes) return undefined;
+  let block = 16;
+  while (block * 2 < T && bytes(block * 2) <= budgetBytes) block *= 2;
+  return block;
+}
+
+/** Score-sized tensors alive at once in the dense backward (scores, probabilities, their gradient). */
+const SCORE_COPIES = 3;
 
 export interface AttentionOptions {
   /** The [T, T] causal mask (dense path; the blocked path builds its own per block). */

@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { initEngine, tf } from '../../shared/tensor/engine.ts';
-import { attention, causalMask } from '../../shared/model/attention.ts';
+import { attention, attentionBlockFor, causalMask } from '../../shared/model/attention.ts';
 import { headEval, headLossSum, headRowsOf } from '../../shared/model/head.ts';
 import { makeLlamaConfig } from '../../shared/model/config.ts';
 import { LlamaModel, initRandomWeights } from '../../shared/model/llama.ts';
@@ -195,3 +195,13 @@ for (const [label, tied, streamed] of [
     model.dispose();
   });
 }
+
+test('attentionBlockFor: dense while 3 score copies fit the budget, else the largest power-of-two block that does', () => {
+  const MiB = 2 ** 20;
+  // 4 × 9 heads × 128² × 4 B × 3 = 6.75 MiB
+  assert.equal(attentionBlockFor(4, 9, 128, 7 * MiB), undefined);
+  assert.equal(attentionBlockFor(4, 9, 128, 6 * MiB), 64);
+  // 1 × 9 × 4096² × 12 B = 1.7 GiB dense; a 64 MiB budget takes blocks of 512 (1 × 9 × 512² × 12 B = 27 MiB)
+  assert.equal(attentionBlockFor(1, 9, 4096, 64 * MiB), 512);
+  assert.equal(attentionBlockFor(8, 32, 8192, 1), 16);
+});
