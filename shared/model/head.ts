@@ -94,21 +94,28 @@ export function headLossSum(w: BaseWeights, x: tf.Tensor2D, rows: HeadRows, chun
   const [N, H] = x.shape;
   const chunks = chunksOf(rows.rows.length, chunk);
   const f = tf.customGrad(((xx: tf.Tensor, save: tf.GradSaveFunc) => {
-    save([xx]);
     const sel = tf.tidy(() => tf.gather(xx, tf.tensor1d(rows.rows, 'int32')) as tf.Tensor2D);
     let total: tf.Tensor = tf.scalar(0);
+    // One chunk (the usual case at small batch): its logits and logsumexp are kept for the backward, which
+    // then need not recompute the vocabulary-wide product (they are within the chunk budget by construction).
+    let kept: tf.Tensor[] = [];
     for (const c of chunks) {
       const next = tf.tidy(() => {
         const xc = tf.slice(sel, [c.start, 0], [c.end - c.start, H]);
-        return tf.add(total, tf.sum(tf.mul(chunkNll(w, xc, rows, c, V).nll, chunkWeights(rows, c))));
+        const r = chunkNll(w, xc, rows, c, V);
+        if (chunks.length === 1) kept = [tf.keep(r.logits), tf.keep(r.lse)];
+        return tf.add(total, tf.sum(tf.mul(r.nll, chunkWeights(rows, c))));
       });
       total.dispose();
       total = next;
     }
     sel.dispose();
+    save([xx, ...kept]);
+    tf.dispose(kept);
     return {
       value: total,
-      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => headBackward(w, saved[0] as tf.Tensor2D, dy, rows, chunks, V, N),
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) =>
+        headBackward(w, saved[0] as tf.Tensor2D, dy, rows, chunks, V, N, saved.slice(1)),
     };
   }) as unknown as CustomGradFn);
   return f(x) as tf.Scalar;
@@ -123,13 +130,14 @@ function headBackward(
   chunks: Chunk[],
   V: number,
   N: number,
+  kept: tf.Tensor[],
 ): tf.Tensor2D {
   const H = x.shape[1];
   const sel = tf.gather(x, tf.tensor1d(rows.rows, 'int32')) as tf.Tensor2D;
   const parts = chunks.map((c) =>
     tf.tidy(() => {
       const xc = tf.slice(sel, [c.start, 0], [c.end - c.start, H]);
-      const { logits, lse } = chunkNll(w, xc, rows, c, V);
+      const { logits, lse } = kept.length === 2 ? { logits: kept[0], lse: kept[1] } : chunkNll(w, xc, rows, c, V);
       const scale = tf.mul(chunkWeights(rows, c), dy).reshape([-1, 1]);
       const oneHot = tf.cast(tf.oneHot(tf.tensor1d(rows.targets.subarray(c.start, c.end), 'int32'), V), 'float32');
       const dl = tf.mul(tf.sub(tf.exp(tf.sub(logits, lse.reshape([-1, 1]))), oneHot), scale) as tf.Tensor2D;
