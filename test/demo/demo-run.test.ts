@@ -1,5 +1,7 @@
 // `npm start` end to end, shortened (--steps 6): real NATS, coordinator and worker processes, the
 // demo job through the gRPC client; it must exit 0, print the table and leave the PEFT artifacts.
+// The printed figures are checked: the table equals scores.json, and every cell is recomputed from
+// the downloaded adapters with an independent greedy decoder (test/demo/greedy.ts).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -7,6 +9,12 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TASK_OPS } from '../../demo/tasks.ts';
+import { readExamples } from '../../demo/engine-score.ts';
+import { initEngine } from '../../shared/tensor/engine.ts';
+import { loadBaseModel } from '../../shared/train/load.ts';
+import { readPeftAdapter } from '../../shared/formats/peft.ts';
+import { LoraRuntime } from '../../shared/lora/runtime.ts';
+import { greedyCorrect } from './greedy.ts';
 
 const root = new URL('../..', import.meta.url).pathname;
 
@@ -50,13 +58,14 @@ test('the demo runs a short job to the end and prints the score table', { timeou
     // Not a TTY here: progress comes as plain lines with loss and p(t).
     assert.match(out, /revup\/r0 step \d+\/6 loss \d+\.\d{4} p\(t\) \d\.\d\d/);
     assert.match(out, /task\s+rule\s+base\s+task adapter\s+merged \(linear\)/);
-    for (const op of TASK_OPS)
-      assert.match(
-        out,
-        new RegExp(
-          `\\n${op.name}\\s+${op.description.replace(/[()]/g, '.')}\\s+\\d+\\.\\d%\\s+\\d+\\.\\d%\\s+\\d+\\.\\d%`,
-        ),
-      );
+    const printed = new Map<string, string[]>();
+    for (const op of TASK_OPS) {
+      const row = new RegExp(
+        `\\n${op.name}\\s+${op.description.replace(/[()]/g, '.')}\\s+(\\d+\\.\\d%)\\s+(\\d+\\.\\d%)\\s+(\\d+\\.\\d%)`,
+      ).exec(out);
+      assert.ok(row, `table row for ${op.name}:\n${out}`);
+      printed.set(op.name, row.slice(1));
+    }
     const [jobId] = readdirSync(runs);
     const dir = join(runs, jobId);
     for (const name of [...TASK_OPS.map((o) => o.name), 'merged']) {
@@ -64,11 +73,33 @@ test('the demo runs a short job to the end and prints the score table', { timeou
       const cfg = JSON.parse(readFileSync(join(dir, name, 'adapter_config.json'), 'utf8'));
       assert.equal(cfg.peft_type, 'LORA');
     }
-    const scores = JSON.parse(readFileSync(join(dir, 'scores.json'), 'utf8'));
+    const scores = JSON.parse(readFileSync(join(dir, 'scores.json'), 'utf8')) as Array<{
+      task: string;
+      base: number;
+      adapter: number;
+      merged: number;
+      n: number;
+    }>;
     assert.deepEqual(
-      scores.map((r: { task: string }) => r.task),
+      scores.map((r) => r.task),
       TASK_OPS.map((o) => o.name),
     );
+    // The table prints scores.json, and scores.json holds what the adapters really score.
+    const pct = (v: number) => `${(100 * v).toFixed(1)}%`;
+    await initEngine('wasm', { quiet: true });
+    const model = await loadBaseModel(join(root, 'demo/base'));
+    const merged = LoraRuntime.fromAdapter(model, await readPeftAdapter(join(dir, 'merged')));
+    for (const r of scores) {
+      assert.deepEqual(printed.get(r.task), [pct(r.base), pct(r.adapter), pct(r.merged)], r.task);
+      const examples = readExamples(join(root, `demo/data/${r.task}.eval.jsonl`));
+      assert.equal(r.n, examples.length);
+      const own = LoraRuntime.fromAdapter(model, await readPeftAdapter(join(dir, r.task)));
+      const recomputed = [undefined, own, merged].map((lora) => greedyCorrect(model, examples, lora) / examples.length);
+      assert.deepEqual([r.base, r.adapter, r.merged], recomputed, `${r.task}: base, task adapter, merged`);
+      own.dispose();
+    }
+    merged.dispose();
+    model.dispose();
     assert.ok(existsSync(join(dir, 'report.json')));
     assert.ok(existsSync(join(dir, 'logs', 'coordinator.log')));
   } finally {

@@ -1,4 +1,6 @@
-// The README's job spec example is a valid spec, and the demo spec it describes is too.
+// The README's job spec example is a valid spec, and the demo spec it describes is too; the README's
+// sentences about the demo job (three tasks, replicas, gradient sync, steps, rank and projections,
+// global batch, linear merge) are read out of the README and checked against demo/job.yaml.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -53,4 +55,41 @@ test('demo/job-plain-lora.yaml is demo/job.yaml with CoTo off', () => {
     tasks: s.tasks.map((t) => ({ ...t, coto: undefined })),
   });
   assert.deepEqual(strip(plain), strip(coto));
+});
+
+test("the README's claims about the demo job are what demo/job.yaml says", () => {
+  const readme = readFileSync(join(root, 'README.md'), 'utf8').replace(/\s+/g, ' ');
+  const spec = loadJobSpec(join(root, 'demo/job.yaml'));
+  const claim =
+    /Each task adapter \(rank (\d+) on every projection, (\d+) steps, (\d+) replicas with gradients summed every step, i\.e\. one global batch of (\d+)\)/.exec(
+      readme,
+    );
+  assert.ok(claim, "README states the demo adapters' rank, steps, replicas and global batch");
+  const [rank, steps, replicas, globalBatch] = claim.slice(1).map(Number);
+  assert.match(
+    readme,
+    /three tasks on a small base model, two data-parallel replicas each \(6 shards\) whose gradients are summed through the coordinator every step, CoTo on, and a final merge of the three task adapters \(the average of their deltas\)/,
+  );
+  assert.equal(spec.tasks.length, 3);
+  assert.equal(spec.sync.mode, 'gradients');
+  for (const t of spec.tasks) {
+    const task = taskOf(spec, t.name);
+    assert.equal(task.replicas, replicas, t.name);
+    assert.equal(task.training.steps, steps, t.name);
+    assert.equal(task.training.batchSize * task.replicas * task.training.gradAccum, globalBatch, t.name);
+    assert.equal(task.lora.r, rank, t.name);
+    // "every projection": all seven of a Llama layer.
+    assert.deepEqual(
+      [...task.lora.targetModules].sort(),
+      ['down_proj', 'gate_proj', 'k_proj', 'o_proj', 'q_proj', 'up_proj', 'v_proj'],
+      t.name,
+    );
+    assert.notEqual(task.coto, null, t.name);
+  }
+  // "the average of their deltas": a linear merge with equal weights summing to 1.
+  assert.equal(spec.merge?.method, 'linear');
+  const w = spec.merge!.weights!;
+  assert.equal(w.length, 3);
+  assert.ok(w.every((x) => x === w[0]) && Math.abs(w.reduce((a, b) => a + b, 0) - 1) < 1e-3, `weights ${w}`);
+  assert.match(readme, new RegExp(`merged \\(${spec.merge!.method}\\)`), 'the table header names the merge method');
 });
