@@ -153,8 +153,10 @@ for (const seed of seeds) {
 }
 await closeMergeThreads();
 
-const mean = (v: number[]) =>
-  v.filter(Number.isFinite).reduce((s, x) => s + x, 0) / Math.max(1, v.filter(Number.isFinite).length);
+const mean = (v: number[]) => {
+  const f = v.filter(Number.isFinite);
+  return f.length === 0 ? NaN : f.reduce((s, x) => s + x, 0) / f.length;
+};
 const pct = (v: number[]) => `${(100 * mean(v)).toFixed(1)} %`;
 const lines = [
   `| merge of revup + rotup (plain LoRA, ${settings.steps} steps, ${seeds.length} seeds) | own-rule answers | other task's rule (leakage) | mean |cos| of the two contributions |`,
