@@ -72,15 +72,16 @@ test('a random busy worker killed every 2–5 s: the job ends with the fault-fre
   try {
     await h.waitWorkers(c, 3);
     const STEPS = 200;
-    // The fault-free adapter: the same spec's replicas in this process (reference.ts), meanwhile.
-    const reference = gradientSyncReference(spec(STEPS), 'a');
-    reference.catch(() => undefined);
+    // The fault-free adapter: the same spec's replicas in this process (reference.ts), before the
+    // job (it holds this event loop while it trains).
+    const reference = await gradientSyncReference(spec(STEPS), 'a');
 
     const id = await c.submit(spec(STEPS));
     const rng = new SplitMix32(2024);
     let kills = 0;
     let ended = false;
     const done = c.wait(id).finally(() => (ended = true));
+    done.catch(() => undefined); // awaited below; a broken watch must not count as unhandled meanwhile
     // Churn until some shard has lost its worker more often than its failure budget allows (the
     // old policy failed the job there), for a minute at most; then the job must finish.
     const until = Date.now() + 60_000;
@@ -100,7 +101,7 @@ test('a random busy worker killed every 2–5 s: the job ends with the fault-fre
     const out = h.tmp('chorus-churn-result-');
     await c.downloadResult(id, out);
     const got = await readPeftAdapter(join(out, 'a'));
-    assert.deepEqual(bitDifferences(got, (await reference).adapter), [], 'differs from the fault-free run');
+    assert.deepEqual(bitDifferences(got, reference.adapter), [], 'differs from the fault-free run');
   } finally {
     c.close();
   }
