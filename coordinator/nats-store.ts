@@ -15,7 +15,7 @@ import {
   credsAuthenticator,
 } from 'nats';
 import { readFileSync } from 'node:fs';
-import { ChorusError, errorMessage } from '../shared/errors.ts';
+import { ChorusError, errorMessage, Unavailable } from '../shared/errors.ts';
 import { natsNames, type NatsNames } from '../shared/nats/subjects.ts';
 import { parseEvent, type ChorusEvent } from '../shared/nats/events.ts';
 import { DEFAULT_LAYOUT, ensureNatsResources, type NatsLayout } from './nats-setup.ts';
@@ -53,6 +53,7 @@ export class NatsStore {
     log: (line: string) => void,
   ) {
     this.log = log;
+    handleChunkPublishes(objects);
     void this.reportConnection();
   }
 
@@ -243,7 +244,16 @@ export class NatsStore {
     name: string,
     rs: ReadableStream<Uint8Array>,
   ): Promise<{ name: string; size: number; sha256: string }> {
-    const info = await this.objects.put({ name }, rs);
+    let info;
+    try {
+      info = await this.objects.put({ name }, rs);
+    } catch (err) {
+      if (!isTransientNatsError(err)) throw err;
+      // The bytes went by; only the uploader has them again (ChorusClient and the worker's
+      // transfers send the whole object again on UNAVAILABLE).
+      this.log(`NATS: storing ${name} failed (${errorMessage(err)}); retrying: the uploader is asked to send it again`);
+      throw new Unavailable(`storing ${name} failed (${errorMessage(err)}): send it again`, { cause: err });
+    }
     const sha256 = Buffer.from(info.digest.slice('SHA-256='.length), 'base64url').toString('hex');
     return { name, size: info.size, sha256 };
   }
@@ -266,6 +276,27 @@ export class NatsStore {
     const info = await this.retry(`looking up ${name}`, () => this.objects.info(name));
     return !!info && !info.deleted;
   }
+}
+
+/**
+ * nats.js's streaming put publishes an object's chunks without awaiting them while it waits for the
+ * next bytes of the stream, and awaits them all at the end. A chunk whose publish fails in between
+ * (a NATS node stopped) is an unhandled rejection until then, which ends the process. Each publish
+ * of this store's client is therefore marked handled at once; put still awaits it and fails with
+ * its error (and removes the partial object).
+ */
+function handleChunkPublishes(objects: ObjectStore): void {
+  const impl = objects as unknown as { js?: { publish: (...args: unknown[]) => Promise<unknown> } };
+  const js = impl.js;
+  if (!js || typeof js.publish !== 'function') return;
+  const publish = js.publish.bind(js);
+  impl.js = Object.assign(Object.create(js) as typeof js, {
+    publish: (...args: unknown[]) => {
+      const p = publish(...args);
+      p.catch(() => undefined);
+      return p;
+    },
+  });
 }
 
 /** Deletes everything a coordinator with this prefix created (events stream, KV buckets, object store). */

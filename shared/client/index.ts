@@ -206,8 +206,23 @@ export class ChorusClient {
     return this.get(jobId);
   }
 
-  /** Stores bytes in the coordinator's object store under `name`. */
-  uploadBlob(name: string, data: Uint8Array): Promise<BlobInfo> {
+  /**
+   * Stores bytes in the coordinator's object store under `name`. The coordinator streams them into
+   * the store as they arrive and cannot replay them: when the store fails mid-way it answers
+   * UNAVAILABLE, and the bytes are sent again (a few times, with backoff).
+   */
+  async uploadBlob(name: string, data: Uint8Array): Promise<BlobInfo> {
+    for (let attempt = 1, wait = 250; ; attempt++, wait = Math.min(wait * 2, 4000)) {
+      try {
+        return await this.uploadOnce(name, data);
+      } catch (err) {
+        if (!(err instanceof ChorusRpcError) || err.code !== grpc.status.UNAVAILABLE || attempt >= 6) throw err;
+        await new Promise((r) => setTimeout(r, wait));
+      }
+    }
+  }
+
+  private uploadOnce(name: string, data: Uint8Array): Promise<BlobInfo> {
     return new Promise((resolve, reject) => {
       const call = this.rpc.uploadBlob(this.md(), (e, r) => (e ? reject(wrap(e, this.address)) : resolve(r)));
       let off = 0;
