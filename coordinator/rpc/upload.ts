@@ -18,8 +18,8 @@ import { statusOf, toStatus } from './status.ts';
 export const MAX_BLOB_CHUNK = 1 << 20;
 /** The object store's limit per object (RESOURCE_EXHAUSTED past it). */
 const MAX_BLOB_BYTES = 2 ** 31;
-export const UPLOAD_QUEUE_CHUNKS = 4;
-export const PER_CLIENT = 4;
+const UPLOAD_QUEUE_CHUNKS = 4;
+const PER_CLIENT = 4;
 const IN_PROGRESS = 64;
 
 const active = new Map<string, number>();
