@@ -17,16 +17,19 @@ test('short seeded fuzz run: every case accepted correctly or refused clearly, n
   }
 });
 
-test('the harness reports a hang, a memory blow-up and an unclear error (canaries), and goes on after each', async () => {
+test('the harness reports a hang, a memory blow-up, a slow case and an unclear error (canaries), going on after each', async () => {
   const report = await runFuzz({
-    targets: ['canary-hang', 'canary-memory', 'canary-unclear'],
+    targets: ['canary-hang', 'canary-memory', 'canary-slow', 'canary-unclear'],
     seed: 1,
     cases: 1,
     heapMb: 64,
+    caseMs: 100,
+    wallMs: 10_000,
   });
   const why = Object.fromEntries(report.failures.map((f) => [f.target, f.why]));
-  assert.match(why['canary-hang'], /^hang: no result within 2000 ms/);
+  assert.match(why['canary-hang'], /^hang: no result within 10000 ms/);
   assert.match(why['canary-memory'], /^memory: the thread passed its 64 MB heap/);
+  assert.match(why['canary-slow'], /^slow: \d+ ms of CPU/);
   assert.match(why['canary-unclear'], /^unclear error|Maximum call stack/);
-  assert.equal(report.failures.length, 3);
+  assert.equal(report.failures.length, 4);
 });

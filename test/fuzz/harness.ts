@@ -1,6 +1,8 @@
-// Runs fuzz targets in a worker thread under a watchdog: each case must finish within `caseMs`
-// (2 s: "no hang") and the thread must stay within a heap of `heapMb` ("no memory blow-up"). A
-// thread that overruns is terminated, the case named, and a new thread goes on from the next case.
+// Runs fuzz targets in a worker thread under a watchdog: each case must use at most `caseMs` of CPU
+// (2 s: "no hang"; CPU time, so a loaded machine does not fail cases), must end within `wallMs` of
+// wall time (a true hang never ends), and the thread must stay within a heap of `heapMb` ("no
+// memory blow-up"). A thread that overruns is terminated, the case named, and a new thread goes
+// on from the next case.
 // Results are counts per outcome and the failures with their seed and case number, so
 // `npm run fuzz -- --seed S --from I --cases 1 --target T` replays one.
 import { Worker } from 'node:worker_threads';
@@ -12,6 +14,8 @@ export interface FuzzOptions {
   /** First case number (replaying a failure). */
   from?: number;
   caseMs?: number;
+  /** Wall-clock limit per case (default 10 × caseMs). */
+  wallMs?: number;
   heapMb?: number;
 }
 
@@ -45,6 +49,7 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzReport> {
 /** Runs `work` in one thread; returns what is left after a case that killed the thread. */
 function runThread(work: Work[], o: FuzzOptions, report: FuzzReport): Promise<Work[]> {
   const caseMs = o.caseMs ?? 2000;
+  const wallMs = o.wallMs ?? 10 * caseMs;
   const heapMb = o.heapMb ?? 512;
   return new Promise((resolve) => {
     const worker = new Worker(new URL('./thread.mjs', import.meta.url), {
@@ -72,20 +77,30 @@ function runThread(work: Work[], o: FuzzOptions, report: FuzzReport): Promise<Wo
       const left = failure && current ? rest() : [];
       void worker.terminate().then(() => resolve(left));
     };
-    worker.on('message', (m: { kind: 'start' | 'done' | 'end'; target: string; i: number; outcome?: string }) => {
-      if (m.kind === 'end') return finish();
-      if (m.kind === 'start') {
-        // Loading the thread (tsx, the modules) is not a case: the clock starts with each case.
-        current = { target: m.target, i: m.i };
+    worker.on(
+      'message',
+      (m: { kind: 'start' | 'done' | 'end'; target: string; i: number; outcome?: string; cpuMs?: number }) => {
+        if (m.kind === 'end') return finish();
+        if (m.kind === 'start') {
+          // Loading the thread (tsx, the modules) is not a case: the clock starts with each case.
+          current = { target: m.target, i: m.i };
+          clearTimeout(timer);
+          timer = setTimeout(() => finish(`hang: no result within ${wallMs} ms`), wallMs);
+          return;
+        }
         clearTimeout(timer);
-        timer = setTimeout(() => finish(`hang: no result within ${caseMs} ms`), caseMs);
-        return;
-      }
-      clearTimeout(timer);
-      const outcome = m.outcome ?? '';
-      if (outcome === 'accepted' || outcome === 'refused') report.counts[m.target][outcome]++;
-      else report.failures.push({ target: m.target, seed: o.seed, case: m.i, why: outcome.replace(/^FAIL /, '') });
-    });
+        const outcome = m.outcome ?? '';
+        if (m.cpuMs !== undefined && m.cpuMs > caseMs)
+          report.failures.push({
+            target: m.target,
+            seed: o.seed,
+            case: m.i,
+            why: `slow: ${Math.round(m.cpuMs)} ms of CPU`,
+          });
+        else if (outcome === 'accepted' || outcome === 'refused') report.counts[m.target][outcome]++;
+        else report.failures.push({ target: m.target, seed: o.seed, case: m.i, why: outcome.replace(/^FAIL /, '') });
+      },
+    );
     worker.on('error', (err: Error & { code?: string }) =>
       finish(
         err.code === 'ERR_WORKER_OUT_OF_MEMORY'

@@ -290,6 +290,19 @@ export const CANARIES: Record<string, Target> = {
       for (;;) keep.push('x'.repeat(1 << 20) + keep.length);
     },
   },
+  'canary-slow': {
+    name: 'canary-slow',
+    make: () => ({}),
+    run: () => {
+      // 250 ms of CPU, however long the machine takes to give it.
+      const c0 = process.cpuUsage();
+      for (let spent = 0; spent < 250_000;) {
+        const c = process.cpuUsage(c0);
+        spent = c.user + c.system;
+      }
+      return 'accepted';
+    },
+  },
   'canary-unclear': {
     name: 'canary-unclear',
     make: () => ({ text: '{"a":' + '['.repeat(20_000) }),

@@ -12,12 +12,16 @@ for (const { target: name, from, to } of work) {
     const input = target.make(seed, i);
     parentPort.postMessage({ kind: 'start', target: name, i });
     let outcome;
+    // CPU time, not wall time, is what a case costs: the machine may be shared. The main thread
+    // idles meanwhile, so the process's CPU time is this thread's.
+    const cpu0 = process.cpuUsage();
     try {
       outcome = target.run(input);
     } catch (err) {
       outcome = `FAIL ${err instanceof Error ? err.message : String(err)}`.slice(0, 600);
     }
-    parentPort.postMessage({ kind: 'done', target: name, i, outcome });
+    const cpu = process.cpuUsage(cpu0);
+    parentPort.postMessage({ kind: 'done', target: name, i, outcome, cpuMs: (cpu.user + cpu.system) / 1000 });
   }
 }
 parentPort.postMessage({ kind: 'end' });

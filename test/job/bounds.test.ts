@@ -126,6 +126,9 @@ test('deep nesting (flow or block) is an error naming the depth, not a stack ove
     `a: ${'['.repeat(40)}${']'.repeat(40)}`,
     Array.from({ length: 500 }, (_, i) => `${' '.repeat(i)}k${i}:`).join('\n'),
     `${'- '.repeat(50)}x`,
+    // Found by the fuzz suite: 50k unclosed brackets after a JSON document took 11 s of CPU in the
+    // parser's error path (each error quoted the 100 KB line).
+    `{"base_model": "/m"}\nk: ${'['.repeat(50_000)}`,
   ]) {
     assert.match(errorOf(text), new RegExp(`nested more than ${L.MAX_SPEC_DEPTH} levels deep`));
   }
