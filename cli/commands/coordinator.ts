@@ -10,7 +10,10 @@ export function register(program: Command): void {
     .command('coordinator')
     .description('run the coordinator (gRPC API, scheduler, merges; state in NATS JetStream)')
     .option('--listen <addr>', 'host:port to serve gRPC on', '127.0.0.1:7070')
-    .option('--nats <url>', 'NATS server with JetStream (default NATS_URL or nats://127.0.0.1:4222)')
+    .option(
+      '--nats <url>',
+      'NATS server(s) with JetStream, comma-separated for a cluster (default NATS_URL or nats://127.0.0.1:4222)',
+    )
     .option('--nats-creds <file>', 'NATS credentials file (.creds)')
     .option('--nats-token <token>', 'NATS auth token (or NATS_TOKEN)')
     .option('--nats-user <user>', 'NATS user (password from NATS_PASSWORD)')

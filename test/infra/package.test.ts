@@ -145,8 +145,15 @@ test('a coordinator and a worker from the installed package train a job (runner 
         merge: { method: 'linear' },
       }),
     );
-    const job = await c.wait(id);
-    assert.equal(job.state, 'succeeded', `${job.reason}\n${procs.map((p) => p.output()).join('\n---\n')}`);
+    const outputs = () => procs.map((p) => p.output()).join('\n---\n');
+    // A worker whose runner threads cannot load dies: the job would wait for workers, so bound the wait.
+    const worker = procs[procs.length - 1];
+    const job = await Promise.race([
+      c.wait(id),
+      worker.exited.then((code) => Promise.reject(new Error(`the worker exited (${code}) mid-job`))),
+      new Promise<never>((_, reject) => setTimeout(() => reject(new Error('timed out')), 180_000).unref()),
+    ]).catch((err) => assert.fail(`${err.message}\n${outputs()}`));
+    assert.equal(job.state, 'succeeded', `${job.reason}\n${outputs()}`);
     const files = await c.downloadResult(id, join(dir, 'result'));
     assert.ok(
       files.some((f) => f.endsWith('merged/adapter_model.safetensors')),
