@@ -53,6 +53,9 @@ export function attention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, opts: 
   const nkv = k.shape[1];
   const group = nh / nkv;
   const scaled = tf.mul(q, 1 / Math.sqrt(d)) as tf.Tensor4D;
+  if (opts.block !== undefined && !(Number.isInteger(opts.block) && opts.block >= 1)) {
+    throw new Error(`attention: block must be a positive integer, got ${opts.block}`);
+  }
   if (opts.block !== undefined && opts.block < T) return blockedAttention(scaled, k, v, opts.block);
   if (!opts.mask) throw new Error('attention: the dense path needs the causal mask');
   // S keys: T, or more when a KV cache holds earlier positions (then the mask is [T, S]).

@@ -51,6 +51,8 @@ interface Chunk {
 }
 
 function chunksOf(n: number, size: number): Chunk[] {
+  if (!(Number.isInteger(size) && size >= 1))
+    throw new Error(`head: chunk size must be a positive integer, got ${size}`);
   const out: Chunk[] = [];
   for (let s = 0; s < n; s += size) out.push({ start: s, end: Math.min(n, s + size) });
   return out;

@@ -1,6 +1,8 @@
 // The training loop's settings, as the trainer and the local run read them. Job specs spell them in
 // snake_case (shared/job/ maps them); these defaults are the ones a spec gets for fields it omits.
 
+import { ChorusError } from '../errors.ts';
+
 export const LR_SCHEDULES = ['cosine', 'linear', 'constant'] as const;
 type LrSchedule = (typeof LR_SCHEDULES)[number];
 
@@ -96,3 +98,13 @@ export interface EngineOptions {
 
 /** Today's path: everything resident, nothing recomputed, dense attention. */
 export const ENGINE_DEFAULTS: EngineOptions = { gradientCheckpointing: false, baseWeights: 'resident' };
+
+/** Refuses option values no step can run with (a block or chunk must hold at least one token). */
+export function checkEngineOptions(o: Partial<EngineOptions>, source = 'engine options'): void {
+  for (const key of ['attentionBlock', 'headChunkTokens'] as const) {
+    const v = o[key];
+    if (v !== undefined && !(Number.isInteger(v) && v >= 1)) {
+      throw new ChorusError(`${source}: ${key} must be a positive integer, got ${v}`);
+    }
+  }
+}

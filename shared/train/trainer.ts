@@ -29,7 +29,7 @@ import { methodProblems } from '../job/method-rules.ts';
 import { FrozenEntries, holdMasked, maskGradient } from './frozen.ts';
 import { pruneMasks } from './snip.ts';
 import { layeredGradients } from './layered.ts';
-import { ENGINE_DEFAULTS, type EngineOptions } from './settings.ts';
+import { checkEngineOptions, ENGINE_DEFAULTS, type EngineOptions } from './settings.ts';
 import { evaluateExamples, type EvalSummary } from './evaluate.ts';
 import { LoraRuntime } from '../lora/runtime.ts';
 import type { LoraAdapter, LoraConfig } from '../lora/types.ts';
@@ -201,6 +201,7 @@ export class AdapterTrainer {
     ) {
       throw new ChorusError(`trainer: replica ${replica} of ${replicas} is not valid`);
     }
+    checkEngineOptions(opts.engine ?? {}, 'trainer');
     const problems = methodProblems(opts.task.lora, opts.task.training, { mode: 'gradients' }, (s, k) => `${s}.${k}`);
     if (problems.length > 0) throw new ChorusError(`trainer: ${problems.join('; ')}`);
     const config: LoraConfig = {

@@ -143,3 +143,24 @@ test('a tape through streamed weights is refused with a reason, not a crash', ()
   x.dispose();
   model.dispose();
 });
+
+test('an attention block or head chunk below one token is refused, naming the field', () => {
+  const { config, stored } = storedModel(false);
+  const model = LlamaModel.fromTensors(config, stored, 'fixture');
+  for (const [key, value] of [
+    ['attentionBlock', 0],
+    ['headChunkTokens', 2.5],
+  ] as const) {
+    assert.throws(
+      () =>
+        AdapterTrainer.create({
+          model,
+          task: task({ training: { seqLen: SEQ } }),
+          examples: [],
+          engine: { [key]: value },
+        }),
+      new RegExp(`trainer: ${key} must be a positive integer, got ${value}`),
+    );
+  }
+  model.dispose();
+});
