@@ -54,7 +54,7 @@ function widen(t: WeightSource): Float32Array {
   return t instanceof StoredTensor ? t.toFloat32() : t.data;
 }
 
-export function transpose2d(data: Float32Array, rows: number, cols: number): Float32Array {
+function transpose2d(data: Float32Array, rows: number, cols: number): Float32Array {
   const out = new Float32Array(rows * cols);
   for (let r = 0; r < rows; r++) {
     const base = r * cols;
