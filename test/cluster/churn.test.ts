@@ -4,7 +4,8 @@
 // lose their worker more often than their failure budget allows (the budget counts only failures of
 // the shard's own run). The victim is drawn from the workers that hold a shard: killing an idle one
 // proves nothing. A job that lost its workers and cannot take a step fails after the no-progress
-// limit, with a reason that says so.
+// limit, with a reason that says so. A worker that loses its shard three times in a row before a
+// step (killed and restarted under the same name) is named flapping and gets no more shards.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
@@ -130,6 +131,55 @@ test('a job that lost its workers and takes no step fails after the no-progress 
     job = await c.wait(id);
     assert.equal(job.state, 'failed');
     assert.match(job.reason, /^no progress for \d+ s while its shards kept losing their workers \(last: /);
+  } finally {
+    c.close();
+    await h.stopAll(mine);
+    await h.cleanNats(own);
+  }
+});
+
+test('a worker that keeps losing its shard before a step is named flapping and given no more shards', async () => {
+  const own = h.uniquePrefix();
+  const coord3 = await h.startCoordinator(own);
+  const mine: h.Proc[] = [coord3];
+  procs.push(coord3);
+  const start = (name: string) => {
+    const p = h.startWorker(coord3.address, name);
+    mine.push(p);
+    procs.push(p);
+    return p;
+  };
+  let flappy = start('flappy');
+  const c = h.client(coord3.address);
+  try {
+    await h.waitWorkers(c, 1);
+    const one = h.jobSpec(dir, {
+      data: { train: join(dir, 'a.jsonl') },
+      training: { steps: 20, batch_size: 4, seq_len: 8, warmup_steps: 0, eval_every: 0, checkpoint_every: 4 },
+    });
+    const id = await c.submit(one);
+    // Each time the shard lands on "flappy", that process dies at once and comes back under the same name.
+    let kills = 0;
+    const follow = (async () => {
+      for await (const ev of c.watch(id)) {
+        if (ev.type === 'shard.assigned' && ev.data.workerName === 'flappy' && kills < 3) {
+          kills++;
+          flappy.child.kill('SIGKILL');
+          flappy = start('flappy');
+        }
+        if (ev.type === 'job.state' && ['succeeded', 'failed', 'cancelled'].includes(ev.data.state)) return;
+      }
+    })();
+    follow.catch(() => undefined); // awaited below; closing the client in `finally` ends it
+    await h.waitFor(coord3, /(worker flappy is flapping: lost 3 shards in a row before they took a step)/, 60_000);
+    // Flappy is back online, but the shard waits for another worker.
+    await h.waitFor(flappy, /(registered as \S+)/, 30_000);
+    start('steady');
+    await follow;
+    const job = await c.get(id);
+    assert.equal(job.state, 'succeeded', job.reason);
+    assert.equal(kills, 3);
+    assert.match(job.shards[0].workerId, /^steady-/, 'the shard finished on the steady worker');
   } finally {
     c.close();
     await h.stopAll(mine);
