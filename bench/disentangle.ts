@@ -5,7 +5,8 @@
 // with the same expectation (weights ½, several mask draws), and by their sums (task arithmetic with
 // weights 1, orthogonal dropout with weights 1). On each task's held-out prompts we count answers
 // that follow the task's own rule (exact match) and answers that follow the OTHER task's rule
-// (leakage: the other adapter's behaviour on this task's prompt). Orthogonality is measured too: the
+// (leakage: the other adapter's behaviour on this task's prompt), and answers that only upper-case
+// the input (the part both rules share, neither re-ordering). Orthogonality is measured too: the
 // cosine between the two adapters' weighted contributions to each merged ΔW, averaged over modules
 // (0 by construction for orthogonal dropout). Disentanglement would show as own-rule answers kept and
 // no leakage; the paper reports that orthogonality does not buy it.
@@ -58,7 +59,9 @@ function answers(task: BenchTask, other: BenchTask, adapter: LoraAdapter | null)
     const g = scoreGeneration(model, items, { tokenizer: bytes, maxNewTokens: MAX_LEN + 1, stop: ['\n'], lora: rt });
     const own = g.outputs.filter((o) => o.exact).length / items.length;
     const leak = g.outputs.filter((o, i) => o.prediction === otherOp.apply(items[i].input)).length / items.length;
-    return { own, leak };
+    // The part both rules share (upper-casing) without either re-ordering: the input copied in capitals.
+    const shared = g.outputs.filter((o, i) => o.prediction === items[i].input.toUpperCase()).length / items.length;
+    return { own, leak, shared };
   } finally {
     rt?.dispose();
   }
@@ -105,13 +108,15 @@ interface Row {
   merge: string;
   own: number[];
   leak: number[];
+  shared: number[];
   cosine: number[];
 }
 const rows = new Map<string, Row>();
-const record = (merge: string, own: number, leak: number, cosine: number) => {
-  const r = rows.get(merge) ?? { merge, own: [], leak: [], cosine: [] };
+const record = (merge: string, own: number, leak: number, shared: number, cosine: number) => {
+  const r = rows.get(merge) ?? { merge, own: [], leak: [], shared: [], cosine: [] };
   r.own.push(own);
   r.leak.push(leak);
+  r.shared.push(shared);
   r.cosine.push(cosine);
   rows.set(merge, r);
 };
@@ -127,7 +132,7 @@ for (const seed of seeds) {
   const score = async (label: string, adapter: LoraAdapter | null, cosine: number, perTask?: LoraAdapter[]) => {
     for (const [k, t] of tasks.entries()) {
       const r = answers(t, tasks[1 - k], perTask ? perTask[k] : adapter);
-      record(label, r.own, r.leak, cosine);
+      record(label, r.own, r.leak, r.shared, cosine);
     }
   };
   await score('base model (no adapter)', null, NaN);
@@ -159,11 +164,11 @@ const mean = (v: number[]) => {
 };
 const pct = (v: number[]) => `${(100 * mean(v)).toFixed(1)} %`;
 const lines = [
-  `| merge of revup + rotup (plain LoRA, ${settings.steps} steps, ${seeds.length} seeds) | own-rule answers | other task's rule (leakage) | mean |cos| of the two contributions |`,
-  '|---|---|---|---|',
+  `| merge of revup + rotup (plain LoRA, ${settings.steps} steps, ${seeds.length} seeds) | own-rule answers | other task's rule (leakage) | only the shared part (input in capitals) | mean |cos| of the two contributions |`,
+  '|---|---|---|---|---|',
   ...[...rows.values()].map(
     (r) =>
-      `| ${r.merge} | ${pct(r.own)} | ${pct(r.leak)} | ${Number.isFinite(mean(r.cosine)) ? mean(r.cosine).toFixed(3) : '—'} |`,
+      `| ${r.merge} | ${pct(r.own)} | ${pct(r.leak)} | ${pct(r.shared)} | ${Number.isFinite(mean(r.cosine)) ? mean(r.cosine).toFixed(3) : '—'} |`,
   ),
 ];
 const out = resolve(a.out!);

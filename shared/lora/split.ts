@@ -2,7 +2,8 @@
 // non-overlapping blocks of r/groups consecutive rank components (rows of A, columns of B). At each
 // optimiser step `active` of them train: the forward pass uses only those blocks and the others get
 // no update. After training the blocks are already one LoRA: ΔW = s·B·A = Σ_g s·B_g·A_g, so the
-// saved adapter is the merged one and costs nothing extra at inference. No rescaling during training.
+// saved adapter is the merged one and costs nothing extra at inference. During training the active
+// groups are rescaled by groups/active (inverted dropout), so training sees the full ΔW in expectation.
 // The draw is counter-based — a pure function of (seed, step) — so replicas agree without talking.
 import { ChorusError } from '../errors.ts';
 import { cotoUniform } from '../coto/schedule.ts';
@@ -22,10 +23,16 @@ export function activeGroupsAt(split: LoraSplit, seed: number, step: number): bo
   return on;
 }
 
-/** Per rank component of a rank-`rank` module: 1 when its group is on, 0 otherwise. */
+/**
+ * Per rank component of a rank-`rank` module in a training pass: groups/active when its group is on,
+ * 0 otherwise. The inverted-dropout rescaling makes the expected training-time ΔW over the draws the
+ * full one, which is what inference uses (without it the merged adapter would be groups/active times
+ * what training saw on average: measured, it overshoots and loses the task).
+ */
 export function rankMask(rank: number, groupsOn: readonly boolean[]): Float32Array {
   const G = groupsOn.length;
   if (rank % G !== 0) throw new ChorusError(`lora.split: rank ${rank} is not a multiple of ${G} groups`);
+  const on = groupsOn.filter(Boolean).length;
   const size = rank / G;
-  return Float32Array.from({ length: rank }, (_, j) => (groupsOn[Math.floor(j / size)] ? 1 : 0));
+  return Float32Array.from({ length: rank }, (_, j) => (groupsOn[Math.floor(j / size)] ? G / on : 0));
 }
