@@ -39,7 +39,10 @@ export class Shards {
     shard.step = p.step;
     shard.loss = p.loss;
     shard.tokens = p.tokens;
-    if (fresh && p.numLayers > 0) {
+    // `fresh` is relative to the last report, so after a move it is true again for steps the shard
+    // already ran before the move; those must not be counted twice.
+    if (fresh && p.numLayers > 0 && p.step > (shard.recorded ?? 0)) {
+      shard.recorded = p.step;
       const mismatch = this.checkMask(job, shard, p.step - 1, p.numLayers, p.activeLayers);
       if (mismatch) {
         await state.endJob(job, 'failed', mismatch, 'job failed');

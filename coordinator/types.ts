@@ -27,6 +27,11 @@ export interface ShardRecord {
   /** Last checkpoint in the object store. */
   checkpoint: { step: number; object: string } | null;
   final: { object: string; sha256: string } | null;
+  /**
+   * Highest step whose CoTo activity was recorded: a shard that moved replays steps from its
+   * checkpoint, and those were counted before the move (absent in records written before it existed).
+   */
+  recorded?: number;
 }
 
 interface TaskMetrics {
