@@ -63,7 +63,8 @@ test('the full demo prints the README table', { timeout: 3_600_000 }, async (t) 
     }>;
     const pct = (v: number) => `${(100 * v).toFixed(1)}%`;
     const got = new Map(scores.map((s) => [s.task, [pct(s.base), pct(s.adapter), pct(s.merged)]]));
-    assert.deepEqual(got, want);
+    // On a mismatch, print the whole measured table: the README's is then stale (or the run broke).
+    assert.deepEqual(got, want, `measured ${JSON.stringify([...got])}, README ${JSON.stringify([...want])}`);
   } finally {
     rmSync(runs, { recursive: true, force: true });
   }
