@@ -53,7 +53,7 @@ export function blobHandlers(
  * Object names: printable ASCII without spaces or backslashes, under 512 characters, '/'-separated
  * parts that are neither empty, "." nor "..". The store's own name rules then never fail as INTERNAL.
  */
-export function validObjectName(name: string): boolean {
+function validObjectName(name: string): boolean {
   return (
     name.length > 0 &&
     name.length < 512 &&

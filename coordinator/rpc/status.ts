@@ -17,7 +17,7 @@ function encodedBytes(s: string): number {
 }
 
 /** A status message that fits on the wire, whatever its length or alphabet. */
-export function wireMessage(message: string): string {
+function wireMessage(message: string): string {
   let s = truncate(message, 2000);
   while (encodedBytes(s) > MAX_WIRE_MESSAGE_BYTES) s = truncate(s, Math.floor(s.length / 2));
   return s;

@@ -8,7 +8,7 @@ import { ChorusError } from '../errors.ts';
 import { jsonSyntaxError } from '../json-error.ts';
 
 /** Nesting deeper than `max` objects/arrays, in one pass over the text (strings skipped). */
-export function jsonDepthExceeds(text: string, max: number): boolean {
+function jsonDepthExceeds(text: string, max: number): boolean {
   let depth = 0;
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);

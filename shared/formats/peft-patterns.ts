@@ -9,7 +9,7 @@ import { RE2JS } from 're2js';
 import { ChorusError, describe } from '../errors.ts';
 
 /** Characters in one pattern (PEFT configs in the wild use a few dozen). */
-export const MAX_PATTERN_CHARS = 1024;
+const MAX_PATTERN_CHARS = 1024;
 
 const compiled = new Map<string, RE2JS>();
 

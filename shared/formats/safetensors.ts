@@ -61,7 +61,7 @@ export function readHeaderLength(first8: Uint8Array, fileLength: number, source:
 const MAX_HEADER_DEPTH = 8;
 
 /** A UTF-16 surrogate half without its partner: a string no UTF-8 encoder can write. */
-export function hasLoneSurrogate(s: string): boolean {
+function hasLoneSurrogate(s: string): boolean {
   for (let i = 0; i < s.length; i++) {
     const c = s.charCodeAt(i);
     if (c < 0xd800 || c > 0xdfff) continue;
