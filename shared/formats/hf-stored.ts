@@ -6,10 +6,11 @@
 // file, before minutes of loading.
 import { join } from 'node:path';
 import { ChorusError } from '../errors.ts';
+import { checkFinite, firstNonFiniteStored } from '../lora/check.ts';
 import { StoredTensor, isStoredDtype } from '../tensor/stored.ts';
 import { DTYPE_SIZE } from './dtypes.ts';
 import { locateWeights, readHfConfig, WEIGHTS_INDEX, type HfConfig } from './hf-model.ts';
-import { SafetensorsFile, numelOf, tensorToFloat32 } from './safetensors.ts';
+import { SafetensorsFile, numelOf, tensorToFloat32, type TensorView } from './safetensors.ts';
 
 export type StoredTensors = Map<string, StoredTensor>;
 
@@ -53,6 +54,13 @@ async function openShards(dir: string, filter?: (name: string) => boolean): Prom
   return { byName, files };
 }
 
+/** A widened tensor of another dtype (F64, integers), refused when a value is not finite. */
+function finiteFloat32(view: TensorView, name: string, file: string): Float32Array {
+  const data = tensorToFloat32(view);
+  checkFinite(data, name, file);
+  return data;
+}
+
 /** config.json and every tensor, each in its stored dtype. */
 export async function readHfModelStored(
   dir: string,
@@ -65,11 +73,14 @@ export async function readHfModelStored(
     for (const [name, f] of byName) {
       const view = await f.view(name);
       const what = `${f.path}: tensor "${name}"`;
+      // One NaN in a base weight turns every loss into NaN: refuse it here, by name, in its stored bytes.
+      const bad = firstNonFiniteStored(view.dtype, view.bytes);
+      if (bad >= 0) throw new ChorusError(`${what} holds a non-finite value (at element ${bad})`);
       tensors.set(
         name,
         isStoredDtype(view.dtype)
           ? new StoredTensor(view.dtype, view.shape, view.bytes, what)
-          : new StoredTensor('F32', view.shape, new Uint8Array(tensorToFloat32(view).buffer), what),
+          : new StoredTensor('F32', view.shape, new Uint8Array(finiteFloat32(view, name, f.path).buffer), what),
       );
     }
   } finally {

@@ -44,3 +44,19 @@ export function checkFinite(values: ArrayLike<number>, tensor: string, source: s
     throw new ChorusError(`${source}: tensor "${tensor}" holds a non-finite value (${values[i]} at element ${i})`);
   }
 }
+
+/**
+ * Index of the first NaN or ±Inf among F32/F16/BF16 values still in their stored bytes (no float32
+ * copy of a BF16 model): a half or bfloat16 value is non-finite exactly when its exponent bits are
+ * all ones. -1 when all are finite or the dtype is another.
+ */
+export function firstNonFiniteStored(dtype: string, bytes: Uint8Array): number {
+  const aligned = bytes.byteOffset % 4 === 0 ? bytes : bytes.slice();
+  if (dtype === 'F32')
+    return firstNonFinite(new Float32Array(aligned.buffer, aligned.byteOffset, aligned.byteLength >> 2));
+  const mask = dtype === 'F16' ? 0x7c00 : dtype === 'BF16' ? 0x7f80 : 0;
+  if (mask === 0) return -1;
+  const h = new Uint16Array(aligned.buffer, aligned.byteOffset, aligned.byteLength >> 1);
+  for (let i = 0; i < h.length; i++) if ((h[i] & mask) === mask) return i;
+  return -1;
+}

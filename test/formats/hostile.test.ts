@@ -163,3 +163,40 @@ test('reproducer 13: NaN or Inf in a base model weight is refused with the tenso
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('reproducer 13: NaN/Inf in a model kept in its stored dtype (F32, F16, BF16) is refused by name, without widening', async () => {
+  const { mkdtemp, rm } = await import('node:fs/promises');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const { writeHfModelDir } = await import('../../shared/formats/hf-model.ts');
+  const { readHfModelStored } = await import('../../shared/formats/hf-stored.ts');
+  const dir = await mkdtemp(join(tmpdir(), 'chorus-nan-stored-'));
+  try {
+    for (const dtype of ['F32', 'F16', 'BF16'] as const) {
+      for (const bad of [NaN, Infinity, -Infinity]) {
+        const config = { model_type: 'llama', num_hidden_layers: 0 };
+        const w = new Float32Array([1, 2, 3, bad, 5, 6]);
+        await writeHfModelDir(dir, config, new Map([['model.norm.weight', { shape: [6], data: w }]]), { dtype });
+        await assert.rejects(readHfModelStored(dir), (e: unknown) => {
+          assert.ok(e instanceof ChorusError, String(e));
+          assert.match(
+            e.message,
+            /model\.safetensors: tensor "model\.norm\.weight" holds a non-finite value \(at element 3\)/,
+          );
+          return true;
+        });
+      }
+      // Finite values, the largest of each dtype included, load.
+      const big = dtype === 'F16' ? 65504 : 3e38;
+      await writeHfModelDir(
+        dir,
+        { model_type: 'llama', num_hidden_layers: 0 },
+        new Map([['model.norm.weight', { shape: [2], data: new Float32Array([big, -big]) }]]),
+        { dtype },
+      );
+      assert.equal((await readHfModelStored(dir)).tensors.size, 1);
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
