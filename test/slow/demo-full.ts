@@ -36,7 +36,7 @@ function run(args: string[], timeoutMs: number): Promise<{ code: number | null; 
 /** The README's demo table: task → [base, task adapter, merged] as printed ("100.0%"). */
 function readmeTable(): Map<string, string[]> {
   const readme = readFileSync(join(root, 'README.md'), 'utf8');
-  const block = /What it printed here[^\n]*\n+```\n([\s\S]*?)```/.exec(readme);
+  const block = /What it printed here[\s\S]*?```\n([\s\S]*?)```/.exec(readme);
   assert.ok(block, 'README has the demo table under "What it printed here"');
   const rows = new Map<string, string[]>();
   for (const line of block[1].split('\n')) {
