@@ -8,8 +8,8 @@
 // optimizer, peak RSS, the wasm heap's high-water mark, the plan's estimate beside them and what `auto` chose.
 // A point the plan refuses prints the refusal; a child that dies prints how. Last, the largest batch × seq
 // the plan accepts per shape. --quick: the small points only (minutes).
-import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
 import { tmpdir, totalmem, cpus } from 'node:os';
 import { join } from 'node:path';
 import { initModel } from '../cli/commands/init-model.ts';
@@ -95,6 +95,10 @@ export interface PointResult {
   batch: number;
   seq: number;
   refused?: string;
+  /** The child died or ran past --timeout. */
+  failed?: string;
+  /** VmHWM of the child, read from /proc while it ran. */
+  peakRssSampled?: number;
   plan?: MemoryPlan;
   loadSeconds?: number;
   warmupSeconds?: number;
@@ -124,15 +128,21 @@ async function child(): Promise<PointResult> {
 
 function row(r: PointResult): string {
   const head = `${r.shape.padEnd(5)} ${String(r.batch).padStart(2)}×${String(r.seq).padEnd(5)}`;
-  if (r.refused) return `${head} refused: ${r.refused}`;
+  if (r.refused) return `${head} refused by the plan: ${r.refused}`;
+  if (r.failed && !r.plan) {
+    const peak = r.peakRssSampled ? ` (peak RSS while it ran ${gib(r.peakRssSampled)} GiB)` : '';
+    return `${head} did not finish: ${r.failed}${peak}`;
+  }
   const p = r.plan!;
   const o = p.options;
   const chose = `ckpt ${o.gradientCheckpointing ? 'on' : 'off'}, ${o.baseWeights}${o.attentionBlock ? `, attn ${o.attentionBlock}` : ''}, head ${o.headChunkTokens}`;
   if (r.stepSeconds === undefined) {
-    const mem = r.heapBytes
-      ? `after the warm-up step (${r.warmupSeconds!.toFixed(1)} s): RSS ${gib(r.peakRss!)} GiB (plan ${gib(p.estimate.hostBytes)})  heap ${gib(r.heapBytes)} GiB (plan ${gib(p.estimate.engineBytes)})`
-      : 'no step finished';
-    return `${head} stopped by --timeout ${mem}  [${chose}]`;
+    const planned = `plan: RSS ${gib(p.estimate.hostBytes)} GiB, heap ${gib(p.estimate.engineBytes)} GiB`;
+    const sampled = r.peakRssSampled ? `, peak RSS while it ran ${gib(r.peakRssSampled)} GiB` : '';
+    const after = r.heapBytes
+      ? `after the warm-up step (${r.warmupSeconds!.toFixed(1)} s): RSS ${gib(r.peakRss!)} GiB, heap ${gib(r.heapBytes)} GiB; `
+      : 'no step finished; ';
+    return `${head} cut short (${r.failed ?? 'timeout'}): ${after}${planned}${sampled}  [${chose}]`;
   }
   const fwd = r.forwardSeconds!;
   const bwd = Math.max(0, r.stepSeconds - r.optimizerSeconds! - fwd);
@@ -141,6 +151,39 @@ function row(r: PointResult): string {
     `(fwd ${fwd.toFixed(2)} bwd ${bwd.toFixed(2)} opt ${r.optimizerSeconds!.toFixed(3)})  ` +
     `RSS ${gib(r.peakRss!)} GiB (plan ${gib(p.estimate.hostBytes)})  heap ${gib(r.heapBytes!)} GiB (plan ${gib(p.estimate.engineBytes)})  [${chose}]`
   );
+}
+
+/** Runs one point; samples the child's peak RSS (VmHWM) every 2 s, so a point killed by the timeout keeps it. */
+function runChild(
+  args: string[],
+  timeoutMs: number,
+): Promise<{ stdout: string; stderr: string; code: number | null; timedOut: boolean; hwm: number }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    let hwm = 0;
+    let timedOut = false;
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    const sample = setInterval(() => {
+      try {
+        const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
+        if (m) hwm = Math.max(hwm, Number(m[1]) * 1024);
+      } catch {
+        // not Linux, or the child just ended
+      }
+    }, 2000);
+    const kill = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+    }, timeoutMs);
+    child.on('exit', (code) => {
+      clearInterval(sample);
+      clearTimeout(kill);
+      resolve({ stdout, stderr, code, timedOut, hwm });
+    });
+  });
 }
 
 async function main(): Promise<void> {
@@ -166,19 +209,18 @@ async function main(): Promise<void> {
       const args = ['--import', 'tsx', new URL(import.meta.url).pathname, '--child', name, '--dir', dir];
       args.push('--batch', String(batch), '--seq', String(seq), '--steps', String(steps));
       if (memory) args.push('--memory', String(memory));
-      const run = spawnSync(process.execPath, args, { encoding: 'utf8', timeout, maxBuffer: 1 << 26 });
+      const run = await runChild(args, timeout);
       const line = run.stdout
         .split('\n')
         .filter((l) => l.startsWith('SCALE_RESULT '))
         .pop();
-      let r: PointResult;
-      if (line) r = JSON.parse(line.slice('SCALE_RESULT '.length));
-      else {
-        const why = run.error
-          ? errorMessage(run.error)
-          : run.stderr.trim().split('\n').slice(-2).join(' | ') || `exit ${run.status}`;
-        r = { shape: name, batch, seq, refused: `child failed (${run.signal ?? run.status}): ${why.slice(0, 300)}` };
-      }
+      const why = run.timedOut
+        ? `no step finished within --timeout ${timeout / 1000} s`
+        : run.stderr.trim().split('\n').slice(-2).join(' | ') || `exit ${run.code}`;
+      const r: PointResult = line ? JSON.parse(line.slice('SCALE_RESULT '.length)) : { shape: name, batch, seq };
+      if (run.timedOut || run.code !== 0) r.failed = (run.timedOut ? 'timeout' : why).slice(0, 300);
+      // The kernel's high-water mark, sampled while it ran: a peak even for a point cut short.
+      if (run.hwm > (r.peakRss ?? 0)) r.peakRssSampled = run.hwm;
       results.push(r);
       console.log(row(r));
     }

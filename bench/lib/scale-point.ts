@@ -46,6 +46,7 @@ export async function runPoint(o: PointOptions): Promise<PointResult> {
     return { ...out, refused: (err as Error).message };
   }
   out.plan = plan;
+  report(out);
   const t0 = performance.now();
   const model = await loadBaseModel(o.dir, { baseWeights: plan.options.baseWeights });
   out.loadSeconds = (performance.now() - t0) / 1000;
