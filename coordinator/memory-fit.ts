@@ -11,7 +11,18 @@ import type { DeviceRecord, ModelRecord } from './types.ts';
 /** Why a task cannot run on a device (the plan's refusal), or null when it fits. */
 export type FitCheck = (taskIndex: number, device: DeviceRecord) => string | null;
 
+/** A config.json is a few hundred bytes; anything far larger is not one. */
+const MAX_CONFIG_CHARS = 64 * 1024;
+
 export function parseModelRecord(model: ModelRecord): LlamaConfig {
+  if (model.configJson.length > MAX_CONFIG_CHARS) {
+    throw new ChorusError(
+      `model.config_json: ${model.configJson.length} characters, over the ${MAX_CONFIG_CHARS} limit`,
+    );
+  }
+  if (!Number.isSafeInteger(model.weightBytes) || model.weightBytes < 0) {
+    throw new ChorusError(`model.weight_bytes: must be a non-negative integer, got ${model.weightBytes}`);
+  }
   let json: unknown;
   try {
     json = JSON.parse(model.configJson);
