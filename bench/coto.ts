@@ -8,7 +8,8 @@
 // paper's figures beside) and writes table.md, results.json (every raw score), lmc.svg and
 // pruning.svg to --out (default runs/bench-coto). Each trained adapter is kept under
 // <out>/adapters/<task>/<arm>/<seed>/ with its training figures; a rerun with the same --out and
-// settings reuses them (delete the folder to retrain). --quick: 2 seeds, 40 steps, 40 eval examples.
+// settings reuses them (delete the folder to retrain). --quick: 2 seeds, 40 steps, 40 eval examples,
+// arms coto and lora unless --arms is given.
 // --cluster [--cluster-tasks 1] [--cluster-seeds 2]: also trains that many tasks × arms × seeds as
 // one job on a throwaway local cluster and reports max |cluster − local| per adapter, with the
 // coordinator's per-layer activation counts and Shapley values (bench/coto/cluster.ts).
@@ -55,7 +56,8 @@ const settings: TrainSettings = {
   rank: 8,
 };
 const data = { train: num(a.train, 2000), eval: num(a.eval, a.quick ? 40 : 100), seed: 11 };
-const arms = findArms(a.arms?.split(','));
+// --quick checks that the bench runs end to end: the two arms unless --arms names others.
+const arms = findArms(a.arms?.split(',') ?? (a.quick ? ['coto', 'lora'] : undefined));
 const probes = a.probes ? PROBES.filter((p) => a.probes!.split(',').includes(p.name)) : PROBES;
 const out = resolve(a.out!);
 mkdirSync(out, { recursive: true });
