@@ -8,7 +8,8 @@ import { parseBytes, parseDuration } from '../../coordinator/main.ts';
 import { ClusterState } from '../../coordinator/state.ts';
 import { ArtifactExpiry } from '../../coordinator/retention.ts';
 import { DEFAULT_RETRIES } from '../../coordinator/retries.ts';
-import type { JobRecord } from '../../coordinator/types.ts';
+import { Jobs } from '../../coordinator/jobs.ts';
+import { Evaluations } from '../../coordinator/evals.ts';
 import { cleanNats, NATS_URL, uniquePrefix } from '../cluster/helpers.ts';
 
 test('a stream that exists with other settings is refused, naming the stream, the field and the fix', async () => {
@@ -60,44 +61,64 @@ test('--events-max-bytes caps the events stream', async () => {
   }
 });
 
-test('--artifacts-ttl deletes the objects of jobs that ended longer ago, and only those', async () => {
+test('--artifacts-ttl deletes the objects of jobs that ended longer ago, and only those, and keeps the mark in KV', async () => {
   const prefix = uniquePrefix();
+  const opts = { heartbeatTimeoutMs: 1000, heartbeatIntervalMs: 250, retries: DEFAULT_RETRIES, log: () => {} };
   const store = await NatsStore.open({ url: NATS_URL, prefix });
+  let reopened: NatsStore | undefined;
   try {
-    const state = new ClusterState(store, {
-      heartbeatTimeoutMs: 1000,
-      heartbeatIntervalMs: 250,
-      retries: DEFAULT_RETRIES,
-      log: () => {},
-    });
-    const now = Date.now();
-    const job = (id: string, s: JobRecord['state'], updatedMs: number) =>
-      ({ id, state: s, updatedMs, artifacts: [] }) as unknown as JobRecord;
-    state.jobs.set('old', job('old', 'succeeded', now - 10_000));
-    state.jobs.set('young', job('young', 'failed', now - 100));
-    state.jobs.set('live', job('live', 'running', now - 10_000));
-    for (const id of ['old', 'young', 'live']) {
+    const state = new ClusterState(store, opts);
+    const jobs = new Jobs(state, new Evaluations(state));
+    const spec = JSON.stringify({ base_model: '/m', data: { train: '/d.jsonl' }, training: { steps: 1 } });
+    // Submitted (stored in KV) like any job; "live" first, so it is the one that changed longest ago.
+    const live = await jobs.submit(spec, 'live');
+    const old = await jobs.submit(spec, 'old');
+    const young = await jobs.submit(spec, 'young');
+    await state.setState(old, 'succeeded', 'done');
+    await new Promise((r) => setTimeout(r, 20));
+    await jobs.cancel(young.id, 'stopped');
+    await state.flush();
+    for (const id of [live.id, old.id, young.id]) {
       await store.putObject(`jobs/${id}/result/report.json`, new Uint8Array([1, 2, 3]));
       await store.putObject(`jobs/${id}/checkpoints/s.safetensors`, new Uint8Array([4]));
     }
     await store.putObject('uploads/abc/data.jsonl', new Uint8Array([5]));
-    // storedJob needs a spec-less record: saving is what marks the expiry; stub only the save.
-    state.saveJob = async () => undefined;
-    await new ArtifactExpiry(state, 5_000).sweep(now);
+    // The sweep's clock: "old" ended more than the TTL ago, "young" (cancelled 20 ms later) did not.
+    const ttl = 5_000;
+    const now = young.updatedMs + ttl - 1;
+    assert.ok(old.updatedMs + ttl <= now && live.updatedMs + ttl <= now, 'old and live are past the TTL');
+    await new ArtifactExpiry(state, ttl).sweep(now);
+    await state.flush();
     const left = (await store.objects.list())
       .filter((o) => !o.deleted)
       .map((o) => o.name)
       .sort();
-    assert.deepEqual(left, [
-      'jobs/live/checkpoints/s.safetensors',
-      'jobs/live/result/report.json',
-      'jobs/young/checkpoints/s.safetensors',
-      'jobs/young/result/report.json',
-      'uploads/abc/data.jsonl',
-    ]);
-    assert.equal(state.jobs.get('old')!.artifactsExpiredMs, now);
-    assert.equal(state.jobs.get('young')!.artifactsExpiredMs, undefined);
+    assert.deepEqual(
+      left,
+      [
+        `jobs/${live.id}/checkpoints/s.safetensors`,
+        `jobs/${live.id}/result/report.json`,
+        `jobs/${young.id}/checkpoints/s.safetensors`,
+        `jobs/${young.id}/result/report.json`,
+        'uploads/abc/data.jsonl',
+      ].sort(),
+    );
+    // The mark is in the job's KV record, read back from the state bucket …
+    const stored = (id: string) => store.getJson<{ state: string; artifactsExpiredMs?: number }>(store.jobs, id);
+    const oldStored = await stored(old.id);
+    assert.equal(oldStored?.state, 'succeeded');
+    assert.equal(oldStored?.artifactsExpiredMs, now);
+    assert.equal((await stored(young.id))?.artifactsExpiredMs, undefined);
+    assert.equal((await stored(live.id))?.artifactsExpiredMs, undefined);
+    // … and a restarted coordinator loads it, so its sweep leaves "old" alone.
+    reopened = await NatsStore.open({ url: NATS_URL, prefix });
+    const restarted = new ClusterState(reopened, opts);
+    await restarted.load();
+    assert.equal(restarted.jobs.get(old.id)?.artifactsExpiredMs, now);
+    assert.equal(restarted.jobs.get(young.id)?.artifactsExpiredMs, undefined);
+    assert.equal(restarted.jobs.get(live.id)?.state, 'queued');
   } finally {
+    await reopened?.close();
     await store.close();
     await cleanNats(prefix);
   }
