@@ -46,7 +46,7 @@ after(async () => {
 
 const spec = (steps: number) =>
   h.jobSpec(dir, {
-    training: { steps, batch_size: 4, seq_len: 8, lr: 0.01, warmup_steps: 0, eval_every: 0, checkpoint_every: 4 },
+    training: h.smallTraining(steps, 4),
     tasks: [{ name: 'a', data: { train: join(dir, 'a.jsonl') }, replicas: 2 }],
     sync: { mode: 'gradients' },
   });

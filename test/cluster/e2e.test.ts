@@ -131,15 +131,7 @@ test('2 tasks × 2 replicas with weight rounds and a final merge → PEFT direct
   try {
     await h.waitWorkers(c, 2);
     specText = h.jobSpec(dir, {
-      training: {
-        steps: STEPS,
-        batch_size: 4,
-        seq_len: 8,
-        lr: 0.01,
-        warmup_steps: 0,
-        eval_every: 0,
-        checkpoint_every: 2,
-      },
+      training: h.smallTraining(STEPS, 2),
       tasks: [
         { name: 'count1', data: { train: join(dir, 'a.jsonl') }, replicas: 2 },
         { name: 'count3', data: { train: join(dir, 'b.jsonl') }, replicas: 2 },

@@ -46,15 +46,7 @@ after(async () => {
 const STEPS = 40;
 const EVERY = 4;
 const spec = h.jobSpec(dir, {
-  training: {
-    steps: STEPS,
-    batch_size: 4,
-    seq_len: 8,
-    lr: 0.01,
-    warmup_steps: 0,
-    eval_every: 0,
-    checkpoint_every: EVERY,
-  },
+  training: h.smallTraining(STEPS, EVERY),
   tasks: [{ name: 'a', data: { train: join(dir, 'a.jsonl') }, replicas: 2 }],
   sync: { mode: 'gradients' },
 });

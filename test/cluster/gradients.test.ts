@@ -28,17 +28,7 @@ after(async () => {
   await h.cleanNats(prefix);
 });
 
-const training = {
-  steps: 24,
-  batch_size: 4,
-  seq_len: 8,
-  lr: 0.02,
-  warmup_steps: 0,
-  eval_every: 0,
-  checkpoint_every: 5,
-  max_grad_norm: 1.0,
-  weight_decay: 0.01,
-};
+const training = { ...h.smallTraining(24, 5), lr: 0.02, max_grad_norm: 1.0, weight_decay: 0.01 };
 
 test('2 gradient-synced replicas ≡ the same replicas in one process, bit for bit', async () => {
   const c = h.client(coord.address);

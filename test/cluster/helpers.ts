@@ -236,22 +236,29 @@ export async function cleanNats(prefix: string): Promise<void> {
   }
 }
 
+/**
+ * The training block most cluster jobs share: batches of 4 × 8 tokens, lr 0.01, no warmup, no
+ * evaluations, a checkpoint every `checkpointEvery` steps.
+ */
+export function smallTraining(steps: number, checkpointEvery: number) {
+  return {
+    steps,
+    batch_size: 4,
+    seq_len: 8,
+    lr: 0.01,
+    warmup_steps: 0,
+    eval_every: 0,
+    checkpoint_every: checkpointEvery,
+  };
+}
+
 export function jobSpec(dir: string, over: Record<string, unknown> = {}): string {
   return JSON.stringify({
     name: 'cluster-test',
     base_model: join(dir, 'model'),
     seed: 5,
     lora: { r: 4, alpha: 8, target_modules: ['q_proj', 'v_proj'] },
-    training: {
-      steps: 6,
-      batch_size: 4,
-      seq_len: 8,
-      lr: 0.01,
-      warmup_steps: 0,
-      eval_every: 0,
-      checkpoint_every: 2,
-      log_every: 1,
-    },
+    training: { ...smallTraining(6, 2), log_every: 1 },
     ...over,
   });
 }

@@ -73,16 +73,7 @@ test('the NATS node under the coordinator is killed mid-job: the job succeeds an
     await h.waitWorkers(c, 2);
     const id = await c.submit(
       h.jobSpec(dir, {
-        training: {
-          steps: STEPS,
-          batch_size: 4,
-          seq_len: 8,
-          lr: 0.01,
-          warmup_steps: 0,
-          eval_every: 0,
-          checkpoint_every: 4,
-          log_every: 1,
-        },
+        training: { ...h.smallTraining(STEPS, 4), log_every: 1 },
         tasks: [{ name: 'a', data: { train: join(dir, 'a.jsonl') }, replicas: 2 }],
         sync: { mode: 'gradients' },
       }),

@@ -32,7 +32,7 @@ after(async () => {
 
 const spec = (steps: number, replicas = 2) =>
   h.jobSpec(dir, {
-    training: { steps, batch_size: 4, seq_len: 8, lr: 0.01, warmup_steps: 0, eval_every: 0, checkpoint_every: 3 },
+    training: h.smallTraining(steps, 3),
     tasks: [{ name: 'a', data: { train: join(dir, 'a.jsonl') }, replicas }],
     sync: { mode: 'weights', every: 3 },
   });
@@ -111,15 +111,7 @@ test('gang admission, two jobs at once, cancel stops training and frees the devi
 test('graceful exit on SIGTERM: the shard resumes at the step its worker stopped at; the result is the uninterrupted one', async () => {
   const STEPS = 30;
   const synced = h.jobSpec(dir, {
-    training: {
-      steps: STEPS,
-      batch_size: 4,
-      seq_len: 8,
-      lr: 0.01,
-      warmup_steps: 0,
-      eval_every: 0,
-      checkpoint_every: 5,
-    },
+    training: h.smallTraining(STEPS, 5),
     tasks: [{ name: 'a', data: { train: join(dir, 'a.jsonl') }, replicas: 2 }],
     sync: { mode: 'gradients' },
   });
