@@ -14,7 +14,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { availableBackends, initEngine, type BackendChoice } from '../shared/tensor/engine.ts';
+import { availableBackends, describeBackend, initEngine, type BackendChoice } from '../shared/tensor/engine.ts';
 import { makeLlamaConfig } from '../shared/model/config.ts';
 import { LlamaModel, initRandomWeights } from '../shared/model/llama.ts';
 import { AdapterTrainer } from '../shared/train/trainer.ts';
@@ -54,6 +54,7 @@ if (arg('targets'))
 
 interface ChildResult {
   backend: string;
+  engine: string;
   steps: number;
   seconds: number;
   tokensPerSecond: number;
@@ -113,6 +114,7 @@ async function child(backend: BackendChoice, steps: number, coto: boolean): Prom
     : await measureMatmulGflops(backend, { sizes: backend === 'cpu' ? [256] : [512, 1024], seconds: 1 });
   return {
     backend,
+    engine: describeBackend(),
     steps,
     seconds,
     tokensPerSecond: (REF.batch * REF.seqLen * steps) / seconds,
@@ -156,7 +158,9 @@ if (childBackend) {
       ],
       {
         encoding: 'utf8',
-        env: { ...process.env, CHORUS_QUIET_BACKEND: '1' },
+        // The same core count on both sides: BLAS threads for the engine's products (native GEMM),
+        // intra-op threads for PyTorch.
+        env: { ...process.env, CHORUS_QUIET_BACKEND: '1', CHORUS_BLAS_THREADS: arg('threads') ?? '1' },
       },
     );
     const line = run.stdout.split('\n').find((l) => l.startsWith('BENCH_RESULT '));
@@ -168,7 +172,7 @@ if (childBackend) {
     const g = r.gflops.map((x) => `${x.gflops.toFixed(1)} @${x.n}`).join(', ');
     rows.push(
       `${backend.padEnd(11)} ${r.tokensPerSecond.toFixed(0).padStart(8)} ${(r.seconds / r.steps).toFixed(2).padStart(8)} ` +
-        `${String(r.steps).padStart(6)} ${r.peakRssMiB.toFixed(0).padStart(9)}   ${g}`,
+        `${String(r.steps).padStart(6)} ${r.peakRssMiB.toFixed(0).padStart(9)}   ${g}${g ? '; ' : ''}${r.engine}`,
     );
     if (process.argv.includes('--torch')) rows.push(torchRow(n));
   }
@@ -188,7 +192,8 @@ function torchRow(steps: number): string {
     if (existsSync(path)) script = path;
   }
   if (!script) return `${'torch'.padEnd(11)} skipped: shared/reference/torch_lora_bench.py not found`;
-  // tfjs-wasm runs one thread under Node (no threaded build is detected), so one core each by default.
+  // One core each by default: tfjs-wasm's own kernels run one thread under Node, and --threads sets
+  // the BLAS threads of the engine's products (native GEMM) and PyTorch's alike.
   const threads = arg('threads') ?? '1';
   const args = [
     script,
@@ -198,7 +203,7 @@ function torchRow(steps: number): string {
   ].map((a, i) => (i > 0 && i % 2 === 1 ? `--${a}` : String(a)));
   const run = spawnSync('/usr/bin/python3', args, {
     encoding: 'utf8',
-    env: { ...process.env, OPENBLAS_NUM_THREADS: '1' },
+    env: { ...process.env, OPENBLAS_NUM_THREADS: threads },
   });
   const m = /([\d.]+) tokens\/s \(median step (\d+) ms\), peak RSS (\d+) MiB/.exec(run.stdout);
   if (!m) return `${'torch'.padEnd(11)} failed: ${(run.stderr || run.stdout).trim().split('\n').slice(-2).join(' | ')}`;

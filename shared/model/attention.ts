@@ -12,7 +12,7 @@
 // ([B, nkv, group·T, d]), which is HF's repeat_kv (query head h reads KV head floor(h / group)).
 // 1/√d is applied to q ([T, d] per head) rather than to the scores ([T, T]): the same product.
 import { tf } from '../tensor/engine.ts';
-import { batchMatMul, bmm, swapLast2 } from '../tensor/ops.ts';
+import { batchMatMul, bmm } from '../tensor/ops.ts';
 
 type CustomGradFn = Parameters<typeof tf.customGrad>[0];
 
@@ -61,7 +61,7 @@ export function attention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, opts: 
   // S keys: T, or more when a KV cache holds earlier positions (then the mask is [T, S]).
   const S = k.shape[2];
   const qGrouped = tf.reshape(scaled, [B, nkv, group * T, d]);
-  const scores = tf.reshape(bmm(qGrouped, swapLast2(k)), [B, nh, T, S]);
+  const scores = tf.reshape(bmm(qGrouped, k, true), [B, nh, T, S]);
   const probs = tf.softmax(tf.add(scores, opts.mask), -1);
   return tf.reshape(bmm(tf.reshape(probs, [B, nkv, group * T, S]), v), [B, nh, T, d]) as tf.Tensor4D;
 }
@@ -90,9 +90,9 @@ function keyRows(t: tf.Tensor, g: Geometry, start: number, size: number): tf.Ten
  * Scores of query block qb against key block kb, [B, nkv, group·Tq, Tk], with the causal mask where the
  * block crosses the diagonal (a block wholly below it needs none; one wholly above is never computed).
  */
-function blockScores(qRows: tf.Tensor, kT: tf.Tensor, g: Geometry, qStart: number, qSize: number, kStart: number) {
-  const kSize = kT.shape[3]!;
-  const s = batchMatMul(qRows, kT);
+function blockScores(qRows: tf.Tensor, kRows: tf.Tensor, g: Geometry, qStart: number, qSize: number, kStart: number) {
+  const kSize = kRows.shape[2]!;
+  const s = batchMatMul(qRows, kRows, false, true);
   if (kStart + kSize - 1 <= qStart) return s;
   const mask = new Float32Array(qSize * kSize);
   for (let i = 0; i < qSize; i++)
@@ -126,8 +126,7 @@ function blockedAttention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, block:
         let acc: tf.Tensor | null = null;
         for (const kb of blocks) {
           if (kb.start > qb.start + qb.size - 1) break;
-          const kT = swapLast2(keyRows(kk, g, kb.start, kb.size));
-          const s = blockScores(qRows, kT, g, qb.start, qb.size, kb.start);
+          const s = blockScores(qRows, keyRows(kk, g, kb.start, kb.size), g, qb.start, qb.size, kb.start);
           const mNew: tf.Tensor = m ? tf.maximum(m, tf.max(s, -1, true)) : tf.max(s, -1, true);
           const p = tf.exp(tf.sub(s, mNew));
           const pv = batchMatMul(p, keyRows(vv, g, kb.start, kb.size));
@@ -179,15 +178,14 @@ function blockedBackward(dy: tf.Tensor, saved: tf.Tensor[], g: Geometry): tf.Ten
     blocks.forEach((kb, j) => {
       if (kb.start > qb.start + qb.size - 1) return;
       const [p, dS] = tf.tidy(() => {
-        const kT = swapLast2(keyRows(k, g, kb.start, kb.size));
-        const s = blockScores(qRows, kT, g, qb.start, qb.size, kb.start);
+        const s = blockScores(qRows, keyRows(k, g, kb.start, kb.size), g, qb.start, qb.size, kb.start);
         const pp = tf.exp(tf.sub(s, lseRows));
-        const dP = batchMatMul(dORows, swapLast2(keyRows(v, g, kb.start, kb.size)));
+        const dP = batchMatMul(dORows, keyRows(v, g, kb.start, kb.size), false, true);
         return [pp, tf.mul(pp, tf.sub(dP, dRows))];
       });
       dq = accumulate(dq, () => batchMatMul(dS, keyRows(k, g, kb.start, kb.size)));
-      dK[j] = accumulate(dK[j], () => batchMatMul(swapLast2(dS), qRows));
-      dV[j] = accumulate(dV[j], () => batchMatMul(swapLast2(p), dORows));
+      dK[j] = accumulate(dK[j], () => batchMatMul(dS, qRows, true, false));
+      dV[j] = accumulate(dV[j], () => batchMatMul(p, dORows, true, false));
       tf.dispose([p, dS]);
     });
     dQ.push(tf.reshape(dq!, [B, nkv, group, qb.size, d]));

@@ -12,6 +12,7 @@
 // never cost a vocabulary-wide product.
 import { tf } from '../tensor/engine.ts';
 import type { BaseWeights } from './weights.ts';
+import { rowsProduct } from '../tensor/ops.ts';
 
 type CustomGradFn = Parameters<typeof tf.customGrad>[0];
 
@@ -62,7 +63,7 @@ function chunksOf(n: number, size: number): Chunk[] {
 export function logitsOf(w: BaseWeights, x: tf.Tensor2D): tf.Tensor2D {
   const parts = w.headSlabs().map((slab) => {
     const lease = w.headRows(slab);
-    const y = tf.tidy(() => tf.transpose(tf.matMul(lease.value, tf.transpose(x))) as tf.Tensor2D);
+    const y = rowsProduct(x, lease.value);
     lease.release();
     return y;
   });

@@ -12,6 +12,7 @@ import * as tf from '@tensorflow/tfjs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { ChorusError, errorMessage } from '../errors.ts';
+import { installNativeGemm, nativeGemmInfo } from './native-gemm.ts';
 
 export { tf };
 
@@ -61,6 +62,7 @@ async function loadWasm(): Promise<void> {
   const before = events.map((e) => new Set(listeners(e)));
   try {
     if (!(await tf.setBackend('wasm'))) throw new Error("backend 'wasm' did not initialise");
+    installNativeGemm();
   } finally {
     events.forEach((e, i) => {
       for (const l of listeners(e)) if (!before[i].has(l)) process.removeListener(e, l);
@@ -126,10 +128,26 @@ export async function initEngine(
   await tf.ready();
   const quiet = opts.quiet ?? process.env.CHORUS_QUIET_BACKEND === '1';
   if (!quiet && !announced) {
-    process.stderr.write(`chorus: backend ${chosen}\n`);
+    process.stderr.write(`chorus: backend ${describeBackend()}\n`);
     announced = true;
   }
   return { backend: chosen };
+}
+
+/**
+ * Whether a product with transpose flags or batch dimensions costs what the plain 2-D product costs.
+ * False only on wasm without native GEMM, whose BatchMatMul is fast (XNNPACK) for one untransposed
+ * 2-D product and a slow loop nest otherwise (tensor/ops.ts works around it there).
+ */
+export function productsTakeFlags(): boolean {
+  return tf.getBackend() !== 'wasm' || nativeGemmInfo().active;
+}
+
+/** The active backend in words, naming the BLAS that computes the wasm engine's products. */
+export function describeBackend(): string {
+  if (chosen !== 'wasm') return chosen ?? 'none';
+  const gemm = nativeGemmInfo();
+  return gemm.active ? `wasm (products on ${gemm.detail.split(' (')[0]}, ${gemm.threads} threads)` : 'wasm';
 }
 
 /** Every backend that activates here, in preference order (leaves the last one active). */

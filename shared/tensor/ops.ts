@@ -1,18 +1,21 @@
 // Matrix products shaped for speed on every backend, with hand-written gradients. Public API:
 //   linearT(x [N,in], wT [in,out]) → x·wT            frozen weight: gradient for x only
 //   linearRows(x [N,in], w [out,in]) → x·wᵀ          frozen weight in HF layout (the LM head): gradient for x only
-//   bmm(a [...,M,K], b [...,K,N]) → a·b              batched, gradients for both (wasm: per-matrix 2-D products)
-//   batchMatMul(a, b) → a·b                          the same product, not differentiable (inside custom gradients)
+//   rowsProduct(x [N,in], w [out,in]) → x·wᵀ         the same product, not differentiable
+//   bmm(a, b, transposeB?) → a·b or a·bᵀ             batched, gradients for both (wasm: per-matrix 2-D products)
+//   batchMatMul(a, b, transposeA?, transposeB?)      the same products, not differentiable (inside custom gradients)
 //   swapLast2(t) → t with its last two axes swapped
 //   loraDelta(x [N,in], a [r,in], b [out,r], scale) → scale·(x·aᵀ)·bᵀ   gradients for x, a, b
 //   matMul2d(a [M,K], b [K,N]) → a·b                 gradients for both (a weight that trains)
 //   oneHotEmbed(ids int32 [N], table [V,H]) → rows   gradient for the table (wasm has no gather grad)
-// Why: the wasm backend's BatchMatMul is fast (XNNPACK, ~10–25 GFLOP/s here) only for one
+// Why: the wasm backend's own BatchMatMul is fast (XNNPACK, ~10–25 GFLOP/s here) only for one
 // untransposed 2-D product; any transpose flag or batch dimension falls back to a loop nest
 // ~10–40× slower. tfjs's stock MatMul gradient uses transpose flags, so every backward product
-// would hit the slow path. These ops transpose small or cheap operands explicitly instead and keep
-// each big product in the fast form. They compute exactly the same mathematics as tf.matMul.
-import { tf } from './engine.ts';
+// would hit the slow path. There (productsTakeFlags() false) these ops transpose small or cheap
+// operands explicitly and keep each big product in the fast form. With native GEMM (BLAS takes
+// transpose flags and batches at no cost) and on tensorflow they pass the flags instead, and copy
+// nothing. Either way they compute exactly the same mathematics as tf.matMul.
+import { productsTakeFlags, tf } from './engine.ts';
 
 // tfjs types custom-gradient functions as variadic; ours take fixed tensor arguments.
 type CustomGradFn = Parameters<typeof tf.customGrad>[0];
@@ -38,6 +41,7 @@ export function linearT(x: tf.Tensor2D, wT: tf.Tensor2D): tf.Tensor2D {
       value: tf.matMul(xx as tf.Tensor2D, wT),
       gradFunc: (dy: tf.Tensor) =>
         tf.tidy(() => {
+          if (productsTakeFlags()) return tf.matMul(dy as tf.Tensor2D, wT, false, true);
           const [K, N] = wT.shape;
           const rows = dy.shape[0]!;
           if (rows * (K + N) <= K * N) return tf.transpose(tf.matMul(wT, tf.transpose(dy as tf.Tensor2D)));
@@ -59,11 +63,17 @@ export function linearRows(x: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
   const f = tf.customGrad(((xx: tf.Tensor, save: tf.GradSaveFunc) => {
     save([]);
     return {
-      value: tf.tidy(() => tf.transpose(tf.matMul(w, tf.transpose(xx as tf.Tensor2D)))),
+      value: rowsProduct(xx as tf.Tensor2D, w),
       gradFunc: (dy: tf.Tensor) => tf.matMul(dy as tf.Tensor2D, w),
     };
   }) as unknown as CustomGradFn);
   return f(x) as tf.Tensor2D;
+}
+
+/** x·wᵀ for x [N, in] and w [out, in] (HF's layout), not differentiable: linearRows's value. */
+export function rowsProduct(x: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
+  if (productsTakeFlags()) return tf.matMul(x, w, false, true);
+  return tf.tidy(() => tf.transpose(tf.matMul(w, tf.transpose(x))) as tf.Tensor2D);
 }
 
 /**
@@ -89,42 +99,54 @@ function matMulPerMatrix(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
   return tf.reshape(out, [...a.shape.slice(0, -1), b.shape[b.rank - 1]]);
 }
 
-/** Batched a·b (rank ≥ 3, equal batch dims) in the backend's fastest form; no gradient of its own. */
-export function batchMatMul(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
-  return tf.getBackend() === 'wasm' ? matMulPerMatrix(a, b) : tf.matMul(a, b);
+/**
+ * Batched op(a)·op(b) (rank ≥ 3, equal batch dims), op = transpose of the last two axes where its flag
+ * is set, in the backend's fastest form; no gradient of its own.
+ */
+export function batchMatMul(a: tf.Tensor, b: tf.Tensor, transposeA = false, transposeB = false): tf.Tensor {
+  if (productsTakeFlags()) return tf.matMul(a, b, transposeA, transposeB);
+  return tf.tidy(() => matMulPerMatrix(transposeA ? swapLast2(a) : a, transposeB ? swapLast2(b) : b));
 }
 
-/** Batched a·b (rank ≥ 3, equal batch dims). */
-export function bmm(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
+/** Batched a·b, or a·bᵀ with transposeB (rank ≥ 3, equal batch dims), with gradients for both. */
+export function bmm(a: tf.Tensor, b: tf.Tensor, transposeB = false): tf.Tensor {
   const mm = batchMatMul;
   const f = tf.customGrad(((aa: tf.Tensor, bb: tf.Tensor, save: tf.GradSaveFunc) => {
     save([aa, bb]);
     return {
-      value: mm(aa, bb),
+      value: mm(aa, bb, false, transposeB),
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
         const [sa, sb] = saved;
-        return [mm(dy, swapLast2(sb)), mm(swapLast2(sa), dy)];
+        // c = a·bᵀ: da = dy·b, db = dyᵀ·a; c = a·b: da = dy·bᵀ, db = aᵀ·dy.
+        return [mm(dy, sb, false, !transposeB), transposeB ? mm(dy, sa, true, false) : mm(sa, dy, true, false)];
       },
     };
   }) as unknown as CustomGradFn);
   return f(a, b);
 }
 
+/** op(a)·op(b) for 2-D operands: flags where they are free, explicit transposes where they are not. */
+function product(a: tf.Tensor2D, b: tf.Tensor2D, transposeA: boolean, transposeB: boolean): tf.Tensor2D {
+  if (productsTakeFlags()) return tf.matMul(a, b, transposeA, transposeB);
+  return tf.matMul(transposeA ? tf.transpose(a) : a, transposeB ? tf.transpose(b) : b);
+}
+
 /** scale·(x·aᵀ)·bᵀ, PEFT's LoRA path with A [r,in] and B [out,r] as stored. */
 export function loraDelta(x: tf.Tensor2D, a: tf.Tensor2D, b: tf.Tensor2D, scale: number): tf.Tensor2D {
   const f = tf.customGrad(((xx: tf.Tensor, aa: tf.Tensor, bb: tf.Tensor, save: tf.GradSaveFunc) => {
-    const low = tf.matMul(xx as tf.Tensor2D, tf.transpose(aa as tf.Tensor2D)); // [N, r]
+    const low = product(xx as tf.Tensor2D, aa as tf.Tensor2D, false, true); // [N, r]
     save([xx, aa, bb, low]);
-    const out = tf.matMul(low, tf.transpose(bb as tf.Tensor2D)); // [N, out]
+    const out = product(low, bb as tf.Tensor2D, false, true); // [N, out]
     return {
       value: scale === 1 ? out : tf.mul(out, scale),
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
         const [sx, sa, sb, sLow] = saved as tf.Tensor2D[];
         const dys = (scale === 1 ? dy : tf.mul(dy, scale)) as tf.Tensor2D; // [N, out]
-        const dLow = tf.matMul(dys, sb); // [N, r]
-        const dLowT = tf.transpose(dLow); // [r, N] (small)
-        const dA = tf.matMul(dLowT, sx); // [r, in]
-        const dB = tf.transpose(tf.matMul(tf.transpose(sLow), dys)); // ([r,N]·[N,out])ᵀ = [out, r]
+        const dLow: tf.Tensor2D = tf.matMul(dys, sb); // [N, r]
+        const dA = product(dLow, sx, true, false); // [r, in]
+        const dB = productsTakeFlags()
+          ? tf.matMul(dys, sLow, true, false) // [out, r]
+          : tf.transpose(tf.matMul(tf.transpose(sLow), dys)); // ([r,N]·[N,out])ᵀ = [out, r]
         const dx = tf.matMul(dLow, sa); // [N, in]
         return [dx, dA, dB];
       },
@@ -142,7 +164,7 @@ export function matMul2d(a: tf.Tensor2D, b: tf.Tensor2D): tf.Tensor2D {
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
         const [sa, sb] = saved as tf.Tensor2D[];
         const g = dy as tf.Tensor2D;
-        return [tf.matMul(g, tf.transpose(sb)), tf.matMul(tf.transpose(sa), g)];
+        return [product(g, sb, false, true), product(sa, g, true, false)];
       },
     };
   }) as unknown as CustomGradFn);
@@ -162,8 +184,7 @@ export function oneHotEmbed(ids: tf.Tensor1D, table: tf.Tensor2D): tf.Tensor2D {
     save([oneHot]);
     return {
       value: tf.matMul(oneHot, tt as tf.Tensor2D),
-      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) =>
-        tf.matMul(tf.transpose(saved[0] as tf.Tensor2D), dy as tf.Tensor2D),
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => product(saved[0] as tf.Tensor2D, dy as tf.Tensor2D, true, false),
     };
   }) as unknown as CustomGradFn);
   return f(table) as tf.Tensor2D;

@@ -64,6 +64,22 @@ test('bmm: value and both gradients equal tf.matMul’s (rank 4)', () => {
   });
 });
 
+test('bmm with transposeB: a·bᵀ and both gradients equal tf.matMul’s (rank 4)', () => {
+  tf.tidy(() => {
+    const a = tf.randomNormal([2, 3, 4, 5], 0, 1, 'float32', 4);
+    const b = tf.randomNormal([2, 3, 6, 5], 0, 1, 'float32', 5);
+    const w = tf.randomNormal([2, 3, 4, 6], 0, 1, 'float32', 6);
+    close(bmm(a, b, true), tf.matMul(a, b, false, true), 'value');
+    const ours = tf.grads((aa: tf.Tensor, bb: tf.Tensor) => tf.sum(tf.mul(bmm(aa, bb, true), w)))([a, b]);
+    const theirs = tf.grads((aa: tf.Tensor, bb: tf.Tensor) => tf.sum(tf.mul(tf.matMul(aa, bb, false, true), w)))([
+      a,
+      b,
+    ]);
+    close(ours[0], theirs[0], 'da');
+    close(ours[1], theirs[1], 'db');
+  });
+});
+
 test('loraDelta: value and gradients for x, A and B equal the stock composition', () => {
   tf.tidy(() => {
     const x = tf.randomNormal([9, 6], 0, 1, 'float32', 7) as tf.Tensor2D;
