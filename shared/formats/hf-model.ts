@@ -8,14 +8,8 @@ import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path';
 import { ChorusError } from '../errors.ts';
 import { DTYPE_SIZE } from './dtypes.ts';
-import {
-  SafetensorsFile,
-  numelOf,
-  tensorToFloat32,
-  writeSafetensorsFile,
-  type Dtype,
-  type TensorInput,
-} from './safetensors.ts';
+import { SafetensorsFile, numelOf, tensorToFloat32, type Dtype } from './safetensors.ts';
+import { writeSafetensorsFile, type TensorInput } from './safetensors-write.ts';
 
 export interface HfTensor {
   shape: number[];

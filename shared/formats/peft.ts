@@ -16,15 +16,8 @@ import { checkFinite, checkLoraConfig } from '../lora/check.ts';
 import { parsePeftConfig, type ParsedPeftConfig } from './peft-config.ts';
 import { parseJsonText } from './json-keys.ts';
 import { checkPatternKeys, isTargetModule, lookupPattern } from './peft-patterns.ts';
-import {
-  parseSafetensors,
-  readSafetensorsFile,
-  serializeSafetensors,
-  tensorToFloat32,
-  writeSafetensorsFile,
-  type TensorInput,
-  type TensorView,
-} from './safetensors.ts';
+import { parseSafetensors, readSafetensorsFile, tensorToFloat32, type TensorView } from './safetensors.ts';
+import { serializeSafetensors, writeSafetensorsFile, type TensorInput } from './safetensors-write.ts';
 
 const ADAPTER_WEIGHTS = 'adapter_model.safetensors';
 /** What PEFT saves adapters in; integer or 8-bit float factors are not an adapter. */

@@ -12,7 +12,7 @@
 import type { LoraModule } from '../lora/types.ts';
 import { combineEntrywise, type EntrywiseKind } from './combine.ts';
 import { energyFraction, moduleFromDenseExact, moduleFromSvd } from './factorize.ts';
-import { frobenius2 } from './linalg.ts';
+import { frobenius2 } from './dense.ts';
 import { denseTruncatedSvd, energyKept, entrywiseBuffer, lowRankSvd, visitDeltas } from './kernels.ts';
 import { nameHash, type ModuleReport, type ResolvedOptions } from './options.ts';
 import { deriveSeed } from '../tensor/random.ts';

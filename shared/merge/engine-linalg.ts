@@ -10,7 +10,8 @@ import { tf } from '../tensor/engine.ts';
 import { hostView } from '../tensor/host.ts';
 import { SplitMix32 } from '../tensor/random.ts';
 import { svdFromGrams } from './gram-core.ts';
-import { mat, qrColumns, svdDense, truncateSvd, type RandomizedSvdOptions, type Svd } from './linalg.ts';
+import { qrColumns, svdDense, truncateSvd, type RandomizedSvdOptions, type Svd } from './linalg.ts';
+import { mat } from './dense.ts';
 import { scratchF32 } from './scratch.ts';
 
 /** Relative floor below which float32 Gram pivots and singular values count as rounding noise. */

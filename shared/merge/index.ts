@@ -74,3 +74,4 @@ export { PRECISIONS, type Precision } from './options.ts';
 export { closeMergeThreads } from './parallel.ts';
 export type { MajoritySign } from './sparsify.ts';
 export * as linalg from './linalg.ts';
+export * as dense from './dense.ts';

@@ -8,7 +8,8 @@ import { hostView } from '../tensor/host.ts';
 import type { Visit } from './combine.ts';
 import { denseDeltaEngine, lowRankSvdEngine, truncatedSvdEngine } from './engine-linalg.ts';
 import { energyFraction } from './factorize.ts';
-import { mat, svdLowRank, truncatedSvd, type Svd, type TruncatedSvdOptions } from './linalg.ts';
+import { svdLowRank, truncatedSvd, type Svd, type TruncatedSvdOptions } from './linalg.ts';
+import { mat } from './dense.ts';
 import type { Precision } from './options.ts';
 import { scratchF32, scratchF64 } from './scratch.ts';
 

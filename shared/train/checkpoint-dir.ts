@@ -8,7 +8,8 @@ import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promise
 import { join } from 'node:path';
 import { ChorusError, errorMessage } from '../errors.ts';
 import { readPeftAdapter, writePeftAdapter } from '../formats/peft.ts';
-import { readSafetensorsFile, writeSafetensorsFile } from '../formats/safetensors.ts';
+import { readSafetensorsFile } from '../formats/safetensors.ts';
+import { writeSafetensorsFile } from '../formats/safetensors-write.ts';
 import { fromStateJson, readSlotTensors, slotTensors, stateJsonOf, type StateJson } from './checkpoint.ts';
 import type { AdapterTrainer } from './trainer.ts';
 

@@ -5,13 +5,8 @@
 // optimizer.safetensors, the state in trainer_state.json); a cluster shard keeps them as one object
 // in the object store (a safetensors file with every tensor and the state as metadata).
 import { ChorusError } from '../errors.ts';
-import {
-  parseSafetensors,
-  serializeSafetensors,
-  tensorToFloat32,
-  type TensorInput,
-  type TensorView,
-} from '../formats/safetensors.ts';
+import { parseSafetensors, tensorToFloat32, type TensorView } from '../formats/safetensors.ts';
+import { serializeSafetensors, type TensorInput } from '../formats/safetensors-write.ts';
 import type { FlatLayout } from './layout.ts';
 import type { AdapterTrainer, TrainerState } from './trainer.ts';
 

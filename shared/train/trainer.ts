@@ -19,16 +19,16 @@
 // Determinism: dropout seeds derive from (seed, step, replica, micro-batch); data order comes from
 // the batch stream's seeded shuffle and cursor. There is no other random state, so state()/restore()
 // resumes bit-exactly.
-import { tf } from '../tensor/engine.ts';
+//
+// This file creates the trainer (option checks, the starting adapter, lora.sparsity's pruning) and
+// keeps its state; a step's gradient and update loops are in trainer-step.ts.
 import { ChorusError } from '../errors.ts';
 import { deriveSeed } from '../tensor/random.ts';
 import type { LlamaModel } from '../model/llama.ts';
-import type { TokenBatch } from '../model/loss.ts';
-import { objectiveSum, dropoutSampleSeed, type Objective } from './objective.ts';
+import type { Objective } from './objective.ts';
 import { methodProblems } from '../job/method-rules.ts';
-import { FrozenEntries, holdMasked, maskGradient } from './frozen.ts';
+import { FrozenEntries } from './frozen.ts';
 import { pruneMasks } from './snip.ts';
-import { layeredGradients } from './layered.ts';
 import { checkEngineOptions, ENGINE_DEFAULTS, type EngineOptions } from './settings.ts';
 import { evaluateExamples, type EvalSummary } from './evaluate.ts';
 import { LoraRuntime } from '../lora/runtime.ts';
@@ -36,14 +36,23 @@ import type { LoraAdapter, LoraConfig } from '../lora/types.ts';
 import { activeLayersAt, probabilityAt } from '../coto/schedule.ts';
 import { LayerActivity, type LayerActivityJson } from '../coto/activity.ts';
 import type { ResolvedTask } from '../job/types.ts';
-import { adamwUpdate } from './adamw.ts';
-import { clipCoefficient, globalNorm } from './clip.ts';
-import { checkGradientFinite, checkLossFinite } from './finite.ts';
+import { checkGradientFinite } from './finite.ts';
 import { FlatLayout } from './layout.ts';
 import { learningRate } from './lr-schedule.ts';
 import { replicaBatchStream, type BatchStream, type Cursor, type TokenExample } from '../data/batches.ts';
+import {
+  clippedAdamwStep,
+  computeGradientSums,
+  pushParams,
+  type ApplyResult,
+  type GradientResult,
+  type ParamBlock,
+  type StepParts,
+  type StepResult,
+} from './trainer-step.ts';
 
 export type { EvalSummary } from './evaluate.ts';
+export type { ApplyResult, GradientResult, StepResult } from './trainer-step.ts';
 
 export interface TrainerOptions {
   model: LlamaModel;
@@ -67,36 +76,6 @@ export interface TrainerOptions {
    * (fixed when it was built); a streamed model always recomputes per layer.
    */
   engine?: Partial<Omit<EngineOptions, 'baseWeights'>>;
-}
-
-export interface GradientResult {
-  step: number;
-  /** Flat gradients of the SUM of token losses (layout: see FlatLayout); zeros for inactive layers. */
-  gradSums: Float32Array;
-  /** Loss-bearing tokens these sums cover. */
-  tokens: number;
-  /** Sum of the token losses. */
-  lossSum: number;
-  activeLayers: boolean[];
-  /** Tokens processed (loss-bearing or not), for throughput figures. */
-  inputTokens: number;
-}
-
-export interface ApplyResult {
-  step: number;
-  lr: number;
-  /** Global norm of the mean gradient before clipping. */
-  gradNorm: number;
-  clipCoef: number;
-}
-
-export interface StepResult extends ApplyResult {
-  loss: number;
-  tokens: number;
-  inputTokens: number;
-  p: number;
-  activeLayers: boolean[];
-  seconds: number;
 }
 
 /** Everything needed to continue training exactly (plain data: serialisable). */
@@ -134,7 +113,7 @@ export class AdapterTrainer {
   private readonly data: BatchStream;
   private readonly evalExamples: TokenExample[];
   /** Variable of each A/B block with its flat offset, for gradient download and updates. */
-  private readonly blocks: Array<{ variable: tf.Variable; offset: number; length: number; slot: number }>;
+  private readonly blocks: ParamBlock[];
   private readonly numLayers: number;
   private readonly padId: number;
   private readonly objective: Objective;
@@ -243,7 +222,7 @@ export class AdapterTrainer {
       const { model, runtime, layout, params, seed } = this;
       pruned = pruneMasks({ model, runtime, layout, params, sparsity, seed, batches });
       for (let i = 0; i < pruned.length; i++) if (pruned[i]) this.params[i] = 0;
-      this.pushParams(new Array<boolean>(this.numLayers).fill(true));
+      pushParams(this.blocks, this.layout, this.params, new Array<boolean>(this.numLayers).fill(true));
     }
     const ranks = this.layout.slots.map((s) => adapter.modules.get(s.path)!.rank);
     return FrozenEntries.of(this.layout, ranks, pruned, split ? { split, seed: deriveSeed(this.seed, 0x5b1) } : null);
@@ -268,57 +247,7 @@ export class AdapterTrainer {
    * and returns summed gradients. Consumes batches from the data stream.
    */
   computeGradients(step = this.step): GradientResult {
-    const activeLayers = this.activeLayersAt(step);
-    this.runtime.setActiveGroups(this.frozen?.groupsAt(step) ?? null);
-    const gradSums = new Float32Array(this.layout.size);
-    const active = this.blocks.filter((b) => activeLayers[this.layout.slots[b.slot].layer]);
-    const varList = active.map((b) => b.variable);
-    let tokens = 0;
-    let lossSum = 0;
-    let inputTokens = 0;
-    const accum = this.task.training.gradAccum;
-    const { attentionBlock, headChunkTokens } = this.engine;
-    const offsets = new Map(active.map((b) => [b.variable.name, b]));
-    const samples = this.objective.samples;
-    const add = (variable: tf.Variable, g: tf.Tensor) => {
-      const b = offsets.get(variable.name)!;
-      const data = g.dataSync() as Float32Array;
-      // The layered path runs each dropout sample on its own; the objective is their mean.
-      const scale = this.engine.gradientCheckpointing ? 1 / samples : 1;
-      for (let i = 0; i < b.length; i++) gradSums[b.offset + i] += scale === 1 ? data[i] : data[i] * scale;
-    };
-    for (let micro = 0; micro < accum; micro++) {
-      const batch = this.data.next();
-      inputTokens += batch.batchSize * batch.seqLen;
-      const count = countTargets(batch);
-      if (count === 0) continue;
-      tokens += count;
-      const dropoutSeed = deriveSeed(this.seed, step, this.replica, micro);
-      const fwd = { lora: this.runtime, activeLayers, attentionBlock, headChunkTokens };
-      if (this.engine.gradientCheckpointing) {
-        for (let k = 0; k < samples; k++) {
-          const opts = { ...fwd, training: true, dropoutSeed: dropoutSampleSeed(dropoutSeed, k) };
-          lossSum += layeredGradients(this.model, batch, opts, add) / samples;
-        }
-        continue;
-      }
-      const lossOf = () => tf.tidy(() => objectiveSum(this.model, batch, fwd, dropoutSeed, count, this.objective));
-      if (varList.length === 0) {
-        // The active layers carry no LoRA module (an adapter limited to some layers): loss only.
-        const value = lossOf();
-        lossSum += value.dataSync()[0];
-        value.dispose();
-        continue;
-      }
-      const { value, grads } = tf.variableGrads(lossOf, varList);
-      lossSum += value.dataSync()[0];
-      value.dispose();
-      for (const b of active) add(b.variable, grads[b.variable.name]);
-      tf.dispose(grads);
-    }
-    this.runtime.setActiveGroups(null);
-    checkLossFinite(lossSum, step);
-    return { step, gradSums, tokens, lossSum, activeLayers, inputTokens };
+    return computeGradientSums(this.parts, step, this.activeLayersAt(step));
   }
 
   /**
@@ -332,36 +261,10 @@ export class AdapterTrainer {
     }
     // Summed over replicas too: a NaN from any of them stops every one, before any update.
     checkGradientFinite(gradSums, this.layout.slots, step);
-    const tr = this.task.training;
     const activeLayers = this.activeLayersAt(step);
     const lr = this.learningRateAt(step);
-    const frozen = this.frozen?.maskAt(step) ?? null;
-    if (frozen) gradSums = maskGradient(gradSums, frozen);
-    const ranges = this.layout.rangesOf(activeLayers);
-    const scale = tokens > 0 ? 1 / tokens : 0;
-    const gradNorm = globalNorm(gradSums, ranges, scale);
-    const clipCoef = clipCoefficient(gradNorm, tr.maxGradNorm);
-    if (tokens > 0) {
-      const h = { lr, beta1: tr.betas[0], beta2: tr.betas[1], eps: tr.eps, weightDecay: tr.weightDecay };
-      holdMasked(frozen, [this.params, this.expAvg, this.expAvgSq], () =>
-        this.layout.slots.forEach((s, i) => {
-          if (!activeLayers[s.layer]) return;
-          this.moduleSteps[i] += 1;
-          adamwUpdate(
-            this.params,
-            gradSums,
-            this.expAvg,
-            this.expAvgSq,
-            s.offset,
-            s.aLength + s.bLength,
-            this.moduleSteps[i],
-            scale * clipCoef,
-            h,
-          );
-        }),
-      );
-      this.pushParams(activeLayers);
-    }
+    const { gradNorm, clipCoef } = clippedAdamwStep(this.parts, gradSums, tokens, step, activeLayers, lr);
+    if (tokens > 0) pushParams(this.blocks, this.layout, this.params, activeLayers);
     this.activation.record(activeLayers);
     this.step = step + 1;
     return { step, lr, gradNorm, clipCoef };
@@ -446,7 +349,7 @@ export class AdapterTrainer {
     this.moduleSteps.set(s.moduleSteps);
     this.activation = counts;
     this.step = s.step;
-    this.pushParams(new Array<boolean>(this.numLayers).fill(true));
+    pushParams(this.blocks, this.layout, this.params, new Array<boolean>(this.numLayers).fill(true));
   }
 
   /**
@@ -469,24 +372,24 @@ export class AdapterTrainer {
     this.runtime.dispose();
   }
 
-  /** Copies the master parameters of the given layers into the runtime's variables. */
-  private pushParams(layers: boolean[]): void {
-    tf.tidy(() => {
-      for (const b of this.blocks) {
-        if (!layers[this.layout.slots[b.slot].layer]) continue;
-        // A copy: some backends keep a reference to the array a tensor was made from.
-        const values = this.params.slice(b.offset, b.offset + b.length);
-        b.variable.assign(tf.tensor(values, b.variable.shape, 'float32'));
-      }
-    });
+  /** What a step reads and updates (the arrays are this trainer's own). */
+  private get parts(): StepParts {
+    return {
+      model: this.model,
+      runtime: this.runtime,
+      layout: this.layout,
+      blocks: this.blocks,
+      data: this.data,
+      engine: this.engine,
+      objective: this.objective,
+      frozen: this.frozen,
+      training: this.task.training,
+      seed: this.seed,
+      replica: this.replica,
+      params: this.params,
+      expAvg: this.expAvg,
+      expAvgSq: this.expAvgSq,
+      moduleSteps: this.moduleSteps,
+    };
   }
-}
-
-/** Loss-bearing targets of a batch: positions t ≥ 1 with a non-zero mask (see TokenBatch). */
-export function countTargets(batch: TokenBatch): number {
-  let count = 0;
-  for (let b = 0; b < batch.batchSize; b++) {
-    for (let t = 1; t < batch.seqLen; t++) if (batch.targetMask[b * batch.seqLen + t] !== 0) count++;
-  }
-  return count;
 }

@@ -11,7 +11,7 @@ import {
   writeHfModelDir,
   type HfTensors,
 } from '../../shared/formats/hf-model.ts';
-import { serializeSafetensors } from '../../shared/formats/safetensors.ts';
+import { serializeSafetensors } from '../../shared/formats/safetensors-write.ts';
 import { ChorusError } from '../../shared/errors.ts';
 
 const H = 8;

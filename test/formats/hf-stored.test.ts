@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readHfModelDir, writeHfModelDir, type HfTensors } from '../../shared/formats/hf-model.ts';
 import { readHfModelStored, storedWeightBytes } from '../../shared/formats/hf-stored.ts';
-import { writeSafetensorsFile } from '../../shared/formats/safetensors.ts';
+import { writeSafetensorsFile } from '../../shared/formats/safetensors-write.ts';
 import { numberToBf16Bits, bf16BitsToNumber } from '../../shared/formats/dtypes.ts';
 
 const config = { model_type: 'llama', hidden_size: 8, num_hidden_layers: 1, vocab_size: 16, tie_word_embeddings: true };

@@ -6,7 +6,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { adapterFromObjectBytes, adapterToObjectBytes, peftAdapterFromBytes } from '../../shared/formats/peft.ts';
 import { findPatternKey, fullMatch, isTargetModule } from '../../shared/formats/peft-patterns.ts';
-import { parseSafetensors, serializeSafetensors, type TensorInput } from '../../shared/formats/safetensors.ts';
+import { parseSafetensors } from '../../shared/formats/safetensors.ts';
+import { serializeSafetensors, type TensorInput } from '../../shared/formats/safetensors-write.ts';
 import { ChorusError } from '../../shared/errors.ts';
 import type { LoraAdapter } from '../../shared/lora/types.ts';
 

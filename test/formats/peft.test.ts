@@ -12,7 +12,8 @@ import {
   writePeftAdapter,
 } from '../../shared/formats/peft.ts';
 import { findPatternKey, isTargetModule } from '../../shared/formats/peft-patterns.ts';
-import { parseSafetensors, serializeSafetensors } from '../../shared/formats/safetensors.ts';
+import { parseSafetensors } from '../../shared/formats/safetensors.ts';
+import { serializeSafetensors } from '../../shared/formats/safetensors-write.ts';
 import type { LoraAdapter, LoraModule } from '../../shared/lora/types.ts';
 import { ChorusError } from '../../shared/errors.ts';
 

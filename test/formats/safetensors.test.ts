@@ -6,11 +6,10 @@ import { join } from 'node:path';
 import {
   parseSafetensors,
   readSafetensorsFile,
-  serializeSafetensors,
   SafetensorsFile,
   tensorToFloat32,
-  writeSafetensorsFile,
 } from '../../shared/formats/safetensors.ts';
+import { serializeSafetensors, writeSafetensorsFile } from '../../shared/formats/safetensors-write.ts';
 import { bf16BitsToNumber, f16BitsToNumber, numberToBf16Bits, numberToF16Bits } from '../../shared/formats/dtypes.ts';
 import { ChorusError } from '../../shared/errors.ts';
 

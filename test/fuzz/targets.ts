@@ -11,7 +11,8 @@ import { specToWire } from '../../shared/job/wire.ts';
 import * as L from '../../shared/job/limits.ts';
 import { adapterFromObjectBytes, peftAdapterFromBytes } from '../../shared/formats/peft.ts';
 import { findPatternKey, isTargetModule } from '../../shared/formats/peft-patterns.ts';
-import { parseSafetensors, serializeSafetensors, type TensorInput } from '../../shared/formats/safetensors.ts';
+import { parseSafetensors } from '../../shared/formats/safetensors.ts';
+import { serializeSafetensors, type TensorInput } from '../../shared/formats/safetensors-write.ts';
 import { deepText, EVIL_PATTERNS, hostileValue, mutateBytes, mutateText, mutateValue, Rng } from './generate.ts';
 
 /** Input to one case: text, bytes or both (what postMessage carries cheaply). */

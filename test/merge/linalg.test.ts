@@ -1,15 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import {
-  mat,
-  matmul,
-  qrColumns,
-  randomizedSvd,
-  svdDense,
-  svdLowRank,
-  transpose,
-  type Svd,
-} from '../../shared/merge/linalg.ts';
+import { qrColumns, randomizedSvd, svdDense, svdLowRank, type Svd } from '../../shared/merge/linalg.ts';
+import { mat, matmul, transpose } from '../../shared/merge/dense.ts';
 import { combineEntrywise } from '../../shared/merge/combine.ts';
 import { kthLargestInPlace, magnitudeCut } from '../../shared/merge/sparsify.ts';
 import { frob2, maxAbsDiff, refSingularValues, refTrim, rng } from './helpers.ts';
