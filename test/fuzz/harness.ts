@@ -90,15 +90,14 @@ function runThread(work: Work[], o: FuzzOptions, report: FuzzReport): Promise<Wo
         }
         clearTimeout(timer);
         const outcome = m.outcome ?? '';
-        if (m.cpuMs !== undefined && m.cpuMs > caseMs)
-          report.failures.push({
-            target: m.target,
-            seed: o.seed,
-            case: m.i,
-            why: `slow: ${Math.round(m.cpuMs)} ms of CPU`,
-          });
-        else if (outcome === 'accepted' || outcome === 'refused') report.counts[m.target][outcome]++;
-        else report.failures.push({ target: m.target, seed: o.seed, case: m.i, why: outcome.replace(/^FAIL /, '') });
+        const slow = m.cpuMs !== undefined && m.cpuMs > caseMs ? `slow: ${Math.round(m.cpuMs)} ms of CPU` : '';
+        const ok = outcome === 'accepted' || outcome === 'refused';
+        if (ok && !slow) report.counts[m.target][outcome]++;
+        // A case that failed is reported by its failure, slow or not: slowness must not hide why.
+        else if (!ok) {
+          const why = outcome.replace(/^FAIL /, '') + (slow ? ` (also ${slow})` : '');
+          report.failures.push({ target: m.target, seed: o.seed, case: m.i, why });
+        } else report.failures.push({ target: m.target, seed: o.seed, case: m.i, why: slow });
       },
     );
     worker.on('error', (err: Error & { code?: string }) =>

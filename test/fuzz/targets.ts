@@ -276,7 +276,10 @@ export const TARGETS: Record<string, Target> = Object.fromEntries(
   [specs, safetensors, peft, adapterObjects, patterns].map((t) => [t.name, t]),
 );
 
-/** Canaries prove the harness can fail: a backtracking regex (hang) and an unbounded allocation. */
+/**
+ * Canaries prove the harness can fail: a backtracking regex (hang), an unbounded allocation, a
+ * CPU-bound case (slow) and an exception that is not a ChorusError (unclear).
+ */
 export const CANARIES: Record<string, Target> = {
   'canary-hang': {
     name: 'canary-hang',
@@ -306,10 +309,14 @@ export const CANARIES: Record<string, Target> = {
   },
   'canary-unclear': {
     name: 'canary-unclear',
-    make: () => ({ text: '{"a":' + '['.repeat(20_000) }),
-    run: ({ text }) => {
-      const deep = (n: number): unknown => (n === 0 ? 1 : [deep(n - 1)]);
-      return JSON.stringify(deep(text!.length)) ? 'accepted' : 'refused';
-    },
+    // A reader that trusts a field it never checked: a TypeError, not a ChorusError. It goes
+    // through attempt() like every target's run, so refusedClearly must call it unclear. Cheap
+    // (well under 1 ms of CPU), so the short limit set for canary-slow never decides its report.
+    make: () => ({ text: '{"header":null}' }),
+    run: ({ text }) =>
+      attempt(() => {
+        const doc = JSON.parse(text!) as { header: { size: number } };
+        if (doc.header.size > 0) fail('a null header has no size');
+      }),
   },
 };
