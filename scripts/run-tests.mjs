@@ -21,9 +21,14 @@ if (selected.length === 0) {
   process.exit(1);
 }
 const concurrency = process.env.CHORUS_TEST_CONCURRENCY ?? '2';
+// Two test files at once, each with coordinators, workers and runners, on a machine of a few cores:
+// one BLAS thread per process (native GEMM), as cluster runners use by default; otherwise the
+// processes' BLAS threads spin against each other and heartbeats go late, and a test's in-process
+// reference would sum in another order than its workers (test/tensor/native-gemm.test.ts).
+const env = { ...process.env, CHORUS_BLAS_THREADS: process.env.CHORUS_BLAS_THREADS ?? '1' };
 const result = spawnSync(
   process.execPath,
   ['--import', 'tsx', '--test', `--test-concurrency=${concurrency}`, ...selected],
-  { cwd: root, stdio: 'inherit' },
+  { cwd: root, stdio: 'inherit', env },
 );
 process.exit(result.status ?? 1);

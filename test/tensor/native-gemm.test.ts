@@ -152,6 +152,35 @@ test('the addon refuses matrices outside the memory, misaligned offsets and bad 
   assert.deepEqual(Array.from(f.subarray(48, 64)), Array.from(f.subarray(0, 16)));
 });
 
+test('a fixed BLAS thread count gives the same bits in every process; another count agrees to 1e-6', () => {
+  if (!info.active) return;
+  const digest = (threads: string) => {
+    const run = spawnSync(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        '-e',
+        "(async () => { const e = await import('./shared/tensor/engine.ts'); await e.initEngine('wasm', { quiet: true }); const { tf } = e; const a = tf.randomNormal([300, 577], 0, 1, 'float32', 5); const b = tf.randomNormal([577, 250], 0, 1, 'float32', 6); const c = tf.randomNormal([4, 3, 130, 64], 0, 1, 'float32', 7); process.stdout.write(JSON.stringify([...tf.matMul(a, b).dataSync(), ...tf.matMul(c, c, false, true).dataSync()])); })();",
+      ],
+      { cwd: root, env: { ...process.env, CHORUS_BLAS_THREADS: threads }, encoding: 'utf8', maxBuffer: 1 << 28 },
+    );
+    assert.equal(run.status, 0, run.stderr);
+    return JSON.parse(run.stdout) as number[];
+  };
+  const two = digest('2');
+  assert.deepEqual(digest('2'), two, 'two processes with 2 BLAS threads differ');
+  const one = digest('1');
+  let diff = 0;
+  let scale = 0;
+  for (let i = 0; i < one.length; i++) {
+    diff = Math.max(diff, Math.abs(one[i] - two[i]));
+    scale = Math.max(scale, Math.abs(two[i]));
+  }
+  const worst = diff / scale;
+  assert.ok(worst <= 1e-6, `1 and 2 threads differ by ${worst} of the largest entry`);
+});
+
 test('CHORUS_NATIVE_GEMM=0 keeps the stock products, and the transpose-free op forms stay exact there', () => {
   const run = spawnSync(
     process.execPath,

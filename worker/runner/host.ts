@@ -29,7 +29,14 @@ export interface RunnerHandle {
 export class RunnerHost {
   private pool: Piscina | null = null;
 
-  constructor(private readonly cpuSlots: number) {}
+  constructor(private readonly cpuSlots: number) {
+    // CPU runners share this process's BLAS (native GEMM). One BLAS thread per runner unless
+    // CHORUS_BLAS_THREADS says otherwise: OpenBLAS's float32 sums depend on its thread count, so a
+    // fixed count keeps a shard's bits the same on whichever worker it resumes (whatever its core
+    // count), and N slots (one per core) then use the cores without N × cores threads spinning
+    // against each other. The count is process-wide, so it is set before any runner starts.
+    if (cpuSlots > 0 && !process.env.CHORUS_BLAS_THREADS) process.env.CHORUS_BLAS_THREADS = '1';
+  }
 
   start(device: DeviceSpec, onMessage: (m: RunnerToHost) => void): RunnerHandle {
     return device.kind === 'gpu' ? this.startProcess(device, onMessage) : this.startThread(onMessage);
