@@ -15,6 +15,11 @@ export class SplitMix32 {
     this.state = (seed | 0) ^ Math.imul(hi, 0x9e3779b9);
   }
 
+  /** The generator's state before its first draw (fillNormal runs the same steps inline). */
+  seedState(): number {
+    return this.state;
+  }
+
   /** Mulberry32-style step: 32-bit state, full period, good enough for weight init. */
   next(): number {
     this.state = (this.state + 0x6d2b79f5) | 0;
@@ -47,9 +52,31 @@ export class SplitMix32 {
   }
 }
 
+/**
+ * out[i] = mean + std · N(0,1), the same values as successive SplitMix32(seed).normal() calls, drawn a
+ * Box–Muller pair at a time with the generator inlined: a BF16 Llama-3.2-1B (1.24B draws) is mostly this
+ * loop in `chorus init-model`, and the call-per-value form was ~2× slower.
+ */
 export function fillNormal(out: Float32Array, seed: number, std: number, mean = 0): Float32Array {
-  const rng = new SplitMix32(seed);
-  for (let i = 0; i < out.length; i++) out[i] = mean + std * rng.normal();
+  let state = new SplitMix32(seed).seedState();
+  const next = () => {
+    state = (state + 0x6d2b79f5) | 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return (t ^ (t >>> 14)) >>> 0;
+  };
+  const uniform = () => ((next() >>> 5) * 67108864 + (next() >>> 6)) / 9007199254740992;
+  const n = out.length;
+  for (let i = 0; i < n; i += 2) {
+    let u = 0;
+    while (u === 0) u = uniform();
+    const v = uniform();
+    const r = Math.sqrt(-2 * Math.log(u));
+    const angle = 2 * Math.PI * v;
+    out[i] = mean + std * (r * Math.cos(angle));
+    if (i + 1 < n) out[i + 1] = mean + std * (r * Math.sin(angle));
+  }
   return out;
 }
 
