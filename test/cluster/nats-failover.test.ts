@@ -2,11 +2,12 @@
 // started from infra/nats/cluster.conf) with every stream, bucket and the object store at 3
 // replicas. The NATS node holding the coordinator's connection is killed with SIGKILL in the middle
 // of a gradient-synced 2-replica job: the job must still succeed, and `chorus watch` must replay
-// every event once, in order. Then a node is stopped while an adapter is being stored: the upload
-// is retried and the stored bytes have the digest of the original.
+// every event once, in order. Then the coordinator's node stops answering and is killed while an
+// adapter is being stored: the upload is retried and the stored bytes have the digest of the original.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import * as net from 'node:net';
 import { join } from 'node:path';
 import { connect } from 'nats';
 import { sha256Hex } from '../../shared/digest.ts';
@@ -143,38 +144,113 @@ test('the NATS node under the coordinator is killed mid-job: the job succeeds an
   }
 });
 
-test('a NATS node is stopped while an adapter is being stored: the upload is retried and the digest matches', async () => {
+/**
+ * A TCP relay in front of `target`: it passes what its clients send until `holdAfter` bytes have
+ * gone by, then reads nothing more from them until release(). `passed()` counts the bytes handed
+ * on to `target`; it reads from a client only once `target` has taken the previous read.
+ */
+async function holdingRelay(target: string, holdAfter: number) {
+  const { hostname, port } = new URL(`tcp://${target}`);
+  let passed = 0;
+  let holding = true;
+  let reached = () => {};
+  const held = new Promise<void>((r) => (reached = r));
+  const clients: net.Socket[] = [];
+  const server = net.createServer((down) => {
+    const up = net.connect(Number(port), hostname);
+    clients.push(down);
+    const go = () => void (holding && passed >= holdAfter ? reached() : down.resume());
+    down.on('data', (d) => {
+      down.pause();
+      passed += d.length;
+      if (up.write(d)) go();
+      else up.once('drain', go);
+    });
+    up.on('data', (d) => down.write(d));
+    for (const [a, b] of [
+      [down, up],
+      [up, down],
+    ]) {
+      a.on('error', () => b.destroy());
+      a.on('close', () => b.destroy());
+    }
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    address: `127.0.0.1:${(server.address() as net.AddressInfo).port}`,
+    held,
+    passed: () => passed,
+    release() {
+      holding = false;
+      for (const d of clients) d.resume();
+    },
+    close() {
+      for (const d of clients) d.destroy();
+      server.close();
+    },
+  };
+}
+
+test('a NATS node stops answering, then is killed, while an adapter is being stored: the upload is retried and the digest matches', async () => {
   // Three nodes again (the one killed above comes back and catches up), so losing one keeps a quorum.
   for (const n of nats.nodes) if (n.child.exitCode !== null || n.child.signalCode !== null) await nats.restart(n.name);
-  const c = h.client(coord.address);
+  // The upload goes through a relay that holds it after its first 4 MiB: the coordinator's put has
+  // begun and cannot end before the rest is let through.
+  const relay = await holdingRelay(coord.address, 4 << 20);
+  const c = h.client(relay.address);
   const watcher = await connect({ servers: nats.urls });
+  const node = nats.nodes.find((n) => n.name === coordinatorNode())!;
+  let frozen = false;
   try {
-    // An adapter-sized object: many object-store chunks, so the stop lands in the middle of it.
     const adapter = randomBytes(24 << 20);
     const name = `uploads/${sha256Hex(adapter)}/adapter_model.safetensors`;
-    const node = coordinatorNode();
-    // The first chunk reaching the stream says the coordinator's put has begun: stop its node then.
     const sub = watcher.subscribe(`$O.${prefix}_artifacts.C.>`, { max: 1 });
-    const stopped = (async () => {
-      for await (const _ of sub) {
-        const at = nats.nodes.find((n) => n.name === node)!;
-        at.child.kill('SIGTERM');
-        await new Promise((r) => at.child.once('exit', r));
-      }
-    })();
-    const info = await c.uploadBlob(name, adapter);
-    await stopped;
-    assert.ok(
-      nats.nodes.find((n) => n.name === node)!.child.exitCode !== null ||
-        nats.nodes.find((n) => n.name === node)!.child.signalCode !== null,
-      `${node} was stopped`,
+    const uploading = c.uploadBlob(name, adapter);
+    await h.withDeadline(relay.held, 60_000, 'the first 4 MiB of the upload', procs);
+    // The put's first chunk has reached the stream: freeze the coordinator's node (SIGSTOP). What
+    // the coordinator publishes from now on is never acknowledged by that node.
+    await h.withDeadline(
+      (async () => {
+        for await (const _ of sub) break;
+      })(),
+      60_000,
+      "the put's first chunk in the stream",
+      procs,
     );
-    assert.match(coord.output(), new RegExp(`NATS: storing ${name.replace(/[/.]/g, '\\$&')} failed .*retrying`));
+    node.child.kill('SIGSTOP');
+    frozen = true;
+    // Let the other 20 MiB through. Once the relay has handed all of it on, the coordinator has
+    // taken in all but a few MiB of it (what the call's flow-control window, the sockets and the
+    // store's 4-chunk queue hold) and published that, as chunks on its connection to the frozen
+    // node that no acknowledgement can come back for.
+    relay.release();
+    await h.withDeadline(
+      (async () => {
+        while (relay.passed() < adapter.length) await new Promise((r) => setTimeout(r, 20));
+      })(),
+      60_000,
+      'the whole upload to go through the relay',
+      procs,
+    );
+    await new Promise((r) => setTimeout(r, 500));
+    // Then the node goes for good: those chunks' acknowledgements are lost with it, so the put
+    // fails and the uploader must send the whole object again, through another node.
+    await nats.kill(node.name);
+    frozen = false;
+    const info = await h.withDeadline(uploading, 120_000, 'the upload, sent again', procs);
+    assert.match(
+      coord.output(),
+      new RegExp(`NATS: storing ${name.replace(/[/.]/g, '\\$&')} failed .*retrying`),
+      `the put cut off by the node loss was retried:\n${dump()}`,
+    );
+    assert.notEqual(coordinatorNode(), node.name, 'the coordinator moved to a surviving node');
     assert.equal(info.sha256, sha256Hex(adapter));
     const back = await c.downloadBlob(name);
     assert.equal(sha256Hex(back), sha256Hex(adapter), 'the stored object is the uploaded adapter');
   } finally {
+    if (frozen) await nats.kill(node.name);
     await watcher.close();
     c.close();
+    relay.close();
   }
 });
