@@ -14,7 +14,7 @@ export type FitCheck = (taskIndex: number, device: DeviceRecord) => string | nul
 /** A config.json is a few hundred bytes; anything far larger is not one. */
 const MAX_CONFIG_CHARS = 64 * 1024;
 
-export function parseModelRecord(model: ModelRecord): LlamaConfig {
+function parseModelRecord(model: ModelRecord): LlamaConfig {
   if (model.configJson.length > MAX_CONFIG_CHARS) {
     throw new ChorusError(
       `model.config_json: ${model.configJson.length} characters, over the ${MAX_CONFIG_CHARS} limit`,

@@ -5,7 +5,7 @@
 import { errorMessage } from '../shared/errors.ts';
 
 /** How long one call keeps trying before its error is let through. */
-export const NATS_RETRY_WINDOW_MS = 60_000;
+const NATS_RETRY_WINDOW_MS = 60_000;
 
 const TRANSIENT_CODES = new Set(['TIMEOUT', '503', 'DISCONNECT', 'CONNECTION_REFUSED', 'REQUEST_ERROR', '408']);
 // JetStream API errors seen during a leader election or while a peer is down.

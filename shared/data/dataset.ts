@@ -151,7 +151,7 @@ export function parseJsonl(text: string, source: string, opts: DatasetOptions = 
 }
 
 /** Data files above this are refused before they are read (a JS string holds at most ~512 MiB). */
-export const MAX_DATA_BYTES = 512 << 20;
+const MAX_DATA_BYTES = 512 << 20;
 
 /** A data file's text; a missing, unreadable or too large file is a ChorusError naming it (and only it). */
 export async function readDataText(path: string): Promise<string> {

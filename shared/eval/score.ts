@@ -36,7 +36,7 @@ export interface GenerationItem {
   reference: string;
 }
 
-export interface GenerationOutput {
+interface GenerationOutput {
   reference: string;
   prediction: string;
   exact: boolean;
@@ -105,7 +105,7 @@ export function completionItems(examples: readonly Example[], tokenizer: Tokeniz
 }
 
 /** New tokens per answer when none is given: the longest reference completion, plus one for a stop. */
-export function defaultMaxNewTokens(examples: readonly Example[]): number {
+function defaultMaxNewTokens(examples: readonly Example[]): number {
   return Math.max(1, ...examples.map((e) => e.inputIds.length - (e.completionStart ?? e.inputIds.length))) + 1;
 }
 

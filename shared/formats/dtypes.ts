@@ -104,7 +104,7 @@ export function numberToBf16Bits(x: number): number {
 }
 
 /** FP8 E4M3 (the "FN" variant torch and safetensors use: no Inf, S.1111.111 is NaN). */
-export function f8e4m3BitsToNumber(b: number): number {
+function f8e4m3BitsToNumber(b: number): number {
   const sign = b & 0x80 ? -1 : 1;
   const exp = (b >> 3) & 0xf;
   const frac = b & 7;
@@ -114,7 +114,7 @@ export function f8e4m3BitsToNumber(b: number): number {
 }
 
 /** FP8 E5M2 is the top byte of an IEEE half. */
-export function f8e5m2BitsToNumber(b: number): number {
+function f8e5m2BitsToNumber(b: number): number {
   return f16BitsToNumber((b & 0xff) << 8);
 }
 

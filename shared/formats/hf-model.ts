@@ -20,8 +20,8 @@ export type HfConfig = Record<string, unknown>;
 
 export const SINGLE_WEIGHTS = 'model.safetensors';
 export const WEIGHTS_INDEX = 'model.safetensors.index.json';
-export const EMBED_NAME = 'model.embed_tokens.weight';
-export const LM_HEAD_NAME = 'lm_head.weight';
+const EMBED_NAME = 'model.embed_tokens.weight';
+const LM_HEAD_NAME = 'lm_head.weight';
 
 async function exists(path: string): Promise<boolean> {
   try {
@@ -55,7 +55,7 @@ export async function readHfConfig(dir: string): Promise<HfConfig> {
  * Whether lm_head shares the embedding matrix. HF's base PretrainedConfig defaults to true, but
  * LlamaConfig (and this project's models) default to false, so absent means untied.
  */
-export function isTiedConfig(config: HfConfig): boolean {
+function isTiedConfig(config: HfConfig): boolean {
   return config.tie_word_embeddings === true;
 }
 

@@ -12,7 +12,7 @@ import { findDuplicateKey, parseJsonText } from './json-keys.ts';
 export type { Dtype } from './dtypes.ts';
 
 /** The reference implementation's cap on the JSON header. */
-export const MAX_HEADER_BYTES = 100_000_000;
+const MAX_HEADER_BYTES = 100_000_000;
 
 export interface TensorInfo {
   dtype: Dtype;
@@ -40,7 +40,7 @@ export interface SafetensorsHeader {
  * Reads the 8-byte little-endian header length and checks it against the file size.
  * Returns the header length N (so the JSON lies at [8, 8+N)).
  */
-export function readHeaderLength(first8: Uint8Array, fileLength: number, source: string): number {
+function readHeaderLength(first8: Uint8Array, fileLength: number, source: string): number {
   if (fileLength < 8 || first8.byteLength < 8) {
     throw new ChorusError(
       `${source}: not a safetensors file (${fileLength} bytes, shorter than the 8-byte header length)`,
@@ -83,7 +83,7 @@ export function isCount(x: unknown): x is number {
 }
 
 /** Parses and validates the JSON header against the total file length. */
-export function parseHeader(json: Uint8Array, fileLength: number, source: string): SafetensorsHeader {
+function parseHeader(json: Uint8Array, fileLength: number, source: string): SafetensorsHeader {
   if (json[0] === 0xef && json[1] === 0xbb && json[2] === 0xbf) {
     throw new ChorusError(`${source}: header starts with a byte-order mark (the format rules it out)`);
   }

@@ -33,7 +33,7 @@ export interface LoraConfig {
 }
 
 export const SPARSITY_CRITERIA = ['snip', 'magnitude', 'random'] as const;
-export type SparsityCriterion = (typeof SPARSITY_CRITERIA)[number];
+type SparsityCriterion = (typeof SPARSITY_CRITERIA)[number];
 
 export interface LoraSparsity {
   /** Fraction of each factor's entries pruned, in [0, 1). */

@@ -24,7 +24,7 @@ const F32 = 4;
 export const GiB = 1024 ** 3;
 
 /** A memory limit and how to name it in a message ("the wasm heap", "device cpu:0 (--memory)"). */
-export interface MemoryLimit {
+interface MemoryLimit {
   bytes: number;
   what: string;
 }

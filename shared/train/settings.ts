@@ -9,10 +9,10 @@ type LrSchedule = (typeof LR_SCHEDULES)[number];
 /** Where the frozen base weights live: in the engine (resident), or on the host in their stored dtype and
  * widened one layer at a time (streamed); auto streams only when the memory plan says resident does not fit. */
 export const BASE_WEIGHTS_MODES = ['resident', 'streamed', 'auto'] as const;
-export type BaseWeightsMode = (typeof BASE_WEIGHTS_MODES)[number];
+type BaseWeightsMode = (typeof BASE_WEIGHTS_MODES)[number];
 
 /** Per-layer activation recomputation: on, off, or auto (on when the memory plan needs it). */
-export type GradientCheckpointing = boolean | 'auto';
+type GradientCheckpointing = boolean | 'auto';
 
 export interface TrainingSettings {
   /** Optimiser steps. */

@@ -191,7 +191,7 @@ export function pushParams(blocks: ParamBlock[], layout: FlatLayout, params: Flo
 }
 
 /** Loss-bearing targets of a batch: positions t ≥ 1 with a non-zero mask (see TokenBatch). */
-export function countTargets(batch: TokenBatch): number {
+function countTargets(batch: TokenBatch): number {
   let count = 0;
   for (let b = 0; b < batch.batchSize; b++) {
     for (let t = 1; t < batch.seqLen; t++) if (batch.targetMask[b * batch.seqLen + t] !== 0) count++;
