@@ -20,6 +20,7 @@ import { storedWeightBytes } from '../shared/formats/hf-stored.ts';
 import { GiB, planMemory, type MemoryPlan } from '../shared/train/memory-plan.ts';
 import { memoryLimits } from '../shared/train/memory-limits.ts';
 import { errorMessage } from '../shared/errors.ts';
+import { describeBackend, initEngine } from '../shared/tensor/engine.ts';
 
 interface Shape {
   hidden: number;
@@ -194,9 +195,12 @@ async function main(): Promise<void> {
   const shapes = (arg('shapes') ?? Object.keys(SHAPES).join(',')).split(',');
   const pointsArg = arg('points');
   const timeout = Number(arg('timeout') ?? 900) * 1000;
+  // The children start the same engine: name it (and the BLAS behind its products) once here.
+  await initEngine('wasm', { quiet: true });
   console.log(
     `scale bench ${new Date().toISOString()}: ${cpus().length} cores (${cpus()[0]?.model ?? '?'}), ` +
-      `${gib(totalmem())} GiB, wasm engine, LoRA r16 on q,v, BF16 random weights, ${steps} timed step(s) per point`,
+      `${gib(totalmem())} GiB, engine ${describeBackend()}, LoRA r16 on q,v, BF16 random weights, ` +
+      `${steps} timed step(s) per point`,
   );
   const results: PointResult[] = [];
   for (const name of shapes) {
