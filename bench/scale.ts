@@ -21,6 +21,7 @@ import { GiB, planMemory, type MemoryPlan } from '../shared/train/memory-plan.ts
 import { memoryLimits } from '../shared/train/memory-limits.ts';
 import { errorMessage } from '../shared/errors.ts';
 import { describeBackend, initEngine } from '../shared/tensor/engine.ts';
+import { nativeGemmInfo } from '../shared/tensor/native-gemm.ts';
 
 interface Shape {
   hidden: number;
@@ -87,7 +88,7 @@ function planFor(config: LlamaConfig, storedBytes: number, batchSize: number, se
     training: { batchSize, seqLen, gradientCheckpointing: 'auto', baseWeights: 'auto' },
     lora: LORA,
     storedBytes,
-    limits: memoryLimits('wasm', { budgetBytes: memory }),
+    limits: memoryLimits('wasm', { budgetBytes: memory, nativeGemm: nativeGemmInfo().active }),
   });
 }
 

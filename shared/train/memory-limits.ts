@@ -18,6 +18,11 @@ export interface DeviceMemory {
   /** Names the device in messages ("device gpu:0"). */
   device?: string;
   gpu?: boolean;
+  /**
+   * The wasm engine's products run on BLAS (native GEMM): no XNNPACK packed copy of each weight in the heap.
+   * Unknown (a coordinator planning for a worker's device) counts the copies: the safe side.
+   */
+  nativeGemm?: boolean;
 }
 
 export function memoryLimits(backend: string, d: DeviceMemory = {}): MemoryLimits {
@@ -27,7 +32,8 @@ export function memoryLimits(backend: string, d: DeviceMemory = {}): MemoryLimit
       ? { bytes: d.budgetBytes, what: d.budgetWhat ?? `${who}memory budget (--memory)` }
       : { bytes: totalmem(), what: "this machine's memory" };
   if (backend === 'wasm') {
-    return { engine: { bytes: WASM_HEAP_LIMIT, what: 'the wasm heap' }, host, engineInHost: true, packsWeights: true };
+    const packsWeights = !d.nativeGemm;
+    return { engine: { bytes: WASM_HEAP_LIMIT, what: 'the wasm heap' }, host, engineInHost: true, packsWeights };
   }
   if (backend === 'tensorflow' && d.gpu) {
     const bytes = d.budgetBytes ?? d.deviceBytes;

@@ -6,6 +6,7 @@ import { parseLlamaConfig } from '../model/config.ts';
 import type { ResolvedTask } from '../job/types.ts';
 import { planMemory, type MemoryPlan } from './memory-plan.ts';
 import { memoryLimits, type DeviceMemory } from './memory-limits.ts';
+import { nativeGemmInfo } from '../tensor/native-gemm.ts';
 
 export async function planTask(
   task: Pick<ResolvedTask, 'baseModel' | 'training' | 'lora'>,
@@ -19,7 +20,8 @@ export async function planTask(
     training: task.training,
     lora: task.lora,
     storedBytes: await storedWeightBytes(task.baseModel),
-    limits: memoryLimits(backend, device),
+    // This process's engine: planned after it started, it knows whether products run on BLAS.
+    limits: memoryLimits(backend, { nativeGemm: nativeGemmInfo().active, ...device }),
     field,
   });
 }

@@ -116,6 +116,19 @@ test('nothing fits: one error with the estimate, the limit and what to change; s
   );
 });
 
+test('native GEMM: no XNNPACK packed copies, so resident weights count once; unknown counts them twice', () => {
+  assert.equal(memoryLimits('wasm').packsWeights, true);
+  assert.equal(memoryLimits('wasm', { nativeGemm: false }).packsWeights, true);
+  const blas = memoryLimits('wasm', { nativeGemm: true });
+  assert.equal(blas.packsWeights, false);
+  const options = { gradientCheckpointing: false, baseWeights: 'resident', headChunkTokens: 256 } as const;
+  const packed = estimateMemory(req({}, memoryLimits('wasm')), options).engineBytes;
+  const once = estimateMemory(req({}, blas), options).engineBytes;
+  const p = baseParameters(smol);
+  // Every layer plus the embedding and the head's copy: 4 bytes each, counted once less.
+  assert.equal(packed - once, (smol.numHiddenLayers * p.perLayer + 2 * p.embedding) * 4);
+});
+
 test('limits: wasm caps the engine at 4 GiB; a GPU budget bounds the engine, a CPU budget the process', () => {
   const w = memoryLimits('wasm', { budgetBytes: 6 * GiB, device: 'cpu:0' });
   assert.equal(w.engine!.bytes, 4 * GiB);
