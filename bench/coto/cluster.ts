@@ -14,7 +14,7 @@ import type { Arm } from './arms.ts';
 import type { Lab } from './lab.ts';
 import { baselineTask, type TrainSettings } from './train.ts';
 
-export interface ClusterAdapter {
+interface ClusterAdapter {
   task: string;
   arm: string;
   seed: number;

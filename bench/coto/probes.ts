@@ -109,7 +109,7 @@ function multiTask(
   };
 }
 
-export const LMC_POINTS = 11;
+const LMC_POINTS = 11;
 
 /** LMC curves, kept for the plot: arm → mean loss at each α over tasks and pairs. */
 export const lmcCurves: Record<string, number[]> = {};

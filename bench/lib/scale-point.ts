@@ -31,7 +31,7 @@ function wasmHeapBytes(): number {
 }
 
 /** One result line for the parent (the last one printed wins). */
-export function report(r: PointResult): void {
+function report(r: PointResult): void {
   process.stdout.write(`SCALE_RESULT ${JSON.stringify(r)}\n`);
 }
 

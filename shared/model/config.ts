@@ -31,7 +31,7 @@ export interface LlamaConfig {
   extra: Record<string, unknown>;
 }
 
-export type RopeScaling =
+type RopeScaling =
   | { type: 'linear'; factor: number }
   | {
       type: 'llama3';

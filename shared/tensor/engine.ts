@@ -17,7 +17,7 @@ import { installNativeGemm, nativeGemmInfo } from './native-gemm.ts';
 export { tf };
 
 export type BackendChoice = 'tensorflow' | 'wasm' | 'cpu';
-export const BACKEND_CHOICES: readonly BackendChoice[] = ['tensorflow', 'wasm', 'cpu'];
+const BACKEND_CHOICES: readonly BackendChoice[] = ['tensorflow', 'wasm', 'cpu'];
 
 let chosen: string | null = null;
 let announced = false;

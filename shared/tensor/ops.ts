@@ -4,7 +4,6 @@
 //   rowsProduct(x [N,in], w [out,in]) → x·wᵀ         the same product, not differentiable
 //   bmm(a, b, transposeB?) → a·b or a·bᵀ             batched, gradients for both (wasm: per-matrix 2-D products)
 //   batchMatMul(a, b, transposeA?, transposeB?)      the same products, not differentiable (inside custom gradients)
-//   swapLast2(t) → t with its last two axes swapped
 //   loraDelta(x [N,in], a [r,in], b [out,r], scale) → scale·(x·aᵀ)·bᵀ   gradients for x, a, b
 //   matMul2d(a [M,K], b [K,N]) → a·b                 gradients for both (a weight that trains)
 //   oneHotEmbed(ids int32 [N], table [V,H]) → rows   gradient for the table (wasm has no gather grad)
@@ -20,7 +19,7 @@ import { productsTakeFlags, tf } from './engine.ts';
 // tfjs types custom-gradient functions as variadic; ours take fixed tensor arguments.
 type CustomGradFn = Parameters<typeof tf.customGrad>[0];
 
-export function swapLast2(t: tf.Tensor): tf.Tensor {
+function swapLast2(t: tf.Tensor): tf.Tensor {
   const perm = t.shape.map((_, i) => i);
   const r = perm.length;
   [perm[r - 2], perm[r - 1]] = [perm[r - 1], perm[r - 2]];

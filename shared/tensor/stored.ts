@@ -6,7 +6,7 @@
 import { ChorusError } from '../errors.ts';
 import { decodeToFloat32, DTYPE_SIZE, encodeFromNumbers } from '../formats/dtypes.ts';
 
-export const STORED_DTYPES = ['F32', 'F16', 'BF16'] as const;
+const STORED_DTYPES = ['F32', 'F16', 'BF16'] as const;
 export type StoredDtype = (typeof STORED_DTYPES)[number];
 
 export function isStoredDtype(s: unknown): s is StoredDtype {
