@@ -24,8 +24,6 @@ interface Pending {
   count: number;
 }
 
-/** Permutations sampled when a task has too many layers for the exact Shapley value. */
-const SHAPLEY_SAMPLES = 8;
 const BATCHES_PER_COALITION = 4;
 
 export interface ShapleyEstimate {
@@ -42,9 +40,12 @@ export class Evaluations {
 
   constructor(private readonly state: ClusterState) {}
 
-  /** Per-layer Shapley values of a finished task's adapter, evaluated on the workers' free devices. */
-  async shapley(job: JobRecord, task: string, layers: number): Promise<ShapleyEstimate> {
-    const plan = shapleyPlan(layers, SHAPLEY_SAMPLES, `${job.id}/${task}`);
+  /**
+   * Per-layer Shapley values of a finished task's adapter, evaluated on the workers' free devices;
+   * `samples` permutations (coto.shapley_samples) when the task has too many layers for the exact value.
+   */
+  async shapley(job: JobRecord, task: string, layers: number, samples: number): Promise<ShapleyEstimate> {
+    const plan = shapleyPlan(layers, samples, `${job.id}/${task}`);
     // Coalitions are independent: spread them over every free device and evaluate at once.
     const parts = Math.max(1, Math.min(this.state.freeDevices().length, plan.coalitions.length));
     const chunks = Array.from({ length: parts }, (_, i) => plan.coalitions.filter((_, k) => k % parts === i));
@@ -62,6 +63,13 @@ export class Evaluations {
       allAdapters: lossOf(layers),
       ...(generation ? { generation } : {}),
     };
+  }
+
+  /** Only the greedy-generation scores of a task's adapter (no coalitions: one pass over the eval set). */
+  async generation(job: JobRecord, task: string): Promise<GenerationScore> {
+    const answer = await this.onWorker(job, task, [], true);
+    if (!answer.generation) throw new Error('the worker sent no generation scores');
+    return answer.generation;
   }
 
   /** Runs one evaluation plan on a free device; resolves to one loss per coalition (and generation scores). */

@@ -1,7 +1,9 @@
 // The end of a job: each task's adapter stored as a PEFT directory, the final merge of the task
 // adapters, the per-layer CoTo figures with Shapley estimates, and the report. Object names are
 // deterministic and events carry msg ids, so finishing twice (a restart mid-merge) yields one result.
+import { COTO_DEFAULTS } from '../shared/coto/schedule.ts';
 import { errorMessage } from '../shared/errors.ts';
+import type { GenerationScore } from '../shared/gen/chorus/v1/worker.ts';
 import { adapterFromObjectBytes, adapterToObjectBytes, peftConfigText } from '../shared/formats/peft.ts';
 import type { LoraAdapter } from '../shared/lora/types.ts';
 import type { EventData, EventType } from '../shared/nats/events.ts';
@@ -16,7 +18,9 @@ export interface FinalizeDeps {
   store: NatsStore;
   publish<T extends EventType>(type: T, jobId: string, data: EventData<T>, msgId: string): Promise<unknown>;
   saveJob(job: JobRecord): Promise<void>;
-  shapley(job: JobRecord, task: string, layers: number): Promise<ShapleyEstimate>;
+  shapley(job: JobRecord, task: string, layers: number, samples: number): Promise<ShapleyEstimate>;
+  /** The adapter's generation scores alone (training.eval_generate), when no coalition is evaluated. */
+  generation(job: JobRecord, task: string): Promise<GenerationScore>;
 }
 
 /** Stores one result object and records its SHA-256 (clients check their downloads against it). */
@@ -106,9 +110,22 @@ async function mergeTaskAdapters(
 async function publishLayerFigures(deps: FinalizeDeps, job: JobRecord, task: string): Promise<void> {
   const activity = job.layers[task];
   const layers = activity?.numLayers ?? 0;
-  if (!job.shapley[task] && layers > 0) {
+  const spec = job.spec.tasks.find((t) => t.name === task)!;
+  // Plain LoRA (coto null) has no schedule of its own: its figures use the default sample count.
+  const samples = (spec.coto ?? COTO_DEFAULTS).shapleySamples;
+  if (!job.shapley[task] && layers > 0 && samples === 0) {
+    job.metrics[task].shapleyNote = 'not estimated: coto.shapley_samples is 0';
+    // The generation scores ride with the coalitions otherwise; here they take one pass of their own.
+    if (spec.training.evalGenerate !== undefined && !job.metrics[task].generation) {
+      try {
+        job.metrics[task].generation = await deps.generation(job, task);
+      } catch (err) {
+        job.metrics[task].generationNote = `not scored: ${errorMessage(err)}`;
+      }
+    }
+  } else if (!job.shapley[task] && layers > 0) {
     try {
-      const estimate = await deps.shapley(job, task, layers);
+      const estimate = await deps.shapley(job, task, layers, samples);
       job.shapley[task] = estimate.values;
       job.metrics[task].coalitionLoss = { noAdapters: estimate.noAdapters, allAdapters: estimate.allAdapters };
       if (estimate.generation) job.metrics[task].generation = estimate.generation;

@@ -85,7 +85,8 @@ export class Jobs {
           store: state.store,
           publish: (type, jobId, data, msgId) => state.publish(type, jobId, data, msgId),
           saveJob: (j) => state.saveJob(j),
-          shapley: (j, task, layers) => this.evals.shapley(j, task, layers),
+          shapley: (j, task, layers, samples) => this.evals.shapley(j, task, layers, samples),
+          generation: (j, task) => this.evals.generation(j, task),
         },
         job,
       );

@@ -43,6 +43,8 @@ interface TaskMetrics {
   shapleyNote?: string;
   /** Greedy-generation scores of the task adapter on its eval set (training.eval_generate). */
   generation?: { exactMatch: number; editSimilarity: number; examples: number };
+  /** Why the generation scores are missing, when they were asked for on their own (coto.shapley_samples 0). */
+  generationNote?: string;
 }
 
 export interface JobRecord {

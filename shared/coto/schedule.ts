@@ -11,10 +11,15 @@ export interface CotoSchedule {
   pEnd: number;
   /** Fraction of the steps over which p ramps from pStart to pEnd. */
   rampFraction: number;
+  /**
+   * Permutations sampled for the per-layer Shapley estimates at the end of a cluster job (exact for
+   * ≤ 6 layers whatever the number); 0: no estimate. Each sample costs up to `layers` evaluation passes.
+   */
+  shapleySamples: number;
 }
 
-/** The published scheduler's defaults. */
-export const COTO_DEFAULTS: CotoSchedule = { pStart: 0.1, pEnd: 1, rampFraction: 0.75 };
+/** The published scheduler's defaults, and 8 Shapley permutations. */
+export const COTO_DEFAULTS: CotoSchedule = { pStart: 0.1, pEnd: 1, rampFraction: 0.75, shapleySamples: 8 };
 
 /** p(step); `opts` overrides COTO_DEFAULTS field by field. */
 export function cotoProbability(step: number, totalSteps: number, opts: Partial<CotoSchedule> = {}): number {

@@ -26,6 +26,8 @@ export const MAX_STOP_CHARS = 64;
 export const MAX_NEW_TOKENS = 4096;
 export const MAX_KEEP_CHECKPOINTS = 1000;
 export const MAX_LORA_RANK = 4096;
+/** coto.shapley_samples: each permutation costs up to one evaluation pass per layer. */
+export const MAX_SHAPLEY_SAMPLES = 64;
 /** lora.alpha, merge.weights entries, max_grad_norm: scale factors; past this they are typos. */
 export const MAX_SCALE = 1e6;
 export const MAX_LR = 10;

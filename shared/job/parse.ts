@@ -82,6 +82,9 @@ function resolveSpec(f: FileSpec, baseDir: string, source: string): JobSpec {
     }
     if (coto && coto.pStart > coto.pEnd)
       problems.push(`${where('coto', 'pStart')}: must be <= coto.p_end (${coto.pEnd})`);
+    // Plain LoRA has no schedule to carry it (its layer figures use COTO_DEFAULTS); refused, not ignored.
+    if (!coto && (t.coto?.shapley_samples ?? f.coto?.shapley_samples) !== undefined)
+      problems.push(`${where('coto', 'shapleySamples')}: applies only with CoTo on (coto.enabled is false)`);
     const lora = loraConfigOf(f.lora, t.lora);
     const fieldAt = (section: 'lora' | 'training', key: string) =>
       (t[section] as Record<string, unknown> | undefined)?.[key] !== undefined

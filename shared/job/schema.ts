@@ -48,6 +48,7 @@ const cotoFields = z.strictObject({
   p_start: fraction(false),
   p_end: fraction(false),
   ramp_fraction: fraction(false),
+  shapley_samples: int(0, L.MAX_SHAPLEY_SAMPLES),
 });
 
 const trainingFields = z.strictObject({

@@ -46,6 +46,7 @@ const COTO_KEYS = {
   p_start: 'pStart',
   p_end: 'pEnd',
   ramp_fraction: 'rampFraction',
+  shapley_samples: 'shapleySamples',
 } as const satisfies Record<Exclude<keyof FileCoto, 'enabled'>, keyof CotoSchedule>;
 
 const MERGE_KEYS = {

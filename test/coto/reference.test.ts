@@ -23,7 +23,7 @@ function refMask(seed: number, step: number, layers: number, p: number): { mask:
 }
 
 test('the defaults are the published scheduler’s: p0 = 0.1, p1 = 1, ramp 0.75', () => {
-  assert.deepEqual(COTO_DEFAULTS, { pStart: 0.1, pEnd: 1, rampFraction: 0.75 });
+  assert.deepEqual(COTO_DEFAULTS, { pStart: 0.1, pEnd: 1, rampFraction: 0.75, shapleySamples: 8 });
 });
 
 test('p(t) equals the reference formula at every step of runs of 1..300 steps', () => {

@@ -192,7 +192,13 @@ test('the wire form parses back to the same spec, every task written out in full
   const wire = JSON.parse(specToWire(parseJobSpec(JSON.stringify(cluster), { sourcePath: '/jobs/job.json' })));
   assert.equal(wire.tasks[1].lora.alpha, 16);
   assert.equal(wire.tasks[1].training.batch_size, 8);
-  assert.deepEqual(wire.tasks[1].coto, { enabled: true, p_start: 0.1, p_end: 1, ramp_fraction: 0.75 });
+  assert.deepEqual(wire.tasks[1].coto, {
+    enabled: true,
+    p_start: 0.1,
+    p_end: 1,
+    ramp_fraction: 0.75,
+    shapley_samples: 8,
+  });
   const plain = parseJobSpec(single.replace('enabled: true', 'enabled: false'), { sourcePath: '/jobs/x/job.yaml' });
   assert.equal(plain.tasks[0].coto, null);
   assert.equal(parseJobSpec(specToWire(plain)).tasks[0].coto, null);
@@ -223,5 +229,34 @@ test('memory options: gradient_checkpointing and base_weights default to auto, m
   assert.match(
     errorOf(single.replace('log_every: 10', 'log_every: 10\n  base_weights: disk')),
     /training\.base_weights: must be one of resident, streamed, auto/,
+  );
+});
+
+test('coto.shapley_samples: default 8, 0 allowed, per task, bounded 0..64, on the wire; refused with CoTo off', () => {
+  assert.equal(taskOf(parseJobSpec(single, { sourcePath: '/jobs/x/job.yaml' })).coto?.shapleySamples, 8);
+  const zero = parseJobSpec(single.replace('ramp_fraction: 0.75', 'ramp_fraction: 0.75, shapley_samples: 0'), {
+    sourcePath: '/jobs/x/job.yaml',
+  });
+  assert.equal(taskOf(zero).coto?.shapleySamples, 0);
+  assert.equal(JSON.parse(specToWire(zero)).tasks[0].coto.shapley_samples, 0);
+  assert.equal(taskOf(parseJobSpec(specToWire(zero))).coto?.shapleySamples, 0);
+  const perTask = cluster.tasks.map((t, i) => (i === 0 ? { ...t, coto: { shapley_samples: 64 } } : t));
+  const spec = parseJobSpec(JSON.stringify({ ...cluster, tasks: perTask }), { sourcePath: '/jobs/job.json' });
+  assert.equal(taskOf(spec, 'reverse').coto?.shapleySamples, 64);
+  assert.equal(taskOf(spec, 'sort').coto?.shapleySamples, 8);
+  const withSamples = (v: string) =>
+    single.replace('ramp_fraction: 0.75', `ramp_fraction: 0.75, shapley_samples: ${v}`);
+  assert.match(errorOf(withSamples('65')), /coto\.shapley_samples: must be <= 64/);
+  assert.match(errorOf(withSamples('-1')), /coto\.shapley_samples: must be >= 0/);
+  assert.match(errorOf(withSamples('2.5')), /coto\.shapley_samples: must be an integer/);
+  assert.match(errorOf(withSamples('"8"')), /coto\.shapley_samples: must be an integer/);
+  const overTasks = cluster.tasks.map((t, i) => (i === 0 ? { ...t, coto: { shapley_samples: 100 } } : t));
+  assert.match(
+    errorOf(JSON.stringify({ ...cluster, tasks: overTasks })),
+    /tasks\[0\]\.coto\.shapley_samples: must be <= 64/,
+  );
+  assert.match(
+    errorOf(withSamples('0').replace('enabled: true', 'enabled: false')),
+    /coto\.shapley_samples: applies only with CoTo on/,
   );
 });
