@@ -2,8 +2,10 @@
 // adapter's loss under many layer coalitions; with training.eval_generate the first part also scores
 // the whole adapter's greedy answers (exact match, edit similarity: shared/eval/score.ts). The coalitions are spread over the free devices, each
 // part sent as an EvalPlan to one worker; only that worker's answer (with one loss per coalition)
-// settles the request, and a worker that dies fails it.
+// settles the request, and a worker that dies fails it. Cancelling the job cancels its requests on
+// the workers (their devices are free at once), as does a worker that comes back without them.
 import type { GenerationScore, WorkerMessage } from '../shared/gen/chorus/v1/worker.ts';
+import { isTerminal } from '../shared/nats/events.ts';
 import { objectNames } from '../shared/nats/subjects.ts';
 import { evalPlanToWire } from '../shared/shard/plan.ts';
 import { shapleyPlan, shapleyValues } from './shapley.ts';
@@ -21,6 +23,7 @@ interface Pending {
   resolve: (answer: Answer) => void;
   reject: (e: Error) => void;
   workerId: string;
+  jobId: string;
   count: number;
 }
 
@@ -74,6 +77,8 @@ export class Evaluations {
 
   /** Runs one evaluation plan on a free device; resolves to one loss per coalition (and generation scores). */
   private onWorker(job: JobRecord, task: string, coalitions: number[][], generate: boolean): Promise<Answer> {
+    // A cancelled job's next task must not take the devices its cancel just freed.
+    if (isTerminal(job.state)) return Promise.reject(new Error(`job ${job.state}`));
     const free = this.state.freeDevices()[0];
     if (!free) return Promise.reject(new Error('no free device for evaluation'));
     const w = this.state.workers.get(free.workerId)!;
@@ -89,7 +94,13 @@ export class Evaluations {
       generate,
     });
     return new Promise<Answer>((resolve, reject) => {
-      this.pending.set(requestId, { resolve, reject, workerId: w.record.id, count: coalitions.length });
+      this.pending.set(requestId, {
+        resolve,
+        reject,
+        workerId: w.record.id,
+        jobId: job.id,
+        count: coalitions.length,
+      });
       w.link!.send({ kind: { $case: 'eval', value: { requestId, plan } } });
     }).finally(() => {
       if (w.busy.get(free.device) === requestId) w.busy.delete(free.device);
@@ -111,6 +122,29 @@ export class Evaluations {
         ),
       );
     } else ev.resolve({ losses: r.losses, ...(r.generation ? { generation: r.generation } : {}) });
+  }
+
+  /** Whether this request is one we are waiting for from this worker (it re-registered and still runs it). */
+  runsOn(workerId: string, requestId: string): boolean {
+    return this.pending.get(requestId)?.workerId === workerId;
+  }
+
+  /** The job was cancelled: its workers stop its evaluations now, and their devices are free. */
+  cancelJob(jobId: string, reason: string): void {
+    for (const [id, ev] of this.pending) {
+      if (ev.jobId !== jobId) continue;
+      this.pending.delete(id);
+      this.state.send(ev.workerId, { kind: { $case: 'cancel', value: { shardId: id, reason } } });
+      ev.reject(new Error(reason));
+    }
+  }
+
+  /** The worker re-registered without this request (it restarted): it will never answer. */
+  lost(workerId: string, requestId: string): void {
+    const ev = this.pending.get(requestId);
+    if (!ev || ev.workerId !== workerId) return;
+    this.pending.delete(requestId);
+    ev.reject(new Error(`the worker no longer runs evaluation ${requestId}`));
   }
 
   /** The worker is gone: its evaluations will never answer. */

@@ -65,6 +65,8 @@ export class Jobs {
   async cancel(id: string, reason: string): Promise<JobRecord> {
     const job = this.get(id);
     await this.state.endJob(job, 'cancelled', reason, reason);
+    // Evaluations of a finished job (merging) run on devices too: stopped and freed the same way.
+    this.evals.cancelJob(id, reason);
     return job;
   }
 

@@ -87,6 +87,12 @@ export class Workers {
     // Shards still running there go on when we still think they belong there; others are stopped.
     const keep = new Set<string>();
     for (const r of msg.running) {
+      // An evaluation request (named by its id): kept while we still wait for its answer from here.
+      if (this.evals.runsOn(id, r.shardId)) {
+        keep.add(r.shardId);
+        live.busy.set(r.device, r.shardId);
+        continue;
+      }
       const job = state.jobs.get(r.jobId);
       const shard = job?.shards.find((s) => s.id === r.shardId);
       const ours =
@@ -115,6 +121,7 @@ export class Workers {
     for (const [device, shardId] of [...live.busy]) {
       if (keep.has(shardId)) continue;
       live.busy.delete(device);
+      this.evals.lost(id, shardId);
       const { shard } = state.findShard(shardId);
       if (shard && (shard.state === 'assigned' || shard.state === 'running')) state.releaseShard(shard);
     }

@@ -131,7 +131,8 @@ export class WorkerAgent {
           name: this.opts.name,
           devices,
           workerId: this.workerId,
-          running: this.shards.list(),
+          // Evaluations too, so a coordinator that does not know them (it restarted) cancels them.
+          running: [...this.shards.list(), ...this.evaluator.list()],
           secret: this.secret,
         },
       },
@@ -180,7 +181,9 @@ export class WorkerAgent {
         void this.shards.assign(k.value);
         return;
       case 'cancel':
-        this.shards.cancel(k.value.shardId, k.value.reason);
+        // The id names a shard or an evaluation request (`<job>-eval-…`).
+        if (!this.evaluator.cancel(k.value.shardId, k.value.reason))
+          this.shards.cancel(k.value.shardId, k.value.reason);
         return;
       case 'gradientSum':
         this.shards.gradientSum(k.value);
