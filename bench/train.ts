@@ -203,7 +203,9 @@ function torchRow(steps: number): string {
   ].map((a, i) => (i > 0 && i % 2 === 1 ? `--${a}` : String(a)));
   const run = spawnSync('/usr/bin/python3', args, {
     encoding: 'utf8',
-    env: { ...process.env, OPENBLAS_NUM_THREADS: threads },
+    // As the yardstick documents its runs: PyTorch's own intra-op threads, OpenBLAS single-threaded inside
+    // them (two threads in both nest to four and ran 2× slower here).
+    env: { ...process.env, OPENBLAS_NUM_THREADS: '1' },
   });
   const m = /([\d.]+) tokens\/s \(median step (\d+) ms\), peak RSS (\d+) MiB/.exec(run.stdout);
   if (!m) return `${'torch'.padEnd(11)} failed: ${(run.stderr || run.stdout).trim().split('\n').slice(-2).join(' | ')}`;
