@@ -139,8 +139,12 @@ export function installNativeGemm(): NativeGemmInfo {
     return state;
   }
   addon = loaded;
-  const threads = Number(process.env.CHORUS_BLAS_THREADS ?? '');
-  if (Number.isInteger(threads) && threads > 0) addon.setThreads(threads);
+  const wanted = process.env.CHORUS_BLAS_THREADS;
+  if (wanted) {
+    const threads = Number(wanted);
+    if (Number.isInteger(threads) && threads > 0) addon.setThreads(threads);
+    else process.stderr.write(`chorus: CHORUS_BLAS_THREADS must be a positive integer, got '${wanted}'; ignored\n`);
+  }
   const stock = tf.getKernel('BatchMatMul', 'wasm');
   if (!stock) {
     state = { active: false, detail: 'the wasm backend has no BatchMatMul kernel to replace', threads: 0 };

@@ -5,10 +5,8 @@
 // set (training.eval_generate), far longer than the test's deadlines.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ChorusClient } from '../../shared/client/index.ts';
-import { generate, TASK_OPS } from '../../demo/tasks.ts';
 import * as h from './helpers.ts';
 
 const root = new URL('../..', import.meta.url).pathname;
@@ -20,13 +18,7 @@ let worker: h.Proc;
 const procs = () => [coord, worker];
 
 before(async () => {
-  const op = TASK_OPS.find((o) => o.name === 'rotrev')!;
-  const lines = (n: number, seed: number) =>
-    generate(op, n, seed)
-      .map((e) => JSON.stringify(e))
-      .join('\n') + '\n';
-  writeFileSync(join(dir, 'train.jsonl'), lines(16, 1));
-  writeFileSync(join(dir, 'eval.jsonl'), lines(4000, 2));
+  h.writeDemoTask(dir, 'rotrev', 16, 4000);
   coord = await h.startCoordinator(prefix);
   worker = h.startWorker(coord.address, 'e1', 'cpu:1', [...h.DATA_ROOT, '--data-root', join(root, 'demo')]);
 });

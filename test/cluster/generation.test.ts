@@ -4,7 +4,7 @@
 // adapter on this machine.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { initEngine } from '../../shared/tensor/engine.ts';
 import { readPeftAdapter } from '../../shared/formats/peft.ts';
@@ -12,7 +12,6 @@ import { LoraRuntime } from '../../shared/lora/runtime.ts';
 import { loadTokenizer } from '../../shared/data/tokenizer.ts';
 import { DataLoader, loadBaseModel } from '../../shared/train/load.ts';
 import { scoreDataset } from '../../shared/eval/score.ts';
-import { generate, TASK_OPS } from '../../demo/tasks.ts';
 import * as h from './helpers.ts';
 
 const root = new URL('../..', import.meta.url).pathname;
@@ -23,13 +22,7 @@ let coord: Awaited<ReturnType<typeof h.startCoordinator>>;
 let workers: h.Proc[] = [];
 
 before(async () => {
-  const op = TASK_OPS.find((o) => o.name === 'rotrev')!;
-  const lines = (n: number, seed: number) =>
-    generate(op, n, seed)
-      .map((e) => JSON.stringify(e))
-      .join('\n') + '\n';
-  writeFileSync(join(dir, 'train.jsonl'), lines(48, 1));
-  writeFileSync(join(dir, 'eval.jsonl'), lines(12, 2));
+  h.writeDemoTask(dir, 'rotrev', 48, 12);
   coord = await h.startCoordinator(prefix);
   workers = [h.startWorker(coord.address, 'g1', 'cpu:1', [...h.DATA_ROOT, '--data-root', join(root, 'demo')])];
 });

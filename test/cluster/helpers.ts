@@ -12,6 +12,7 @@ import { writeHfModelDir } from '../../shared/formats/hf-model.ts';
 import { SplitMix32 } from '../../shared/tensor/random.ts';
 import { ChorusClient } from '../../shared/client/index.ts';
 import { connect } from 'nats';
+import { generate, TASK_OPS } from '../../demo/tasks.ts';
 import { deleteNatsPrefix } from '../../coordinator/nats-store.ts';
 
 export const ROOT = new URL('../..', import.meta.url).pathname;
@@ -38,6 +39,17 @@ export async function writeTinyModel(dir: string, seed = 7): Promise<string> {
 }
 
 /** A learnable task: sequences that count up by `stride` mod vocab. */
+/** train.jsonl and eval.jsonl of one demo task (demo/tasks.ts) in dir, drawn with seeds 1 and 2. */
+export function writeDemoTask(dir: string, task: string, trainCount: number, evalCount: number): void {
+  const op = TASK_OPS.find((o) => o.name === task)!;
+  const lines = (n: number, seed: number) =>
+    generate(op, n, seed)
+      .map((e) => JSON.stringify(e))
+      .join('\n') + '\n';
+  writeFileSync(join(dir, 'train.jsonl'), lines(trainCount, 1));
+  writeFileSync(join(dir, 'eval.jsonl'), lines(evalCount, 2));
+}
+
 export function writeTaskData(file: string, n: number, len: number, stride: number, seed = 1): string {
   const rng = new SplitMix32(seed);
   const lines: string[] = [];
