@@ -147,7 +147,7 @@ export function productsTakeFlags(): boolean {
 export function describeBackend(): string {
   if (chosen !== 'wasm') return chosen ?? 'none';
   const gemm = nativeGemmInfo();
-  return gemm.active ? `wasm (products on ${gemm.detail.split(' (')[0]}, ${gemm.threads} threads)` : 'wasm';
+  return gemm.active ? `wasm (products on ${gemm.library}, ${gemm.threads} threads)` : 'wasm';
 }
 
 /** Every backend that activates here, in preference order (leaves the last one active). */

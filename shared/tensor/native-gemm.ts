@@ -36,6 +36,8 @@ interface BlasAddon {
 export interface NativeGemmInfo {
   /** Whether the wasm engine's products run on BLAS now. */
   active: boolean;
+  /** The BLAS library's file name when active, else ''. */
+  library: string;
   /** The BLAS library and its build configuration, or why it is not in use. */
   detail: string;
   threads: number;
@@ -53,7 +55,7 @@ export function addonPath(): string {
 }
 
 let addon: BlasAddon | null = null;
-let state: NativeGemmInfo = { active: false, detail: 'not installed yet', threads: 0 };
+let state: NativeGemmInfo = { active: false, library: '', detail: 'not installed yet', threads: 0 };
 
 function loadAddon(): BlasAddon | string {
   const path = addonPath();
@@ -130,12 +132,12 @@ export function installNativeGemm(): NativeGemmInfo {
   if (state.active) return state;
   const switchValue = process.env.CHORUS_NATIVE_GEMM;
   if (switchValue === '0' || switchValue === 'off') {
-    state = { active: false, detail: 'off (CHORUS_NATIVE_GEMM=0)', threads: 0 };
+    state = { active: false, library: '', detail: 'off (CHORUS_NATIVE_GEMM=0)', threads: 0 };
     return state;
   }
   const loaded = loadAddon();
   if (typeof loaded === 'string') {
-    state = { active: false, detail: loaded, threads: 0 };
+    state = { active: false, library: '', detail: loaded, threads: 0 };
     return state;
   }
   addon = loaded;
@@ -147,7 +149,7 @@ export function installNativeGemm(): NativeGemmInfo {
   }
   const stock = tf.getKernel('BatchMatMul', 'wasm');
   if (!stock) {
-    state = { active: false, detail: 'the wasm backend has no BatchMatMul kernel to replace', threads: 0 };
+    state = { active: false, library: '', detail: 'the wasm backend has no BatchMatMul kernel to replace', threads: 0 };
     return state;
   }
   tf.unregisterKernel('BatchMatMul', 'wasm');
@@ -155,6 +157,7 @@ export function installNativeGemm(): NativeGemmInfo {
   const info = addon.describe();
   state = {
     active: true,
+    library: info.library,
     detail: `${info.library}${info.config ? ` (${info.config.trim()})` : ''}`,
     threads: info.threads,
   };
