@@ -1,9 +1,11 @@
-// Row-major float32 GEMM for the tensor engine, computed by the machine's BLAS (OpenBLAS from the
-// distribution). The library is opened at run time with dlopen, so building needs only a C compiler
-// and Node's headers, and a machine without a BLAS still loads this addon (available() is false).
+// Row-major float32 GEMM for the tensor engine, and the float64 Householder QR of the merge library,
+// computed by the machine's BLAS and LAPACK (OpenBLAS from the distribution carries both). The
+// library is opened at run time with dlopen, so building needs only a C compiler and Node's
+// headers, and a machine without a BLAS still loads this addon (available() is false).
 //
 // The engine's tensors live in one WebAssembly memory; JavaScript passes that ArrayBuffer and byte
-// offsets, and the product is written in place: no copies in or out.
+// offsets, and the product is written in place: no copies in or out. The QR works in place on a
+// Float64Array that JavaScript owns.
 #include <dlfcn.h>
 #include <node_api.h>
 #include <stdint.h>
@@ -17,12 +19,27 @@ typedef void (*sgemm_fn)(int, int, int, int, int, int, float, const float *, int
 typedef void (*set_threads_fn)(int);
 typedef int (*get_threads_fn)(void);
 typedef char *(*get_config_fn)(void);
+typedef void (*scopy_fn)(int, const float *, int, float *, int);
+typedef void (*saxpy_fn)(int, float, const float *, int, float *, int);
+typedef double (*dsdot_fn)(int, const float *, int, const float *, int);
+typedef void (*dgemm_fn)(int, int, int, int, int, int, double, const double *, int, const double *, int, double,
+                         double *, int);
+// LAPACK's Fortran interface with 32-bit integers (LP64), as Debian's OpenBLAS builds it.
+typedef void (*dgeqrf_fn)(const int *, const int *, double *, const int *, double *, double *, const int *, int *);
+typedef void (*dorgqr_fn)(const int *, const int *, const int *, double *, const int *, const double *, double *,
+                          const int *, int *);
 
 static void *library = NULL;
 static sgemm_fn sgemm = NULL;
 static set_threads_fn set_threads = NULL;
 static get_threads_fn get_threads = NULL;
 static get_config_fn get_config = NULL;
+static scopy_fn scopy = NULL;
+static saxpy_fn saxpy = NULL;
+static dsdot_fn dsdot = NULL;
+static dgemm_fn dgemm = NULL;
+static dgeqrf_fn dgeqrf = NULL;
+static dorgqr_fn dorgqr = NULL;
 static char library_name[512] = "";
 static char load_error[1024] = "";
 
@@ -56,6 +73,17 @@ static void open_library(void) {
     set_threads = (set_threads_fn)dlsym(handle, "openblas_set_num_threads");
     get_threads = (get_threads_fn)dlsym(handle, "openblas_get_num_threads");
     get_config = (get_config_fn)dlsym(handle, "openblas_get_config");
+    scopy = (scopy_fn)dlsym(handle, "cblas_scopy");
+    saxpy = (saxpy_fn)dlsym(handle, "cblas_saxpy");
+    dsdot = (dsdot_fn)dlsym(handle, "cblas_dsdot");
+    dgemm = (dgemm_fn)dlsym(handle, "cblas_dgemm");
+    // An ILP64 build (64-bit integers) would read our 32-bit sizes wrongly: no LAPACK from it.
+    const char *config = get_config ? get_config() : "";
+    if (config == NULL || strstr(config, "USE64BITINT") == NULL) {
+      dgeqrf = (dgeqrf_fn)dlsym(handle, "dgeqrf_");
+      dorgqr = (dorgqr_fn)dlsym(handle, "dorgqr_");
+      if (dgeqrf == NULL || dorgqr == NULL) dgeqrf = NULL, dorgqr = NULL;
+    }
     snprintf(library_name, sizeof library_name, "%s", name);
     return;
   }
@@ -125,12 +153,154 @@ static napi_value gemm(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+static int read_typed(napi_env env, napi_value value, napi_typedarray_type want, void **data, size_t *length) {
+  bool is_typed = false;
+  if (napi_is_typedarray(env, value, &is_typed) != napi_ok || !is_typed) return 0;
+  napi_typedarray_type type;
+  void *raw = NULL;
+  if (napi_get_typedarray_info(env, value, &type, length, &raw, NULL, NULL) != napi_ok) return 0;
+  if (type != want || (raw == NULL && *length > 0)) return 0;
+  *data = raw;
+  return 1;
+}
+
+// difference(tuned, base, out): out = tuned − base (float32, one rounding, as JavaScript's
+// Math.fround(tuned − base)) and returns Σ out², accumulated in double (OpenBLAS's dsdot kernel rounds
+// each product to float32 first: ~1e-10 relative on a long sum). Three Float32Arrays of one
+// length; `out` may be a view of the engine's memory. BLAS's copy, axpy and dsdot, so it runs at memory speed.
+static napi_value difference(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 3)
+    return throw_error(env, "difference: expected 3 arguments");
+  if (scopy == NULL || saxpy == NULL || dsdot == NULL)
+    return throw_error(env, "difference: the loaded BLAS library lacks cblas_scopy, cblas_saxpy or cblas_dsdot");
+  void *t = NULL, *b = NULL, *o = NULL;
+  size_t tn = 0, bn = 0, on = 0;
+  if (!read_typed(env, argv[0], napi_float32_array, &t, &tn) || !read_typed(env, argv[1], napi_float32_array, &b, &bn) ||
+      !read_typed(env, argv[2], napi_float32_array, &o, &on))
+    return throw_error(env, "difference: tuned, base and out must be Float32Arrays");
+  if (tn != bn || tn != on) return throw_error(env, "difference: tuned, base and out differ in length");
+  double total = 0;
+  // BLAS counts in int: long arrays go in pieces.
+  for (size_t start = 0; start < on; start += (size_t)1 << 30) {
+    size_t left = on - start;
+    int len = left > ((size_t)1 << 30) ? 1 << 30 : (int)left;
+    float *out = (float *)o + start;
+    scopy(len, (const float *)t + start, 1, out, 1);
+    saxpy(len, -1.0f, (const float *)b + start, 1, out, 1);
+    total += dsdot(len, out, 1, out, 1);
+  }
+  napi_value result;
+  napi_create_double(env, total, &result);
+  return result;
+}
+
+// dgemm(a, b, c, m, n, k, transposeA, transposeB): row-major float64 C (m×n) = op(A)·op(B) on three
+// Float64Arrays that JavaScript owns, each checked to hold its matrix.
+static napi_value dgemm_call(napi_env env, napi_callback_info info) {
+  size_t argc = 8;
+  napi_value argv[8];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 8)
+    return throw_error(env, "dgemm: expected 8 arguments");
+  if (dgemm == NULL) return throw_error(env, "dgemm: the loaded BLAS library has no cblas_dgemm");
+  void *a = NULL, *b = NULL, *c = NULL;
+  size_t an = 0, bn = 0, cn = 0;
+  if (!read_typed(env, argv[0], napi_float64_array, &a, &an) || !read_typed(env, argv[1], napi_float64_array, &b, &bn) ||
+      !read_typed(env, argv[2], napi_float64_array, &c, &cn))
+    return throw_error(env, "dgemm: a, b and c must be Float64Arrays");
+  int64_t m, n, k;
+  if (!read_int(env, argv[3], &m) || !read_int(env, argv[4], &n) || !read_int(env, argv[5], &k))
+    return throw_error(env, "dgemm: sizes must be non-negative integers");
+  bool trans_a = false, trans_b = false;
+  if (napi_get_value_bool(env, argv[6], &trans_a) != napi_ok || napi_get_value_bool(env, argv[7], &trans_b) != napi_ok)
+    return throw_error(env, "dgemm: transpose flags must be booleans");
+  if (m > INT32_MAX || n > INT32_MAX || k > INT32_MAX) return throw_error(env, "dgemm: a dimension exceeds 2^31");
+  if ((double)an < (double)m * (double)k || (double)bn < (double)k * (double)n || (double)cn < (double)m * (double)n)
+    return throw_error(env, "dgemm: an array holds fewer numbers than its matrix");
+  if (m == 0 || n == 0) return NULL;
+  if (k == 0) {
+    memset(c, 0, (size_t)(m * n) * sizeof(double));
+    return NULL;
+  }
+  dgemm(ROW_MAJOR, trans_a ? TRANS : NO_TRANS, trans_b ? TRANS : NO_TRANS, (int)m, (int)n, (int)k, 1.0, (const double *)a,
+        trans_a ? (int)m : (int)k, (const double *)b, trans_b ? (int)k : (int)n, 0.0, (double *)c, (int)n);
+  return NULL;
+}
+
+static int read_doubles(napi_env env, napi_value value, double **data, size_t *length) {
+  return read_typed(env, value, napi_float64_array, (void **)data, length);
+}
+
+// qr(columns, len, count, r): thin Householder QR of the len×count matrix whose columns are the
+// `count` vectors of `columns` (column-major with leading dimension len, which is LAPACK's layout).
+// On return the first k = min(len, count) vectors of `columns` are the orthonormal columns of Q, and
+// `r` (a Float64Array of k·count, or null) holds R row-major, zeros below the diagonal. Returns k.
+static napi_value qr(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 4)
+    return throw_error(env, "qr: expected 4 arguments");
+  if (dgeqrf == NULL) return throw_error(env, "qr: the loaded BLAS library has no LP64 LAPACK (dgeqrf_, dorgqr_)");
+  double *a = NULL;
+  size_t a_length = 0;
+  if (!read_doubles(env, argv[0], &a, &a_length)) return throw_error(env, "qr: columns must be a Float64Array");
+  int64_t len64, count64;
+  if (!read_int(env, argv[1], &len64) || !read_int(env, argv[2], &count64))
+    return throw_error(env, "qr: len and count must be non-negative integers");
+  if (len64 > INT32_MAX || count64 > INT32_MAX || (double)len64 * (double)count64 > (double)INT32_MAX)
+    return throw_error(env, "qr: the matrix exceeds 2^31 entries");
+  if ((double)a_length < (double)len64 * (double)count64)
+    return throw_error(env, "qr: columns holds fewer than len·count numbers");
+  const int len = (int)len64, count = (int)count64, k = len < count ? len : count;
+  double *r = NULL;
+  size_t r_length = 0;
+  napi_valuetype r_type;
+  napi_typeof(env, argv[3], &r_type);
+  if (r_type != napi_null && r_type != napi_undefined) {
+    if (!read_doubles(env, argv[3], &r, &r_length)) return throw_error(env, "qr: r must be a Float64Array or null");
+    if ((double)r_length < (double)k * (double)count) return throw_error(env, "qr: r holds fewer than k·count numbers");
+  }
+  napi_value result;
+  if (k == 0) {
+    napi_create_int32(env, 0, &result);
+    return result;
+  }
+  // Workspace: LAPACK says how much it wants for this shape (lwork = -1 asks).
+  int lwork = -1, info_code = 0;
+  double query = 0, query_q = 0;
+  dgeqrf(&len, &count, a, &len, NULL, &query, &lwork, &info_code);
+  dorgqr(&len, &k, &k, a, &len, NULL, &query_q, &lwork, &info_code);
+  double wanted = query > query_q ? query : query_q;
+  lwork = wanted > k ? (int)wanted : k;
+  double *tau = malloc(sizeof(double) * (size_t)k);
+  double *work = malloc(sizeof(double) * (size_t)lwork);
+  if (tau == NULL || work == NULL) {
+    free(tau);
+    free(work);
+    return throw_error(env, "qr: out of memory for LAPACK's workspace");
+  }
+  dgeqrf(&len, &count, a, &len, tau, work, &lwork, &info_code);
+  if (info_code == 0 && r != NULL) {
+    for (int i = 0; i < k; i++)
+      for (int c = 0; c < count; c++) r[(size_t)i * count + c] = c >= i ? a[(size_t)c * len + i] : 0.0;
+  }
+  if (info_code == 0) dorgqr(&len, &k, &k, a, &len, tau, work, &lwork, &info_code);
+  free(tau);
+  free(work);
+  if (info_code != 0) return throw_error(env, "qr: LAPACK refused the matrix");
+  napi_create_int32(env, k, &result);
+  return result;
+}
+
 static napi_value describe(napi_env env, napi_callback_info info) {
   (void)info;
   napi_value result, value;
   napi_create_object(env, &result);
   napi_get_boolean(env, sgemm != NULL, &value);
   napi_set_named_property(env, result, "available", value);
+  napi_get_boolean(env, dgeqrf != NULL, &value);
+  napi_set_named_property(env, result, "lapack", value);
   napi_create_string_utf8(env, library_name, NAPI_AUTO_LENGTH, &value);
   napi_set_named_property(env, result, "library", value);
   napi_create_string_utf8(env, load_error, NAPI_AUTO_LENGTH, &value);
@@ -159,8 +329,11 @@ static napi_value init(napi_env env, napi_value exports) {
       {"gemm", NULL, gemm, NULL, NULL, NULL, napi_default, NULL},
       {"describe", NULL, describe, NULL, NULL, NULL, napi_default, NULL},
       {"setThreads", NULL, set_thread_count, NULL, NULL, NULL, napi_default, NULL},
+      {"qr", NULL, qr, NULL, NULL, NULL, napi_default, NULL},
+      {"difference", NULL, difference, NULL, NULL, NULL, napi_default, NULL},
+      {"dgemm", NULL, dgemm_call, NULL, NULL, NULL, napi_default, NULL},
   };
-  napi_define_properties(env, exports, 3, props);
+  napi_define_properties(env, exports, 6, props);
   return exports;
 }
 

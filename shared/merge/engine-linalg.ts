@@ -2,18 +2,18 @@
 // LoRA factors, dense deltas s·B·A, and the passes of the randomized SVD over a dense m×n matrix.
 // Everything of size R×R or l×(m or n) with l = rank + oversampling stays in float64 on the host
 // (pivoted Cholesky and the R×R eigen-decomposition in gram-core.ts, Householder QR of the l sample
-// vectors, the SVD of the l×n projection).
+// vectors (LAPACK's where native/blas loads), the SVD of the l×n projection).
 // Each big product is a plain untransposed 2-D matMul where the engine's products are XNNPACK's (a
-// transpose flag falls back to a slow loop nest there), so the small operands are transposed on the
-// host; with native GEMM (BLAS) a flag costs nothing and the extraction's projection uses one.
+// transpose flag falls back to a slow loop nest there), so small operands are transposed first;
+// with native GEMM (BLAS) a flag costs nothing and the randomized SVD's sampling uses one.
 import type { LoraModule } from '../lora/types.ts';
 import { productsTakeFlags, tf } from '../tensor/engine.ts';
-import { hostView } from '../tensor/host.ts';
-import { SplitMix32 } from '../tensor/random.ts';
+import { hostView, writeTensor } from '../tensor/host.ts';
+import { fillNormal } from '../tensor/random.ts';
 import { svdFromGrams } from './gram-core.ts';
-import { qrColumns, svdDense, truncateSvd, type RandomizedSvdOptions, type Svd } from './linalg.ts';
+import { combineRows, qrColumnsInPlace, svdDense, truncateSvd, type RandomizedSvdOptions, type Svd } from './linalg.ts';
 import { mat } from './dense.ts';
-import { scratchF32 } from './scratch.ts';
+import { scratchF32, scratchF64 } from './scratch.ts';
 
 /** Relative floor below which float32 Gram pivots and singular values count as rounding noise. */
 const F32_NOISE = 1e-6;
@@ -131,52 +131,59 @@ export function denseDeltaEngine(mod: LoraModule, factor: number): tf.Tensor2D {
   return tf.tidy(() => tf.matMul(tf.tensor2d(b, [m, r]), tf.tensor2d(mod.a, [r, n])) as tf.Tensor2D);
 }
 
-/** The l vectors of a row-major len×l block as float64 column sets (l×len), for qrColumns. */
-function columnSets(block: Float32Array, len: number, l: number): Float64Array {
-  return transposeInto(block, len, l, new Float64Array(l * len));
-}
-
 /**
  * Randomized truncated SVD of the dense m×n matrix `a` (an engine tensor), the same algorithm and the
  * same Gaussian test matrix as linalg.randomizedSvd: float32 products on the engine, float64 Householder
- * QR of the l = rank + oversample sample vectors after every pass, float64 SVD of the l×n projection.
+ * QR of the l = rank + oversample sample vectors after every pass (LAPACK's where it loads), float64
+ * SVD of the l×n projection.
+ *
+ * Each pass is written as a short, wide product whose l rows are the vectors the QR takes (the column
+ * sets of A·X or Aᵀ·Q), so nothing is transposed on the host: Qᵀ·A as it stands, and A·X as Xᵀ·Aᵀ
+ * where products take transpose flags. BLAS runs these as fast as the tall forms (11–12 ms each at
+ * 4096² and l = 26). The small operands are written straight into the engine's memory, and each
+ * pass's result lands in one of two kept host buffers that its QR then works on in place: a fresh
+ * buffer per step cost more in page faults than the QR itself.
  */
 export function randomizedSvdEngine(a: tf.Tensor2D, rank: number, opts: RandomizedSvdOptions = {}): Svd {
   const [m, n] = a.shape;
   const l = Math.min(m, n, rank + (opts.oversample ?? 10));
   const q = opts.powerIters ?? 2;
-  const rng = new SplitMix32(opts.seed ?? 0x5eed);
-  const omegaT = new Float64Array(l * n);
-  for (let i = 0; i < omegaT.length; i++) omegaT[i] = rng.normal();
-  // Sample the range: Y = A·Ω (m×l), orthonormalised on the host.
-  const sample = (rightT: Float64Array, k: number) =>
-    scoped(() => columnSets(hostView(tf.matMul(a, tensorT(rightT, k, n))), m, k));
-  // Qᵀ·A (k×n) for an orthonormal Q given as rows (k×m), as the column sets of AᵀQ. Where products
-  // take transpose flags, Aᵀ·Q (n×k, tall and thin) is formed instead: BLAS runs that shape ~2× faster
-  // than the short, wide Qᵀ·A (measured 34 vs 69 ms at 4096² and k = 26), and NumPy's rsvd forms it too.
-  const project = (qt: Float64Array, k: number) =>
+  let turn = 0;
+  const download = (t: tf.Tensor) => {
+    const view = hostView(t);
+    const out = scratchF64(`rsvd.pass${(turn ^= 1)}`, view.length);
+    for (let i = 0; i < view.length; i++) out[i] = view[i];
+    return out;
+  };
+  const upload = (x: Float64Array, k: number, len: number) =>
+    writeTensor([k, len], (out) => {
+      for (let i = 0; i < out.length; i++) out[i] = x[i];
+    }).tensor as tf.Tensor2D;
+  // The k column sets of A·X for X given as rows (k×n) on the engine.
+  const sample = (xt: tf.Tensor2D) =>
     scoped(() =>
-      productsTakeFlags()
-        ? columnSets(hostView(tf.matMul(a, tensorT(qt, k, m), true, false)), n, k)
-        : Float64Array.from(hostView(tf.matMul(tf.tensor2d(Float32Array.from(qt), [k, m]), a))),
+      download(productsTakeFlags() ? tf.matMul(xt, a, false, true) : tf.transpose(tf.matMul(a, tf.transpose(xt)))),
     );
-  let qr = qrColumns(sample(omegaT, l), m, l);
+  // Qᵀ·A (k×n) for an orthonormal Q given as rows (k×m): its rows are the column sets of Aᵀ·Q.
+  const project = (qt: Float64Array, k: number) => scoped(() => download(tf.matMul(upload(qt, k, m), a)));
+  const omegaT = () => writeTensor([l, n], (out) => fillNormal(out, opts.seed ?? 0x5eed, 1)).tensor as tf.Tensor2D;
+  const sampled = scoped(() => sample(omegaT()));
+  let qr = qrColumnsInPlace(sampled, m, l);
   for (let it = 0; it < q; it++) {
-    const qz = qrColumns(project(qr.qt, qr.k), n, qr.k);
-    qr = qrColumns(sample(qz.qt, qz.k), m, qz.k);
+    const qz = qrColumnsInPlace(project(qr.qt, qr.k), n, qr.k);
+    const resampled = scoped(() => sample(upload(qz.qt, qz.k, n)));
+    qr = qrColumnsInPlace(resampled, m, qz.k);
   }
-  const b = project(qr.qt, qr.k);
-  const inner = svdDense(mat(qr.k, n, b));
+  const inner = svdDense(mat(qr.k, n, project(qr.qt, qr.k)));
   const k = Math.min(rank, inner.k);
-  const ut = new Float64Array(k * m);
-  for (let j = 0; j < k; j++) {
-    for (let c = 0; c < qr.k; c++) {
-      const f = inner.ut[j * qr.k + c];
-      if (f === 0) continue;
-      for (let i = 0; i < m; i++) ut[j * m + i] += f * qr.qt[c * m + i];
-    }
-  }
-  return { m, n, k, s: inner.s.slice(0, k), ut, vt: inner.vt.slice(0, k * n) };
+  return {
+    m,
+    n,
+    k,
+    s: inner.s.slice(0, k),
+    ut: combineRows(inner.ut, k, qr.k, qr.qt, m),
+    vt: inner.vt.slice(0, k * n),
+  };
 }
 
 export interface EngineSvdOptions extends RandomizedSvdOptions {

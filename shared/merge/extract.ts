@@ -7,6 +7,8 @@
 import { ChorusError } from '../errors.ts';
 import type { LoraAdapter, LoraModule } from '../lora/types.ts';
 import { tf } from '../tensor/engine.ts';
+import { hostView, writeTensor } from '../tensor/host.ts';
+import { nativeBlas } from '../tensor/native-blas.ts';
 import { randomizedSvdEngine } from './engine-linalg.ts';
 import { energyFraction, moduleFromSvd } from './factorize.ts';
 import { randomizedSvd, svdDense, truncateSvd, type Svd, type TruncatedSvdOptions } from './linalg.ts';
@@ -14,7 +16,6 @@ import { mat } from './dense.ts';
 import { unitScalingConfig } from './merge.ts';
 import { checkPrecision, checkThreads, nameHash, type Precision } from './options.ts';
 import { runModuleJobs, threadCount } from './parallel.ts';
-import { scratchF32 } from './scratch.ts';
 import { deriveSeed } from '../tensor/random.ts';
 
 export interface NamedTensor {
@@ -135,15 +136,21 @@ export function extractModule(
 ): { module?: LoraModule; report: ExtractReport } {
   const [m, n] = shape;
   const precision = options.precision ?? 'float32';
-  const delta = precision === 'float32' ? scratchF32('extract.delta', m * n) : new Float64Array(m * n);
-  let total = 0;
-  for (let i = 0; i < delta.length; i++) {
-    const d = tuned[i] - base[i];
-    delta[i] = d;
-    total += d * d;
+  let delta: tf.Tensor2D | Float64Array;
+  let total: number;
+  if (precision === 'float32') {
+    // ΔW is written straight into the engine's memory: no host copy of it, no upload.
+    const written = writeTensor([m, n], (out) => differenceF32(tuned, base, out));
+    delta = written.tensor as tf.Tensor2D;
+    total = written.result;
+  } else {
+    delta = new Float64Array(m * n);
+    total = differenceInto(tuned, base, delta);
   }
-  if (total === 0)
+  if (total === 0) {
+    if (!(delta instanceof Float64Array)) delta.dispose();
     return { report: { name: path, shape: [m, n], rank: 0, energyKept: 1, deltaNorm: 0, skipped: true } };
+  }
   const seed = deriveSeed(options.seed ?? 0, nameHash(path));
   const dense = denseOperand(delta, m, n, { seed, ...options.svd });
   try {
@@ -180,24 +187,59 @@ interface DenseOperand {
 }
 
 function denseOperand(
-  data: Float32Array | Float64Array,
+  delta: tf.Tensor2D | Float64Array,
   rows: number,
   cols: number,
   opts: TruncatedSvdOptions,
 ): DenseOperand {
-  let onEngine: tf.Tensor2D | undefined;
+  const host = delta instanceof Float64Array;
   return {
     rows,
     cols,
     opts,
-    exact: () => svdDense(mat(rows, cols, Float64Array.from(data))),
-    randomized: (rank) => {
-      if (data instanceof Float64Array) return randomizedSvd(mat(rows, cols, data), rank, opts);
-      onEngine ??= tf.tensor2d(data, [rows, cols]);
-      return randomizedSvdEngine(onEngine, rank, opts);
+    exact: () => svdDense(mat(rows, cols, Float64Array.from(host ? delta : hostView(delta)))),
+    randomized: (rank) =>
+      host ? randomizedSvd(mat(rows, cols, delta), rank, opts) : randomizedSvdEngine(delta, rank, opts),
+    dispose: () => {
+      if (!host) delta.dispose();
     },
-    dispose: () => onEngine?.dispose(),
   };
+}
+
+/** float32 out = tuned − base and Σ (tuned − base)²: BLAS (memory speed, both cores) where it loads. */
+function differenceF32(tuned: Float32Array, base: Float32Array, out: Float32Array): number {
+  const blas = nativeBlas();
+  return blas ? blas.difference(tuned, base, out) : differenceInto(tuned, base, out);
+}
+
+/** out = tuned − base; returns Σ (tuned − base)² summed in float64 (four partial sums: the adds pipeline). */
+function differenceInto(tuned: Float32Array, base: Float32Array, out: Float32Array | Float64Array): number {
+  const n = out.length;
+  let s0 = 0;
+  let s1 = 0;
+  let s2 = 0;
+  let s3 = 0;
+  let i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const d0 = tuned[i] - base[i];
+    const d1 = tuned[i + 1] - base[i + 1];
+    const d2 = tuned[i + 2] - base[i + 2];
+    const d3 = tuned[i + 3] - base[i + 3];
+    out[i] = d0;
+    out[i + 1] = d1;
+    out[i + 2] = d2;
+    out[i + 3] = d3;
+    s0 += d0 * d0;
+    s1 += d1 * d1;
+    s2 += d2 * d2;
+    s3 += d3 * d3;
+  }
+  for (; i < n; i++) {
+    const d = tuned[i] - base[i];
+    out[i] = d;
+    s0 += d * d;
+  }
+  return s0 + s1 + (s2 + s3);
 }
 
 function finish(modules: Map<string, LoraModule>, reports: ExtractReport[], options: ExtractOptions): ExtractResult {

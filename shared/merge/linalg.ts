@@ -1,6 +1,8 @@
 // Float64 SVD reference for adapter merging and extraction: Householder QR, one-sided Jacobi SVD,
 // the SVD of a low-rank product U·V without forming it, and randomized SVD for big dense matrices.
-// Plain loops over Float64Array. This is the float64 reference path (`precision: 'float64'`) and the
+// Plain loops over Float64Array, except the QR: LAPACK's (dgeqrf/dorgqr through native/blas) where
+// the addon loads, 5–10× faster on the tall-thin shapes merging makes, else the same Householder
+// algorithm in JavaScript. This is the float64 reference path (`precision: 'float64'`) and the
 // home of the small cores that the float32 engine path keeps in float64 (the l×l and R×R SVDs, the
 // QR of the randomized SVD's sample vectors). The dense matrix helpers it uses are in dense.ts.
 //
@@ -11,6 +13,7 @@
 //                  (k×m) and vt holding v_j as rows (k×n); s is sorted descending. The vectors are
 //                  float32 when they come from the tensor engine (engine-linalg.ts).
 import { SplitMix32 } from '../tensor/random.ts';
+import { nativeBlas, nativeQr } from '../tensor/native-blas.ts';
 import { mat, mulByThinT, mulTransposedThin, transpose, type Mat } from './dense.ts';
 
 export interface Svd {
@@ -22,16 +25,40 @@ export interface Svd {
   vt: Float64Array | Float32Array;
 }
 
+export interface Qr {
+  qt: Float64Array;
+  r: Float64Array;
+  k: number;
+}
+
 /**
  * Thin Householder QR of the len×count matrix whose columns are the `count` vectors of `cols`.
  * Returns qt (k×len, rows = orthonormal columns of Q) and r (k×count, upper triangular),
  * k = min(len, count). Rank-deficient inputs are fine: R gets zeros, Q stays orthonormal.
+ * `cols` is not modified. LAPACK's where it loads (same reflector signs, so R agrees to rounding).
  */
-export function qrColumns(
-  cols: Float64Array,
-  len: number,
-  count: number,
-): { qt: Float64Array; r: Float64Array; k: number } {
+export function qrColumns(cols: Float64Array, len: number, count: number): Qr {
+  return nativeQr()
+    ? qrColumnsInPlace(Float64Array.from(cols.subarray(0, len * count)), len, count)
+    : householderQr(cols, len, count);
+}
+
+/**
+ * qrColumns that may overwrite `cols` and return Q in it (qt aliases cols when k = count): the
+ * randomized SVD's passes reuse their buffers instead of allocating fresh ones, whose first touch
+ * costs more than LAPACK's QR of them.
+ */
+export function qrColumnsInPlace(cols: Float64Array, len: number, count: number): Qr {
+  const lapack = nativeQr();
+  if (!lapack) return householderQr(cols, len, count);
+  // LAPACK's layout is column-major with leading dimension len: exactly the column sets.
+  const r = new Float64Array(Math.min(len, count) * count);
+  const k = lapack(cols, len, count, r);
+  return { qt: k === count ? cols.subarray(0, k * len) : cols.slice(0, k * len), r, k };
+}
+
+/** qrColumns in JavaScript: the fallback without LAPACK, and the independent check of LAPACK's in tests. */
+export function householderQr(cols: Float64Array, len: number, count: number): Qr {
   const w = Float64Array.from(cols);
   const k = Math.min(len, count);
   const vs: Float64Array[] = [];
@@ -162,28 +189,31 @@ function jacobiColumns(cols: Float64Array, len: number, count: number) {
 export function svdDense(a: Mat): Svd {
   const { rows: m, cols: n } = a;
   if (m >= n) {
-    // Columns of A are the rows of Aᵀ.
-    const at = transpose(a).data;
-    if (m > 2 * n && n > 0) {
-      // Tall: A = Q R, SVD of the small R, then U = Q·U_R (fewer Jacobi flops on long columns).
-      const { qt, r, k } = qrColumns(at, m, n);
-      const inner = svdDense(mat(k, n, r));
-      const ut = new Float64Array(inner.k * m);
-      for (let j = 0; j < inner.k; j++) {
-        for (let c = 0; c < k; c++) {
-          const f = inner.ut[j * k + c];
-          if (f === 0) continue;
-          for (let i = 0; i < m; i++) ut[j * m + i] += f * qt[c * m + i];
-        }
-      }
-      return { m, n, k: inner.k, s: inner.s, ut, vt: inner.vt };
-    }
-    const { s, left, right } = jacobiColumns(at, m, n);
-    return { m, n, k: n, s, ut: left, vt: right };
+    // The columns of A are the rows of Aᵀ.
+    const { s, left, right, k } = svdOfColumns(transpose(a).data, m, n);
+    return { m, n, k, s, ut: left, vt: right };
   }
-  // Wide: the rows of A are the columns of Aᵀ (n×m); Aᵀ = Σ σ left rightᵀ, so A = Σ σ right leftᵀ.
-  const t = svdDense(transpose(a));
-  return { m, n, k: t.k, s: t.s, ut: t.vt, vt: t.ut };
+  // Wide: the rows of A are the columns of Aᵀ (n×m), as they lie; Aᵀ = Σ σ left rightᵀ, so A = Σ σ right leftᵀ.
+  const { s, left, right, k } = svdOfColumns(a.data, n, m);
+  return { m, n, k, s, ut: right, vt: left };
+}
+
+/**
+ * SVD of the len×count matrix M whose columns are the vectors of `cols`: M = Σ_j s_j left_j right_jᵀ
+ * (left: k×len, right: k×count, as rows). Tall ones go through QR first: M = Q R, the SVD of the
+ * small R, then left = Q·left_R (fewer Jacobi flops on long columns).
+ */
+function svdOfColumns(
+  cols: Float64Array,
+  len: number,
+  count: number,
+): { k: number; s: Float64Array; left: Float64Array; right: Float64Array } {
+  if (len > 2 * count && count > 0) {
+    const { qt, r, k } = qrColumns(cols, len, count);
+    const inner = svdOfColumns(transpose(mat(k, count, r)).data, k, count);
+    return { k: inner.k, s: inner.s, left: combineRows(inner.left, inner.k, k, qt, len), right: inner.right };
+  }
+  return { k: count, ...jacobiColumns(cols, len, count) };
 }
 
 /**
@@ -214,9 +244,20 @@ export function svdLowRank(uCols: Float64Array, vRows: Float64Array, m: number, 
   };
 }
 
-/** out (k×len) = coef (k×c) · basis (c×len): rows of out are combinations of basis rows. */
-function combineRows(coef: ArrayLike<number>, k: number, c: number, basis: Float64Array, len: number): Float64Array {
+/** out (k×len) = coef (k×c) · basis (c×len): rows of out are combinations of basis rows (BLAS's dgemm where it loads). */
+export function combineRows(
+  coef: ArrayLike<number>,
+  k: number,
+  c: number,
+  basis: Float64Array,
+  len: number,
+): Float64Array {
   const out = new Float64Array(k * len);
+  const blas = nativeBlas();
+  if (blas && coef instanceof Float64Array) {
+    blas.dgemm(coef, basis, out, k, len, c, false, false);
+    return out;
+  }
   for (let j = 0; j < k; j++) {
     for (let p = 0; p < c; p++) {
       const f = coef[j * c + p];

@@ -8,30 +8,8 @@
 // Every product of the wasm backend goes through here (tf.matMul, its gradients, einsum's
 // products), so turning it on changes float32 rounding (BLAS sums in another order) but not the
 // mathematics; runs that must agree bit for bit must agree on this switch too (`nativeGemmInfo`).
-import { createRequire } from 'node:module';
-import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { dirname, join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-
-interface BlasAddon {
-  gemm(
-    memory: ArrayBuffer,
-    aOffset: number,
-    bOffset: number,
-    cOffset: number,
-    batch: number,
-    m: number,
-    n: number,
-    k: number,
-    transposeA: boolean,
-    transposeB: boolean,
-    aStride: number,
-    bStride: number,
-  ): void;
-  describe(): { available: boolean; library: string; error: string; config: string; threads: number };
-  setThreads(n: number): void;
-}
+import { blasAddon, type BlasAddon } from './native-blas.ts';
 
 export interface NativeGemmInfo {
   /** Whether the wasm engine's products run on BLAS now. */
@@ -43,32 +21,7 @@ export interface NativeGemmInfo {
   threads: number;
 }
 
-/** Where `npm install` (scripts/build-native.mjs) puts the addon. */
-export function addonPath(): string {
-  const here = dirname(fileURLToPath(import.meta.url));
-  // shared/tensor in the source tree, dist/shared/tensor in the package: the addon sits at the root.
-  for (const root of [join(here, '..', '..'), join(here, '..', '..', '..')]) {
-    const candidate = join(root, 'native', 'blas', 'build', 'Release', 'chorus_blas.node');
-    if (existsSync(candidate)) return candidate;
-  }
-  return join(here, '..', '..', 'native', 'blas', 'build', 'Release', 'chorus_blas.node');
-}
-
-let addon: BlasAddon | null = null;
 let state: NativeGemmInfo = { active: false, library: '', detail: 'not installed yet', threads: 0 };
-
-function loadAddon(): BlasAddon | string {
-  const path = addonPath();
-  if (!existsSync(path)) return `addon not built (${path}; run npm run build:native)`;
-  try {
-    const loaded = createRequire(import.meta.url)(path) as BlasAddon;
-    const info = loaded.describe();
-    if (!info.available) return `no BLAS library loads (${info.error || 'none found'})`;
-    return loaded;
-  } catch (err) {
-    return `addon does not load: ${(err as Error).message.split('\n')[0]}`;
-  }
-}
 
 // Below this many multiply-adds the call into BLAS costs more than XNNPACK's product.
 const MIN_WORK = 32 * 32 * 32;
@@ -130,22 +83,10 @@ function blasBatchMatMul(original: KernelFunc, blas: BlasAddon): KernelFunc {
  */
 export function installNativeGemm(): NativeGemmInfo {
   if (state.active) return state;
-  const switchValue = process.env.CHORUS_NATIVE_GEMM;
-  if (switchValue === '0' || switchValue === 'off') {
-    state = { active: false, library: '', detail: 'off (CHORUS_NATIVE_GEMM=0)', threads: 0 };
+  const addon = blasAddon();
+  if (typeof addon === 'string') {
+    state = { active: false, library: '', detail: addon, threads: 0 };
     return state;
-  }
-  const loaded = loadAddon();
-  if (typeof loaded === 'string') {
-    state = { active: false, library: '', detail: loaded, threads: 0 };
-    return state;
-  }
-  addon = loaded;
-  const wanted = process.env.CHORUS_BLAS_THREADS;
-  if (wanted) {
-    const threads = Number(wanted);
-    if (Number.isInteger(threads) && threads > 0) addon.setThreads(threads);
-    else process.stderr.write(`chorus: CHORUS_BLAS_THREADS must be a positive integer, got '${wanted}'; ignored\n`);
   }
   const stock = tf.getKernel('BatchMatMul', 'wasm');
   if (!stock) {

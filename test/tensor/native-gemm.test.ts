@@ -9,7 +9,8 @@ import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { describeBackend, initEngine, productsTakeFlags, tf } from '../../shared/tensor/engine.ts';
-import { addonPath, nativeGemmInfo } from '../../shared/tensor/native-gemm.ts';
+import { nativeGemmInfo } from '../../shared/tensor/native-gemm.ts';
+import { addonPath } from '../../shared/tensor/native-blas.ts';
 
 await initEngine('wasm', { quiet: true });
 const info = nativeGemmInfo();
