@@ -1,10 +1,12 @@
 // `npm run bench -- merge [--layers 2] [--adapters 8] [--rank 16] [--dim 4096] [--density 0.5]
-//   [--ties-modules 4] [--threads N|auto] [--precision float32|float64] [--phases svd,ties,extract]`
+//   [--ties-modules 4] [--deltas 5] [--threads N|auto] [--precision float32|float64] [--phases svd,ties,extract]`
 // Time per module and peak RSS of merging K adapters of rank r over L layers × (q_proj, v_proj) of
 // dim×dim with `svd` and with `ties`, and of extracting dim×dim deltas at rank r; each phase in its own
 // child process, so that its peak RSS is its own. When /usr/bin/python3 has NumPy, the reference
 // numpy_merge_bench.py (shared/reference, beside the repository) runs with the same sizes in the same
-// run and the ratios are printed. Each merge thread merges one module before the clock starts (NumPy's
+// run and the ratios are printed. It times one randomized SVD of one delta; bench/numpy_extract.py
+// times the whole extraction of `deltas` deltas as a NumPy user writes it (ΔW = tuned − base, the same
+// rsvd), and the medians of both parts are compared with ours. Each merge thread merges one module before the clock starts (NumPy's
 // import is not timed either); that warm-up is printed separately.
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -13,7 +15,9 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { LoraAdapter, LoraModule } from '../shared/lora/types.ts';
 import { closeMergeThreads, extractAdapter, mergeAdapters, type NamedTensor } from '../shared/merge/index.ts';
+import { randomizedSvdEngine } from '../shared/merge/engine-linalg.ts';
 import { initEngine, tf } from '../shared/tensor/engine.ts';
+import { writeTensor } from '../shared/tensor/host.ts';
 import { SplitMix32 } from '../shared/tensor/random.ts';
 import { numpyInfo, peakRssMiB, runNumpy } from './numpy.ts';
 
@@ -32,6 +36,7 @@ const threadsArg = opt('threads', String(availableParallelism()));
 const threads = threadsArg === 'auto' ? 'auto' : Number(threadsArg);
 const precision = opt('precision', 'float32') as 'float32' | 'float64';
 const phase = opt('phase', '');
+const deltas = Number(opt('deltas', '5'));
 
 /** K adapters drawn like numpy_merge_bench.py's: A ~ U(−.015, .015), B ~ U(−.005, .005), scaling 2. */
 function randomAdapter(seed: number, modules: number): LoraAdapter {
@@ -81,27 +86,48 @@ async function runPhase(name: string): Promise<void> {
   let run: () => Promise<unknown>;
   let warmUp: () => Promise<unknown> = async () => {};
   let cold: number | undefined;
-  let extracted: { secs: number; cpuSecs: number } | undefined; // the extraction alone, not its inputs
+  // The extractions alone, not their inputs: secs is the median × count, so that secs / modules is the median.
+  let extracted: { secs: number; cpuSecs: number; rsvd: number } | undefined;
   await initEngine(undefined, { quiet: true });
   if (name === 'extract') {
-    // One delta, in this thread (as NumPy times one): the first extraction pays the first touch of its
-    // buffers and the engine's heap growth; the figure is the second, on another delta of the same size.
+    // Deltas one at a time, in this thread (as NumPy extracts them): the first extraction pays the
+    // first touch of its buffers and the engine's heap growth; the figure is the median of the next
+    // `deltas`, each on another delta of the same size. Each delta's randomized SVD is then timed
+    // alone on the same ΔW, the part that numpy_merge_bench.py times.
     const key = 'model.layers.0.self_attn.q_proj.weight';
     const once = async (i: number) => {
       let pair: ReturnType<typeof extractionPair> | null = extractionPair(i);
       const base = new Map([[key, pair.base]]);
       const tuned = new Map([[key, pair.tuned]]);
-      pair = null;
       const c0 = process.cpuUsage();
       const start = performance.now();
       await extractAdapter(base, tuned, { rank, threads: 1, precision, onModule });
       const c = process.cpuUsage(c0);
-      return { secs: (performance.now() - start) / 1000, cpuSecs: (c.user + c.system) / 1e6 };
+      const secs = (performance.now() - start) / 1000;
+      const { base: b, tuned: t } = pair;
+      pair = null;
+      const delta = writeTensor([dim, dim], (out) => {
+        for (let j = 0; j < out.length; j++) out[j] = t.data[j] - b.data[j];
+      }).tensor as tf.Tensor2D;
+      const r0 = performance.now();
+      randomizedSvdEngine(delta, rank, { seed: i });
+      const rsvd = (performance.now() - r0) / 1000;
+      delta.dispose();
+      return { secs, cpuSecs: (c.user + c.system) / 1e6, rsvd };
     };
     cold = (await once(0)).secs;
     modules = 0;
     energy = 0;
-    run = async () => (extracted = await once(1));
+    run = async () => {
+      const runs = [];
+      for (let i = 1; i <= deltas; i++) runs.push(await once(i));
+      const median = (xs: number[]) => xs.sort((x, y) => x - y)[xs.length >> 1];
+      extracted = {
+        secs: median(runs.map((x) => x.secs)) * runs.length,
+        cpuSecs: runs.reduce((acc, x) => acc + x.cpuSecs, 0),
+        rsvd: median(runs.map((x) => x.rsvd)),
+      };
+    };
   } else {
     const adapters = Array.from({ length: count }, (_, k) =>
       randomAdapter(k + 1, name === 'ties' ? tiesModules : 2 * layers),
@@ -144,6 +170,7 @@ async function runPhase(name: string): Promise<void> {
       setup,
       warm,
       cold,
+      rsvd: extracted?.rsvd,
       maxRssMiB: peakRssMiB(),
     }),
   );
@@ -180,12 +207,12 @@ async function main(): Promise<void> {
   const phases = opt('phases', 'svd,ties,extract').split(',');
   console.log(
     `merge bench: ${count} adapters, rank ${rank}, ${dim}×${dim}; svd over ${2 * layers} modules, ties (density ${density}) over ${tiesModules}, ` +
-      `extract of one delta at rank ${rank} (in this thread); ${precision}, threads ${threads}, ${new Date().toISOString().slice(0, 10)}`,
+      `extract of ${deltas} deltas at rank ${rank}, one at a time in this thread (median); ${precision}, threads ${threads}, ${new Date().toISOString().slice(0, 10)}`,
   );
   const self = fileURLToPath(import.meta.url);
   const ours = new Map<
     string,
-    { perModule: number; maxRssMiB: number; energy: number; modules: number; warm: number }
+    { perModule: number; maxRssMiB: number; energy: number; modules: number; warm: number; rsvd?: number }
   >();
   for (const p of phases) {
     const r = spawnSync(process.execPath, ['--import', 'tsx', self, ...args, '--phase', p], {
@@ -229,6 +256,23 @@ async function main(): Promise<void> {
     console.log(
       `| ${p} | ${fmt(x.perModule)}/${unit} | ${x.maxRssMiB.toFixed(0)} MiB | ${fmt(theirs)}/${unit} | ${np.rss.toFixed(0)} MiB | ${(theirs / x.perModule).toFixed(2)} |`,
     );
+  }
+  const ex = ours.get('extract');
+  if (ex?.rsvd !== undefined) {
+    const yard = fileURLToPath(new URL('./numpy_extract.py', import.meta.url));
+    const npx = JSON.parse(
+      runNumpy(yard, ['--dim', String(dim), '--rank', String(rank), '--deltas', String(deltas)]).trim(),
+    ) as { extract: number; rsvd: number; rss: number };
+    console.log(
+      `\nExtraction like for like (bench/numpy_extract.py: ΔW = tuned − base, then the reference's rsvd; ` +
+        `median of ${deltas} deltas after a first; NumPy peak RSS ${npx.rss.toFixed(0)} MiB):\n`,
+    );
+    console.log('| part | Chorus | NumPy | NumPy time / Chorus time |');
+    console.log('|---|---|---|---|');
+    console.log(
+      `| whole extraction (ΔW, rsvd, factors) | ${fmt(ex.perModule)} | ${fmt(npx.extract)} | ${(npx.extract / ex.perModule).toFixed(2)} |`,
+    );
+    console.log(`| randomized SVD alone | ${fmt(ex.rsvd)} | ${fmt(npx.rsvd)} | ${(npx.rsvd / ex.rsvd).toFixed(2)} |`);
   }
 }
 
