@@ -16,10 +16,11 @@ import { fileURLToPath } from 'node:url';
 import type { LoraAdapter, LoraModule } from '../shared/lora/types.ts';
 import { closeMergeThreads, extractAdapter, mergeAdapters, type NamedTensor } from '../shared/merge/index.ts';
 import { randomizedSvdEngine } from '../shared/merge/engine-linalg.ts';
-import { initEngine, tf } from '../shared/tensor/engine.ts';
+import { describeBackend, initEngine, tf } from '../shared/tensor/engine.ts';
 import { writeTensor } from '../shared/tensor/host.ts';
+import { nativeGemmInfo } from '../shared/tensor/native-gemm.ts';
 import { SplitMix32 } from '../shared/tensor/random.ts';
-import { numpyInfo, peakRssMiB, runNumpy } from './numpy.ts';
+import { numpyInfo, peakRssMiB, runNumpy, sameBlasEnv } from './numpy.ts';
 
 const args = process.argv.slice(2);
 function opt(name: string, def: string): string {
@@ -171,6 +172,8 @@ async function runPhase(name: string): Promise<void> {
       warm,
       cold,
       rsvd: extracted?.rsvd,
+      blas: describeBackend(),
+      kernel: /\b(\w+) MAX_THREADS/.exec(nativeGemmInfo().detail)?.[1],
       maxRssMiB: peakRssMiB(),
     }),
   );
@@ -216,6 +219,7 @@ async function main(): Promise<void> {
   >();
   for (const p of phases) {
     const r = spawnSync(process.execPath, ['--import', 'tsx', self, ...args, '--phase', p], {
+      env: sameBlasEnv(),
       encoding: 'utf8',
       maxBuffer: 1 << 24,
     });
@@ -224,6 +228,7 @@ async function main(): Promise<void> {
       continue;
     }
     const x = JSON.parse(r.stdout.trim().split('\n').pop()!);
+    if (ours.size === 0) console.log(`chorus engine: ${x.blas}${x.kernel ? `, OpenBLAS ${x.kernel} kernel` : ''}`);
     ours.set(p, x);
     console.log(
       `chorus ${p}: ${x.modules} module(s), ${fmt(x.perModule)}/module (CPU ${fmt(x.cpuSecs / x.modules)}/module), ` +

@@ -13,7 +13,7 @@ import type { LoraAdapter, LoraModule } from '../shared/lora/types.ts';
 import { closeMergeThreads, reconcileReplicas, type ReconcileMethod } from '../shared/merge/index.ts';
 import { initEngine } from '../shared/tensor/engine.ts';
 import { SplitMix32 } from '../shared/tensor/random.ts';
-import { numpyInfo, peakRssMiB, runNumpy } from './numpy.ts';
+import { numpyInfo, peakRssMiB, runNumpy, sameBlasEnv } from './numpy.ts';
 
 const args = process.argv.slice(2);
 function opt(name: string, def: string): string {
@@ -126,6 +126,7 @@ async function main(): Promise<void> {
     }
     for (const method of methods) {
       const r = spawnSync(process.execPath, ['--import', 'tsx', self, ...args, '--one', `${count}:${method}`], {
+        env: sameBlasEnv(),
         encoding: 'utf8',
         maxBuffer: 1 << 24,
       });
