@@ -18,7 +18,6 @@ import { closeMergeThreads, extractAdapter, mergeAdapters, type NamedTensor } fr
 import { randomizedSvdEngine } from '../shared/merge/engine-linalg.ts';
 import { describeBackend, initEngine, tf } from '../shared/tensor/engine.ts';
 import { writeTensor } from '../shared/tensor/host.ts';
-import { nativeGemmInfo } from '../shared/tensor/native-gemm.ts';
 import { SplitMix32 } from '../shared/tensor/random.ts';
 import { numpyInfo, peakRssMiB, runNumpy, sameBlasEnv } from './numpy.ts';
 
@@ -173,7 +172,6 @@ async function runPhase(name: string): Promise<void> {
       cold,
       rsvd: extracted?.rsvd,
       blas: describeBackend(),
-      kernel: /\b(\w+) MAX_THREADS/.exec(nativeGemmInfo().detail)?.[1],
       maxRssMiB: peakRssMiB(),
     }),
   );
@@ -228,7 +226,7 @@ async function main(): Promise<void> {
       continue;
     }
     const x = JSON.parse(r.stdout.trim().split('\n').pop()!);
-    if (ours.size === 0) console.log(`chorus engine: ${x.blas}${x.kernel ? `, OpenBLAS ${x.kernel} kernel` : ''}`);
+    if (ours.size === 0) console.log(`chorus engine: ${x.blas}`);
     ours.set(p, x);
     console.log(
       `chorus ${p}: ${x.modules} module(s), ${fmt(x.perModule)}/module (CPU ${fmt(x.cpuSecs / x.modules)}/module), ` +

@@ -19,6 +19,7 @@ typedef void (*sgemm_fn)(int, int, int, int, int, int, float, const float *, int
 typedef void (*set_threads_fn)(int);
 typedef int (*get_threads_fn)(void);
 typedef char *(*get_config_fn)(void);
+typedef char *(*get_corename_fn)(void);
 typedef void (*scopy_fn)(int, const float *, int, float *, int);
 typedef void (*saxpy_fn)(int, float, const float *, int, float *, int);
 typedef double (*dsdot_fn)(int, const float *, int, const float *, int);
@@ -34,6 +35,7 @@ static sgemm_fn sgemm = NULL;
 static set_threads_fn set_threads = NULL;
 static get_threads_fn get_threads = NULL;
 static get_config_fn get_config = NULL;
+static get_corename_fn get_corename = NULL;
 static scopy_fn scopy = NULL;
 static saxpy_fn saxpy = NULL;
 static dsdot_fn dsdot = NULL;
@@ -73,6 +75,7 @@ static void open_library(void) {
     set_threads = (set_threads_fn)dlsym(handle, "openblas_set_num_threads");
     get_threads = (get_threads_fn)dlsym(handle, "openblas_get_num_threads");
     get_config = (get_config_fn)dlsym(handle, "openblas_get_config");
+    get_corename = (get_corename_fn)dlsym(handle, "openblas_get_corename");
     scopy = (scopy_fn)dlsym(handle, "cblas_scopy");
     saxpy = (saxpy_fn)dlsym(handle, "cblas_saxpy");
     dsdot = (dsdot_fn)dlsym(handle, "cblas_dsdot");
@@ -102,14 +105,26 @@ static int read_int(napi_env env, napi_value value, int64_t *out) {
   return 1;
 }
 
+// Exactly `want` arguments into argv; a wrong count is an error naming the call.
+static bool take_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv, const char *message) {
+  size_t argc = want;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != want) {
+    napi_throw_error(env, "ERR_CHORUS_BLAS", message);
+    return false;
+  }
+  return true;
+}
+
+static bool read_flags(napi_env env, napi_value a, napi_value b, bool *trans_a, bool *trans_b) {
+  return napi_get_value_bool(env, a, trans_a) == napi_ok && napi_get_value_bool(env, b, trans_b) == napi_ok;
+}
+
 // gemm(memory, aOffset, bOffset, cOffset, batch, m, n, k, transposeA, transposeB, aStride, bStride)
 // C[i] = op(A[i]) · op(B[i]) for i < batch; A[i] starts aStride floats after A[i-1] (0 broadcasts),
 // likewise B; C is dense [batch, m, n].
 static napi_value gemm(napi_env env, napi_callback_info info) {
-  size_t argc = 12;
   napi_value argv[12];
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 12)
-    return throw_error(env, "gemm: expected 12 arguments");
+  if (!take_args(env, info, 12, argv, "gemm: expected 12 arguments")) return NULL;
   if (sgemm == NULL) return throw_error(env, "gemm: no BLAS library is loaded");
   bool is_buffer = false;
   napi_is_arraybuffer(env, argv[0], &is_buffer);
@@ -123,7 +138,7 @@ static napi_value gemm(napi_env env, napi_callback_info info) {
     if (!read_int(env, argv[i + 1 + (i >= 7 ? 2 : 0)], &v[i]))
       return throw_error(env, "gemm: offsets, sizes and strides must be non-negative integers");
   bool trans_a = false, trans_b = false;
-  if (napi_get_value_bool(env, argv[8], &trans_a) != napi_ok || napi_get_value_bool(env, argv[9], &trans_b) != napi_ok)
+  if (!read_flags(env, argv[8], argv[9], &trans_a, &trans_b))
     return throw_error(env, "gemm: transpose flags must be booleans");
   int64_t a_off = v[0], b_off = v[1], c_off = v[2], batch = v[3], m = v[4], n = v[5], k = v[6];
   int64_t a_stride = v[7], b_stride = v[8];
@@ -169,10 +184,8 @@ static int read_typed(napi_env env, napi_value value, napi_typedarray_type want,
 // each product to float32 first: ~1e-10 relative on a long sum). Three Float32Arrays of one
 // length; `out` may be a view of the engine's memory. BLAS's copy, axpy and dsdot, so it runs at memory speed.
 static napi_value difference(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
   napi_value argv[3];
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 3)
-    return throw_error(env, "difference: expected 3 arguments");
+  if (!take_args(env, info, 3, argv, "difference: expected 3 arguments")) return NULL;
   if (scopy == NULL || saxpy == NULL || dsdot == NULL)
     return throw_error(env, "difference: the loaded BLAS library lacks cblas_scopy, cblas_saxpy or cblas_dsdot");
   void *t = NULL, *b = NULL, *o = NULL;
@@ -199,10 +212,8 @@ static napi_value difference(napi_env env, napi_callback_info info) {
 // dgemm(a, b, c, m, n, k, transposeA, transposeB): row-major float64 C (m×n) = op(A)·op(B) on three
 // Float64Arrays that JavaScript owns, each checked to hold its matrix.
 static napi_value dgemm_call(napi_env env, napi_callback_info info) {
-  size_t argc = 8;
   napi_value argv[8];
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 8)
-    return throw_error(env, "dgemm: expected 8 arguments");
+  if (!take_args(env, info, 8, argv, "dgemm: expected 8 arguments")) return NULL;
   if (dgemm == NULL) return throw_error(env, "dgemm: the loaded BLAS library has no cblas_dgemm");
   void *a = NULL, *b = NULL, *c = NULL;
   size_t an = 0, bn = 0, cn = 0;
@@ -213,7 +224,7 @@ static napi_value dgemm_call(napi_env env, napi_callback_info info) {
   if (!read_int(env, argv[3], &m) || !read_int(env, argv[4], &n) || !read_int(env, argv[5], &k))
     return throw_error(env, "dgemm: sizes must be non-negative integers");
   bool trans_a = false, trans_b = false;
-  if (napi_get_value_bool(env, argv[6], &trans_a) != napi_ok || napi_get_value_bool(env, argv[7], &trans_b) != napi_ok)
+  if (!read_flags(env, argv[6], argv[7], &trans_a, &trans_b))
     return throw_error(env, "dgemm: transpose flags must be booleans");
   if (m > INT32_MAX || n > INT32_MAX || k > INT32_MAX) return throw_error(env, "dgemm: a dimension exceeds 2^31");
   if ((double)an < (double)m * (double)k || (double)bn < (double)k * (double)n || (double)cn < (double)m * (double)n)
@@ -237,10 +248,8 @@ static int read_doubles(napi_env env, napi_value value, double **data, size_t *l
 // On return the first k = min(len, count) vectors of `columns` are the orthonormal columns of Q, and
 // `r` (a Float64Array of k·count, or null) holds R row-major, zeros below the diagonal. Returns k.
 static napi_value qr(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
   napi_value argv[4];
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 4)
-    return throw_error(env, "qr: expected 4 arguments");
+  if (!take_args(env, info, 4, argv, "qr: expected 4 arguments")) return NULL;
   if (dgeqrf == NULL) return throw_error(env, "qr: the loaded BLAS library has no LP64 LAPACK (dgeqrf_, dorgqr_)");
   double *a = NULL;
   size_t a_length = 0;
@@ -307,17 +316,19 @@ static napi_value describe(napi_env env, napi_callback_info info) {
   napi_set_named_property(env, result, "error", value);
   napi_create_string_utf8(env, get_config ? get_config() : "", NAPI_AUTO_LENGTH, &value);
   napi_set_named_property(env, result, "config", value);
+  // The kernel OpenBLAS chose for this CPU, or was told to use by OPENBLAS_CORETYPE.
+  napi_create_string_utf8(env, get_corename ? get_corename() : "", NAPI_AUTO_LENGTH, &value);
+  napi_set_named_property(env, result, "kernel", value);
   napi_create_int32(env, get_threads ? get_threads() : 0, &value);
   napi_set_named_property(env, result, "threads", value);
   return result;
 }
 
 static napi_value set_thread_count(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
   napi_value argv[1];
   int32_t n = 0;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc != 1 || napi_get_value_int32(env, argv[0], &n) != napi_ok || n < 1)
+  if (!take_args(env, info, 1, argv, "setThreads: expected a positive integer")) return NULL;
+  if (napi_get_value_int32(env, argv[0], &n) != napi_ok || n < 1)
     return throw_error(env, "setThreads: expected a positive integer");
   if (set_threads) set_threads(n);
   return NULL;

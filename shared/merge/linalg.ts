@@ -1,8 +1,8 @@
 // Float64 SVD reference for adapter merging and extraction: Householder QR, one-sided Jacobi SVD,
 // the SVD of a low-rank product U·V without forming it, and randomized SVD for big dense matrices.
-// Plain loops over Float64Array, except the QR: LAPACK's (dgeqrf/dorgqr through native/blas) where
-// the addon loads, 5–10× faster on the tall-thin shapes merging makes, else the same Householder
-// algorithm in JavaScript. This is the float64 reference path (`precision: 'float64'`) and the
+// Plain loops over Float64Array, except the QR and the combinations of basis rows: LAPACK's
+// dgeqrf/dorgqr and BLAS's dgemm (through native/blas) where the addon loads, 5–10× faster on the
+// tall-thin shapes merging makes, else the same algorithms in JavaScript. This is the float64 reference path (`precision: 'float64'`) and the
 // home of the small cores that the float32 engine path keeps in float64 (the l×l and R×R SVDs, the
 // QR of the randomized SVD's sample vectors). The dense matrix helpers it uses are in dense.ts.
 //
@@ -38,9 +38,8 @@ export interface Qr {
  * `cols` is not modified. LAPACK's where it loads (same reflector signs, so R agrees to rounding).
  */
 export function qrColumns(cols: Float64Array, len: number, count: number): Qr {
-  return nativeQr()
-    ? qrColumnsInPlace(Float64Array.from(cols.subarray(0, len * count)), len, count)
-    : householderQr(cols, len, count);
+  // LAPACK writes in place, so it gets a copy; the JavaScript QR never writes to its input.
+  return qrColumnsInPlace(nativeQr() ? Float64Array.from(cols.subarray(0, len * count)) : cols, len, count);
 }
 
 /**

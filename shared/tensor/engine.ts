@@ -147,7 +147,8 @@ export function productsTakeFlags(): boolean {
 export function describeBackend(): string {
   if (chosen !== 'wasm') return chosen ?? 'none';
   const gemm = nativeGemmInfo();
-  return gemm.active ? `wasm (products on ${gemm.library}, ${gemm.threads} threads)` : 'wasm';
+  if (!gemm.active) return 'wasm';
+  return `wasm (products on ${gemm.library}${gemm.kernel ? `, ${gemm.kernel} kernel` : ''}, ${gemm.threads} threads)`;
 }
 
 /** Every backend that activates here, in preference order (leaves the last one active). */

@@ -40,7 +40,16 @@ export interface BlasAddon {
     transposeA: boolean,
     transposeB: boolean,
   ): void;
-  describe(): { available: boolean; lapack: boolean; library: string; error: string; config: string; threads: number };
+  describe(): {
+    available: boolean;
+    lapack: boolean;
+    library: string;
+    error: string;
+    config: string;
+    /** OpenBLAS's kernel for this CPU (or the one OPENBLAS_CORETYPE names); '' for another BLAS. */
+    kernel: string;
+    threads: number;
+  };
   setThreads(n: number): void;
 }
 
@@ -62,6 +71,7 @@ function nativeSwitchedOff(): boolean {
 }
 
 let loaded: BlasAddon | string | undefined;
+let lapackQr: BlasAddon['qr'] | null = null;
 
 function load(): BlasAddon | string {
   if (nativeSwitchedOff()) return 'off (CHORUS_NATIVE_GEMM=0)';
@@ -81,6 +91,7 @@ function load(): BlasAddon | string {
     if (Number.isInteger(threads) && threads > 0) addon.setThreads(threads);
     else process.stderr.write(`chorus: CHORUS_BLAS_THREADS must be a positive integer, got '${wanted}'; ignored\n`);
   }
+  if (info.lapack) lapackQr = addon.qr;
   return addon;
 }
 
@@ -98,7 +109,6 @@ export function nativeBlas(): BlasAddon | null {
 
 /** LAPACK's QR when the addon and a BLAS library with LP64 LAPACK load, else null. */
 export function nativeQr(): BlasAddon['qr'] | null {
-  const addon = blasAddon();
-  if (typeof addon === 'string' || !addon.describe().lapack) return null;
-  return addon.qr;
+  blasAddon();
+  return lapackQr;
 }

@@ -18,10 +18,14 @@ export interface NativeGemmInfo {
   library: string;
   /** The BLAS library and its build configuration, or why it is not in use. */
   detail: string;
+  /** OpenBLAS's kernel (e.g. Haswell, SkylakeX) when active; '' otherwise or for another BLAS. */
+  kernel: string;
   threads: number;
 }
 
-let state: NativeGemmInfo = { active: false, library: '', detail: 'not installed yet', threads: 0 };
+const inactive = (detail: string): NativeGemmInfo => ({ active: false, library: '', detail, kernel: '', threads: 0 });
+
+let state = inactive('not installed yet');
 
 // Below this many multiply-adds the call into BLAS costs more than XNNPACK's product.
 const MIN_WORK = 32 * 32 * 32;
@@ -85,12 +89,12 @@ export function installNativeGemm(): NativeGemmInfo {
   if (state.active) return state;
   const addon = blasAddon();
   if (typeof addon === 'string') {
-    state = { active: false, library: '', detail: addon, threads: 0 };
+    state = inactive(addon);
     return state;
   }
   const stock = tf.getKernel('BatchMatMul', 'wasm');
   if (!stock) {
-    state = { active: false, library: '', detail: 'the wasm backend has no BatchMatMul kernel to replace', threads: 0 };
+    state = inactive('the wasm backend has no BatchMatMul kernel to replace');
     return state;
   }
   tf.unregisterKernel('BatchMatMul', 'wasm');
@@ -100,6 +104,7 @@ export function installNativeGemm(): NativeGemmInfo {
     active: true,
     library: info.library,
     detail: `${info.library}${info.config ? ` (${info.config.trim()})` : ''}`,
+    kernel: info.kernel,
     threads: info.threads,
   };
   return state;

@@ -7,21 +7,12 @@ import { LlamaModel } from '../../shared/model/llama.ts';
 import { LoraRuntime } from '../../shared/lora/runtime.ts';
 import type { LoraAdapter } from '../../shared/lora/types.ts';
 import { lcg } from '../model/reference.ts';
-import { makeFixture, randomAdapter, randomIds } from '../model/fixture.ts';
+import { TWO_LAYER_GQA, makeFixture, randomAdapter, randomIds } from '../model/fixture.ts';
 
 await initEngine('wasm', { quiet: true });
 
-const small = {
-  hiddenSize: 16,
-  numHiddenLayers: 2,
-  numAttentionHeads: 2,
-  numKeyValueHeads: 1,
-  vocabSize: 20,
-  intermediateSize: 24,
-};
-
 test('LoRA dropout: only in training, seeded, and it changes the output', () => {
-  const fx = makeFixture(small, 2);
+  const fx = makeFixture(TWO_LAYER_GQA, 2);
   const model = LlamaModel.fromTensors(fx.config, fx.tensors);
   const adapter = randomAdapter(fx.config, ['q_proj', 'v_proj'], 2, 4, 1);
   adapter.config.loraDropout = 0.5;
@@ -42,7 +33,7 @@ test('LoRA dropout: only in training, seeded, and it changes the output', () => 
 });
 
 test('LoRA dropout acts on the LoRA input only (x → dropout → A → B), kept entries scaled by 1/(1−p)', () => {
-  const fx = makeFixture(small, 2);
+  const fx = makeFixture(TWO_LAYER_GQA, 2);
   const model = LlamaModel.fromTensors(fx.config, fx.tensors);
   const H = fx.config.hiddenSize;
   const p = 0.25;

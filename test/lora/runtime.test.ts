@@ -9,18 +9,9 @@ import { LoraRuntime, resolveTargetModules } from '../../shared/lora/runtime.ts'
 import type { LoraAdapter } from '../../shared/lora/types.ts';
 import { ChorusError } from '../../shared/errors.ts';
 import { refForward, refLoss, lcg } from '../model/reference.ts';
-import { makeFixture, randomAdapter, randomIds, refLoraOf } from '../model/fixture.ts';
+import { TWO_LAYER_GQA, makeFixture, randomAdapter, randomIds, refLoraOf } from '../model/fixture.ts';
 
 await initEngine('wasm', { quiet: true });
-
-const small = {
-  hiddenSize: 16,
-  numHiddenLayers: 2,
-  numAttentionHeads: 2,
-  numKeyValueHeads: 1,
-  vocabSize: 20,
-  intermediateSize: 24,
-};
 
 function toBatch(ids: number[][], mask: number[][]): TokenBatch {
   return {
@@ -32,7 +23,7 @@ function toBatch(ids: number[][], mask: number[][]): TokenBatch {
 }
 
 test('LoRA gradients (A and B) match central finite differences of the float64 reference', () => {
-  const fx = makeFixture(small, 5);
+  const fx = makeFixture(TWO_LAYER_GQA, 5);
   const model = LlamaModel.fromTensors(fx.config, fx.tensors);
   const adapter = randomAdapter(fx.config, ['q_proj', 'k_proj', 'up_proj', 'down_proj'], 3, 6, 8);
   const lora = LoraRuntime.fromAdapter(model, adapter);
@@ -150,7 +141,7 @@ test('PEFT init: A ~ U(−1/√in, 1/√in) (kaiming_uniform a=√5), B = 0, see
 });
 
 test('rsLoRA scaling, rank_pattern and alpha_pattern follow PEFT; forward matches the reference', () => {
-  const fx = makeFixture(small, 9);
+  const fx = makeFixture(TWO_LAYER_GQA, 9);
   const model = LlamaModel.fromTensors(fx.config, fx.tensors);
   const rt = LoraRuntime.create(
     model,
@@ -186,7 +177,7 @@ test('rsLoRA scaling, rank_pattern and alpha_pattern follow PEFT; forward matche
 });
 
 test('adapter round trip: toAdapter → fromAdapter → toAdapter is exact and computes the same', () => {
-  const fx = makeFixture(small, 3);
+  const fx = makeFixture(TWO_LAYER_GQA, 3);
   const model = LlamaModel.fromTensors(fx.config, fx.tensors);
   const original = randomAdapter(fx.config, ['k_proj', 'gate_proj'], 3, 5, 2);
   const rt1 = LoraRuntime.fromAdapter(model, original);
@@ -218,7 +209,7 @@ test('adapter round trip: toAdapter → fromAdapter → toAdapter is exact and c
 });
 
 test('variablesOfLayer, layers() and namedVariables partition the variables', () => {
-  const fx = makeFixture(small, 3);
+  const fx = makeFixture(TWO_LAYER_GQA, 3);
   const model = LlamaModel.fromTensors(fx.config, fx.tensors);
   const rt = LoraRuntime.create(
     model,
@@ -244,7 +235,7 @@ test('bad adapters and configs are ChorusErrors that name the problem', () => {
     (e: unknown) => e instanceof ChorusError && /unknown module 'qkv'/.test(e.message),
   );
   assert.deepEqual(resolveTargetModules(['all-linear']).length, 7);
-  const fx = makeFixture(small, 3);
+  const fx = makeFixture(TWO_LAYER_GQA, 3);
   const model = LlamaModel.fromTensors(fx.config, fx.tensors);
   assert.throws(
     () =>
@@ -283,7 +274,7 @@ test('bad adapters and configs are ChorusErrors that name the problem', () => {
 
 test('memory stays flat: repeated gradient steps and evaluations leak no tensors', async () => {
   const { evaluate } = await import('../../shared/model/loss.ts');
-  const fx = makeFixture(small, 4);
+  const fx = makeFixture(TWO_LAYER_GQA, 4);
   const model = LlamaModel.fromTensors(fx.config, fx.tensors);
   const rt = LoraRuntime.create(
     model,

@@ -5,6 +5,16 @@ import { MODULE_NAMES, modulePath, moduleShape, type ModuleName, type TensorData
 import type { LoraAdapter, LoraModule } from '../../shared/lora/types.ts';
 import { gaussian, lcg, type RefConfig, type RefLora, type RefWeights } from './reference.ts';
 
+/** The 2-layer GQA shape (2 heads, 1 KV head) of the LoRA runtime, dropout and trainer tests. */
+export const TWO_LAYER_GQA = {
+  hiddenSize: 16,
+  numHiddenLayers: 2,
+  numAttentionHeads: 2,
+  numKeyValueHeads: 1,
+  vocabSize: 20,
+  intermediateSize: 24,
+};
+
 export interface Fixture {
   config: LlamaConfig;
   tensors: Map<string, TensorData>;

@@ -20,6 +20,11 @@ test('native GEMM is active where the addon is built and a BLAS loads (required 
   if (process.env.CHORUS_REQUIRE_NATIVE_GEMM === '1') assert.ok(info.active, `not active: ${info.detail}`);
   if (info.active) {
     assert.match(describeBackend(), /products on /);
+    // OpenBLAS names the kernel it runs (OPENBLAS_CORETYPE can pin an older one), and the backend line says it.
+    if (/openblas/i.test(info.library)) {
+      assert.match(info.kernel, /^\w+$/);
+      assert.ok(describeBackend().includes(`${info.kernel} kernel`), describeBackend());
+    }
     assert.ok(info.threads >= 1);
     assert.equal(productsTakeFlags(), true);
   } else {

@@ -8,21 +8,13 @@ import type { TokenBatch } from '../../shared/model/loss.ts';
 import { LlamaModel, MODULE_NAMES } from '../../shared/model/llama.ts';
 import { SplitMix32 } from '../../shared/tensor/random.ts';
 import { refLoss, lcg } from '../model/reference.ts';
-import { makeFixture, randomAdapter, refLoraOf } from '../model/fixture.ts';
+import { TWO_LAYER_GQA, makeFixture, randomAdapter, refLoraOf } from '../model/fixture.ts';
 import { encodeCheckpointBlob, restoreCheckpointBlob } from '../../shared/train/checkpoint.ts';
 import { randomExamples, task, tinyModel, variableExamples } from './helpers.ts';
 
 const model = await tinyModel({ layers: 3 });
 const V = model.config.vocabSize;
 const examples = randomExamples(32, 8, V, 11);
-const fxConfig = {
-  hiddenSize: 16,
-  numHiddenLayers: 2,
-  numAttentionHeads: 2,
-  numKeyValueHeads: 1,
-  vocabSize: 20,
-  intermediateSize: 24,
-};
 
 function randomizeB(t: AdapterTrainer, seed: number) {
   const a = t.getAdapter();
@@ -34,7 +26,7 @@ function randomizeB(t: AdapterTrainer, seed: number) {
 test('gradSums equal float64 central finite differences of the independent reference (every module, A and B)', () => {
   // A random adapter with B ≠ 0 on every module, variable-length examples with prompt masks (so
   // padding, truncation and masked targets all occur), plain LoRA so every layer has gradients.
-  const fx = makeFixture(fxConfig, 31);
+  const fx = makeFixture(TWO_LAYER_GQA, 31);
   const fxModel = LlamaModel.fromTensors(fx.config, fx.tensors);
   const adapter = randomAdapter(fx.config, [...MODULE_NAMES], 2, 4, 6);
   const data = variableExamples(12, 3, 11, fx.config.vocabSize, 5);
